@@ -1,0 +1,48 @@
+/* dataset: a multi-view dataset directory, memory-mapped and validated before training.
+ *
+ * Layout of DIR:
+ *   manifest.txt   one `view NAME` line per view, in order (`#` comments allowed)
+ *   NAME.npy       (N, d_v) per view; float32 used in place, float64/uint8 converted row by
+ *                  row as batches are gathered (uint8 scaled by 1/255), anything else refused
+ *   labels.npy     optional (N,) integers in [0, K); K = max label + 1
+ *   mask.npy       optional (N, V) uint8 or bool, 1 = the view is present in that row
+ *
+ * dataset_open checks every rule (row counts, dtypes, order, sizes, NaN/Inf with the row,
+ * label range, mask shape) and reports the first failure as one line naming file and value. */
+#ifndef HCL_DATASET_H
+#define HCL_DATASET_H
+
+#include <stdint.h>
+
+#include "npy.h"
+#include "util.h"
+
+typedef struct {
+    char dir[1024];
+    int nviews;
+    char names[HCL_MAX_VIEWS][HCL_NAME_MAX];
+    int64_t widths[HCL_MAX_VIEWS];
+    int64_t n;                       /* rows */
+    npy_file views[HCL_MAX_VIEWS];
+    int has_labels;
+    npy_file labels_file;
+    int32_t *labels;                 /* (n,) copied out as int32 (small), NULL when absent */
+    int nclasses;
+    int has_mask;
+    npy_file mask_file;              /* (n, nviews) uint8/bool, mapped */
+} hcl_dataset;
+
+int dataset_open(hcl_dataset *ds, const char *dir, char *err);
+void dataset_close(hcl_dataset *ds);
+
+int dataset_view_index(const hcl_dataset *ds, const char *name);   /* -1 when absent */
+
+/* Gather rows idx[0..count) of view v into out (count, d_v) as float32. */
+void dataset_gather_view(const hcl_dataset *ds, int v, const int64_t *idx, int64_t count, float *out);
+/* Gather the mask rows (count, nviews) as 0/1 bytes; all ones when the dataset has no mask. */
+void dataset_gather_mask(const hcl_dataset *ds, const int64_t *idx, int64_t count, uint8_t *out);
+/* Gather labels (count,); -1 when the dataset has no labels. */
+void dataset_gather_labels(const hcl_dataset *ds, const int64_t *idx, int64_t count, int32_t *out);
+int dataset_present(const hcl_dataset *ds, int64_t row, int v);
+
+#endif

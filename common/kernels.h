@@ -1,0 +1,47 @@
+/* kernels: the layers of an encoder as plain forward/backward functions over flat float arrays,
+ * matmuls through OpenBLAS (cblas_sgemm). Shapes are given in comments; B = rows, C = input
+ * width, OC = output width. Weights are stored as PyTorch's nn.Linear: weight (OC, C).
+ *
+ * Backward conventions: dweight, dbias accumulate (+=); dinp is overwritten (it is per-step
+ * scratch), and may alias dout where noted. */
+#ifndef HCL_KERNELS_H
+#define HCL_KERNELS_H
+
+#include <stdint.h>
+
+/* out (B,OC) = inp (B,C) @ weight^T (C,OC) + bias (OC); bias may be NULL. */
+void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                    int B, int C, int OC);
+/* dinp (B,C) = dout @ weight (may be NULL: not needed for the first layer);
+ * dweight (OC,C) += dout^T @ inp; dbias (OC) += sum over rows of dout (may be NULL). */
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int B, int C, int OC);
+
+/* relu: out = max(inp, 0); backward: dinp = dout * (out > 0); dinp may alias dout. */
+void relu_forward(float *out, const float *inp, int64_t n);
+void relu_backward(float *dinp, const float *out, const float *dout, int64_t n);
+
+/* gelu, exact (erf) form as torch.nn.GELU(): backward needs the input; dinp may alias dout. */
+void gelu_forward(float *out, const float *inp, int64_t n);
+void gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n);
+
+/* layernorm over the last dim, eps 1e-5: out (B,C), mean (B), rstd (B) saved for backward.
+ * backward: dinp (B,C) overwritten; dweight, dbias (C) accumulate. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *weight, const float *bias, int B, int C);
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, const float *mean,
+                        const float *rstd, int B, int C);
+
+/* L2 normalisation of rows, as F.normalize (norm clamped below at 1e-12):
+ * out (B,C) = inp / max(|inp|, 1e-12), norm (B) saved.
+ * backward: dinp = (dout - out * (out . dout)) / norm; dinp overwritten, may alias dout. */
+void l2norm_forward(float *out, float *norm, const float *inp, int B, int C);
+void l2norm_backward(float *dinp, const float *dout, const float *out, const float *norm,
+                     int B, int C);
+
+/* Threads used by OpenBLAS in this process. */
+void kernels_set_threads(int n);
+int kernels_get_threads(void);
+
+#endif

@@ -1,0 +1,79 @@
+/* loss: the contrastive objectives, forward and backward in one call, written for the sharded
+ * step of ../shared/MATH.md: a worker owns rows [r0, r0+b) of a global batch of N rows and sees
+ * all N gathered embeddings of every view. With r0 = 0, b = N it is the single-process loss.
+ *
+ *   CLIP      symmetric InfoNCE between views a and b
+ *   FULL      weighted mean of symmetric InfoNCE over every pair of views (CMC full graph)
+ *   CORE      the same over the pairs (core, j) (CMC core view)
+ *   SUPCON    supervised contrastive: anchors are this worker's rows of every view, candidates all
+ *             other gathered rows of all views, positives those with the anchor's label
+ *   HYBRID    a contrastive base (FULL by default) + lambda * cross-entropy of a linear head
+ *             (K,D) applied to every present view embedding, mean over present (row, view)
+ * Logits are s * z_a . z_c with s = exp(t). Missing views: a row absent from view i is neither
+ * anchor nor candidate in any pair with view i; means count only present rows; a pair with no
+ * row present in both views drops out of the mean over pairs. An anchor without positives adds
+ * nothing. All log-sum-exps subtract the max.
+ *
+ * Every returned value is this worker's PART: summed over workers it gives the global value, so
+ * nothing is divided by the number of workers anywhere. */
+#ifndef HCL_LOSS_H
+#define HCL_LOSS_H
+
+#include <stdint.h>
+
+#include "util.h"
+
+enum hcl_loss_kind { HCL_LOSS_CLIP, HCL_LOSS_FULL, HCL_LOSS_CORE, HCL_LOSS_SUPCON, HCL_LOSS_HYBRID };
+
+typedef struct {
+    enum hcl_loss_kind kind;
+    enum hcl_loss_kind base;      /* HYBRID's contrastive part: CLIP, FULL, CORE or SUPCON */
+    int nviews;
+    int dim;
+    int view_a, view_b;           /* CLIP's views (default 0, 1) */
+    int core_view;                /* CORE's view (default 0) */
+    float pair_weight[HCL_MAX_VIEWS][HCL_MAX_VIEWS];  /* [i][j], i < j used; default 1 */
+    float lambda;                 /* HYBRID's weight of the cross-entropy (default 1) */
+    int nclasses;                 /* HYBRID's K */
+} hcl_loss_config;
+
+typedef struct {
+    int64_t n;                          /* global rows N */
+    int64_t r0, b;                      /* this worker's rows [r0, r0+b) */
+    const float *z[HCL_MAX_VIEWS];      /* (N, D) gathered normalised embeddings */
+    const uint8_t *mask;                /* (N, V) 1 = present, or NULL: all present */
+    const int32_t *labels;              /* (N) or NULL (needed by SUPCON and HYBRID) */
+    float t;                            /* log logit scale */
+    const float *head_w, *head_b;       /* HYBRID: (K, D), (K) */
+} hcl_loss_input;
+
+typedef struct {
+    double loss;                                     /* part of the total loss */
+    double pair_loss[HCL_MAX_VIEWS][HCL_MAX_VIEWS];  /* part of each pair's own InfoNCE, i < j */
+    int pair_used[HCL_MAX_VIEWS][HCL_MAX_VIEWS];     /* pair takes part (same on every worker) */
+    double supcon;                                   /* part of the SupCon loss */
+    double ce;                                       /* part of HYBRID's cross-entropy */
+    double dt;                                       /* part of d loss / d t */
+} hcl_loss_result;
+
+typedef struct {
+    hcl_loss_config cfg;
+    int64_t max_b, max_n;
+    float *scratch;                     /* sized once by loss_ctx_init */
+    int64_t scratch_len;
+} hcl_loss_ctx;
+
+void loss_config_default(hcl_loss_config *c, int nviews, int dim);
+/* Size the scratch for up to max_b own rows and max_n gathered rows. */
+void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n);
+void loss_ctx_free(hcl_loss_ctx *c);
+
+/* dz[v] (N, D): d loss / d z[v] for ALL N rows, accumulated (+=); may be NULL for forward only
+ * (then dhead_* are ignored too). dhead_w (K,D), dhead_b (K): accumulated (HYBRID). */
+void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *const dz[],
+                           float *dhead_w, float *dhead_b, hcl_loss_result *out);
+
+const char *loss_kind_name(enum hcl_loss_kind k);
+int loss_kind_parse(const char *s, enum hcl_loss_kind *k);   /* clip|full|core|supcon|hybrid */
+
+#endif

@@ -1,0 +1,94 @@
+/* model: one MLP encoder per view into a shared D-dim space, an optional linear classifier head
+ * on that space (hybrid loss), and the learnable log logit scale t.
+ *
+ * Encoder v: for each hidden width h_k: Linear -> [LayerNorm] -> ReLU|GELU; then Linear to D;
+ * then L2 normalisation. Parameters, gradients and optimizer moments are each ONE flat buffer;
+ * `tensors` names the slices (PyTorch-like names, documented in README):
+ *   encoder.<view>.<k>.weight (out,in)  encoder.<view>.<k>.bias (out)
+ *   encoder.<view>.<k>.norm.weight      encoder.<view>.<k>.norm.bias       (k < last, LayerNorm)
+ *   head.weight (K,D)  head.bias (K)    (when nclasses > 0)
+ *   logit_t (1)
+ * Encoder v's tensors are contiguous in [enc[v].param_begin, enc[v].param_end), in view order,
+ * so its gradient can be all-reduced as soon as its backward is done.
+ * Initialisation follows nn.Linear: weight and bias ~ U(-1/sqrt(in), 1/sqrt(in)); LayerNorm
+ * weight 1, bias 0; t = t_init. */
+#ifndef HCL_MODEL_H
+#define HCL_MODEL_H
+
+#include <stdint.h>
+
+#include "tensor.h"
+#include "util.h"
+
+#define HCL_MAX_HIDDEN 6
+#define HCL_MAX_LAYERS (HCL_MAX_HIDDEN + 1)
+#define HCL_MAX_TENSORS (HCL_MAX_VIEWS * HCL_MAX_LAYERS * 4 + 8)
+
+enum hcl_act { HCL_ACT_RELU, HCL_ACT_GELU };
+
+typedef struct {
+    int nviews;
+    char names[HCL_MAX_VIEWS][HCL_NAME_MAX];
+    int in_width[HCL_MAX_VIEWS];
+    int nhidden;                  /* default 2 */
+    int hidden[HCL_MAX_HIDDEN];   /* default 512, 256 */
+    int dim;                      /* shared width D, default 128 */
+    enum hcl_act act;             /* default ReLU */
+    int layernorm;                /* default 0 */
+    int nclasses;                 /* > 0: classifier head (K, D) */
+    float t_init;                 /* default ln(1/0.07) */
+} hcl_model_config;
+
+typedef struct {
+    int nlayers;                           /* nhidden + 1 linear layers */
+    int in[HCL_MAX_LAYERS], out[HCL_MAX_LAYERS];
+    int64_t w[HCL_MAX_LAYERS], b[HCL_MAX_LAYERS];        /* offsets into params/grads */
+    int64_t ln_w[HCL_MAX_LAYERS], ln_b[HCL_MAX_LAYERS];  /* -1 when no LayerNorm */
+    int64_t param_begin, param_end;
+} hcl_encoder;
+
+typedef struct {
+    hcl_model_config cfg;
+    hcl_encoder enc[HCL_MAX_VIEWS];
+    int ntensors;
+    hcl_tensor tensors[HCL_MAX_TENSORS];
+    int64_t nparams;
+    int64_t head_w, head_b;    /* offsets, -1 without a head */
+    int64_t logit_t;           /* offset of t */
+    float *params;             /* (nparams) */
+    float *grads;              /* (nparams) */
+} hcl_model;
+
+/* Per-view activation buffers for up to max_rows rows, sized once. */
+typedef struct {
+    int max_rows;
+    float *pre[HCL_MAX_LAYERS];     /* (B, out_k) linear outputs */
+    float *ln[HCL_MAX_LAYERS];      /* (B, out_k) LayerNorm outputs, NULL without LN */
+    float *mean[HCL_MAX_LAYERS], *rstd[HCL_MAX_LAYERS];
+    float *act[HCL_MAX_LAYERS];     /* (B, out_k) activation outputs (k < last) */
+    float *norm;                    /* (B) row norms of the last linear output */
+    float *z;                       /* (B, D) normalised embeddings */
+    float *d0, *d1;                 /* (B, max width) backward scratch */
+} hcl_encoder_acts;
+
+typedef struct {
+    hcl_encoder_acts v[HCL_MAX_VIEWS];
+} hcl_model_acts;
+
+void model_config_default(hcl_model_config *c);
+/* Lay out the tensors, allocate params and grads, initialise from seed (stream "init"). */
+int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err);
+void model_free(hcl_model *m);
+void model_zero_grad(hcl_model *m);
+const hcl_tensor *model_find_tensor(const hcl_model *m, const char *name);
+
+void model_acts_init(hcl_model_acts *a, const hcl_model *m, int max_rows);
+void model_acts_free(hcl_model_acts *a, const hcl_model *m);
+
+/* Encode B rows x (B, in_width[v]) of view v; writes a->v[v].z (B, D) and returns it. */
+const float *model_encode(const hcl_model *m, hcl_model_acts *a, int v, const float *x, int B);
+/* Backward of the last model_encode of view v with dz (B, D); accumulates into m->grads. */
+void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *x,
+                           const float *dz, int B);
+
+#endif

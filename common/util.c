@@ -1,0 +1,154 @@
+/* util: see util.h. */
+#define _GNU_SOURCE
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void hcl_die(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "hcl: fatal at %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    abort();
+}
+
+void *hcl_malloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    HCL_CHECK(p, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *hcl_calloc(size_t n, size_t sz) {
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    HCL_CHECK(p, "out of memory allocating %zu x %zu bytes", n, sz);
+    return p;
+}
+
+float *hcl_floats(size_t n) {
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    void *p = NULL;
+    HCL_CHECK(posix_memalign(&p, 64, bytes ? bytes : 64) == 0, "out of memory allocating %zu floats", n);
+    memset(p, 0, bytes);
+    return p;
+}
+
+int hcl_err(char *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, HCL_ERR_MAX, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+double hcl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+double hcl_wall(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int hcl_fsync_dir(const char *dir, char *err) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd < 0) return hcl_err(err, "%s: open directory: %s", dir, strerror(errno));
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return hcl_err(err, "%s: fsync directory: %s", dir, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+int hcl_write_file_durable(const char *path, const void *data, size_t len, char *err) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return hcl_err(err, "%s: path too long", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return hcl_err(err, "%s: create: %s", tmp, strerror(errno));
+    const char *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = w < 0 ? errno : ENOSPC;
+            close(fd);
+            unlink(tmp);
+            return hcl_err(err, "%s: write: %s", tmp, strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        return hcl_err(err, "%s: fsync: %s", tmp, strerror(e));
+    }
+    if (close(fd) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return hcl_err(err, "%s: close: %s", tmp, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return hcl_err(err, "%s: rename into place: %s", path, strerror(e));
+    }
+    char dcopy[4096];
+    snprintf(dcopy, sizeof dcopy, "%s", path);
+    return hcl_fsync_dir(dirname(dcopy), err);
+}
+
+int hcl_mkdir_p(const char *path, char *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return hcl_err(err, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return hcl_err(err, "%s: mkdir: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return hcl_err(err, "%s: mkdir: %s", buf, strerror(errno));
+    struct stat st;
+    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
+        return hcl_err(err, "%s: not a directory", buf);
+    return 0;
+}
+
+uint32_t hcl_crc32c(uint32_t crc, const void *p, size_t n) {
+    static uint32_t table[256];
+    static int ready;
+    if (!ready) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+            table[i] = c;
+        }
+        ready = 1;
+    }
+    const uint8_t *b = p;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) crc = table[(crc ^ b[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}

@@ -1,0 +1,43 @@
+/* util: checked allocation, fatal checks, clocks and small helpers shared by every module.
+ *
+ * HCL_CHECK(cond, fmt, ...) aborts with file:line on a programmer error (never for user
+ * input: user errors return -1 with a message in an error buffer, see hcl_err). */
+#ifndef HCL_UTIL_H
+#define HCL_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define HCL_MAX_VIEWS 8
+#define HCL_NAME_MAX 64
+#define HCL_ERR_MAX 512
+
+void hcl_die(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+
+#define HCL_CHECK(cond, ...) \
+    do { if (!(cond)) hcl_die(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+
+void *hcl_malloc(size_t n);            /* aborts naming the size on failure */
+void *hcl_calloc(size_t n, size_t sz);
+float *hcl_floats(size_t n);           /* 64-byte aligned, zeroed; free with free() */
+
+/* hcl_err: write one formatted line into an error buffer of HCL_ERR_MAX bytes; returns -1 so
+ * callers can `return hcl_err(err, "...")`. err may be NULL. */
+int hcl_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+double hcl_now(void);                  /* monotonic seconds */
+double hcl_wall(void);                 /* wall-clock seconds since the epoch */
+
+/* Durable write: temp file in the same directory, fsync, rename over path, fsync the directory.
+ * On error the temp file is removed, the old file (if any) is untouched, err names the step. */
+int hcl_write_file_durable(const char *path, const void *data, size_t len, char *err);
+int hcl_fsync_dir(const char *dir, char *err);
+int hcl_mkdir_p(const char *path, char *err);
+
+/* CRC-32C (Castagnoli) of a buffer, chainable: crc = hcl_crc32c(crc, p, n), start with 0. */
+uint32_t hcl_crc32c(uint32_t crc, const void *p, size_t n);
+
+#endif
