@@ -1,1 +1,236 @@
-/* placeholder: being written */
+/* step: see step.h. */
+#include "step.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+#define MPI_OK(call) do { int _rc = (call); HCL_CHECK(_rc == MPI_SUCCESS, "%s failed (%d)", #call, _rc); } while (0)
+
+int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
+                const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
+                uint64_t seed, int64_t n, char *err) {
+    memset(w, 0, sizeof *w);
+    w->comm = comm;
+    MPI_Comm_rank(comm, &w->rank);
+    MPI_Comm_size(comm, &w->size);
+    if (n < w->size)
+        return hcl_err(err, "batch-size: %lld rows cannot be split among %d workers",
+                       (long long)n, w->size);
+    if (model_init(&w->model, mc, seed, err) != 0) return -1;
+    w->n = n;
+    int64_t r0, b;
+    batch_split(n, w->size, 0, &r0, &b);
+    w->b_max = b;
+    model_acts_init(&w->acts, &w->model, (int)w->b_max);
+    w->loss_cfg = *lc;
+    loss_ctx_init(&w->loss, lc, w->b_max, n);
+    w->opt = *oc;
+    w->opt_state = hcl_floats((size_t)optim_state_floats(oc, w->model.nparams));
+    w->learn_t = learn_t;
+    w->t_min = 0.0f;
+    w->t_max = logf(100.0f);
+    int V = mc->nviews, D = mc->dim;
+    w->zpack = hcl_floats((size_t)V * w->b_max * D);
+    w->zgath = hcl_floats((size_t)V * n * D);
+    w->dzpack = hcl_floats((size_t)V * n * D);
+    w->dzown = hcl_floats((size_t)V * w->b_max * D);
+    for (int v = 0; v < V; v++) {
+        w->zall[v] = hcl_floats((size_t)n * D);
+        w->dzall[v] = hcl_floats((size_t)n * D);
+    }
+    w->counts = hcl_calloc((size_t)w->size, sizeof(int));
+    w->displs = hcl_calloc((size_t)w->size, sizeof(int));
+    w->r0s = hcl_calloc((size_t)w->size, sizeof(int64_t));
+    w->bs = hcl_calloc((size_t)w->size, sizeof(int64_t));
+    if ((int64_t)V * n * D > INT32_MAX)
+        return hcl_err(err, "batch-size: %lld rows x %d views x %d dims exceeds one MPI message",
+                       (long long)n, V, D);
+    return 0;
+}
+
+void worker_free(hcl_worker *w) {
+    model_acts_free(&w->acts, &w->model);
+    model_free(&w->model);
+    loss_ctx_free(&w->loss);
+    free(w->opt_state);
+    free(w->zpack);
+    free(w->zgath);
+    free(w->dzpack);
+    free(w->dzown);
+    for (int v = 0; v < w->model.cfg.nviews; v++) {
+        free(w->zall[v]);
+        free(w->dzall[v]);
+    }
+    free(w->counts);
+    free(w->displs);
+    free(w->r0s);
+    free(w->bs);
+    memset(w, 0, sizeof *w);
+}
+
+float worker_logit_scale(const hcl_worker *w) {
+    return expf(w->model.params[w->model.logit_t]);
+}
+
+/* Scalars of the loss packed for one all-reduce: loss, supcon, ce, pair losses (i < j). */
+static int pack_scalars(double *s, const hcl_loss_result *r, int V) {
+    int k = 0;
+    s[k++] = r->loss;
+    s[k++] = r->supcon;
+    s[k++] = r->ce;
+    for (int i = 0; i < V; i++)
+        for (int j = i + 1; j < V; j++) s[k++] = r->pair_loss[i][j];
+    return k;
+}
+
+void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
+    const hcl_batch_header *h = (const hcl_batch_header *)buf;
+    hcl_model *m = &w->model;
+    const int V = m->cfg.nviews, D = m->cfg.dim;
+    const int train = (h->flags & HCL_BATCH_TRAIN) != 0;
+    HCL_CHECK(h->magic == HCL_BATCH_MAGIC && h->nviews == V && h->n <= w->n && h->b <= w->b_max,
+              "malformed batch header (step %lld, n %lld, b %lld)", (long long)h->step,
+              (long long)h->n, (long long)h->b);
+    memset(res, 0, sizeof *res);
+    int64_t widths[HCL_MAX_VIEWS] = {0};
+    for (int v = 0; v < V; v++) widths[v] = m->cfg.in_width[v];
+    hcl_batch_layout lay;
+    batch_layout(&lay, h->n, h->b, V, widths);
+    const int32_t *labels = (const int32_t *)(buf + lay.labels);
+    const uint8_t *mask = buf + lay.mask;
+    const int64_t n = h->n, b = h->b, r0 = h->r0;
+
+    double t0 = hcl_now();
+    if (train) model_zero_grad(m);
+
+    /* 1. Encode own rows, pack (V, b, D). */
+    for (int v = 0; v < V; v++) {
+        const float *z = model_encode(m, &w->acts, v, (const float *)(buf + lay.view[v]), (int)b);
+        memcpy(w->zpack + (size_t)v * b * D, z, sizeof(float) * (size_t)b * D);
+    }
+    double t1 = hcl_now();
+
+    /* 2. All-gather every view's embeddings in one collective, then unpack to (N, D) per view. */
+    for (int r = 0; r < w->size; r++) {
+        batch_split(n, w->size, r, &w->r0s[r], &w->bs[r]);
+        w->counts[r] = (int)(w->bs[r] * V * D);
+        w->displs[r] = (int)(w->r0s[r] * V * D);
+    }
+    HCL_CHECK(w->r0s[w->rank] == r0 && w->bs[w->rank] == b, "batch rows [%lld,+%lld) are not this worker's share",
+              (long long)r0, (long long)b);
+    MPI_OK(MPI_Allgatherv(w->zpack, w->counts[w->rank], MPI_FLOAT, w->zgath, w->counts, w->displs,
+                          MPI_FLOAT, w->comm));
+    for (int r = 0; r < w->size; r++)
+        for (int v = 0; v < V; v++)
+            memcpy(w->zall[v] + w->r0s[r] * D, w->zgath + w->displs[r] + (size_t)v * w->bs[r] * D,
+                   sizeof(float) * (size_t)w->bs[r] * D);
+    double t2 = hcl_now();
+
+    /* 3. Loss of own rows against all columns; gradient for all N rows of every view. */
+    hcl_loss_input in = {0};
+    in.n = n;
+    in.r0 = r0;
+    in.b = b;
+    for (int v = 0; v < V; v++) in.z[v] = w->zall[v];
+    in.mask = mask;
+    in.labels = h->has_labels ? labels : NULL;
+    in.t = m->params[m->logit_t];
+    if (m->head_w >= 0) {
+        in.head_w = m->params + m->head_w;
+        in.head_b = m->params + m->head_b;
+    }
+    hcl_loss_result lr;
+    if (train) {
+        for (int v = 0; v < V; v++) memset(w->dzall[v], 0, sizeof(float) * (size_t)n * D);
+        loss_forward_backward(&w->loss, &in, w->dzall,
+                              m->head_w >= 0 ? m->grads + m->head_w : NULL,
+                              m->head_w >= 0 ? m->grads + m->head_b : NULL, &lr);
+        if (w->learn_t) m->grads[m->logit_t] += (float)lr.dt;
+    } else {
+        loss_forward_backward(&w->loss, &in, NULL, NULL, NULL, &lr);
+    }
+    double t3 = hcl_now();
+
+    double scal[3 + HCL_MAX_VIEWS * HCL_MAX_VIEWS];
+    int ns = pack_scalars(scal, &lr, V);
+    double t4 = t3, t5 = t3, t6 = t3;
+    MPI_Request reqs[HCL_MAX_VIEWS + 2];
+    int nreq = 0;
+    if (train) {
+        /* 4. Reduce-scatter: every worker receives the full gradient of its own rows. */
+        for (int r = 0; r < w->size; r++)
+            for (int v = 0; v < V; v++)
+                memcpy(w->dzpack + w->displs[r] + (size_t)v * w->bs[r] * D, w->dzall[v] + w->r0s[r] * D,
+                       sizeof(float) * (size_t)w->bs[r] * D);
+        MPI_OK(MPI_Reduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm));
+        t4 = hcl_now();
+
+        /* 5. Backward through each encoder, last view first; its gradient slice is all-reduced
+         * while the next encoder's backward runs. */
+        for (int v = V - 1; v >= 0; v--) {
+            model_encode_backward(m, &w->acts, v, (const float *)(buf + lay.view[v]),
+                                  w->dzown + (size_t)v * b * D, (int)b);
+            if (w->size > 1) {
+                const hcl_encoder *e = &m->enc[v];
+                MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + e->param_begin,
+                                      (int)(e->param_end - e->param_begin), MPI_FLOAT, MPI_SUM,
+                                      w->comm, &reqs[nreq++]));
+            }
+        }
+        t5 = hcl_now();
+        if (w->size > 1) {
+            int64_t rest = m->enc[V - 1].param_end;
+            MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + rest, (int)(m->nparams - rest), MPI_FLOAT,
+                                  MPI_SUM, w->comm, &reqs[nreq++]));
+        }
+    }
+    if (w->size > 1) {
+        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns, MPI_DOUBLE, MPI_SUM, w->comm));
+        if (nreq) MPI_OK(MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE));
+    }
+    t6 = hcl_now();
+
+    /* Unpack the global scalars. */
+    int k = 0;
+    res->loss = scal[k++];
+    res->supcon = scal[k++];
+    res->ce = scal[k++];
+    for (int i = 0; i < V; i++)
+        for (int j = i + 1; j < V; j++) {
+            res->pair_loss[i][j] = scal[k++];
+            res->pair_used[i][j] = lr.pair_used[i][j];
+        }
+    res->lr = h->lr;
+
+    if (train) {
+        /* 6. Same decision and same update on every replica. */
+        double norm = optim_grad_norm(m->grads, m->nparams);
+        res->grad_norm = norm;
+        if (!isfinite(res->loss) || !isfinite(norm)) {
+            res->skipped = 1;
+            w->skipped++;
+        } else {
+            if (w->opt.clip_norm > 0) optim_clip(m->grads, m->nparams, norm, w->opt.clip_norm);
+            float t_before = m->params[m->logit_t];
+            w->updates++;
+            optim_step(&w->opt, h->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
+                       m->ntensors);
+            float *t = &m->params[m->logit_t];
+            if (!w->learn_t) {
+                *t = t_before;
+            } else {
+                if (*t < w->t_min) *t = w->t_min;
+                if (*t > w->t_max) *t = w->t_max;
+            }
+        }
+    }
+    double t7 = hcl_now();
+    res->logit_scale = worker_logit_scale(w);
+    res->t_allgather = t2 - t1;
+    res->t_reduce_scatter = t4 - t3;
+    res->t_allreduce = t6 - t5;
+    res->t_compute = (t1 - t0) + (t3 - t2) + (t5 - t4) + (t7 - t6);
+}

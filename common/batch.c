@@ -1,0 +1,24 @@
+/* batch: see batch.h. */
+#include "batch.h"
+
+void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b) {
+    int64_t q = n / w, rem = n % w;
+    *b = q + (r < rem ? 1 : 0);
+    *r0 = r * q + (r < rem ? r : rem);
+}
+
+static size_t align8(size_t x) { return (x + 7) & ~(size_t)7; }
+
+size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nviews, const int64_t *widths) {
+    size_t off = align8(sizeof(hcl_batch_header));
+    l->labels = off;
+    off = align8(off + (size_t)n * sizeof(int32_t));
+    l->mask = off;
+    off = align8(off + (size_t)n * (size_t)nviews);
+    for (int v = 0; v < nviews; v++) {
+        l->view[v] = off;
+        off = align8(off + (size_t)b * (size_t)widths[v] * sizeof(float));
+    }
+    l->total = off;
+    return off;
+}

@@ -1,0 +1,51 @@
+/* train: the coordinator's side of a training run: data, configurations, the batch order, the
+ * step loop, progress, metrics.jsonl.
+ *
+ * run_prepare turns the flags into the model, loss and optimizer configurations (checked
+ * against the data) and opens the datasets; run_fill_batch packs worker r's slice of a global
+ * batch (batch.h); run_train drives the step loop with a worker in this process (one rank). */
+#ifndef HCL_TRAIN_H
+#define HCL_TRAIN_H
+
+#include <stdio.h>
+
+#include "batch.h"
+#include "config.h"
+#include "dataset.h"
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+
+typedef struct {
+    hcl_config cfg;
+    hcl_dataset train, val;
+    int has_train, has_val;
+    hcl_model_config mc;
+    hcl_loss_config lc;
+    hcl_optim_config oc;
+    int learn_t;
+    int64_t batch;              /* global batch rows */
+    int64_t steps_per_epoch;
+    int64_t total_steps;
+    int64_t *perm;              /* (train.n) order of the current epoch */
+    int64_t perm_epoch;         /* epoch perm belongs to, -1 none */
+    int64_t *rows;              /* (batch) dataset rows of the batch being packed */
+    FILE *metrics;
+} hcl_run;
+
+int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);
+void run_free(hcl_run *r);
+
+/* Dataset rows of global batch `step` (0-based) into r->rows; returns its epoch. */
+int64_t run_batch_rows(hcl_run *r, int64_t step);
+/* Pack worker w (of nw) share of the batch of rows[0..n) from ds into buf (batch_layout size). */
+void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
+                    int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr,
+                    uint8_t *buf);
+size_t run_batch_bytes(const hcl_run *r, int64_t n, int nw);
+
+/* The whole run in one process (an MPI singleton): returns the exit code. */
+int run_train_single(hcl_run *r);
+
+#endif
