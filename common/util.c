@@ -1,5 +1,4 @@
 /* util: see util.h. */
-#define _GNU_SOURCE
 #include "util.h"
 
 #include <errno.h>
