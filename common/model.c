@@ -1,1 +1,278 @@
-/* placeholder: being written */
+/* model: see model.h. One flat parameter buffer, a tensor table naming its slices, and the
+ * encoder forward/backward over preallocated activation buffers. */
+#include "model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "rng.h"
+
+void model_config_default(hcl_model_config *c) {
+    memset(c, 0, sizeof *c);
+    c->nviews = 0;  /* the caller names the views and their input widths */
+    c->nhidden = 2;
+    c->hidden[0] = 512;
+    c->hidden[1] = 256;
+    c->dim = 128;
+    c->act = HCL_ACT_RELU;
+    c->layernorm = 0;
+    c->nclasses = 0;
+    c->t_init = logf(1.0f / 0.07f);
+}
+
+/* ---- layout ---------------------------------------------------------------------------------- */
+
+static int64_t add_tensor(hcl_model *m, const char *name, int ndim, int64_t d0, int64_t d1,
+                          int decay) {
+    HCL_CHECK(m->ntensors < HCL_MAX_TENSORS, "too many tensors (%d)", m->ntensors);
+    HCL_CHECK(strlen(name) < HCL_TENSOR_NAME_MAX, "tensor name too long: %s", name);
+    hcl_tensor *t = &m->tensors[m->ntensors++];
+    memset(t, 0, sizeof *t);
+    strcpy(t->name, name);
+    t->offset = m->nparams;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = ndim == 2 ? d1 : 1;
+    t->numel = ndim == 2 ? d0 * d1 : d0;
+    t->decay = decay;
+    m->nparams += t->numel;
+    return t->offset;
+}
+
+static int validate(const hcl_model_config *c, char *err) {
+    if (c->nviews < 1 || c->nviews > HCL_MAX_VIEWS)
+        return hcl_err(err, "model: number of views %d out of range 1..%d", c->nviews,
+                       HCL_MAX_VIEWS);
+    for (int v = 0; v < c->nviews; v++) {
+        size_t len = strnlen(c->names[v], HCL_NAME_MAX);
+        if (len == 0) return hcl_err(err, "model: view %d has an empty name", v);
+        if (len >= HCL_NAME_MAX)
+            return hcl_err(err, "model: view %d name longer than %d characters", v,
+                           HCL_NAME_MAX - 1);
+        if (strchr(c->names[v], '.'))
+            return hcl_err(err, "model: view name '%s' contains '.'", c->names[v]);
+        for (int u = 0; u < v; u++)
+            if (strcmp(c->names[u], c->names[v]) == 0)
+                return hcl_err(err, "model: view name '%s' used twice", c->names[v]);
+        if (c->in_width[v] <= 0)
+            return hcl_err(err, "model: view '%s' input width %d must be > 0", c->names[v],
+                           c->in_width[v]);
+    }
+    if (c->nhidden < 0 || c->nhidden > HCL_MAX_HIDDEN)
+        return hcl_err(err, "model: number of hidden layers %d out of range 0..%d", c->nhidden,
+                       HCL_MAX_HIDDEN);
+    for (int k = 0; k < c->nhidden; k++)
+        if (c->hidden[k] <= 0)
+            return hcl_err(err, "model: hidden width %d (layer %d) must be > 0", c->hidden[k], k);
+    if (c->dim <= 0) return hcl_err(err, "model: embedding dim %d must be > 0", c->dim);
+    if (c->act != HCL_ACT_RELU && c->act != HCL_ACT_GELU)
+        return hcl_err(err, "model: unknown activation %d", (int)c->act);
+    if (c->nclasses < 0) return hcl_err(err, "model: number of classes %d must be >= 0",
+                                        c->nclasses);
+    if (!isfinite(c->t_init)) return hcl_err(err, "model: t_init %g is not finite",
+                                             (double)c->t_init);
+    return 0;
+}
+
+/* x ~ U(-bound, bound) for n floats, drawn in order from r. */
+static void init_uniform(float *x, int64_t n, double bound, hcl_rng *r) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform(r) - 1.0) * bound);
+}
+
+int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err) {
+    memset(m, 0, sizeof *m);
+    m->head_w = m->head_b = m->logit_t = -1;
+    if (validate(c, err) != 0) return -1;
+    m->cfg = *c;
+
+    char name[HCL_TENSOR_NAME_MAX];
+    for (int v = 0; v < c->nviews; v++) {
+        hcl_encoder *e = &m->enc[v];
+        e->nlayers = c->nhidden + 1;
+        e->param_begin = m->nparams;
+        for (int k = 0; k < e->nlayers; k++) {
+            e->in[k] = k == 0 ? c->in_width[v] : c->hidden[k - 1];
+            e->out[k] = k < c->nhidden ? c->hidden[k] : c->dim;
+            snprintf(name, sizeof name, "encoder.%s.%d.weight", c->names[v], k);
+            e->w[k] = add_tensor(m, name, 2, e->out[k], e->in[k], 1);
+            snprintf(name, sizeof name, "encoder.%s.%d.bias", c->names[v], k);
+            e->b[k] = add_tensor(m, name, 1, e->out[k], 0, 0);
+            e->ln_w[k] = e->ln_b[k] = -1;
+            if (c->layernorm && k < e->nlayers - 1) {
+                snprintf(name, sizeof name, "encoder.%s.%d.norm.weight", c->names[v], k);
+                e->ln_w[k] = add_tensor(m, name, 1, e->out[k], 0, 0);
+                snprintf(name, sizeof name, "encoder.%s.%d.norm.bias", c->names[v], k);
+                e->ln_b[k] = add_tensor(m, name, 1, e->out[k], 0, 0);
+            }
+        }
+        e->param_end = m->nparams;
+    }
+    if (c->nclasses > 0) {
+        m->head_w = add_tensor(m, "head.weight", 2, c->nclasses, c->dim, 1);
+        m->head_b = add_tensor(m, "head.bias", 1, c->nclasses, 0, 0);
+    }
+    m->logit_t = add_tensor(m, "logit_t", 1, 1, 0, 0);
+
+    m->params = hcl_floats((size_t)m->nparams);
+    m->grads = hcl_floats((size_t)m->nparams);
+
+    // initialise in layout order from one stream: nn.Linear bounds, LayerNorm (1, 0), t_init
+    hcl_rng r;
+    rng_derive(&r, seed, "init", 0);
+    float *p = m->params;
+    for (int v = 0; v < c->nviews; v++) {
+        const hcl_encoder *e = &m->enc[v];
+        for (int k = 0; k < e->nlayers; k++) {
+            double bound = 1.0 / sqrt((double)e->in[k]);
+            init_uniform(p + e->w[k], (int64_t)e->out[k] * e->in[k], bound, &r);
+            init_uniform(p + e->b[k], e->out[k], bound, &r);
+            if (e->ln_w[k] >= 0) {
+                for (int i = 0; i < e->out[k]; i++) {
+                    p[e->ln_w[k] + i] = 1.0f;
+                    p[e->ln_b[k] + i] = 0.0f;
+                }
+            }
+        }
+    }
+    if (c->nclasses > 0) {
+        double bound = 1.0 / sqrt((double)c->dim);
+        init_uniform(p + m->head_w, (int64_t)c->nclasses * c->dim, bound, &r);
+        init_uniform(p + m->head_b, c->nclasses, bound, &r);
+    }
+    p[m->logit_t] = c->t_init;
+    return 0;
+}
+
+void model_free(hcl_model *m) {
+    free(m->params);
+    free(m->grads);
+    m->params = m->grads = NULL;
+}
+
+void model_zero_grad(hcl_model *m) {
+    memset(m->grads, 0, (size_t)m->nparams * sizeof(float));
+}
+
+const hcl_tensor *model_find_tensor(const hcl_model *m, const char *name) {
+    for (int i = 0; i < m->ntensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+/* ---- activations ----------------------------------------------------------------------------- */
+
+void model_acts_init(hcl_model_acts *a, const hcl_model *m, int max_rows) {
+    HCL_CHECK(max_rows > 0, "model_acts_init: max_rows %d must be > 0", max_rows);
+    memset(a, 0, sizeof *a);
+    for (int v = 0; v < m->cfg.nviews; v++) {
+        const hcl_encoder *e = &m->enc[v];
+        hcl_encoder_acts *va = &a->v[v];
+        size_t R = (size_t)max_rows;
+        int wmax = e->in[0];
+        va->max_rows = max_rows;
+        for (int k = 0; k < e->nlayers; k++) {
+            size_t n = R * (size_t)e->out[k];
+            if (e->out[k] > wmax) wmax = e->out[k];
+            va->pre[k] = hcl_floats(n);
+            if (k < e->nlayers - 1) {
+                va->act[k] = hcl_floats(n);
+                if (e->ln_w[k] >= 0) {
+                    va->ln[k] = hcl_floats(n);
+                    va->mean[k] = hcl_floats(R);
+                    va->rstd[k] = hcl_floats(R);
+                }
+            }
+        }
+        va->norm = hcl_floats(R);
+        va->z = hcl_floats(R * (size_t)m->cfg.dim);
+        va->d0 = hcl_floats(R * (size_t)wmax);
+        va->d1 = hcl_floats(R * (size_t)wmax);
+    }
+}
+
+void model_acts_free(hcl_model_acts *a, const hcl_model *m) {
+    for (int v = 0; v < m->cfg.nviews; v++) {
+        hcl_encoder_acts *va = &a->v[v];
+        for (int k = 0; k < HCL_MAX_LAYERS; k++) {
+            free(va->pre[k]);
+            free(va->ln[k]);
+            free(va->mean[k]);
+            free(va->rstd[k]);
+            free(va->act[k]);
+        }
+        free(va->norm);
+        free(va->z);
+        free(va->d0);
+        free(va->d1);
+    }
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- encoder forward / backward -------------------------------------------------------------- */
+
+const float *model_encode(const hcl_model *m, hcl_model_acts *a, int v, const float *x, int B) {
+    HCL_CHECK(v >= 0 && v < m->cfg.nviews, "model_encode: view %d out of range", v);
+    hcl_encoder_acts *va = &a->v[v];
+    HCL_CHECK(B >= 0 && B <= va->max_rows, "model_encode: %d rows, buffers sized for %d", B,
+              va->max_rows);
+    const hcl_encoder *e = &m->enc[v];
+    const float *p = m->params;
+    const int last = e->nlayers - 1;
+    const float *inp = x;  // (B, in_k)
+    for (int k = 0; k < last; k++) {
+        int64_t n = (int64_t)B * e->out[k];
+        linear_forward(va->pre[k], inp, p + e->w[k], p + e->b[k], B, e->in[k], e->out[k]);
+        const float *h = va->pre[k];
+        if (e->ln_w[k] >= 0) {
+            layernorm_forward(va->ln[k], va->mean[k], va->rstd[k], va->pre[k], p + e->ln_w[k],
+                              p + e->ln_b[k], B, e->out[k]);
+            h = va->ln[k];
+        }
+        if (m->cfg.act == HCL_ACT_GELU) gelu_forward(va->act[k], h, n);
+        else relu_forward(va->act[k], h, n);
+        inp = va->act[k];
+    }
+    linear_forward(va->pre[last], inp, p + e->w[last], p + e->b[last], B, e->in[last],
+                   e->out[last]);
+    l2norm_forward(va->z, va->norm, va->pre[last], B, e->out[last]);
+    return va->z;
+}
+
+void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *x,
+                           const float *dz, int B) {
+    HCL_CHECK(v >= 0 && v < m->cfg.nviews, "model_encode_backward: view %d out of range", v);
+    hcl_encoder_acts *va = &a->v[v];
+    HCL_CHECK(B >= 0 && B <= va->max_rows, "model_encode_backward: %d rows, buffers sized for %d",
+              B, va->max_rows);
+    const hcl_encoder *e = &m->enc[v];
+    const float *p = m->params;
+    float *g = m->grads;
+    const int last = e->nlayers - 1;
+
+    // dpre[last] (B, D) from dz through the normalisation
+    float *cur = va->d0, *nxt = va->d1;
+    l2norm_backward(cur, dz, va->z, va->norm, B, e->out[last]);
+    for (int k = last; k >= 0; k--) {
+        // cur holds dpre[k] (B, out_k)
+        const float *inp = k == 0 ? x : va->act[k - 1];
+        float *dinp = k == 0 ? NULL : nxt;  // d act[k-1] (B, in_k)
+        linear_backward(dinp, g + e->w[k], g + e->b[k], cur, inp, p + e->w[k], B, e->in[k],
+                        e->out[k]);
+        if (k == 0) break;
+        const int j = k - 1;
+        int64_t n = (int64_t)B * e->out[j];
+        const float *h = e->ln_w[j] >= 0 ? va->ln[j] : va->pre[j];
+        if (m->cfg.act == HCL_ACT_GELU) gelu_backward(nxt, h, nxt, n);
+        else relu_backward(nxt, va->act[j], nxt, n);
+        if (e->ln_w[j] >= 0) {
+            // dpre[j] into cur (free now: linear_backward has consumed it)
+            layernorm_backward(cur, g + e->ln_w[j], g + e->ln_b[j], nxt, va->pre[j],
+                               p + e->ln_w[j], va->mean[j], va->rstd[j], B, e->out[j]);
+        } else {
+            float *t = cur;
+            cur = nxt;
+            nxt = t;
+        }
+    }
+}
