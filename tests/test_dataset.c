@@ -1,1 +1,329 @@
-int main(void){return 1;}
+/* test_dataset: small dataset directories on disk, one good and one per rule dataset_open
+ * enforces; the error must name the file and the offending value. Then gathering: float64 and
+ * uint8 views converted, mask and labels, view lookup. */
+#include <dirent.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dataset.h"
+#include "npy.h"
+#include "util.h"
+
+#define N 10
+
+static char root[64];
+static char err[HCL_ERR_MAX];
+
+/* ---- building directories ---------------------------------------------------------------- */
+
+static void path_of(char *out, size_t cap, const char *dir, const char *name) {
+    HCL_CHECK(snprintf(out, cap, "%s/%s/%s", root, dir, name) < (int)cap, "path too long");
+}
+
+static void put_text(const char *dir, const char *name, const char *text) {
+    char p[256];
+    path_of(p, sizeof p, dir, name);
+    HCL_CHECK(hcl_write_file_durable(p, text, strlen(text), err) == 0, "%s", err);
+}
+
+static void put_npy(const char *dir, const char *name, enum npy_dtype t, int ndim, int64_t d0,
+                    int64_t d1, const void *data) {
+    char p[256];
+    int64_t shape[2] = {d0, d1};
+    path_of(p, sizeof p, dir, name);
+    HCL_CHECK(npy_write(p, t, ndim, shape, data, err) == 0, "%s", err);
+}
+
+/* A raw .npy with any descr (e.g. '<f2', which npy_write cannot make). */
+static void put_raw(const char *dir, const char *name, const char *descr, int fortran,
+                    const char *shape, size_t nbytes) {
+    char p[256], dict[160];
+    path_of(p, sizeof p, dir, name);
+    int dl = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': %s, 'shape': %s, }",
+                      descr, fortran ? "True" : "False", shape);
+    size_t total = (10 + (size_t)dl + 1 + 63) / 64 * 64;
+    uint8_t *buf = hcl_calloc(total + nbytes, 1);
+    memcpy(buf, "\x93NUMPY\x01\x00", 8);
+    buf[8] = (uint8_t)((total - 10) & 0xff);
+    buf[9] = (uint8_t)((total - 10) >> 8);
+    memcpy(buf + 10, dict, (size_t)dl);
+    memset(buf + 10 + dl, ' ', total - 10 - (size_t)dl - 1);
+    buf[total - 1] = '\n';
+    HCL_CHECK(hcl_write_file_durable(p, buf, total + nbytes, err) == 0, "%s", err);
+    free(buf);
+}
+
+static float va[N * 3];
+static double vb[N * 2];
+static uint8_t vc[N * 4];
+static int64_t labels[N];
+static uint8_t mask[N * 3];
+
+/* The good dataset: a float32 (N,3), b float64 (N,2), c uint8 (N,4), labels 0..2, mask. */
+static void make_good(const char *dir, int with_labels, int with_mask) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", root, dir);
+    HCL_CHECK(hcl_mkdir_p(p, err) == 0, "%s", err);
+    put_text(dir, "manifest.txt",
+             "# test dataset\nview a\n  view   b  # the float64 one\n\nview c\n");
+    put_npy(dir, "a.npy", NPY_F32, 2, N, 3, va);
+    put_npy(dir, "b.npy", NPY_F64, 2, N, 2, vb);
+    put_npy(dir, "c.npy", NPY_U8, 2, N, 4, vc);
+    if (with_labels) put_npy(dir, "labels.npy", NPY_I64, 1, N, 1, labels);
+    if (with_mask) put_npy(dir, "mask.npy", NPY_U8, 2, N, 3, mask);
+}
+
+static void rm_dir(const char *dir) {
+    char p[256], q[512];
+    snprintf(p, sizeof p, "%s/%s", root, dir);
+    DIR *d = opendir(p);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(q, sizeof q, "%s/%s", p, e->d_name);
+        unlink(q);
+    }
+    closedir(d);
+    CHECK(rmdir(p) == 0, "rmdir %s", p);
+}
+
+/* dataset_open(dir) must fail with a one-line error containing each of the strings. */
+static void expect_bad(const char *dir, const char *want1, const char *want2, const char *want3) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", root, dir);
+    hcl_dataset ds;
+    err[0] = 0;
+    int rc = dataset_open(&ds, p, err);
+    CHECK(rc == -1, "%s: dataset_open returned %d, want an error naming '%s'", dir, rc, want1);
+    const char *want[3] = {want1, want2, want3};
+    for (int i = 0; i < 3; i++)
+        if (want[i])
+            CHECK(strstr(err, want[i]) != NULL, "%s: error lacks '%s': '%s'", dir, want[i], err);
+    CHECK(strchr(err, '\n') == NULL, "%s: error is not one line: '%s'", dir, err);
+    CHECK(ds.labels == NULL && ds.views[0].map == NULL, "%s: resources left after a failed open",
+          dir);
+    rm_dir(dir);
+}
+
+/* ---- the good dataset -------------------------------------------------------------------- */
+
+static void test_good(void) {
+    make_good("good", 1, 1);
+    char p[256];
+    snprintf(p, sizeof p, "%s/good/", root);   /* trailing slash is fine */
+    hcl_dataset ds;
+    int rc = dataset_open(&ds, p, err);
+    CHECK(rc == 0, "good dataset refused: %s", err);
+    if (rc != 0) return;
+    CHECK(ds.n == N && ds.nviews == 3, "n %lld nviews %d", (long long)ds.n, ds.nviews);
+    CHECK(ds.widths[0] == 3 && ds.widths[1] == 2 && ds.widths[2] == 4, "widths %lld %lld %lld",
+          (long long)ds.widths[0], (long long)ds.widths[1], (long long)ds.widths[2]);
+    CHECK(strcmp(ds.names[1], "b") == 0, "names[1] = '%s', want 'b'", ds.names[1]);
+    CHECK(dataset_view_index(&ds, "a") == 0 && dataset_view_index(&ds, "c") == 2,
+          "dataset_view_index a %d c %d", dataset_view_index(&ds, "a"),
+          dataset_view_index(&ds, "c"));
+    CHECK(dataset_view_index(&ds, "zz") == -1, "dataset_view_index of an absent view");
+    CHECK(ds.has_labels && ds.nclasses == 3, "has_labels %d nclasses %d", ds.has_labels,
+          ds.nclasses);
+    CHECK(ds.has_mask, "has_mask");
+
+    int64_t idx[4] = {7, 0, 9, 7};
+    float out[4 * 4];
+    dataset_gather_view(&ds, 0, idx, 4, out);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 3; j++)
+            CHECK(out[i * 3 + j] == va[idx[i] * 3 + j], "float32 view a[%lld][%d] = %g, want %g",
+                  (long long)idx[i], j, out[i * 3 + j], va[idx[i] * 3 + j]);
+    dataset_gather_view(&ds, 1, idx, 4, out);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 2; j++)
+            CHECK_CLOSE(out[i * 2 + j], vb[idx[i] * 2 + j], 1e-7, 0, "float64 view b converted");
+    dataset_gather_view(&ds, 2, idx, 4, out);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            CHECK_CLOSE(out[i * 4 + j], vc[idx[i] * 4 + j] / 255.0, 1e-6, 0,
+                        "uint8 view c scaled by 1/255");
+    CHECK_CLOSE(out[0 * 4 + 1], 1.0, 1e-7, 0, "uint8 255 maps to 1");
+
+    uint8_t m[4 * 3];
+    dataset_gather_mask(&ds, idx, 4, m);
+    for (int i = 0; i < 4; i++)
+        for (int v = 0; v < 3; v++) {
+            CHECK(m[i * 3 + v] == mask[idx[i] * 3 + v], "mask[%lld][%d] = %d, want %d",
+                  (long long)idx[i], v, m[i * 3 + v], mask[idx[i] * 3 + v]);
+            CHECK(dataset_present(&ds, idx[i], v) == mask[idx[i] * 3 + v],
+                  "dataset_present(%lld, %d)", (long long)idx[i], v);
+        }
+    int32_t y[4];
+    dataset_gather_labels(&ds, idx, 4, y);
+    for (int i = 0; i < 4; i++)
+        CHECK(y[i] == labels[idx[i]], "label[%lld] = %d, want %lld", (long long)idx[i], y[i],
+              (long long)labels[idx[i]]);
+    dataset_close(&ds);
+    dataset_close(&ds);   /* closing twice is harmless */
+    rm_dir("good");
+
+    /* without labels and mask: labels -1, every view present */
+    make_good("bare", 0, 0);
+    snprintf(p, sizeof p, "%s/bare", root);
+    rc = dataset_open(&ds, p, err);
+    CHECK(rc == 0, "dataset without labels/mask refused: %s", err);
+    if (rc == 0) {
+        CHECK(!ds.has_labels && !ds.has_mask && ds.labels == NULL, "bare: has_labels/has_mask");
+        dataset_gather_labels(&ds, idx, 4, y);
+        dataset_gather_mask(&ds, idx, 4, m);
+        for (int i = 0; i < 4; i++) CHECK(y[i] == -1, "bare: label %d, want -1", y[i]);
+        for (int i = 0; i < 12; i++) CHECK(m[i] == 1, "bare: mask %d, want 1", m[i]);
+        CHECK(dataset_present(&ds, 3, 2) == 1, "bare: dataset_present");
+        dataset_close(&ds);
+    }
+    rm_dir("bare");
+
+    /* bool mask and uint8 labels are accepted */
+    make_good("boolmask", 0, 0);
+    put_npy("boolmask", "mask.npy", NPY_BOOL, 2, N, 3, mask);
+    uint8_t lab8[N];
+    for (int i = 0; i < N; i++) lab8[i] = (uint8_t)(i % 4);
+    put_npy("boolmask", "labels.npy", NPY_U8, 1, N, 1, lab8);
+    snprintf(p, sizeof p, "%s/boolmask", root);
+    rc = dataset_open(&ds, p, err);
+    CHECK(rc == 0, "bool mask / uint8 labels refused: %s", err);
+    if (rc == 0) {
+        CHECK(ds.nclasses == 4 && ds.labels[5] == 1, "uint8 labels: nclasses %d", ds.nclasses);
+        CHECK(dataset_present(&ds, 1, 1) == mask[1 * 3 + 1], "bool mask value");
+        dataset_close(&ds);
+    }
+    rm_dir("boolmask");
+}
+
+/* ---- one directory per rule -------------------------------------------------------------- */
+
+static void test_bad(void) {
+    /* row counts differ */
+    make_good("rows", 1, 0);
+    put_npy("rows", "b.npy", NPY_F64, 2, N - 1, 2, vb);
+    expect_bad("rows", "b.npy", "9 rows", "10 rows");
+
+    /* float16 and int32 views */
+    make_good("f16", 1, 0);
+    put_raw("f16", "b.npy", "<f2", 0, "(10, 2)", N * 2 * 2);
+    expect_bad("f16", "b.npy", "float16", "'<f2'");
+    make_good("i32", 1, 0);
+    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, va);
+    expect_bad("i32", "c.npy", "int32", NULL);
+
+    /* big-endian, Fortran order, truncated view files */
+    make_good("be", 1, 0);
+    put_raw("be", "a.npy", ">f4", 0, "(10, 3)", N * 3 * 4);
+    expect_bad("be", "a.npy", "'>f4'", "big-endian");
+    make_good("fort", 1, 0);
+    put_raw("fort", "a.npy", "<f4", 1, "(10, 3)", N * 3 * 4);
+    expect_bad("fort", "a.npy", "fortran_order True", NULL);
+    make_good("trunc", 1, 0);
+    put_raw("trunc", "a.npy", "<f4", 0, "(10, 3)", N * 3 * 4 - 4);
+    expect_bad("trunc", "a.npy", "truncated", "(10, 3)");
+    make_good("lies", 1, 0);
+    put_raw("lies", "b.npy", "<f8", 0, "(10, 2)", N * 2 * 8 + 8);
+    expect_bad("lies", "b.npy", "lies about the size", "(10, 2)");
+
+    /* NaN and Inf, with the row and column */
+    make_good("nan", 1, 0);
+    float a2[N * 3];
+    memcpy(a2, va, sizeof a2);
+    a2[6 * 3 + 2] = NAN;
+    put_npy("nan", "a.npy", NPY_F32, 2, N, 3, a2);
+    expect_bad("nan", "a.npy", "NaN", "row 6, column 2");
+    make_good("inf", 1, 0);
+    double b2[N * 2];
+    memcpy(b2, vb, sizeof b2);
+    b2[4 * 2 + 1] = -INFINITY;
+    put_npy("inf", "b.npy", NPY_F64, 2, N, 2, b2);
+    expect_bad("inf", "b.npy", "-Inf", "row 4, column 1");
+
+    /* labels: negative, non-integer dtype, wrong length, 2-D */
+    make_good("labneg", 0, 0);
+    int64_t l2[N];
+    memcpy(l2, labels, sizeof l2);
+    l2[8] = -1;
+    put_npy("labneg", "labels.npy", NPY_I64, 1, N, 1, l2);
+    expect_bad("labneg", "labels.npy", "label -1", "row 8");
+    make_good("labbig", 0, 0);
+    l2[8] = 1LL << 40;
+    put_npy("labbig", "labels.npy", NPY_I64, 1, N, 1, l2);
+    expect_bad("labbig", "labels.npy", "1099511627776", "row 8");
+    make_good("labf", 0, 0);
+    put_npy("labf", "labels.npy", NPY_F32, 1, N, 1, va);
+    expect_bad("labf", "labels.npy", "float32", "integer");
+    make_good("lablen", 0, 0);
+    put_npy("lablen", "labels.npy", NPY_I64, 1, N - 3, 1, labels);
+    expect_bad("lablen", "labels.npy", "7 labels", NULL);
+
+    /* mask: wrong shape, value 2, wrong dtype */
+    make_good("mshape", 1, 0);
+    put_npy("mshape", "mask.npy", NPY_U8, 2, N, 2, mask);
+    expect_bad("mshape", "mask.npy", "(10, 2)", "(10, 3)");
+    make_good("mval", 1, 0);
+    uint8_t m2[N * 3];
+    memcpy(m2, mask, sizeof m2);
+    m2[5 * 3 + 1] = 2;
+    put_npy("mval", "mask.npy", NPY_U8, 2, N, 3, m2);
+    expect_bad("mval", "mask.npy", "value 2", "row 5, column 1");
+    make_good("mtype", 1, 0);
+    put_npy("mtype", "mask.npy", NPY_F32, 2, N, 3, va);
+    expect_bad("mtype", "mask.npy", "float32", NULL);
+
+    /* manifest: missing, a view with no file, a stray .npy, a bad line, a duplicate, empty */
+    make_good("noman", 1, 0);
+    char p[256];
+    path_of(p, sizeof p, "noman", "manifest.txt");
+    unlink(p);
+    expect_bad("noman", "manifest.txt", "missing", NULL);
+    make_good("nofile", 1, 0);
+    put_text("nofile", "manifest.txt", "view a\nview b\nview c\nview d\n");
+    expect_bad("nofile", "d.npy", "'d'", NULL);
+    make_good("stray", 1, 0);
+    put_npy("stray", "extra.npy", NPY_F32, 2, N, 3, va);
+    expect_bad("stray", "extra.npy", "unknown view file", NULL);
+    make_good("badline", 1, 0);
+    put_text("badline", "manifest.txt", "view a\nview b\nviews c\n");
+    expect_bad("badline", "manifest.txt:3", "views c", NULL);
+    make_good("dup", 1, 0);
+    put_text("dup", "manifest.txt", "view a\nview b\nview c\nview a\n");
+    expect_bad("dup", "manifest.txt:4", "'a'", "twice");
+    make_good("empty", 1, 0);
+    put_text("empty", "manifest.txt", "# nothing\n");
+    expect_bad("empty", "manifest.txt", "no `view NAME`", NULL);
+
+    /* a view that is 1-D, bad magic */
+    make_good("oned", 1, 0);
+    put_npy("oned", "a.npy", NPY_F32, 1, N, 1, va);
+    expect_bad("oned", "a.npy", "2-D", NULL);
+    make_good("magic", 1, 0);
+    put_text("magic", "c.npy", "PK\x03\x04 this is a zip file, not npy");
+    expect_bad("magic", "c.npy", "bad magic", NULL);
+
+    /* not a directory at all */
+    hcl_dataset ds;
+    snprintf(p, sizeof p, "%s/absent", root);
+    CHECK(dataset_open(&ds, p, err) == -1 && strstr(err, "absent"), "absent dir: '%s'", err);
+}
+
+int main(void) {
+    for (int i = 0; i < N * 3; i++) va[i] = 0.25f * (float)i - 3.0f;
+    for (int i = 0; i < N * 2; i++) vb[i] = 1.0 / 3.0 * i - 1e-3 * i * i;
+    for (int i = 0; i < N * 4; i++) vc[i] = (uint8_t)(i * 37 % 256);
+    vc[7 * 4 + 1] = 255;
+    for (int i = 0; i < N; i++) labels[i] = i % 3;
+    for (int i = 0; i < N * 3; i++) mask[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
+    snprintf(root, sizeof root, "/tmp/test_dataset.XXXXXX");
+    HCL_CHECK(mkdtemp(root), "mkdtemp %s", root);
+    test_good();
+    test_bad();
+    CHECK(rmdir(root) == 0, "rmdir %s: files left behind", root);
+    CHECK_DONE();
+}

@@ -1,1 +1,573 @@
-/* placeholder: being written */
+/* hcl-data: make, convert and check hcl dataset directories (see common/dataset.h).
+ *
+ *   hcl-data synth OUT           seeded synthetic multi-view data with class structure
+ *   hcl-data fashion-mnist OUT   the 3-view Fashion-MNIST dataset (top, bottom, thumb)
+ *   hcl-data inspect DIR         validate a dataset and print its shape
+ *
+ * Each command's flags live in one table (name, type, default, help, destination) that drives
+ * parsing and --help. User errors print one line `hcl-data: ...` and exit 2 (bad usage) or
+ * 1 (bad data, failed I/O). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dataset.h"
+#include "npy.h"
+#include "rng.h"
+#include "util.h"
+
+#define EXIT_USAGE 2
+
+static void fail(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void fail(int code, const char *fmt, ...) {
+    va_list ap;
+    fputs("hcl-data: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+/* ---- option tables ----------------------------------------------------------------------- */
+
+enum opt_type { OPT_INT, OPT_FLOAT, OPT_STR };
+
+typedef struct {
+    const char *name;      /* flag without the leading -- */
+    enum opt_type type;
+    const char *def;       /* default, parsed like a command-line value */
+    const char *help;
+    void *dst;             /* int64_t *, double * or char[OPT_STR_MAX] */
+    double min, max;       /* range for numbers */
+} cli_option;
+
+#define OPT_STR_MAX 1024
+
+typedef struct {
+    const char *name;
+    const char *arg;       /* positional argument name */
+    const char *summary;
+    cli_option *opts;
+    int nopts;
+    int (*run)(const char *arg);
+} cli_command;
+
+static int64_t synth_rows, synth_classes, synth_seed, synth_latent;
+static double synth_missing;
+static char synth_widths[OPT_STR_MAX];
+static char fm_source[OPT_STR_MAX];
+
+static cli_option synth_opts[] = {
+    {"rows", OPT_INT, "2048", "number of rows (samples)", &synth_rows, 1, 1e9},
+    {"widths", OPT_STR, "64,32,16", "comma-separated view widths, one per view (at most 8)",
+     synth_widths, 0, 0},
+    {"classes", OPT_INT, "10", "number of classes in the shared latent", &synth_classes, 1, 1e6},
+    {"latent", OPT_INT, "16", "dimension of the shared latent", &synth_latent, 1, 4096},
+    {"missing-rate", OPT_FLOAT, "0", "probability that a view is absent from a row; > 0 writes "
+     "mask.npy (every row keeps at least one view)", &synth_missing, 0, 1},
+    {"seed", OPT_INT, "0", "random seed (same seed, same bytes)", &synth_seed, 0, 9.2e18},
+};
+
+static cli_option fm_opts[] = {
+    {"source", OPT_STR, "/usr/share/datasets/fashion-mnist",
+     "directory with the gzipped IDX files of Debian's dataset-fashion-mnist", fm_source, 0, 0},
+};
+
+static void cli_usage(FILE *fp, const cli_command *c) {
+    fprintf(fp, "usage: hcl-data %s %s%s\n  %s\n", c->name, c->arg, c->nopts ? " [flags]" : "",
+            c->summary);
+    if (c->nopts) fprintf(fp, "flags:\n");
+    for (int i = 0; i < c->nopts; i++) {
+        const cli_option *o = &c->opts[i];
+        char head[64];
+        snprintf(head, sizeof head, "--%s %s", o->name,
+                 o->type == OPT_INT ? "N" : o->type == OPT_FLOAT ? "P" : "S");
+        fprintf(fp, "  %-20s %s (default %s)\n", head, o->help, o->def);
+    }
+}
+
+static void cli_set(const cli_command *c, const cli_option *o, const char *val) {
+    char *end;
+    errno = 0;
+    if (o->type == OPT_STR) {
+        if (strlen(val) >= OPT_STR_MAX)
+            fail(EXIT_USAGE, "%s: --%s: value too long", c->name, o->name);
+        snprintf(o->dst, OPT_STR_MAX, "%s", val);
+        return;
+    }
+    double x = o->type == OPT_INT ? (double)strtoll(val, &end, 10) : strtod(val, &end);
+    if (!*val || *end || errno || isnan(x) || x < o->min || x > o->max)
+        fail(EXIT_USAGE, "%s: --%s: bad value '%s' (want %s in [%.15g, %.15g])", c->name, o->name,
+             val, o->type == OPT_INT ? "an integer" : "a number", o->min, o->max);
+    if (o->type == OPT_INT)
+        *(int64_t *)o->dst = strtoll(val, NULL, 10);
+    else
+        *(double *)o->dst = x;
+}
+
+/* Parse argv[0..argc) of a command: flags from the table and exactly one positional. */
+static const char *cli_parse(const cli_command *c, int argc, char **argv) {
+    for (int i = 0; i < c->nopts; i++) cli_set(c, &c->opts[i], c->opts[i].def);
+    const char *pos = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            cli_usage(stdout, c);
+            exit(0);
+        }
+        if (a[0] == '-' && a[1] == '-' && a[2]) {
+            const char *eq = strchr(a, '=');
+            size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+            const cli_option *o = NULL;
+            for (int k = 0; k < c->nopts; k++)
+                if (strlen(c->opts[k].name) == nl && strncmp(c->opts[k].name, a + 2, nl) == 0)
+                    o = &c->opts[k];
+            if (!o)
+                fail(EXIT_USAGE, "%s: unknown flag '%.*s' (see hcl-data %s --help)", c->name,
+                     (int)nl + 2, a, c->name);
+            if (!eq && i + 1 >= argc) fail(EXIT_USAGE, "%s: --%s needs a value", c->name, o->name);
+            cli_set(c, o, eq ? eq + 1 : argv[++i]);
+        } else if (a[0] == '-' && a[1]) {
+            fail(EXIT_USAGE, "%s: unknown flag '%s' (see hcl-data %s --help)", c->name, a, c->name);
+        } else {
+            if (pos)
+                fail(EXIT_USAGE, "%s: unexpected argument '%s' (one %s only)", c->name, a, c->arg);
+            pos = a;
+        }
+    }
+    if (!pos) fail(EXIT_USAGE, "%s: missing %s (usage: hcl-data %s %s [flags])", c->name, c->arg,
+                   c->name, c->arg);
+    return pos;
+}
+
+/* ---- writing a dataset directory --------------------------------------------------------- */
+
+static void path_join(char *out, size_t cap, const char *dir, const char *name) {
+    if (snprintf(out, cap, "%s/%s", dir, name) >= (int)cap)
+        fail(1, "%s/%s: path too long", dir, name);
+}
+
+/* Make DIR and invalidate it while it is rewritten: the manifest goes first and comes back
+ * last, so a crash leaves a directory that dataset_open refuses rather than a mix. Stale files
+ * of an earlier run (vN.npy beyond the new views, mask.npy) are removed. */
+static void out_prepare(const char *dir, int nviews, int keep_mask, const char *const *names) {
+    char err[HCL_ERR_MAX], path[OPT_STR_MAX + 80];
+    if (hcl_mkdir_p(dir, err) != 0) fail(1, "%s", err);
+    path_join(path, sizeof path, dir, "manifest.txt");
+    if (unlink(path) != 0 && errno != ENOENT) fail(1, "%s: unlink: %s", path, strerror(errno));
+    DIR *d = opendir(dir);
+    if (!d) fail(1, "%s: open directory: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        size_t len = strlen(n);
+        if (len < 5 || strcmp(n + len - 4, ".npy") != 0) continue;
+        int stale = 0;
+        if (strcmp(n, "mask.npy") == 0) {
+            stale = !keep_mask;
+        } else if (strcmp(n, "labels.npy") != 0) {
+            stale = 1;   /* a view file: stale unless it is one of the new views */
+            for (int v = 0; v < nviews; v++)
+                if (strlen(names[v]) == len - 4 && strncmp(n, names[v], len - 4) == 0) stale = 0;
+            /* only remove files this tool could have written: synth's vN, fashion-mnist's */
+            int ours = (n[0] == 'v' && strspn(n + 1, "0123456789") == len - 5 && len > 5) ||
+                       strcmp(n, "top.npy") == 0 || strcmp(n, "bottom.npy") == 0 ||
+                       strcmp(n, "thumb.npy") == 0;
+            stale &= ours;
+        }
+        if (stale) {
+            path_join(path, sizeof path, dir, n);
+            if (unlink(path) != 0) fail(1, "%s: unlink stale file: %s", path, strerror(errno));
+        }
+    }
+    closedir(d);
+}
+
+static void out_npy(const char *dir, const char *name, enum npy_dtype t, int ndim, int64_t d0,
+                    int64_t d1, const void *data) {
+    char err[HCL_ERR_MAX], path[OPT_STR_MAX + 80];
+    path_join(path, sizeof path, dir, name);
+    int64_t shape[2] = {d0, d1};
+    if (npy_write(path, t, ndim, shape, data, err) != 0) fail(1, "%s", err);
+}
+
+static void out_manifest(const char *dir, const char *comment, int nviews,
+                         const char *const *names) {
+    char err[HCL_ERR_MAX], path[OPT_STR_MAX + 80], text[4096];
+    size_t n = (size_t)snprintf(text, sizeof text, "# hcl dataset manifest: one `view NAME` line "
+                                "per view, data in NAME.npy\n# %s\n", comment);
+    for (int v = 0; v < nviews && n < sizeof text; v++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "view %s\n", names[v]);
+    HCL_CHECK(n < sizeof text, "manifest text too long");
+    path_join(path, sizeof path, dir, "manifest.txt");
+    if (hcl_write_file_durable(path, text, n, err) != 0) fail(1, "%s", err);
+}
+
+/* Re-open what was written, as training will. */
+static void out_verify(const char *dir) {
+    hcl_dataset ds;
+    char err[HCL_ERR_MAX];
+    if (dataset_open(&ds, dir, err) != 0) fail(1, "wrote an invalid dataset: %s", err);
+    printf("wrote %s: %lld rows,", dir, (long long)ds.n);
+    for (int v = 0; v < ds.nviews; v++)
+        printf(" %s %lld%s", ds.names[v], (long long)ds.widths[v], v + 1 < ds.nviews ? "," : "");
+    printf("; %d classes%s\n", ds.nclasses, ds.has_mask ? "; with mask.npy" : "");
+    dataset_close(&ds);
+}
+
+/* ---- synth ------------------------------------------------------------------------------- */
+
+/* The generative story: y ~ uniform(K); z = mu_y + e, e ~ N(0, I_L), mu_k ~ N(0, 1.5^2 I_L);
+ * view v: x_v = W2_v tanh(W1_v z + b1_v) + b2_v + 0.3 * noise, a random 2-layer map with its own
+ * weights and noise. All views carry the same z, so a contrastive model can align them, and
+ * z carries the class, so the aligned embeddings cluster by class. */
+#define SYNTH_HIDDEN 64
+#define SYNTH_CLASS_SCALE 1.5
+#define SYNTH_VIEW_NOISE 0.3
+
+static int synth_parse_widths(const char *s, int64_t *w) {
+    int n = 0;
+    const char *p = s;
+    for (;;) {
+        char *end;
+        errno = 0;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || errno || x < 1 || x > 1000000 || (*end && *end != ','))
+            fail(EXIT_USAGE, "synth: --widths: bad value '%s' (want comma-separated integers in "
+                 "[1, 1000000], e.g. 64,32,16)", s);
+        if (n == HCL_MAX_VIEWS)
+            fail(EXIT_USAGE, "synth: --widths: '%s' has more than %d views", s, HCL_MAX_VIEWS);
+        w[n++] = x;
+        if (!*end) break;
+        p = end + 1;
+    }
+    return n;
+}
+
+static int synth_run(const char *out) {
+    int64_t w[HCL_MAX_VIEWS];
+    int nv = synth_parse_widths(synth_widths, w);
+    int64_t n = synth_rows, k = synth_classes, L = synth_latent, H = SYNTH_HIDDEN;
+    uint64_t seed = (uint64_t)synth_seed;
+    char names_buf[HCL_MAX_VIEWS][16];
+    const char *names[HCL_MAX_VIEWS];
+    for (int v = 0; v < nv; v++) {
+        snprintf(names_buf[v], sizeof names_buf[v], "v%d", v);
+        names[v] = names_buf[v];
+    }
+    out_prepare(out, nv, synth_missing > 0, names);
+    hcl_rng r;
+
+    /* class means (k, L) and labels (n,) */
+    double *mu = hcl_malloc((size_t)(k * L) * sizeof(double));
+    rng_derive(&r, seed, "synth.means", 0);
+    for (int64_t i = 0; i < k * L; i++) mu[i] = SYNTH_CLASS_SCALE * rng_normal(&r);
+    int64_t *labels = hcl_malloc((size_t)n * sizeof(int64_t));
+    rng_derive(&r, seed, "synth.labels", 0);
+    for (int64_t i = 0; i < n; i++) labels[i] = (int64_t)rng_below(&r, (uint64_t)k);
+
+    /* shared latent z (n, L) */
+    double *z = hcl_malloc((size_t)(n * L) * sizeof(double));
+    rng_derive(&r, seed, "synth.latent", 0);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < L; j++) z[i * L + j] = mu[labels[i] * L + j] + rng_normal(&r);
+
+    /* mask (n, nv): each view absent with probability p, at least one present per row */
+    size_t mask_bytes = (size_t)n * (size_t)nv;
+    uint8_t *mask = hcl_malloc(mask_bytes);
+    memset(mask, 1, mask_bytes);
+    if (synth_missing > 0) {
+        rng_derive(&r, seed, "synth.mask", 0);
+        for (int64_t i = 0; i < n; i++) {
+            int present = 0;
+            for (int v = 0; v < nv; v++) {
+                mask[i * nv + v] = rng_uniform(&r) >= synth_missing;
+                present += mask[i * nv + v];
+            }
+            if (!present) mask[i * nv + rng_below(&r, (uint64_t)nv)] = 1;
+        }
+    }
+
+    /* views: a random 2-layer tanh map of z per view, plus view-specific noise */
+    double zscale = 1.0 / sqrt((double)L * (SYNTH_CLASS_SCALE * SYNTH_CLASS_SCALE + 1.0));
+    double *w1 = hcl_malloc((size_t)(H * L) * sizeof(double));
+    double *b1 = hcl_malloc((size_t)H * sizeof(double));
+    double *h = hcl_malloc((size_t)H * sizeof(double));
+    for (int v = 0; v < nv; v++) {
+        int64_t d = w[v];
+        double *w2 = hcl_malloc((size_t)(d * H) * sizeof(double));
+        double *b2 = hcl_malloc((size_t)d * sizeof(double));
+        rng_derive(&r, seed, "synth.map", (uint64_t)v);
+        for (int64_t i = 0; i < H * L; i++) w1[i] = 1.5 * zscale * rng_normal(&r);
+        for (int64_t i = 0; i < H; i++) b1[i] = 0.5 * rng_normal(&r);
+        for (int64_t i = 0; i < d * H; i++) w2[i] = rng_normal(&r) / sqrt((double)H);
+        for (int64_t i = 0; i < d; i++) b2[i] = 0.1 * rng_normal(&r);
+        float *x = hcl_malloc((size_t)(n * d) * sizeof(float));
+        rng_derive(&r, seed, "synth.noise", (uint64_t)v);
+        for (int64_t i = 0; i < n; i++) {
+            const double *zi = z + i * L;
+            for (int64_t a = 0; a < H; a++) {
+                double s = b1[a];
+                for (int64_t j = 0; j < L; j++) s += w1[a * L + j] * zi[j];
+                h[a] = tanh(s);
+            }
+            for (int64_t c = 0; c < d; c++) {
+                double s = b2[c];
+                for (int64_t a = 0; a < H; a++) s += w2[c * H + a] * h[a];
+                double e = SYNTH_VIEW_NOISE * rng_normal(&r);   /* drawn even when absent */
+                x[i * d + c] = mask[i * nv + v] ? (float)(s + e) : 0.0f;
+            }
+        }
+        char file[32];
+        snprintf(file, sizeof file, "%s.npy", names[v]);
+        out_npy(out, file, NPY_F32, 2, n, d, x);
+        free(x);
+        free(w2);
+        free(b2);
+    }
+    out_npy(out, "labels.npy", NPY_I64, 1, n, 1, labels);
+    if (synth_missing > 0) out_npy(out, "mask.npy", NPY_U8, 2, n, nv, mask);
+    char comment[OPT_STR_MAX + 256];
+    snprintf(comment, sizeof comment, "hcl-data synth --rows %lld --widths %s --classes %lld "
+             "--latent %lld --missing-rate %g --seed %llu", (long long)n, synth_widths,
+             (long long)k, (long long)L, synth_missing, (unsigned long long)seed);
+    out_manifest(out, comment, nv, names);
+    free(mu); free(labels); free(z); free(mask); free(w1); free(b1); free(h);
+    out_verify(out);
+    return 0;
+}
+
+/* ---- fashion-mnist ----------------------------------------------------------------------- */
+
+/* Read a whole file, through `gzip -dc` when it ends in .gz (zlib is not a dependency). */
+static uint8_t *read_all(const char *path, size_t *len) {
+    size_t plen = strlen(path);
+    int gz = plen > 3 && strcmp(path + plen - 3, ".gz") == 0;
+    int fd, pfd[2];
+    pid_t pid = -1;
+    if (gz) {
+        if (pipe(pfd) != 0) fail(1, "pipe: %s", strerror(errno));
+        pid = fork();
+        if (pid < 0) fail(1, "fork: %s", strerror(errno));
+        if (pid == 0) {
+            int devnull = open("/dev/null", O_WRONLY);
+            dup2(pfd[1], 1);
+            if (devnull >= 0) dup2(devnull, 2);
+            close(pfd[0]);
+            close(pfd[1]);
+            execlp("gzip", "gzip", "-dc", "--", path, (char *)NULL);
+            _exit(127);
+        }
+        close(pfd[1]);
+        fd = pfd[0];
+    } else {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) fail(1, "%s: open: %s", path, strerror(errno));
+    }
+    size_t cap = 1 << 20, n = 0;
+    uint8_t *buf = hcl_malloc(cap);
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            HCL_CHECK(buf, "out of memory reading %s", path);
+        }
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) fail(1, "%s: read: %s", path, strerror(errno));
+        if (got == 0) break;
+        n += (size_t)got;
+    }
+    close(fd);
+    if (gz) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0)
+            if (errno != EINTR) fail(1, "%s: waitpid: %s", path, strerror(errno));
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            if (code == 127) fail(1, "%s: cannot run gzip (is it installed?)", path);
+            fail(1, "%s: `gzip -dc` failed with status %d (corrupt or not gzip?)", path, code);
+        }
+    }
+    *len = n;
+    return buf;
+}
+
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* An IDX file of unsigned bytes: magic 0x0000080N, N big-endian dims, then the data. */
+static const uint8_t *idx_parse(const char *path, const uint8_t *buf, size_t len, int ndim,
+                                uint32_t *dims) {
+    uint32_t want = 0x800u | (uint32_t)ndim;
+    if (len < 4 || be32(buf) != want)
+        fail(1, "%s: bad IDX magic 0x%08x (want 0x%08x, %d-D unsigned bytes)", path,
+             len >= 4 ? be32(buf) : 0, want, ndim);
+    size_t hdr = 4 + 4 * (size_t)ndim, count = 1;
+    if (len < hdr) fail(1, "%s: truncated IDX header (%zu bytes)", path, len);
+    for (int i = 0; i < ndim; i++) {
+        dims[i] = be32(buf + 4 + 4 * i);
+        count *= dims[i];
+    }
+    if (len != hdr + count)
+        fail(1, "%s: IDX header says %zu data bytes but the file has %zu", path, count, len - hdr);
+    return buf + hdr;
+}
+
+static void fm_split(const char *src, const char *prefix, const char *out_root, const char *split) {
+    char ipath[OPT_STR_MAX + 64], lpath[OPT_STR_MAX + 64], out[OPT_STR_MAX + 16];
+    snprintf(ipath, sizeof ipath, "%s/%s-images-idx3-ubyte.gz", src, prefix);
+    snprintf(lpath, sizeof lpath, "%s/%s-labels-idx1-ubyte.gz", src, prefix);
+    const char *paths[2] = {ipath, lpath};
+    for (int i = 0; i < 2; i++) {
+        if (access(paths[i], R_OK) == 0) continue;
+        char *plain = (char *)paths[i];           /* fall back to an uncompressed copy */
+        plain[strlen(plain) - 3] = 0;
+        if (access(plain, R_OK) == 0) continue;
+        strcat(plain, ".gz");
+        fail(1, "%s: not found (install dataset-fashion-mnist, or pass --source DIR)", plain);
+    }
+    if (snprintf(out, sizeof out, "%s/%s", out_root, split) >= (int)sizeof out)
+        fail(1, "%s/%s: path too long", out_root, split);
+
+    size_t ilen, llen;
+    uint8_t *ibuf = read_all(ipath, &ilen), *lbuf = read_all(lpath, &llen);
+    uint32_t idim[3], ldim[1];
+    const uint8_t *img = idx_parse(ipath, ibuf, ilen, 3, idim);
+    const uint8_t *lab = idx_parse(lpath, lbuf, llen, 1, ldim);
+    if (idim[1] != 28 || idim[2] != 28)
+        fail(1, "%s: images are %ux%u, want 28x28", ipath, idim[1], idim[2]);
+    if (idim[0] != ldim[0])
+        fail(1, "%s: %u labels but %s has %u images", lpath, ldim[0], ipath, idim[0]);
+    int64_t n = idim[0];
+
+    static const char *const names[3] = {"top", "bottom", "thumb"};
+    out_prepare(out, 3, 0, names);
+    const float s = 1.0f / 255.0f;
+    float *x = hcl_malloc((size_t)n * 392 * sizeof(float));
+    for (int half = 0; half < 2; half++) {     /* top = rows 0..13, bottom = rows 14..27 */
+        for (int64_t i = 0; i < n; i++)
+            for (int j = 0; j < 392; j++) x[i * 392 + j] = (float)img[i * 784 + half * 392 + j] * s;
+        out_npy(out, half ? "bottom.npy" : "top.npy", NPY_F32, 2, n, 392, x);
+    }
+    for (int64_t i = 0; i < n; i++) {          /* thumb = 4x4 average pooling, 7x7 */
+        const uint8_t *p = img + i * 784;
+        for (int by = 0; by < 7; by++)
+            for (int bx = 0; bx < 7; bx++) {
+                int sum = 0;
+                for (int y = 0; y < 4; y++)
+                    for (int xx = 0; xx < 4; xx++) sum += p[(by * 4 + y) * 28 + bx * 4 + xx];
+                x[i * 49 + by * 7 + bx] = (float)sum * (s / 16.0f);
+            }
+    }
+    out_npy(out, "thumb.npy", NPY_F32, 2, n, 49, x);
+    int64_t *labels = hcl_malloc((size_t)n * sizeof(int64_t));
+    for (int64_t i = 0; i < n; i++) labels[i] = lab[i];
+    out_npy(out, "labels.npy", NPY_I64, 1, n, 1, labels);
+    char comment[2 * OPT_STR_MAX];
+    snprintf(comment, sizeof comment, "hcl-data fashion-mnist: %s split of %s; top/bottom = image "
+             "rows 0-13/14-27, thumb = 4x4 mean pool; pixels / 255", split, src);
+    out_manifest(out, comment, 3, names);
+    free(x);
+    free(labels);
+    free(ibuf);
+    free(lbuf);
+    out_verify(out);
+}
+
+static int fm_run(const char *out) {
+    if (access(fm_source, F_OK) != 0)
+        fail(1, "%s: not found (install dataset-fashion-mnist: apt-get install "
+             "dataset-fashion-mnist, or pass --source DIR)", fm_source);
+    fm_split(fm_source, "train", out, "train");
+    fm_split(fm_source, "t10k", out, "test");
+    return 0;
+}
+
+/* ---- inspect ----------------------------------------------------------------------------- */
+
+static int inspect_run(const char *dir) {
+    hcl_dataset ds;
+    char err[HCL_ERR_MAX];
+    if (dataset_open(&ds, dir, err) != 0) fail(1, "%s", err);
+    printf("dataset  %s\n", ds.dir);
+    printf("rows     %lld\n", (long long)ds.n);
+    printf("views    %d\n", ds.nviews);
+    int64_t none = 0, present[HCL_MAX_VIEWS] = {0};
+    for (int64_t i = 0; i < ds.n; i++) {
+        int any = 0;
+        for (int v = 0; v < ds.nviews; v++) {
+            int p = dataset_present(&ds, i, v);
+            present[v] += p;
+            any |= p;
+        }
+        none += !any;
+    }
+    for (int v = 0; v < ds.nviews; v++)
+        printf("view     %-12s width %-6lld dtype %-8s present %.4f\n", ds.names[v],
+               (long long)ds.widths[v], npy_dtype_name(ds.views[v].dtype),
+               (double)present[v] / (double)ds.n);
+    if (ds.has_labels) {
+        printf("labels   %s classes %d\n", npy_dtype_name(ds.labels_file.dtype), ds.nclasses);
+        int64_t *counts = hcl_calloc((size_t)ds.nclasses, sizeof(int64_t));
+        for (int64_t i = 0; i < ds.n; i++) counts[ds.labels[i]]++;
+        for (int c = 0; c < ds.nclasses; c++)
+            printf("class    %-4d count %lld\n", c, (long long)counts[c]);
+        free(counts);
+    } else {
+        printf("labels   none\n");
+    }
+    if (ds.has_mask)
+        printf("mask     %s rows-without-views %lld\n", npy_dtype_name(ds.mask_file.dtype),
+               (long long)none);
+    else
+        printf("mask     none (every view present in every row)\n");
+    dataset_close(&ds);
+    return 0;
+}
+
+/* ---- main -------------------------------------------------------------------------------- */
+
+static const cli_command commands[] = {
+    {"synth", "OUT", "write a seeded synthetic multi-view dataset with class structure to OUT",
+     synth_opts, (int)(sizeof synth_opts / sizeof synth_opts[0]), synth_run},
+    {"fashion-mnist", "OUT", "write Fashion-MNIST as views top (392), bottom (392), thumb (49) "
+     "to OUT/train and OUT/test", fm_opts, (int)(sizeof fm_opts / sizeof fm_opts[0]), fm_run},
+    {"inspect", "DIR", "validate the dataset in DIR and print rows, views, classes and mask "
+     "coverage", NULL, 0, inspect_run},
+};
+#define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
+
+static void main_usage(FILE *fp) {
+    fprintf(fp, "usage: hcl-data COMMAND ARG [flags]\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++)
+        fprintf(fp, "  %-14s %s\n", commands[i].name, commands[i].summary);
+    fprintf(fp, "run `hcl-data COMMAND --help` for the flags of a command.\n"
+            "A dataset directory holds manifest.txt (`view NAME` lines), NAME.npy per view,\n"
+            "optional labels.npy (N,) and mask.npy (N, views).\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        main_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        main_usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return commands[i].run(cli_parse(&commands[i], argc - 2, argv + 2));
+    fail(EXIT_USAGE, "unknown command '%s' (try hcl-data --help)", argv[1]);
+}
