@@ -61,6 +61,8 @@ typedef struct {
     int64_t max_b, max_n;
     float *scratch;                     /* sized once by loss_ctx_init */
     int64_t scratch_len;
+    int32_t *iscratch;                  /* SUPCON: (label, views present) per row, for the count */
+    int64_t iscratch_len;               /* of anchors kept; NULL otherwise */
 } hcl_loss_ctx;
 
 void loss_config_default(hcl_loss_config *c, int nviews, int dim);
