@@ -14,6 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loss.h"
+#include "model.h"
+#include "optim.h"
 #include "util.h"
 
 #define HCL_BATCH_MAGIC 0x48434c42u /* "HCLB" */
@@ -22,7 +25,27 @@ enum hcl_batch_flag {
     HCL_BATCH_TRAIN = 1u << 0,  /* forward, backward, update */
     HCL_BATCH_EVAL = 1u << 1,   /* forward and loss only (validation) */
     HCL_BATCH_STOP = 1u << 2,   /* no data: leave the step loop */
+    HCL_BATCH_CHECK = 1u << 3,  /* after the step, compare parameter checksums across replicas */
 };
+
+/* MPI tags between rank 0 and the workers (ranks 1..N-1). */
+enum hcl_tag { HCL_TAG_BATCH = 11, HCL_TAG_RESULT = 12 };
+
+/* Broadcast once from rank 0 to every rank before the first batch (MPI_Bcast of the bytes: all
+ * ranks run the same binary). status != 0: rank 0 could not start; every rank exits with it. */
+typedef struct {
+    int32_t status;
+    int32_t learn_t;
+    int32_t threads;            /* OpenBLAS threads per worker, 0: cores / workers on the node */
+    int32_t pad;
+    int64_t seed;
+    int64_t batch;              /* global batch rows: the largest n a batch will have */
+    uint64_t max_batch_bytes;   /* largest buffer a worker receives */
+    hcl_model_config mc;
+    hcl_loss_config lc;
+    hcl_optim_config oc;
+} hcl_setup;
+
 
 typedef struct {
     uint32_t magic;
@@ -36,6 +59,23 @@ typedef struct {
     float lr;           /* learning rate of this step (schedule x operator scale) */
     float pad;
 } hcl_batch_header;
+
+/* What worker 0 reports to rank 0 after each batch (MPI_Send of the bytes). */
+typedef struct {
+    int64_t step;                                    /* the header's step and flags, echoed */
+    uint32_t flags;
+    int32_t pad;
+    double loss;                                     /* global loss */
+    double pair_loss[HCL_MAX_VIEWS][HCL_MAX_VIEWS];  /* global InfoNCE of each pair, i < j */
+    int pair_used[HCL_MAX_VIEWS][HCL_MAX_VIEWS];
+    double supcon, ce;
+    double grad_norm;                                /* before clipping */
+    float logit_scale;                               /* exp(t) after the step */
+    float lr;
+    int skipped;                                     /* non-finite loss or gradient: no update */
+    double t_compute, t_allgather, t_reduce_scatter, t_allreduce; /* seconds */
+    double t_wait;                                   /* waiting for this batch to arrive */
+} hcl_step_result;
 
 /* Worker r of W owns rows [r0, r0+b): as even as possible, the first n % W get one more. */
 void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b);

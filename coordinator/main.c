@@ -1,11 +1,13 @@
-/* hcl-train: entry point of every rank. Rank 0 is the coordinator; with one rank (an MPI
- * singleton, no mpirun) it also does the worker's job. */
+/* hcl-train: entry point of every rank. Rank 0 is the coordinator (data, batches, metrics);
+ * ranks 1..N-1 are the workers. With one rank (an MPI singleton, no mpirun) the process does
+ * both jobs. */
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "config.h"
 #include "log.h"
+#include "step.h"
 #include "train.h"
 
 static int log_level_parse(const char *s) {
@@ -19,31 +21,50 @@ int main(int argc, char **argv) {
     hcl_config cfg;
     char err[HCL_ERR_MAX];
     config_defaults(&cfg);
-    int rc = config_parse_args(&cfg, argc, argv, stdout, err);
-    if (rc == 1) return 0;
-    if (rc != 0) {
-        fprintf(stderr, "hcl-train: %s\n", err);
-        return 2;
-    }
+    /* Every rank parses the same argv; only rank 0 speaks (the rank is not known before
+     * MPI_Init, and --help must work without MPI). */
+    int prc = config_parse_args(&cfg, argc, argv, stdout, err);
+    if (prc == 1) return 0;
     MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     log_init(rank == 0 ? "coord" : "worker", rank, log_level_parse(cfg.log_level));
-    int code;
-    if (size == 1) {
-        hcl_run run;
-        if (run_prepare(&run, &cfg, err) != 0) {
+
+    hcl_run run;
+    hcl_setup su;
+    memset(&su, 0, sizeof su);
+    memset(&run, 0, sizeof run);
+    if (rank == 0) {
+        if (prc != 0 || run_prepare(&run, &cfg, err) != 0 ||
+            (size > 1 && run.batch < size - 1 &&
+             hcl_err(err, "--batch-size: %lld rows cannot be split among %d workers",
+                     (long long)run.batch, size - 1)) ||
+            run_open_dir(&run, err) != 0) {
             fprintf(stderr, "hcl-train: %s\n", err);
-            code = 2;
+            su.status = 2;
         } else {
-            code = run_train_single(&run);
+            run_setup(&run, &su);
+            su.max_batch_bytes = run_batch_bytes(&run, run.batch, size > 1 ? size - 1 : 1);
         }
-        run_free(&run);
-    } else {
-        fprintf(stderr, "hcl-train: more than one rank needs the distributed mode\n");
-        code = 2;
     }
+    int code = 0;
+    if (size == 1) {
+        code = su.status ? su.status : run_train(&run, 0);
+    } else {
+        /* The setup travels to every rank; workers wait for it without spinning while rank 0
+         * validates the data. */
+        MPI_Request req;
+        MPI_Ibcast(&su, (int)sizeof su, MPI_BYTE, 0, MPI_COMM_WORLD, &req);
+        worker_wait_polite(&req, MPI_STATUS_IGNORE);
+        MPI_Comm workers;
+        MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : 1, rank, &workers);
+        if (su.status) code = su.status;
+        else if (rank == 0) code = run_train(&run, size - 1);
+        else code = worker_main(workers, &su);
+        if (workers != MPI_COMM_NULL) MPI_Comm_free(&workers);
+    }
+    if (rank == 0) run_free(&run);
     MPI_Finalize();
     return code;
 }

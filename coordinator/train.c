@@ -161,6 +161,14 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     oc->warmup_steps = cfg->warmup_steps;
     oc->total_steps = r->total_steps;
 
+    /* Validation: up to 4 batches of the validation set in file order, logged as val_loss. */
+    r->val_batches = 0;
+    if (r->has_val)
+        for (int64_t start = 0; start < r->val.n && r->val_batches < 4; start += r->batch) {
+            int64_t n = r->val.n - start < r->batch ? r->val.n - start : r->batch;
+            if (n < r->batch && n < 2 * 8) break;   /* a last sliver is not worth a batch */
+            r->val_batches++;
+        }
     r->perm = hcl_malloc(sizeof(int64_t) * (size_t)ds->n);
     r->rows = hcl_malloc(sizeof(int64_t) * (size_t)(r->batch > (r->has_val ? r->val.n : 0) ? r->batch : r->val.n));
     return 0;
@@ -230,28 +238,37 @@ void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows
 
 /* ---- logging ------------------------------------------------------------------------------ */
 
+/* A number as JSON: non-finite values (a skipped step's gradient norm) become null. */
+static void json_num(FILE *f, const char *key, double x) {
+    if (isfinite(x)) fprintf(f, ", \"%s\": %.9g", key, x);
+    else fprintf(f, ", \"%s\": null", key);
+}
+
 static void metrics_line(hcl_run *r, int64_t step, int64_t epoch, const hcl_step_result *res,
                          double samples_per_s, double val_loss, int64_t skipped) {
     FILE *f = r->metrics;
     if (!f) return;
-    fprintf(f, "{\"step\": %lld, \"epoch\": %lld, \"loss\": %.9g", (long long)step, (long long)epoch,
-            res->loss);
+    fprintf(f, "{\"step\": %lld, \"epoch\": %lld", (long long)step, (long long)epoch);
+    json_num(f, "loss", res->loss);
     fprintf(f, ", \"pair_loss\": {");
     int first = 1;
     for (int i = 0; i < r->mc.nviews; i++)
         for (int j = i + 1; j < r->mc.nviews; j++) {
             if (!res->pair_used[i][j]) continue;
-            fprintf(f, "%s\"%s:%s\": %.9g", first ? "" : ", ", r->mc.names[i], r->mc.names[j],
-                    res->pair_loss[i][j]);
+            fprintf(f, "%s\"%s:%s\": ", first ? "" : ", ", r->mc.names[i], r->mc.names[j]);
+            if (isfinite(res->pair_loss[i][j])) fprintf(f, "%.9g", res->pair_loss[i][j]);
+            else fprintf(f, "null");
             first = 0;
         }
     fprintf(f, "}");
     if (r->lc.kind == HCL_LOSS_SUPCON || (r->lc.kind == HCL_LOSS_HYBRID && r->lc.base == HCL_LOSS_SUPCON))
-        fprintf(f, ", \"supcon\": %.9g", res->supcon);
-    if (r->lc.kind == HCL_LOSS_HYBRID) fprintf(f, ", \"ce\": %.9g", res->ce);
-    fprintf(f, ", \"lr\": %.9g, \"logit_scale\": %.9g, \"grad_norm\": %.9g, \"samples_per_s\": %.1f",
-            res->lr, res->logit_scale, res->grad_norm, samples_per_s);
-    if (!isnan(val_loss)) fprintf(f, ", \"val_loss\": %.9g", val_loss);
+        json_num(f, "supcon", res->supcon);
+    if (r->lc.kind == HCL_LOSS_HYBRID) json_num(f, "ce", res->ce);
+    json_num(f, "lr", res->lr);
+    json_num(f, "logit_scale", res->logit_scale);
+    json_num(f, "grad_norm", res->grad_norm);
+    fprintf(f, ", \"samples_per_s\": %.1f", samples_per_s);
+    if (!isnan(val_loss)) json_num(f, "val_loss", val_loss);
     fprintf(f, ", \"skipped\": %lld, \"time\": %.3f}\n", (long long)skipped, hcl_wall());
     fflush(f);
 }
@@ -281,26 +298,124 @@ static void progress(hcl_run *r, int tty, int64_t step, int64_t epoch, const hcl
     }
 }
 
-/* ---- the single-process run ---------------------------------------------------------------- */
+/* ---- the step loop: jobs, slots, transport -------------------------------------------------- */
 
-static double val_loss_single(hcl_run *r, hcl_worker *w, uint8_t *buf) {
-    /* Up to 4 global batches of the validation set, in file order, batch-size rows each. */
-    const hcl_dataset *ds = &r->val;
-    double sum = 0;
-    int nb = 0;
-    for (int64_t start = 0; start < ds->n && nb < 4; start += r->batch, nb++) {
-        int64_t n = ds->n - start < r->batch ? ds->n - start : r->batch;
-        if (n < 2) break;
-        for (int64_t i = 0; i < n; i++) r->rows[i] = start + i;
-        run_fill_batch(r, ds, r->rows, n, 0, 1, HCL_BATCH_EVAL, 0, 0, 0, buf);
-        hcl_step_result res;
-        worker_step(w, buf, &res);
-        sum += res.loss;
-    }
-    return nb ? sum / nb : NAN;
+/* A job is one batch message to every worker: a training step, a validation batch, or STOP.
+ * Two slots: while the workers compute the job in one slot, the next one is packed and sent
+ * from the other (with a worker in this process, a job is computed when submitted). */
+typedef struct {
+    uint32_t flags;
+    int64_t step, epoch;
+    int64_t n;                   /* rows */
+    int eval_index;              /* validation batch index, for EVAL */
+} job;
+
+typedef struct {
+    int nw;                      /* workers reached over MPI; 0: a worker in this process */
+    hcl_worker *local;
+    size_t bytes;                /* one worker's buffer */
+    uint8_t *buf[2];             /* (max(nw,1) * bytes) per slot */
+    MPI_Request *sreq[2];        /* nw per slot */
+    job jobs[2];
+    hcl_step_result local_res[2];
+} transport;
+
+static void wait_all_polite(MPI_Request *reqs, int n) {
+    for (int i = 0; i < n; i++)
+        if (reqs[i] != MPI_REQUEST_NULL) worker_wait_polite(&reqs[i], MPI_STATUS_IGNORE);
 }
 
-static int open_run_dir(hcl_run *r, char *err) {
+static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
+    tp->jobs[slot] = *j;
+    const hcl_dataset *ds = (j->flags & HCL_BATCH_EVAL) ? &r->val : &r->train;
+    if (j->flags & HCL_BATCH_TRAIN) {
+        run_batch_rows(r, j->step);
+    } else if (j->flags & HCL_BATCH_EVAL) {
+        for (int64_t i = 0; i < j->n; i++) r->rows[i] = (int64_t)j->eval_index * r->batch + i;
+    }
+    float lr = (j->flags & HCL_BATCH_TRAIN) ? optim_lr_at(&r->oc, j->step) : 0.0f;
+    int nw = tp->nw ? tp->nw : 1;
+    if (tp->nw) wait_all_polite(tp->sreq[slot], tp->nw);
+    for (int w = 0; w < nw; w++) {
+        uint8_t *b = tp->buf[slot] + (size_t)w * tp->bytes;
+        if (j->flags & HCL_BATCH_STOP) {
+            hcl_batch_header *h = (hcl_batch_header *)b;
+            memset(h, 0, sizeof *h);
+            h->magic = HCL_BATCH_MAGIC;
+            h->flags = HCL_BATCH_STOP;
+        } else {
+            run_fill_batch(r, ds, r->rows, j->n, w, nw, j->flags, j->step, j->epoch, lr, b);
+        }
+        if (tp->nw) {
+            size_t len = (j->flags & HCL_BATCH_STOP) ? sizeof(hcl_batch_header) : run_batch_bytes(r, j->n, nw);
+            MPI_Isend(b, (int)len, MPI_BYTE, w + 1, HCL_TAG_BATCH, MPI_COMM_WORLD, &tp->sreq[slot][w]);
+        }
+    }
+    if (!tp->nw && !(j->flags & HCL_BATCH_STOP)) worker_step(tp->local, tp->buf[slot], &tp->local_res[slot]);
+}
+
+static void await_result(transport *tp, int slot, hcl_step_result *res) {
+    if (!tp->nw) {
+        *res = tp->local_res[slot];
+        return;
+    }
+    MPI_Request req;
+    MPI_Irecv(res, (int)sizeof *res, MPI_BYTE, 1, HCL_TAG_RESULT, MPI_COMM_WORLD, &req);
+    worker_wait_polite(&req, MPI_STATUS_IGNORE);
+    HCL_CHECK(res->step == tp->jobs[slot].step && res->flags == tp->jobs[slot].flags,
+              "result of step %lld (flags %u) arrived for step %lld (flags %u)", (long long)res->step,
+              res->flags, (long long)tp->jobs[slot].step, tp->jobs[slot].flags);
+}
+
+/* The sequence of jobs: steps; after each logged step the validation batches; then STOP. */
+typedef struct {
+    int64_t next_step;
+    int eval_left, eval_next;
+    int64_t eval_step, eval_epoch;
+    int stopped;
+} job_gen;
+
+static int is_log_step(const hcl_run *r, int64_t step) {
+    return (step + 1) % r->cfg.log_every == 0 || step + 1 == r->total_steps;
+}
+
+static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
+    memset(j, 0, sizeof *j);
+    if (g->eval_left > 0) {
+        j->flags = HCL_BATCH_EVAL;
+        j->step = g->eval_step;
+        j->epoch = g->eval_epoch;
+        j->eval_index = g->eval_next++;
+        int64_t start = (int64_t)j->eval_index * r->batch;
+        j->n = r->val.n - start < r->batch ? r->val.n - start : r->batch;
+        g->eval_left--;
+        return 1;
+    }
+    if (g->next_step < r->total_steps) {
+        int64_t s = g->next_step++;
+        j->flags = HCL_BATCH_TRAIN;
+        if (nw > 1 && is_log_step(r, s)) j->flags |= HCL_BATCH_CHECK;
+        j->step = s;
+        j->epoch = s / r->steps_per_epoch;
+        j->n = r->batch;
+        if (r->val_batches > 0 && is_log_step(r, s)) {
+            g->eval_left = r->val_batches;
+            g->eval_next = 0;
+            g->eval_step = s;
+            g->eval_epoch = j->epoch;
+        }
+        return 1;
+    }
+    if (!g->stopped) {
+        g->stopped = 1;
+        j->flags = HCL_BATCH_STOP;
+        j->step = r->total_steps;
+        return 1;
+    }
+    return 0;
+}
+
+int run_open_dir(hcl_run *r, char *err) {
     if (hcl_mkdir_p(r->cfg.run_dir, err) != 0) return -1;
     char path[HCL_PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/config.txt", r->cfg.run_dir);
@@ -313,58 +428,107 @@ static int open_run_dir(hcl_run *r, char *err) {
     return 0;
 }
 
-int run_train_single(hcl_run *r) {
+void run_setup(const hcl_run *r, hcl_setup *su) {
+    memset(su, 0, sizeof *su);
+    su->learn_t = r->learn_t;
+    su->threads = (int32_t)r->cfg.threads;
+    su->seed = r->cfg.seed;
+    su->batch = r->batch;
+    su->mc = r->mc;
+    su->lc = r->lc;
+    su->oc = r->oc;
+}
+
+int run_train(hcl_run *r, int nw) {
     char err[HCL_ERR_MAX];
-    if (open_run_dir(r, err) != 0) {
-        LOG_ERROR("%s", err);
-        return 1;
+    transport tp;
+    memset(&tp, 0, sizeof tp);
+    tp.nw = nw;
+    hcl_worker local;
+    if (!nw) {
+        int threads = (int)r->cfg.threads;
+        if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        kernels_set_threads(threads);
+        if (worker_init(&local, MPI_COMM_SELF, &r->mc, &r->lc, &r->oc, r->learn_t,
+                        (uint64_t)r->cfg.seed, r->batch, err) != 0) {
+            LOG_ERROR("%s", err);
+            return 1;
+        }
+        tp.local = &local;
+    } else {
+        kernels_set_threads(1);
     }
-    int threads = (int)r->cfg.threads;
-    if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    kernels_set_threads(threads);
-    hcl_worker w;
-    if (worker_init(&w, MPI_COMM_SELF, &r->mc, &r->lc, &r->oc, r->learn_t, (uint64_t)r->cfg.seed,
-                    r->batch, err) != 0) {
-        LOG_ERROR("%s", err);
-        return 1;
+    tp.bytes = run_batch_bytes(r, r->batch, nw ? nw : 1);
+    for (int s = 0; s < 2; s++) {
+        tp.buf[s] = hcl_malloc(tp.bytes * (size_t)(nw ? nw : 1));
+        tp.sreq[s] = hcl_malloc(sizeof(MPI_Request) * (size_t)(nw ? nw : 1));
+        for (int w = 0; w < (nw ? nw : 1); w++) tp.sreq[s][w] = MPI_REQUEST_NULL;
     }
-    size_t bytes = run_batch_bytes(r, r->batch, 1);
-    uint8_t *buf = hcl_malloc(bytes);
-    LOG_INFO("training %s: %lld rows, %d views, %lld parameters, loss %s, batch %lld, %lld steps "
-             "(%lld per epoch), %d BLAS threads",
-             r->cfg.data, (long long)r->train.n, r->mc.nviews, (long long)w.model.nparams,
-             loss_kind_name(r->lc.kind), (long long)r->batch, (long long)r->total_steps,
-             (long long)r->steps_per_epoch, threads);
+    LOG_INFO("training %s: %lld rows, %d views, loss %s, batch %lld, %lld steps (%lld per epoch), %s",
+             r->cfg.data, (long long)r->train.n, r->mc.nviews, loss_kind_name(r->lc.kind),
+             (long long)r->batch, (long long)r->total_steps, (long long)r->steps_per_epoch,
+             nw ? "workers on ranks 1.." : "one process");
     int tty = isatty(STDERR_FILENO);
     double t_start = hcl_now(), t_window = t_start;
-    int64_t window_steps = 0;
-    hcl_step_result res = {0};
-    for (int64_t s = 0; s < r->total_steps; s++) {
-        int64_t epoch = run_batch_rows(r, s);
-        float lr = optim_lr_at(&r->oc, s);
-        run_fill_batch(r, &r->train, r->rows, r->batch, 0, 1, HCL_BATCH_TRAIN, s, epoch, lr, buf);
-        worker_step(&w, buf, &res);
-        window_steps++;
-        if (res.skipped) LOG_WARN("step %lld: non-finite loss or gradient, update skipped (%lld so far)",
-                                  (long long)s + 1, (long long)w.skipped);
-        int64_t done = s + 1;
-        if (done % r->cfg.log_every == 0 || done == r->total_steps) {
-            double now = hcl_now();
-            double sps = window_steps * r->batch / (now - t_window);
-            double eta = (r->total_steps - done) * (now - t_start) / done;
-            double vl = r->has_val ? val_loss_single(r, &w, buf) : NAN;
-            metrics_line(r, done, epoch, &res, sps, vl, w.skipped);
-            progress(r, tty, done, epoch, &res, sps, eta, vl);
-            t_window = hcl_now();
-            window_steps = 0;
+    int64_t window_steps = 0, skipped = 0;
+    hcl_step_result res = {0}, logged = {0};
+    double val_sum = 0;
+    int val_seen = 0;
+    job_gen gen = {0};
+    job j;
+    int head = 0, pending = 0, more = 1;
+    for (;;) {
+        /* Keep two jobs in flight: the workers never wait for the coordinator to pack. */
+        while (more && pending < 2) {
+            more = next_job(r, &gen, nw, &j);
+            if (!more) break;
+            submit(r, &tp, (head + pending) % 2, &j);
+            if (j.flags & HCL_BATCH_STOP) { more = 0; break; }
+            pending++;
         }
+        if (!pending) break;
+        job *cur = &tp.jobs[head];
+        await_result(&tp, head, &res);
+        head = (head + 1) % 2;
+        pending--;
+        if (cur->flags & HCL_BATCH_TRAIN) {
+            window_steps++;
+            if (res.skipped) {
+                skipped++;
+                LOG_WARN("step %lld: non-finite loss or gradient on a worker, update skipped on all "
+                         "(%lld so far)", (long long)res.step + 1, (long long)skipped);
+            }
+            if (!is_log_step(r, res.step)) continue;
+            logged = res;
+            val_sum = 0;
+            val_seen = 0;
+            if (r->val_batches > 0) continue;
+        } else if (cur->flags & HCL_BATCH_EVAL) {
+            val_sum += res.loss;
+            if (++val_seen < r->val_batches) continue;
+        } else {
+            continue;
+        }
+        int64_t done = logged.step + 1;
+        double now = hcl_now();
+        double sps = window_steps * r->batch / (now - t_window);
+        double eta = (r->total_steps - done) * (now - t_start) / done;
+        double vl = r->val_batches > 0 ? val_sum / r->val_batches : NAN;
+        metrics_line(r, done, logged.step / r->steps_per_epoch, &logged, sps, vl, skipped);
+        progress(r, tty, done, logged.step / r->steps_per_epoch, &logged, sps, eta, vl);
+        t_window = hcl_now();
+        window_steps = 0;
+    }
+    for (int s = 0; s < 2; s++) {
+        if (nw) wait_all_polite(tp.sreq[s], nw);
+        free(tp.buf[s]);
+        free(tp.sreq[s]);
     }
     if (tty) fputc('\n', stderr);
     double secs = hcl_now() - t_start;
     LOG_INFO("done: %lld steps in %.1f s (%.0f samples/s), final loss %.4f, logit scale %.2f, %lld skipped",
-             (long long)r->total_steps, secs, r->total_steps * r->batch / secs, res.loss,
-             res.logit_scale, (long long)w.skipped);
-    free(buf);
-    worker_free(&w);
+             (long long)r->total_steps, secs, r->total_steps * r->batch / secs, logged.loss,
+             logged.logit_scale, (long long)skipped);
+    if (!nw) worker_free(&local);
     return 0;
 }

@@ -3,7 +3,8 @@
  *
  * run_prepare turns the flags into the model, loss and optimizer configurations (checked
  * against the data) and opens the datasets; run_fill_batch packs worker r's slice of a global
- * batch (batch.h); run_train drives the step loop with a worker in this process (one rank). */
+ * batch (batch.h); run_train drives the step loop, with the workers on other ranks or, with one
+ * rank, in this process. */
 #ifndef HCL_TRAIN_H
 #define HCL_TRAIN_H
 
@@ -21,6 +22,7 @@ typedef struct {
     hcl_config cfg;
     hcl_dataset train, val;
     int has_train, has_val;
+    int val_batches;            /* validation batches after each logged step */
     hcl_model_config mc;
     hcl_loss_config lc;
     hcl_optim_config oc;
@@ -45,7 +47,12 @@ void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows
                     uint8_t *buf);
 size_t run_batch_bytes(const hcl_run *r, int64_t n, int nw);
 
-/* The whole run in one process (an MPI singleton): returns the exit code. */
-int run_train_single(hcl_run *r);
+/* Create the run directory, config.txt and metrics.jsonl (after run_prepare succeeded). */
+int run_open_dir(hcl_run *r, char *err);
+/* What rank 0 broadcasts to the workers before the first batch. */
+void run_setup(const hcl_run *r, hcl_setup *su);
+/* The step loop: nw workers on ranks 1..nw, or nw = 0 for a worker in this process.
+ * Returns the exit code. */
+int run_train(hcl_run *r, int nw);
 
 #endif

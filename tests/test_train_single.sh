@@ -9,7 +9,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$B/hcl-data" synth "$tmp/data" --rows 1024 --widths 48,32,16 --classes 8 --seed 3 >/dev/null
-"$B/hcl-data" synth "$tmp/val" --rows 256 --widths 48,32,16 --classes 8 --seed 4 >/dev/null
+"$B/hcl-data" synth "$tmp/val" --rows 256 --widths 48,32,16 --classes 8 --seed 3 --split 1 >/dev/null
 "$B/hcl-data" synth "$tmp/miss" --rows 512 --widths 48,32,16 --classes 8 --seed 5 --missing-rate 0.3 >/dev/null
 common=(--hidden 64,32 --dim 16 --batch-size 128 --threads 1 --log-every 5)
 

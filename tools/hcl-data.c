@@ -60,7 +60,7 @@ typedef struct {
     int (*run)(const char *arg);
 } cli_command;
 
-static int64_t synth_rows, synth_classes, synth_seed, synth_latent;
+static int64_t synth_rows, synth_classes, synth_seed, synth_latent, synth_split;
 static double synth_missing;
 static char synth_widths[OPT_STR_MAX];
 static char fm_source[OPT_STR_MAX];
@@ -74,6 +74,8 @@ static cli_option synth_opts[] = {
     {"missing-rate", OPT_FLOAT, "0", "probability that a view is absent from a row; > 0 writes "
      "mask.npy (every row keeps at least one view)", &synth_missing, 0, 1},
     {"seed", OPT_INT, "0", "random seed (same seed, same bytes)", &synth_seed, 0, 9.2e18},
+    {"split", OPT_INT, "0", "sample stream: splits of one seed share the class means and view "
+     "maps but draw other rows (e.g. 0 train, 1 validation)", &synth_split, 0, 1e6},
 };
 
 static cli_option fm_opts[] = {
@@ -256,7 +258,7 @@ static int synth_run(const char *out) {
     int64_t w[HCL_MAX_VIEWS];
     int nv = synth_parse_widths(synth_widths, w);
     int64_t n = synth_rows, k = synth_classes, L = synth_latent, H = SYNTH_HIDDEN;
-    uint64_t seed = (uint64_t)synth_seed;
+    uint64_t seed = (uint64_t)synth_seed, split = (uint64_t)synth_split;
     char names_buf[HCL_MAX_VIEWS][16];
     const char *names[HCL_MAX_VIEWS];
     for (int v = 0; v < nv; v++) {
@@ -271,12 +273,12 @@ static int synth_run(const char *out) {
     rng_derive(&r, seed, "synth.means", 0);
     for (int64_t i = 0; i < k * L; i++) mu[i] = SYNTH_CLASS_SCALE * rng_normal(&r);
     int64_t *labels = hcl_malloc((size_t)n * sizeof(int64_t));
-    rng_derive(&r, seed, "synth.labels", 0);
+    rng_derive(&r, seed, "synth.labels", split);
     for (int64_t i = 0; i < n; i++) labels[i] = (int64_t)rng_below(&r, (uint64_t)k);
 
     /* shared latent z (n, L) */
     double *z = hcl_malloc((size_t)(n * L) * sizeof(double));
-    rng_derive(&r, seed, "synth.latent", 0);
+    rng_derive(&r, seed, "synth.latent", split);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < L; j++) z[i * L + j] = mu[labels[i] * L + j] + rng_normal(&r);
 
@@ -285,7 +287,7 @@ static int synth_run(const char *out) {
     uint8_t *mask = hcl_malloc(mask_bytes);
     memset(mask, 1, mask_bytes);
     if (synth_missing > 0) {
-        rng_derive(&r, seed, "synth.mask", 0);
+        rng_derive(&r, seed, "synth.mask", split);
         for (int64_t i = 0; i < n; i++) {
             int present = 0;
             for (int v = 0; v < nv; v++) {
@@ -311,7 +313,7 @@ static int synth_run(const char *out) {
         for (int64_t i = 0; i < d * H; i++) w2[i] = rng_normal(&r) / sqrt((double)H);
         for (int64_t i = 0; i < d; i++) b2[i] = 0.1 * rng_normal(&r);
         float *x = hcl_malloc((size_t)(n * d) * sizeof(float));
-        rng_derive(&r, seed, "synth.noise", (uint64_t)v);
+        rng_derive(&r, seed, "synth.noise", (uint64_t)v + split * HCL_MAX_VIEWS);
         for (int64_t i = 0; i < n; i++) {
             const double *zi = z + i * L;
             for (int64_t a = 0; a < H; a++) {
@@ -337,8 +339,9 @@ static int synth_run(const char *out) {
     if (synth_missing > 0) out_npy(out, "mask.npy", NPY_U8, 2, n, nv, mask);
     char comment[OPT_STR_MAX + 256];
     snprintf(comment, sizeof comment, "hcl-data synth --rows %lld --widths %s --classes %lld "
-             "--latent %lld --missing-rate %g --seed %llu", (long long)n, synth_widths,
-             (long long)k, (long long)L, synth_missing, (unsigned long long)seed);
+             "--latent %lld --missing-rate %g --seed %llu --split %llu", (long long)n, synth_widths,
+             (long long)k, (long long)L, synth_missing, (unsigned long long)seed,
+             (unsigned long long)split);
     out_manifest(out, comment, nv, names);
     free(mu); free(labels); free(z); free(mask); free(w1); free(b1); free(h);
     out_verify(out);

@@ -2,6 +2,8 @@
 #include "step.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -45,6 +47,12 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->displs = hcl_calloc((size_t)w->size, sizeof(int));
     w->r0s = hcl_calloc((size_t)w->size, sizeof(int64_t));
     w->bs = hcl_calloc((size_t)w->size, sizeof(int64_t));
+    w->inject_nan_step = -1;
+    const char *inj = getenv("HCL_INJECT_NAN");
+    long long inj_step;
+    int inj_worker;
+    if (inj && sscanf(inj, "%lld:%d", &inj_step, &inj_worker) == 2 && inj_worker == w->rank)
+        w->inject_nan_step = inj_step;
     if ((int64_t)V * n * D > INT32_MAX)
         return hcl_err(err, "batch-size: %lld rows x %d views x %d dims exceeds one MPI message",
                        (long long)n, V, D);
@@ -86,7 +94,7 @@ static int pack_scalars(double *s, const hcl_loss_result *r, int V) {
     return k;
 }
 
-void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
+void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
     const hcl_batch_header *h = (const hcl_batch_header *)buf;
     hcl_model *m = &w->model;
     const int V = m->cfg.nviews, D = m->cfg.dim;
@@ -95,6 +103,8 @@ void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
               "malformed batch header (step %lld, n %lld, b %lld)", (long long)h->step,
               (long long)h->n, (long long)h->b);
     memset(res, 0, sizeof *res);
+    res->step = h->step;
+    res->flags = h->flags;
     int64_t widths[HCL_MAX_VIEWS] = {0};
     for (int v = 0; v < V; v++) widths[v] = m->cfg.in_width[v];
     hcl_batch_layout lay;
@@ -173,6 +183,7 @@ void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
         for (int v = V - 1; v >= 0; v--) {
             model_encode_backward(m, &w->acts, v, (const float *)(buf + lay.view[v]),
                                   w->dzown + (size_t)v * b * D, (int)b);
+            if (h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
             if (w->size > 1) {
                 const hcl_encoder *e = &m->enc[v];
                 MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + e->param_begin,
@@ -205,32 +216,45 @@ void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
         }
     res->lr = h->lr;
 
-    if (train) {
-        /* 6. Same decision and same update on every replica. */
-        double norm = optim_grad_norm(m->grads, m->nparams);
-        res->grad_norm = norm;
-        if (!isfinite(res->loss) || !isfinite(norm)) {
-            res->skipped = 1;
-            w->skipped++;
-        } else {
-            if (w->opt.clip_norm > 0) optim_clip(m->grads, m->nparams, norm, w->opt.clip_norm);
-            float t_before = m->params[m->logit_t];
-            w->updates++;
-            optim_step(&w->opt, h->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
-                       m->ntensors);
-            float *t = &m->params[m->logit_t];
-            if (!w->learn_t) {
-                *t = t_before;
-            } else {
-                if (*t < w->t_min) *t = w->t_min;
-                if (*t > w->t_max) *t = w->t_max;
-            }
-        }
-    }
-    double t7 = hcl_now();
     res->logit_scale = worker_logit_scale(w);
     res->t_allgather = t2 - t1;
     res->t_reduce_scatter = t4 - t3;
     res->t_allreduce = t6 - t5;
-    res->t_compute = (t1 - t0) + (t3 - t2) + (t5 - t4) + (t7 - t6);
+    res->t_compute = (t1 - t0) + (t3 - t2) + (t5 - t4);
+}
+
+void worker_update(hcl_worker *w, hcl_step_result *res) {
+    hcl_model *m = &w->model;
+    double t0 = hcl_now();
+    /* Same decision and same update on every replica: the loss and gradients are global. */
+    double norm = optim_grad_norm(m->grads, m->nparams);
+    res->grad_norm = norm;
+    if (!isfinite(res->loss) || !isfinite(norm)) {
+        res->skipped = 1;
+        w->skipped++;
+    } else {
+        if (w->opt.clip_norm > 0) optim_clip(m->grads, m->nparams, norm, w->opt.clip_norm);
+        float t_before = m->params[m->logit_t];
+        w->updates++;
+        optim_step(&w->opt, res->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
+                   m->ntensors);
+        float *t = &m->params[m->logit_t];
+        if (!w->learn_t) {
+            *t = t_before;
+        } else {
+            if (*t < w->t_min) *t = w->t_min;
+            if (*t > w->t_max) *t = w->t_max;
+        }
+    }
+    res->logit_scale = worker_logit_scale(w);
+    res->t_compute += hcl_now() - t0;
+}
+
+void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
+    worker_forward_backward(w, buf, res);
+    if (((const hcl_batch_header *)buf)->flags & HCL_BATCH_TRAIN) worker_update(w, res);
+}
+
+uint32_t worker_param_checksum(const hcl_worker *w) {
+    return hcl_crc32c(0, w->model.params, sizeof(float) * (size_t)w->model.nparams);
 }

@@ -19,17 +19,6 @@
 #include "model.h"
 #include "optim.h"
 
-typedef struct {
-    double loss;                                     /* global loss */
-    double pair_loss[HCL_MAX_VIEWS][HCL_MAX_VIEWS];  /* global InfoNCE of each pair, i < j */
-    int pair_used[HCL_MAX_VIEWS][HCL_MAX_VIEWS];
-    double supcon, ce;
-    double grad_norm;                                /* before clipping */
-    float logit_scale;                               /* exp(t) after the step */
-    float lr;
-    int skipped;                                     /* non-finite loss or gradient: no update */
-    double t_compute, t_allgather, t_reduce_scatter, t_allreduce; /* seconds */
-} hcl_step_result;
 
 typedef struct {
     MPI_Comm comm;                /* the workers' communicator */
@@ -54,6 +43,8 @@ typedef struct {
     float *dzown;                 /* (V, b_max, D) */
     int *counts, *displs;         /* per worker, in floats of (b_r * V * D) */
     int64_t *r0s, *bs;
+    int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
+                                   * worker's gradient turns NaN at that step; -1 off */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -63,8 +54,23 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 uint64_t seed, int64_t n, char *err);
 void worker_free(hcl_worker *w);
 
-/* One step on the batch in buf (layout of batch.h): TRAIN updates, EVAL only computes the loss. */
+/* One step on the batch in buf (layout of batch.h): TRAIN updates, EVAL only computes the loss.
+ * It is worker_forward_backward (global loss and summed gradients, no update) then, for TRAIN,
+ * worker_update (finite check, clipping, optimizer, clamp of t) with the lr of the header. */
 void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res);
+void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result *res);
+void worker_update(hcl_worker *w, hcl_step_result *res);
+/* CRC-32C of the parameters: replicas compare it to prove they are bit-identical. */
+uint32_t worker_param_checksum(const hcl_worker *w);
+
+/* Wait for a request without spinning a core: MPI_Test, then sleeps growing to 1 ms.
+ * Returns the seconds waited. */
+double worker_wait_polite(MPI_Request *req, MPI_Status *status);
+
+/* The loop of ranks 1..N-1: receive batches from rank 0 (prefetching the next), step, report
+ * (worker 0 sends each result to rank 0), compare parameter checksums when asked, until STOP.
+ * Returns the exit code. */
+int worker_main(MPI_Comm workers, const hcl_setup *su);
 
 /* The logit scale exp(t) now. */
 float worker_logit_scale(const hcl_worker *w);

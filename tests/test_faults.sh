@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Failures under mpirun: kill -9 of a worker or of the coordinator ends the whole job within 10 s
+# with a non-zero exit and no process left; a NaN gradient on one worker makes every worker skip
+# that update together, and the skip is counted and logged.
+set -euo pipefail
+B=${HCL_BUILD:-build}
+PY=/usr/bin/python3
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d /tmp/hcl_faults.XXXXXX)
+cleanup() { pkill -9 -f "$tmp" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$B/hcl-data" synth "$tmp/data" --rows 2048 --widths 64,32,16 --seed 1 >/dev/null
+common=(--data "$tmp/data" --hidden 64 --dim 16 --batch-size 64 --threads 1 --log-every 10)
+
+# pid of the hcl-train process of a given MPI rank, under mpirun pid $1
+rank_pid() {
+    local mp=$1 want=$2 p
+    for p in $(pgrep -f "$tmp/run" || true); do
+        [ "$p" = "$mp" ] && continue
+        if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$want"; then
+            echo "$p"; return 0
+        fi
+    done
+    return 1
+}
+
+for victim in 1 0; do
+    run="$tmp/run_kill$victim"
+    mpirun --oversubscribe -np 3 "$B/hcl-train" "${common[@]}" --steps 100000 --run-dir "$run" \
+        >"$tmp/out$victim" 2>&1 &
+    mp=$!
+    # wait until training is under way
+    for _ in $(seq 100); do [ -s "$run/metrics.jsonl" ] && break; sleep 0.1; done
+    [ -s "$run/metrics.jsonl" ] || { cat "$tmp/out$victim"; fail "job did not start"; }
+    pid=$(rank_pid $mp $victim) || fail "no process of rank $victim"
+    t0=$(date +%s.%N)
+    kill -9 "$pid"
+    rc=0
+    for _ in $(seq 150); do kill -0 $mp 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $mp 2>/dev/null; then kill -9 $mp; fail "job still running 15 s after rank $victim died"; fi
+    wait $mp || rc=$?
+    t1=$(date +%s.%N)
+    secs=$($PY -c "print(round($t1 - $t0, 1))")
+    [ $rc != 0 ] || fail "exit code 0 after rank $victim was killed"
+    $PY -c "import sys; sys.exit(0 if $secs <= 10 else 1)" || fail "job took $secs s to end after rank $victim died"
+    grep -q "rank $victim" "$tmp/out$victim" || { cat "$tmp/out$victim"; fail "no message names rank $victim"; }
+    sleep 0.5
+    [ -z "$(pgrep -f "$run" || true)" ] || fail "processes left after rank $victim died"
+    echo "kill -9 of rank $victim: job ended in $secs s with exit $rc"
+done
+
+# NaN on worker 1 at step 7 (0-based 6): every replica skips that update, checksums still agree.
+HCL_INJECT_NAN=6:1 mpirun --oversubscribe -np 3 -x HCL_INJECT_NAN "$B/hcl-train" "${common[@]}" --steps 20 \
+    --log-every 1 --run-dir "$tmp/run_nan" >"$tmp/out_nan" 2>&1 || { cat "$tmp/out_nan"; fail "NaN run failed"; }
+grep -q "step 7: non-finite" "$tmp/out_nan" || { cat "$tmp/out_nan"; fail "skip not logged"; }
+$PY - "$tmp/run_nan/metrics.jsonl" <<'PY' || fail "skip not counted"
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert [r["skipped"] for r in rows[5:8]] == [0, 1, 1], [r["skipped"] for r in rows]
+assert rows[-1]["skipped"] == 1 and all(math.isfinite(r["loss"]) for r in rows)
+PY
+echo "test_faults: ok"

@@ -1,0 +1,123 @@
+/* test_mpi_grad: the sharded gradient equals the single-process gradient of the same global
+ * batch. Run under mpirun with any number of ranks; every rank is a worker. For each loss kind
+ * (with missing views and labels), the workers compute the step on their shares; rank 0 then
+ * computes the whole batch alone (a communicator of one) and compares the summed gradients and
+ * the global loss. Tolerance: |g_dist - g_single| <= 2e-5 * max|g_single| + 1e-7 (float sums in
+ * another order), loss within 1e-5 relative: a dropped column term or a gradient divided by the
+ * number of workers is off by far more. */
+#include <math.h>
+#include <mpi.h>
+#include <string.h>
+
+#include "check.h"
+#include "rng.h"
+#include "step.h"
+
+enum { V = 3, N = 13 };
+static const int widths[V] = {20, 12, 8};
+
+static void make_batch(uint8_t *buf, int nw, int r, const float *x[V], const uint8_t *mask,
+                       const int32_t *labels) {
+    int64_t r0, b, w64[V];
+    for (int v = 0; v < V; v++) w64[v] = widths[v];
+    batch_split(N, nw, r, &r0, &b);
+    hcl_batch_layout l;
+    batch_layout(&l, N, b, V, w64);
+    hcl_batch_header *h = (hcl_batch_header *)buf;
+    memset(h, 0, sizeof *h);
+    h->magic = HCL_BATCH_MAGIC;
+    h->flags = HCL_BATCH_TRAIN;
+    h->n = N;
+    h->r0 = r0;
+    h->b = b;
+    h->nviews = V;
+    h->has_labels = 1;
+    h->lr = 1e-3f;
+    memcpy(buf + l.labels, labels, sizeof(int32_t) * N);
+    memcpy(buf + l.mask, mask, N * V);
+    for (int v = 0; v < V; v++)
+        memcpy(buf + l.view[v], x[v] + r0 * widths[v], sizeof(float) * b * widths[v]);
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+
+    /* The same global batch on every rank. */
+    hcl_rng rng;
+    rng_seed(&rng, 42);
+    float *x[V];
+    for (int v = 0; v < V; v++) {
+        x[v] = hcl_floats((size_t)N * widths[v]);
+        for (int i = 0; i < N * widths[v]; i++) x[v][i] = (float)rng_normal(&rng);
+    }
+    uint8_t mask[N * V];
+    int32_t labels[N];
+    for (int i = 0; i < N; i++) {
+        labels[i] = (int32_t)rng_below(&rng, 4);
+        for (int v = 0; v < V; v++) mask[i * V + v] = rng_uniform(&rng) < 0.8;
+        mask[i * V + (i % V)] = 1;
+    }
+    uint8_t *buf = hcl_malloc(1 << 16), *full = hcl_malloc(1 << 16);
+    make_batch(buf, size, rank, (const float **)x, mask, labels);
+    make_batch(full, 1, 0, (const float **)x, mask, labels);
+
+    const enum hcl_loss_kind kinds[] = {HCL_LOSS_FULL, HCL_LOSS_CORE, HCL_LOSS_CLIP, HCL_LOSS_SUPCON,
+                                        HCL_LOSS_HYBRID};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        hcl_model_config mc;
+        model_config_default(&mc);
+        mc.nviews = V;
+        for (int v = 0; v < V; v++) {
+            snprintf(mc.names[v], sizeof mc.names[v], "v%d", v);
+            mc.in_width[v] = widths[v];
+        }
+        mc.nhidden = 1;
+        mc.hidden[0] = 16;
+        mc.dim = 8;
+        mc.nclasses = kinds[k] == HCL_LOSS_HYBRID ? 4 : 0;
+        hcl_loss_config lc;
+        loss_config_default(&lc, V, mc.dim);
+        lc.kind = kinds[k];
+        lc.core_view = 1;
+        lc.nclasses = mc.nclasses;
+        lc.pair_weight[0][2] = 2.0f;
+        hcl_optim_config oc;
+        optim_config_default(&oc);
+        char err[HCL_ERR_MAX];
+        hcl_worker dist, single;
+        CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, err) == 0, "init: %s", err);
+        hcl_step_result rd, rs;
+        worker_forward_backward(&dist, buf, &rd);
+        /* replicas hold bit-identical summed gradients */
+        uint32_t mine = hcl_crc32c(0, dist.model.grads, sizeof(float) * dist.model.nparams), all[64];
+        MPI_Allgather(&mine, 1, MPI_UINT32_T, all, 1, MPI_UINT32_T, MPI_COMM_WORLD);
+        for (int r = 0; r < size; r++) CHECK(all[r] == all[0], "%s: worker %d gradient differs", loss_kind_name(kinds[k]), r);
+        if (rank == 0) {
+            CHECK(worker_init(&single, MPI_COMM_SELF, &mc, &lc, &oc, 1, 5, N, err) == 0, "init: %s", err);
+            worker_forward_backward(&single, full, &rs);
+            CHECK_CLOSE(rd.loss, rs.loss, 1e-5, 0, loss_kind_name(kinds[k]));
+            double gmax = 0, dmax = 0;
+            for (int64_t i = 0; i < single.model.nparams; i++) {
+                gmax = fmax(gmax, fabs(single.model.grads[i]));
+                dmax = fmax(dmax, fabs(single.model.grads[i] - dist.model.grads[i]));
+            }
+            CHECK(gmax > 0 && dmax <= 2e-5 * gmax + 1e-7, "%s with %d workers: max |dg| %g, max |g| %g",
+                  loss_kind_name(kinds[k]), size, dmax, gmax);
+            printf("%s, %d workers: loss %.7f vs %.7f, max |dg| %.3g of max |g| %.3g\n",
+                   loss_kind_name(kinds[k]), size, rd.loss, rs.loss, dmax, gmax);
+            worker_free(&single);
+        }
+        worker_free(&dist);
+    }
+    for (int v = 0; v < V; v++) free(x[v]);
+    free(buf);
+    free(full);
+    int failed = check_failures, any;
+    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    if (rank == 0) printf("test_mpi_grad: %d checks, %d failed\n", check_count, check_failures);
+    return any ? 1 : 0;
+}

@@ -1,0 +1,86 @@
+/* worker: the receive-step-report loop of ranks 1..N-1 (see step.h: worker_main). */
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "log.h"
+#include "step.h"
+#include "util.h"
+
+double worker_wait_polite(MPI_Request *req, MPI_Status *status) {
+    double t0 = hcl_now();
+    int done = 0;
+    long sleep_ns = 20000;
+    for (int spins = 0;; spins++) {
+        MPI_Test(req, &done, status);
+        if (done) break;
+        if (spins < 50) continue;   /* a few quick polls: the common case is "almost there" */
+        struct timespec ts = {0, sleep_ns};
+        nanosleep(&ts, NULL);
+        if (sleep_ns < 1000000) sleep_ns *= 2;
+    }
+    return hcl_now() - t0;
+}
+
+static int default_threads(MPI_Comm workers) {
+    /* The cores of this node divided among the workers on it (the coordinator sleeps). */
+    MPI_Comm node;
+    MPI_Comm_split_type(workers, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int local;
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int t = (int)(cores / local);
+    return t < 1 ? 1 : t;
+}
+
+int worker_main(MPI_Comm workers, const hcl_setup *su) {
+    char err[HCL_ERR_MAX];
+    int threads = su->threads > 0 ? su->threads : default_threads(workers);
+    kernels_set_threads(threads);
+    hcl_worker w;
+    if (worker_init(&w, workers, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed,
+                    su->batch, err) != 0) {
+        LOG_ERROR("%s", err);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters", w.rank, w.size, threads,
+              (long long)w.model.nparams);
+    uint8_t *buf[2];
+    buf[0] = hcl_malloc(su->max_batch_bytes);
+    buf[1] = hcl_malloc(su->max_batch_bytes);
+    uint32_t *sums = hcl_calloc((size_t)w.size, sizeof(uint32_t));
+    MPI_Request req;
+    MPI_Irecv(buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
+    int cur = 0, code = 0;
+    for (;;) {
+        double waited = worker_wait_polite(&req, MPI_STATUS_IGNORE);
+        const hcl_batch_header *h = (const hcl_batch_header *)buf[cur];
+        HCL_CHECK(h->magic == HCL_BATCH_MAGIC, "batch message without the batch magic");
+        if (h->flags & HCL_BATCH_STOP) break;
+        /* Prefetch: the next batch arrives while this one is computed. */
+        MPI_Irecv(buf[cur ^ 1], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
+        hcl_step_result res;
+        worker_step(&w, buf[cur], &res);
+        res.t_wait = waited;
+        if (h->flags & HCL_BATCH_CHECK) {
+            uint32_t mine = worker_param_checksum(&w);
+            MPI_Allgather(&mine, 1, MPI_UINT32_T, sums, 1, MPI_UINT32_T, workers);
+            for (int r = 0; r < w.size; r++)
+                if (sums[r] != sums[0]) {
+                    LOG_ERROR("replicas diverged after step %lld: worker %d parameter checksum %08x, "
+                              "worker 0 has %08x", (long long)h->step + 1, r, sums[r], sums[0]);
+                    MPI_Abort(MPI_COMM_WORLD, 3);
+                }
+        }
+        if (w.rank == 0)
+            MPI_Send(&res, (int)sizeof res, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD);
+        cur ^= 1;
+    }
+    free(sums);
+    free(buf[0]);
+    free(buf[1]);
+    worker_free(&w);
+    return code;
+}
