@@ -68,7 +68,7 @@ static int dataset_read_manifest(hcl_dataset *ds, char *err) {
             return hcl_err(err, "%s:%d: view '%s' is one too many (at most %d views)", path,
                            lineno, name, HCL_MAX_VIEWS);
         }
-        snprintf(ds->names[ds->nviews++], HCL_NAME_MAX, "%s", name);
+        memcpy(ds->names[ds->nviews++], name, strlen(name) + 1);   /* checked < HCL_NAME_MAX */
     }
     int bad = ferror(fp);
     fclose(fp);
