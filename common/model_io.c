@@ -1,0 +1,120 @@
+/* model_io: see model_io.h. */
+#include "model_io.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static void join_ints(char *buf, size_t len, const int *x, int n) {
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && k < len; i++) k += (size_t)snprintf(buf + k, len - k, "%s%d", i ? "," : "", x[i]);
+}
+
+int model_save(const hcl_model *m, const char *path, char *err) {
+    const hcl_model_config *c = &m->cfg;
+    char views[HCL_MAX_VIEWS * HCL_NAME_MAX + 16] = "", widths[128], hidden[128], dim[16], ln[4], nc[16], t0[32];
+    size_t k = 0;
+    for (int v = 0; v < c->nviews; v++) k += (size_t)snprintf(views + k, sizeof views - k, "%s%s", v ? "," : "", c->names[v]);
+    join_ints(widths, sizeof widths, c->in_width, c->nviews);
+    join_ints(hidden, sizeof hidden, c->hidden, c->nhidden);
+    snprintf(dim, sizeof dim, "%d", c->dim);
+    snprintf(ln, sizeof ln, "%d", c->layernorm);
+    snprintf(nc, sizeof nc, "%d", c->nclasses);
+    snprintf(t0, sizeof t0, "%.9g", c->t_init);
+    const char *meta[] = {"format", "hcl-model", "version", "1", "views", views, "in_widths", widths,
+                          "hidden", hidden, "dim", dim, "act", c->act == HCL_ACT_GELU ? "gelu" : "relu",
+                          "layernorm", ln, "nclasses", nc, "t_init", t0, NULL};
+    st_entry e[HCL_MAX_TENSORS];
+    for (int i = 0; i < m->ntensors; i++) {
+        e[i].name = m->tensors[i].name;
+        e[i].ndim = m->tensors[i].ndim;
+        e[i].shape = m->tensors[i].shape;
+        e[i].data = m->params + m->tensors[i].offset;
+    }
+    return st_write(path, e, m->ntensors, meta, err);
+}
+
+static int meta_ints(const st_file *f, const char *key, int *out, int max, int *n, char *err) {
+    char buf[512];
+    *n = 0;
+    if (st_metadata_get(f, key, buf, sizeof buf) != 0)
+        return hcl_err(err, "%s: metadata lacks '%s' (not an hcl model file?)", f->path, key);
+    if (!buf[0]) return 0;
+    for (char *p = buf; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 1 << 20 || *n == max || (*end && *end != ','))
+            return hcl_err(err, "%s: metadata '%s' = '%s' is not a list of widths", f->path, key, buf);
+        out[(*n)++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+int model_config_read(hcl_model_config *c, const st_file *f, char *err) {
+    model_config_default(c);
+    char buf[HCL_MAX_VIEWS * HCL_NAME_MAX + 16];
+    if (st_metadata_get(f, "format", buf, sizeof buf) != 0 || strcmp(buf, "hcl-model") != 0)
+        return hcl_err(err, "%s: not an hcl model file (metadata format is not hcl-model)", f->path);
+    if (st_metadata_get(f, "version", buf, sizeof buf) != 0 || strcmp(buf, "1") != 0)
+        return hcl_err(err, "%s: unsupported hcl model version '%s'", f->path, buf);
+    if (st_metadata_get(f, "views", buf, sizeof buf) != 0)
+        return hcl_err(err, "%s: metadata lacks 'views'", f->path);
+    c->nviews = 0;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        if (c->nviews == HCL_MAX_VIEWS || strlen(tok) >= HCL_NAME_MAX)
+            return hcl_err(err, "%s: metadata 'views' has too many or too long names", f->path);
+        snprintf(c->names[c->nviews++], HCL_NAME_MAX, "%s", tok);
+    }
+    int n, one[1];
+    if (meta_ints(f, "in_widths", c->in_width, HCL_MAX_VIEWS, &n, err)) return -1;
+    if (n != c->nviews) return hcl_err(err, "%s: %d views but %d input widths", f->path, c->nviews, n);
+    if (meta_ints(f, "hidden", c->hidden, HCL_MAX_HIDDEN, &c->nhidden, err)) return -1;
+    if (meta_ints(f, "dim", one, 1, &n, err)) return -1;
+    c->dim = one[0];
+    if (meta_ints(f, "layernorm", one, 1, &n, err)) return -1;
+    c->layernorm = one[0];
+    if (meta_ints(f, "nclasses", one, 1, &n, err)) return -1;
+    c->nclasses = one[0];
+    if (st_metadata_get(f, "act", buf, sizeof buf) != 0) return hcl_err(err, "%s: metadata lacks 'act'", f->path);
+    if (strcmp(buf, "relu") == 0) c->act = HCL_ACT_RELU;
+    else if (strcmp(buf, "gelu") == 0) c->act = HCL_ACT_GELU;
+    else return hcl_err(err, "%s: unknown activation '%s'", f->path, buf);
+    if (st_metadata_get(f, "t_init", buf, sizeof buf) == 0) c->t_init = strtof(buf, NULL);
+    return 0;
+}
+
+int model_params_read(hcl_model *m, const st_file *f, char *err) {
+    for (int i = 0; i < m->ntensors; i++) {
+        const hcl_tensor *t = &m->tensors[i];
+        const st_tensor *s = st_find(f, t->name);
+        if (!s) return hcl_err(err, "%s: tensor '%s' is missing", f->path, t->name);
+        int64_t numel = 1;
+        for (int d = 0; d < s->ndim; d++) numel *= s->shape[d];
+        if (strcmp(s->dtype, "F32") != 0 || s->ndim != t->ndim || numel != t->numel ||
+            s->shape[0] != t->shape[0])
+            return hcl_err(err, "%s: tensor '%s' is %s %lldx%lld, the model needs F32 %lldx%lld",
+                           f->path, t->name, s->dtype, (long long)s->shape[0],
+                           (long long)(s->ndim > 1 ? s->shape[1] : 1), (long long)t->shape[0],
+                           (long long)(t->ndim > 1 ? t->shape[1] : 1));
+        memcpy(m->params + t->offset, st_data(f, s), sizeof(float) * (size_t)t->numel);
+    }
+    if (f->ntensors != m->ntensors)
+        return hcl_err(err, "%s: %d tensors, the model has %d", f->path, f->ntensors, m->ntensors);
+    return 0;
+}
+
+int model_load(hcl_model *m, const char *path, char *err) {
+    st_file f;
+    if (st_open(&f, path, err) != 0) return -1;
+    hcl_model_config c;
+    int rc = model_config_read(&c, &f, err);
+    if (rc == 0) rc = model_init(m, &c, 0, err);
+    if (rc == 0 && (rc = model_params_read(m, &f, err)) != 0) model_free(m);
+    st_close(&f);
+    return rc;
+}

@@ -1,0 +1,56 @@
+/* test_model_io: a model saved as safetensors loads back with the same configuration and the
+ * same bytes; a file of another model shape is refused naming the tensor. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "model_io.h"
+
+static void config(hcl_model_config *c, int hidden0, int layernorm) {
+    model_config_default(c);
+    c->nviews = 2;
+    strcpy(c->names[0], "img");
+    strcpy(c->names[1], "txt");
+    c->in_width[0] = 12;
+    c->in_width[1] = 7;
+    c->nhidden = 2;
+    c->hidden[0] = hidden0;
+    c->hidden[1] = 5;
+    c->dim = 4;
+    c->act = HCL_ACT_GELU;
+    c->layernorm = layernorm;
+    c->nclasses = 3;
+}
+
+int main(void) {
+    char dir[] = "/tmp/hcl_test_model_io_XXXXXX", path[256], err[HCL_ERR_MAX];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    hcl_model_config c;
+    config(&c, 9, 1);
+    hcl_model m, l;
+    CHECK(model_init(&m, &c, 17, err) == 0, "init: %s", err);
+    m.params[m.logit_t] = 3.25f;
+    CHECK(model_save(&m, path, err) == 0, "save: %s", err);
+    CHECK(model_load(&l, path, err) == 0, "load: %s", err);
+    CHECK(l.nparams == m.nparams && memcmp(l.params, m.params, sizeof(float) * m.nparams) == 0, "same bytes");
+    CHECK(l.cfg.nviews == 2 && !strcmp(l.cfg.names[1], "txt") && l.cfg.in_width[1] == 7 &&
+          l.cfg.nhidden == 2 && l.cfg.hidden[0] == 9 && l.cfg.dim == 4 && l.cfg.act == HCL_ACT_GELU &&
+          l.cfg.layernorm == 1 && l.cfg.nclasses == 3, "config round trip");
+    model_free(&l);
+
+    /* into a model of another shape: refused, naming the tensor */
+    hcl_model o;
+    config(&c, 10, 1);
+    CHECK(model_init(&o, &c, 1, err) == 0, "init: %s", err);
+    st_file f;
+    CHECK(st_open(&f, path, err) == 0, "open: %s", err);
+    CHECK(model_params_read(&o, &f, err) == -1 && strstr(err, "encoder.img.0.weight"), "shape mismatch: %s", err);
+    st_close(&f);
+    model_free(&o);
+    model_free(&m);
+    unlink(path);
+    rmdir(dir);
+    CHECK_DONE();
+}
