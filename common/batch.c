@@ -22,3 +22,7 @@ size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nviews, const
     l->total = off;
     return off;
 }
+
+size_t batch_snapshot_floats(int64_t nparams, int64_t nstate) {
+    return (size_t)(nparams + nstate) + 4;
+}

@@ -26,10 +26,17 @@ enum hcl_batch_flag {
     HCL_BATCH_EVAL = 1u << 1,   /* forward and loss only (validation) */
     HCL_BATCH_STOP = 1u << 2,   /* no data: leave the step loop */
     HCL_BATCH_CHECK = 1u << 3,  /* after the step, compare parameter checksums across replicas */
+    HCL_BATCH_SNAPSHOT = 1u << 4, /* no data: worker 0 sends its replica's state to rank 0 */
 };
 
 /* MPI tags between rank 0 and the workers (ranks 1..N-1). */
-enum hcl_tag { HCL_TAG_BATCH = 11, HCL_TAG_RESULT = 12 };
+enum hcl_tag { HCL_TAG_BATCH = 11, HCL_TAG_RESULT = 12, HCL_TAG_SNAPSHOT = 13 };
+
+/* After a SNAPSHOT job's result, worker 0 sends (HCL_TAG_SNAPSHOT) one float array: the model
+ * parameters (nparams), then the optimizer state (optim_state_floats), then two int64 counters
+ * (optimizer updates, skipped steps) as 4 floats' worth of bytes. A resumed run receives the
+ * same layout from rank 0 by broadcast before the first batch. */
+size_t batch_snapshot_floats(int64_t nparams, int64_t nstate);
 
 /* Broadcast once from rank 0 to every rank before the first batch (MPI_Bcast of the bytes: all
  * ranks run the same binary). status != 0: rank 0 could not start; every rank exits with it. */
@@ -37,7 +44,7 @@ typedef struct {
     int32_t status;
     int32_t learn_t;
     int32_t threads;            /* OpenBLAS threads per worker, 0: cores / workers on the node */
-    int32_t pad;
+    int32_t resume;             /* 1: a snapshot follows by broadcast (batch_snapshot_floats) */
     int64_t seed;
     int64_t batch;              /* global batch rows: the largest n a batch will have */
     uint64_t max_batch_bytes;   /* largest buffer a worker receives */

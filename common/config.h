@@ -42,6 +42,12 @@ typedef struct {
     int64_t nesterov;
     double clip_norm;
     int64_t warmup_steps;
+    /* checkpoints */
+    int64_t checkpoint_every;
+    double checkpoint_interval;
+    int64_t keep;
+    char resume[HCL_PATH_MAX];
+    int64_t no_shuffle;
     /* machine and logging */
     int64_t threads;
     int64_t log_every;

@@ -40,10 +40,11 @@ int main(int argc, char **argv) {
             (size > 1 && run.batch < size - 1 &&
              hcl_err(err, "--batch-size: %lld rows cannot be split among %d workers",
                      (long long)run.batch, size - 1)) ||
-            run_open_dir(&run, err) != 0) {
+            run_resume(&run, err) != 0 || run_open_dir(&run, err) != 0) {
             fprintf(stderr, "hcl-train: %s\n", err);
             su.status = 2;
         } else {
+            run.world_size = size;
             run_setup(&run, &su);
             su.max_batch_bytes = run_batch_bytes(&run, run.batch, size > 1 ? size - 1 : 1);
         }

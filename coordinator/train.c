@@ -2,6 +2,7 @@
 #include "train.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -169,6 +170,15 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
             if (n < r->batch && n < 2 * 8) break;   /* a last sliver is not worth a batch */
             r->val_batches++;
         }
+    if (cfg->no_shuffle > 1) return hcl_err(err, "--no-shuffle: %lld is not 0 or 1", (long long)cfg->no_shuffle);
+    if (cfg->keep < 1) return hcl_err(err, "--keep: must be at least 1");
+
+    /* Checkpoint buffers: the model's tensor table and one replica state. */
+    if (model_init(&r->ck_model, mc, (uint64_t)cfg->seed, err) != 0) return -1;
+    r->nstate = optim_state_floats(oc, r->ck_model.nparams);
+    r->snap_floats = batch_snapshot_floats(r->ck_model.nparams, r->nstate);
+    r->snap = hcl_floats(r->snap_floats);
+    r->last_ckpt_step = -1;
     r->perm = hcl_malloc(sizeof(int64_t) * (size_t)ds->n);
     r->rows = hcl_malloc(sizeof(int64_t) * (size_t)(r->batch > (r->has_val ? r->val.n : 0) ? r->batch : r->val.n));
     return 0;
@@ -179,6 +189,8 @@ void run_free(hcl_run *r) {
     if (r->has_val) dataset_close(&r->val);
     free(r->perm);
     free(r->rows);
+    if (r->ck_model.params) model_free(&r->ck_model);
+    free(r->snap);
     if (r->metrics) fclose(r->metrics);
     memset(r, 0, sizeof *r);
 }
@@ -191,7 +203,8 @@ int64_t run_batch_rows(hcl_run *r, int64_t step) {
     if (epoch != r->perm_epoch) {
         hcl_rng rng;
         rng_derive(&rng, (uint64_t)r->cfg.seed, "epoch", (uint64_t)epoch);
-        rng_permutation(&rng, r->perm, r->train.n);
+        if (r->cfg.no_shuffle) for (int64_t i = 0; i < r->train.n; i++) r->perm[i] = i;
+        else rng_permutation(&rng, r->perm, r->train.n);
         r->perm_epoch = epoch;
     }
     memcpy(r->rows, r->perm + k * r->batch, sizeof(int64_t) * (size_t)r->batch);
@@ -327,6 +340,7 @@ static void wait_all_polite(MPI_Request *reqs, int n) {
 
 static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
     tp->jobs[slot] = *j;
+    const int data = (j->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) != 0;
     const hcl_dataset *ds = (j->flags & HCL_BATCH_EVAL) ? &r->val : &r->train;
     if (j->flags & HCL_BATCH_TRAIN) {
         run_batch_rows(r, j->step);
@@ -338,20 +352,33 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
     if (tp->nw) wait_all_polite(tp->sreq[slot], tp->nw);
     for (int w = 0; w < nw; w++) {
         uint8_t *b = tp->buf[slot] + (size_t)w * tp->bytes;
-        if (j->flags & HCL_BATCH_STOP) {
+        if (!data) {
+            /* STOP and SNAPSHOT: a header alone */
             hcl_batch_header *h = (hcl_batch_header *)b;
             memset(h, 0, sizeof *h);
             h->magic = HCL_BATCH_MAGIC;
-            h->flags = HCL_BATCH_STOP;
+            h->flags = j->flags;
+            h->step = j->step;
         } else {
             run_fill_batch(r, ds, r->rows, j->n, w, nw, j->flags, j->step, j->epoch, lr, b);
         }
         if (tp->nw) {
-            size_t len = (j->flags & HCL_BATCH_STOP) ? sizeof(hcl_batch_header) : run_batch_bytes(r, j->n, nw);
+            size_t len = data ? run_batch_bytes(r, j->n, nw) : sizeof(hcl_batch_header);
             MPI_Isend(b, (int)len, MPI_BYTE, w + 1, HCL_TAG_BATCH, MPI_COMM_WORLD, &tp->sreq[slot][w]);
         }
     }
-    if (!tp->nw && !(j->flags & HCL_BATCH_STOP)) worker_step(tp->local, tp->buf[slot], &tp->local_res[slot]);
+    if (!tp->nw) {
+        hcl_step_result *res = &tp->local_res[slot];
+        if (data) {
+            worker_step(tp->local, tp->buf[slot], res);
+        } else {
+            memset(res, 0, sizeof *res);
+            res->step = j->step;
+            res->flags = j->flags;
+            /* The worker runs ahead at submit time: take its state now, not when answered. */
+            if (j->flags & HCL_BATCH_SNAPSHOT) worker_snapshot_pack(tp->local, r->snap);
+        }
+    }
 }
 
 static void await_result(transport *tp, int slot, hcl_step_result *res) {
@@ -372,8 +399,35 @@ typedef struct {
     int64_t next_step;
     int eval_left, eval_next;
     int64_t eval_step, eval_epoch;
+    int64_t snapshot_at;         /* a SNAPSHOT job of this step is due next (-1: none) */
+    int64_t last_snapshot;       /* step of the last SNAPSHOT job emitted */
     int stopped;
 } job_gen;
+
+/* Set by signal handlers, acted on at the next step boundary. */
+static volatile sig_atomic_t sig_checkpoint, sig_stop;
+static void on_checkpoint_signal(int sig) { (void)sig; sig_checkpoint = 1; }
+static void on_stop_signal(int sig) { (void)sig; sig_stop = 1; }
+
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_checkpoint_signal;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = on_stop_signal;
+    sigaction(SIGUSR2, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* Whether a checkpoint is due after `done` updates. */
+static int checkpoint_due(const hcl_run *r, int64_t done) {
+    if (done == r->total_steps) return 1;
+    if (r->cfg.checkpoint_every > 0 && done % r->cfg.checkpoint_every == 0) return 1;
+    if (r->cfg.checkpoint_interval > 0 && hcl_now() - r->last_ckpt_time >= r->cfg.checkpoint_interval) return 1;
+    return 0;
+}
 
 static int is_log_step(const hcl_run *r, int64_t step) {
     return (step + 1) % r->cfg.log_every == 0 || step + 1 == r->total_steps;
@@ -381,6 +435,33 @@ static int is_log_step(const hcl_run *r, int64_t step) {
 
 static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
     memset(j, 0, sizeof *j);
+    if (g->eval_left == 0 && g->snapshot_at >= 0) {
+        j->flags = HCL_BATCH_SNAPSHOT;
+        j->step = g->snapshot_at;
+        g->last_snapshot = g->snapshot_at;
+        g->snapshot_at = -1;
+        return 1;
+    }
+    if (g->eval_left == 0 && !g->stopped && g->next_step < r->total_steps) {
+        if (sig_stop) {
+            /* SIGTERM, SIGINT, SIGUSR2: checkpoint at this boundary, then stop. */
+            LOG_INFO("stop requested by signal: checkpoint at step %lld, then exit", (long long)g->next_step);
+            g->stopped = 1;
+            if (g->last_snapshot != g->next_step) {
+                j->flags = HCL_BATCH_SNAPSHOT;
+                j->step = g->last_snapshot = g->next_step;
+                g->snapshot_at = -1;
+                return 1;
+            }
+        }
+    }
+    if (g->stopped && !(g->snapshot_at >= 0)) {
+        if (g->stopped == 2) return 0;
+        g->stopped = 2;
+        j->flags = HCL_BATCH_STOP;
+        j->step = g->next_step;
+        return 1;
+    }
     if (g->eval_left > 0) {
         j->flags = HCL_BATCH_EVAL;
         j->step = g->eval_step;
@@ -404,14 +485,146 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
             g->eval_step = s;
             g->eval_epoch = j->epoch;
         }
+        if (sig_checkpoint || checkpoint_due(r, s + 1)) {
+            if (sig_checkpoint) LOG_INFO("checkpoint requested by signal: after step %lld", (long long)s + 1);
+            sig_checkpoint = 0;
+            g->snapshot_at = s + 1;
+        }
         return 1;
     }
     if (!g->stopped) {
-        g->stopped = 1;
+        g->stopped = 2;
         j->flags = HCL_BATCH_STOP;
         j->step = r->total_steps;
         return 1;
     }
+    return 0;
+}
+
+/* The replica state of the SNAPSHOT job just answered -> a checkpoint on disk. A failed write
+ * is logged and remembered; training goes on and the previous checkpoint stays. */
+static void take_checkpoint(hcl_run *r, transport *tp, int64_t step) {
+    if (tp->nw) {
+        MPI_Request req;
+        MPI_Irecv(r->snap, (int)r->snap_floats, MPI_FLOAT, 1, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &req);
+        worker_wait_polite(&req, MPI_STATUS_IGNORE);
+    }   /* a worker in this process was packed into r->snap when the job was submitted */
+    double t0 = hcl_now();
+    int64_t np = r->ck_model.nparams;
+    memcpy(r->ck_model.params, r->snap, sizeof(float) * (size_t)np);
+    hcl_ckpt_state st;
+    memset(&st, 0, sizeof st);
+    st.step = step;
+    st.epoch = step / r->steps_per_epoch;
+    st.data_cursor = step % r->steps_per_epoch;
+    st.samples_seen = step * r->batch;
+    st.seed = (uint64_t)r->cfg.seed;
+    hcl_rng rng;
+    rng_derive(&rng, st.seed, "epoch", (uint64_t)st.epoch);
+    memcpy(st.data_rng, rng.s, sizeof st.data_rng);
+    config_to_text(&r->cfg, st.config, sizeof st.config);
+    st.world_size = r->world_size;
+    st.workers = tp->nw ? tp->nw : 1;
+    int64_t counters[2];
+    memcpy(counters, r->snap + np + r->nstate, sizeof counters);
+    st.updates = counters[0];
+    st.skipped = counters[1];
+    st.optimizer = r->oc.kind;
+    st.lr_scale = 1.0;
+    st.global_batch = r->batch;
+    char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
+    r->last_ckpt_time = hcl_now();
+    if (ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + np, &st, (int)r->cfg.keep, path, err) != 0) {
+        snprintf(r->last_ckpt_error, sizeof r->last_ckpt_error, "step %lld: %s", (long long)step, err);
+        LOG_ERROR("checkpoint of step %lld failed, training goes on: %s", (long long)step, err);
+        return;
+    }
+    r->last_ckpt_error[0] = 0;
+    r->last_ckpt_step = step;
+    snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", path);
+    LOG_INFO("checkpoint %s (%.0f ms)", path, 1e3 * (hcl_now() - t0));
+}
+
+/* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (logged by the
+ * run that crashed after it) are dropped, so every step appears once. */
+static int keep_metrics_until(const char *path, int64_t step, char *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t cap = 1 << 16, len = 0;
+    char *out = hcl_malloc(cap), line[8192];
+    while (fgets(line, sizeof line, f)) {
+        long long s = -1;
+        if (sscanf(line, "{\"step\": %lld", &s) != 1 || s > step) continue;
+        size_t n = strlen(line);
+        if (len + n + 1 > cap) {
+            cap = 2 * (len + n + 1);
+            out = realloc(out, cap);
+            HCL_CHECK(out, "out of memory");
+        }
+        memcpy(out + len, line, n);
+        len += n;
+    }
+    fclose(f);
+    int rc = hcl_write_file_durable(path, out, len, err);
+    free(out);
+    return rc;
+}
+
+static void warn_line(const char *msg) { LOG_WARN("%s", msg); }
+
+int run_resume(hcl_run *r, char *err) {
+    const char *want = r->cfg.resume;
+    if (!want[0]) return 0;
+    char dir[CKPT_PATH_MAX];
+    if (strcmp(want, "auto") == 0) {
+        if (ckpt_find_latest(r->cfg.run_dir, dir, warn_line) != 0) {
+            LOG_INFO("--resume auto: no checkpoint in %s/checkpoints, starting at step 0", r->cfg.run_dir);
+            return 0;
+        }
+    } else {
+        snprintf(dir, sizeof dir, "%s", want);
+        if (ckpt_verify(dir, err) != 0) return -1;
+    }
+    hcl_ckpt_state st;
+    hcl_model_config mc;
+    if (ckpt_read_state(dir, &st, &mc, err) != 0) return -1;
+    const hcl_model_config *have = &r->mc;
+    if (mc.nviews != have->nviews)
+        return hcl_err(err, "checkpoint %s has %d views, %s has %d", dir, mc.nviews, r->cfg.data, have->nviews);
+    for (int v = 0; v < mc.nviews; v++)
+        if (strcmp(mc.names[v], have->names[v]) || mc.in_width[v] != have->in_width[v])
+            return hcl_err(err, "checkpoint %s: view %d is %s (%d wide), %s has %s (%d wide)", dir, v,
+                           mc.names[v], mc.in_width[v], r->cfg.data, have->names[v], have->in_width[v]);
+    int same_hidden = mc.nhidden == have->nhidden;
+    for (int k = 0; same_hidden && k < mc.nhidden; k++) same_hidden = mc.hidden[k] == have->hidden[k];
+    if (!same_hidden || mc.dim != have->dim || mc.act != have->act || mc.layernorm != have->layernorm ||
+        mc.nclasses != have->nclasses)
+        return hcl_err(err, "checkpoint %s: model shape differs from the flags (hidden, dim, act, layernorm "
+                       "or classifier head); pass the flags it was trained with", dir);
+    if (st.optimizer != r->oc.kind)
+        return hcl_err(err, "checkpoint %s: optimizer %s, the flags say %s", dir, optim_kind_name(st.optimizer),
+                       optim_kind_name(r->oc.kind));
+    if (st.global_batch != r->batch)
+        return hcl_err(err, "checkpoint %s: global batch %lld, the flags say %lld (the data order depends on it)",
+                       dir, (long long)st.global_batch, (long long)r->batch);
+    if (st.step > r->total_steps)
+        return hcl_err(err, "checkpoint %s is at step %lld, past the run's %lld steps", dir,
+                       (long long)st.step, (long long)r->total_steps);
+    if ((uint64_t)r->cfg.seed != st.seed) {
+        LOG_WARN("--seed %lld differs from the checkpoint's %llu: continuing with the checkpoint's data order",
+                 (long long)r->cfg.seed, (unsigned long long)st.seed);
+        r->cfg.seed = (int64_t)st.seed;
+    }
+    if (ckpt_read_tensors(dir, &r->ck_model, r->snap + r->ck_model.nparams, st.optimizer, err) != 0) return -1;
+    memcpy(r->snap, r->ck_model.params, sizeof(float) * (size_t)r->ck_model.nparams);
+    int64_t counters[2] = {st.updates, st.skipped};
+    memcpy(r->snap + r->ck_model.nparams + r->nstate, counters, sizeof counters);
+    r->start_step = st.step;
+    snprintf(r->resume_from, sizeof r->resume_from, "%s", dir);
+    snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", dir);
+    r->last_ckpt_step = st.step;
+    LOG_INFO("resuming from %s: step %lld, epoch %lld (saved by %d workers)", dir, (long long)st.step,
+             (long long)st.epoch, st.workers);
     return 0;
 }
 
@@ -423,8 +636,10 @@ int run_open_dir(hcl_run *r, char *err) {
     size_t n = config_to_text(&r->cfg, text, sizeof text);
     if (hcl_write_file_durable(path, text, n < sizeof text ? n : sizeof text - 1, err) != 0) return -1;
     snprintf(path, sizeof path, "%s/metrics.jsonl", r->cfg.run_dir);
-    r->metrics = fopen(path, "w");
+    if (r->start_step > 0 && keep_metrics_until(path, r->start_step, err) != 0) return -1;
+    r->metrics = fopen(path, r->start_step > 0 ? "a" : "w");
     if (!r->metrics) return hcl_err(err, "%s: cannot create: %s", path, strerror(errno));
+    ckpt_cleanup(r->cfg.run_dir);
     return 0;
 }
 
@@ -434,6 +649,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->threads = (int32_t)r->cfg.threads;
     su->seed = r->cfg.seed;
     su->batch = r->batch;
+    su->resume = r->start_step > 0;
     su->mc = r->mc;
     su->lc = r->lc;
     su->oc = r->oc;
@@ -455,9 +671,17 @@ int run_train(hcl_run *r, int nw) {
             return 1;
         }
         tp.local = &local;
+        if (r->start_step > 0) worker_snapshot_unpack(&local, r->snap);
     } else {
         kernels_set_threads(1);
+        if (r->start_step > 0) {
+            MPI_Request rq;
+            MPI_Ibcast(r->snap, (int)r->snap_floats, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq);
+            worker_wait_polite(&rq, MPI_STATUS_IGNORE);
+        }
     }
+    install_signals();
+    r->last_ckpt_time = hcl_now();
     tp.bytes = run_batch_bytes(r, r->batch, nw ? nw : 1);
     for (int s = 0; s < 2; s++) {
         tp.buf[s] = hcl_malloc(tp.bytes * (size_t)(nw ? nw : 1));
@@ -475,6 +699,10 @@ int run_train(hcl_run *r, int nw) {
     double val_sum = 0;
     int val_seen = 0;
     job_gen gen = {0};
+    gen.next_step = r->start_step;
+    gen.snapshot_at = -1;
+    gen.last_snapshot = -1;
+    if (r->start_step == 0 && r->cfg.checkpoint_every > 0) gen.snapshot_at = 0;   /* the initial weights */
     job j;
     int head = 0, pending = 0, more = 1;
     for (;;) {
@@ -506,13 +734,16 @@ int run_train(hcl_run *r, int nw) {
         } else if (cur->flags & HCL_BATCH_EVAL) {
             val_sum += res.loss;
             if (++val_seen < r->val_batches) continue;
+        } else if (cur->flags & HCL_BATCH_SNAPSHOT) {
+            take_checkpoint(r, &tp, res.step);
+            continue;
         } else {
             continue;
         }
         int64_t done = logged.step + 1;
         double now = hcl_now();
         double sps = window_steps * r->batch / (now - t_window);
-        double eta = (r->total_steps - done) * (now - t_start) / done;
+        double eta = (r->total_steps - done) * (now - t_start) / (done - r->start_step);
         double vl = r->val_batches > 0 ? val_sum / r->val_batches : NAN;
         metrics_line(r, done, logged.step / r->steps_per_epoch, &logged, sps, vl, skipped);
         progress(r, tty, done, logged.step / r->steps_per_epoch, &logged, sps, eta, vl);
@@ -526,9 +757,13 @@ int run_train(hcl_run *r, int nw) {
     }
     if (tty) fputc('\n', stderr);
     double secs = hcl_now() - t_start;
-    LOG_INFO("done: %lld steps in %.1f s (%.0f samples/s), final loss %.4f, logit scale %.2f, %lld skipped",
-             (long long)r->total_steps, secs, r->total_steps * r->batch / secs, logged.loss,
-             logged.logit_scale, (long long)skipped);
+    int64_t ran = gen.next_step - r->start_step;
+    if (gen.next_step < r->total_steps)
+        LOG_INFO("stopped at step %lld of %lld by signal after %.1f s; resume with --resume auto",
+                 (long long)gen.next_step, (long long)r->total_steps, secs);
+    else
+        LOG_INFO("done: %lld steps in %.1f s (%.0f samples/s), final loss %.4f, logit scale %.2f, %lld skipped",
+                 (long long)ran, secs, ran * r->batch / secs, logged.loss, logged.logit_scale, (long long)skipped);
     if (!nw) worker_free(&local);
     return 0;
 }

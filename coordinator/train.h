@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "batch.h"
+#include "ckpt.h"
 #include "config.h"
 #include "dataset.h"
 #include "loss.h"
@@ -34,6 +35,18 @@ typedef struct {
     int64_t perm_epoch;         /* epoch perm belongs to, -1 none */
     int64_t *rows;              /* (batch) dataset rows of the batch being packed */
     FILE *metrics;
+    /* checkpoints */
+    int64_t start_step;         /* first step to run (> 0 when resumed) */
+    char resume_from[CKPT_PATH_MAX];  /* checkpoint directory resumed from, "" none */
+    hcl_model ck_model;         /* tensor table and a parameter buffer for writing checkpoints */
+    float *snap;                /* (batch_snapshot_floats) a replica's state */
+    size_t snap_floats;
+    int64_t nstate;             /* optimizer state floats */
+    double last_ckpt_time;
+    int64_t last_ckpt_step;     /* -1 none */
+    char last_ckpt_path[CKPT_PATH_MAX];
+    char last_ckpt_error[HCL_ERR_MAX + 64];
+    int world_size;
 } hcl_run;
 
 int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);
@@ -47,7 +60,11 @@ void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows
                     uint8_t *buf);
 size_t run_batch_bytes(const hcl_run *r, int64_t n, int nw);
 
-/* Create the run directory, config.txt and metrics.jsonl (after run_prepare succeeded). */
+/* --resume: find and load the checkpoint (into ck_model and snap), check it matches the data
+ * and flags (one line naming what differs). Returns 0, also when there is nothing to resume. */
+int run_resume(hcl_run *r, char *err);
+/* Create the run directory, config.txt and metrics.jsonl (after run_prepare succeeded); a
+ * resumed run keeps the metrics lines up to the step it resumes from. */
 int run_open_dir(hcl_run *r, char *err);
 /* What rank 0 broadcasts to the workers before the first batch. */
 void run_setup(const hcl_run *r, hcl_setup *su);

@@ -258,3 +258,25 @@ void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
 uint32_t worker_param_checksum(const hcl_worker *w) {
     return hcl_crc32c(0, w->model.params, sizeof(float) * (size_t)w->model.nparams);
 }
+
+size_t worker_snapshot_floats(const hcl_worker *w) {
+    return batch_snapshot_floats(w->model.nparams, optim_state_floats(&w->opt, w->model.nparams));
+}
+
+void worker_snapshot_pack(const hcl_worker *w, float *buf) {
+    int64_t np = w->model.nparams, ns = optim_state_floats(&w->opt, np);
+    memcpy(buf, w->model.params, sizeof(float) * (size_t)np);
+    memcpy(buf + np, w->opt_state, sizeof(float) * (size_t)ns);
+    int64_t counters[2] = {w->updates, w->skipped};
+    memcpy(buf + np + ns, counters, sizeof counters);
+}
+
+void worker_snapshot_unpack(hcl_worker *w, const float *buf) {
+    int64_t np = w->model.nparams, ns = optim_state_floats(&w->opt, np);
+    memcpy(w->model.params, buf, sizeof(float) * (size_t)np);
+    memcpy(w->opt_state, buf + np, sizeof(float) * (size_t)ns);
+    int64_t counters[2];
+    memcpy(counters, buf + np + ns, sizeof counters);
+    w->updates = counters[0];
+    w->skipped = counters[1];
+}

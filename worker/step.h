@@ -60,6 +60,12 @@ void worker_free(hcl_worker *w);
 void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res);
 void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result *res);
 void worker_update(hcl_worker *w, hcl_step_result *res);
+/* The replica's state as one float array (batch_snapshot_floats: params, optimizer state,
+ * updates and skipped counters), for checkpoints and resume. */
+size_t worker_snapshot_floats(const hcl_worker *w);
+void worker_snapshot_pack(const hcl_worker *w, float *buf);
+void worker_snapshot_unpack(hcl_worker *w, const float *buf);
+
 /* CRC-32C of the parameters: replicas compare it to prove they are bit-identical. */
 uint32_t worker_param_checksum(const hcl_worker *w);
 

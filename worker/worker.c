@@ -1,4 +1,5 @@
 /* worker: the receive-step-report loop of ranks 1..N-1 (see step.h: worker_main). */
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,6 +38,12 @@ static int default_threads(MPI_Comm workers) {
 
 int worker_main(MPI_Comm workers, const hcl_setup *su) {
     char err[HCL_ERR_MAX];
+    /* Signals are the coordinator's to act on (mpirun forwards SIGUSR1/2 to every rank): a
+     * checkpoint or a stop reaches the workers in the batch stream. */
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
     int threads = su->threads > 0 ? su->threads : default_threads(workers);
     kernels_set_threads(threads);
     hcl_worker w;
@@ -47,6 +54,14 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     }
     LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters", w.rank, w.size, threads,
               (long long)w.model.nparams);
+    size_t snap_n = worker_snapshot_floats(&w);
+    float *snap = hcl_malloc(sizeof(float) * snap_n);
+    if (su->resume) {
+        MPI_Request rq;
+        MPI_Ibcast(snap, (int)snap_n, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq);
+        worker_wait_polite(&rq, MPI_STATUS_IGNORE);
+        worker_snapshot_unpack(&w, snap);
+    }
     uint8_t *buf[2];
     buf[0] = hcl_malloc(su->max_batch_bytes);
     buf[1] = hcl_malloc(su->max_batch_bytes);
@@ -62,7 +77,13 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         /* Prefetch: the next batch arrives while this one is computed. */
         MPI_Irecv(buf[cur ^ 1], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
         hcl_step_result res;
-        worker_step(&w, buf[cur], &res);
+        if (h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) {
+            worker_step(&w, buf[cur], &res);
+        } else {
+            memset(&res, 0, sizeof res);
+            res.step = h->step;
+            res.flags = h->flags;
+        }
         res.t_wait = waited;
         if (h->flags & HCL_BATCH_CHECK) {
             uint32_t mine = worker_param_checksum(&w);
@@ -74,11 +95,19 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
                     MPI_Abort(MPI_COMM_WORLD, 3);
                 }
         }
-        if (w.rank == 0)
+        if (w.rank == 0) {
             MPI_Send(&res, (int)sizeof res, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD);
+            if (h->flags & HCL_BATCH_SNAPSHOT) {
+                worker_snapshot_pack(&w, snap);
+                MPI_Request rq;
+                MPI_Isend(snap, (int)snap_n, MPI_FLOAT, 0, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &rq);
+                worker_wait_polite(&rq, MPI_STATUS_IGNORE);
+            }
+        }
         cur ^= 1;
     }
     free(sums);
+    free(snap);
     free(buf[0]);
     free(buf[1]);
     worker_free(&w);

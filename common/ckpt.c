@@ -1,0 +1,402 @@
+/* ckpt: see ckpt.h. */
+#include "ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.pb-c.h"
+#include "model_io.h"
+#include "safetensors.h"
+#include "util.h"
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+static int file_sum(const char *path, uint64_t *size, uint32_t *crc, char *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return hcl_err(err, "%s: cannot open: %s", path, strerror(errno));
+    static uint8_t buf[1 << 16];
+    uint32_t c = 0;
+    uint64_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            return hcl_err(err, "%s: read: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        c = hcl_crc32c(c, buf, (size_t)r);
+        n += (uint64_t)r;
+    }
+    close(fd);
+    *size = n;
+    *crc = c;
+    return 0;
+}
+
+static void rm_rf(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char p[2048];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            struct stat st;
+            if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) rm_rf(p);
+            else unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static const char *opt_prefix(enum hcl_optim_kind k, int which) {
+    if (k == HCL_OPTIM_ADAMW) return which == 0 ? "exp_avg" : "exp_avg_sq";
+    return "momentum_buffer";
+}
+
+static int write_optimizer(const char *path, const hcl_model *m, const float *state,
+                           enum hcl_optim_kind kind, int64_t updates, char *err) {
+    int nmom = kind == HCL_OPTIM_ADAMW ? 2 : 1;
+    int n = m->ntensors * nmom;
+    st_entry *e = hcl_calloc((size_t)n, sizeof *e);
+    char (*names)[ST_NAME_MAX] = hcl_calloc((size_t)n, ST_NAME_MAX);
+    for (int k = 0; k < nmom; k++)
+        for (int i = 0; i < m->ntensors; i++) {
+            const hcl_tensor *t = &m->tensors[i];
+            int j = k * m->ntensors + i;
+            snprintf(names[j], ST_NAME_MAX, "%s.%s", opt_prefix(kind, k), t->name);
+            e[j].name = names[j];
+            e[j].ndim = t->ndim;
+            e[j].shape = t->shape;
+            e[j].data = state + (int64_t)k * m->nparams + t->offset;
+        }
+    char upd[32];
+    snprintf(upd, sizeof upd, "%lld", (long long)updates);
+    const char *meta[] = {"format", "hcl-optimizer", "optimizer", optim_kind_name(kind), "step", upd, NULL};
+    int rc = st_write(path, e, n, meta, err);
+    free(e);
+    free(names);
+    return rc;
+}
+
+/* ---- write ------------------------------------------------------------------------------- */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Names of step-* directories in run_dir/checkpoints, sorted ascending; returns the count. */
+static int list_steps(const char *ckdir, char ***out) {
+    *out = NULL;
+    DIR *d = opendir(ckdir);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    char **names = NULL;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, "step-", 5) != 0 || strlen(e->d_name) != 13) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            names = realloc(names, sizeof(char *) * (size_t)cap);
+            HCL_CHECK(names, "out of memory");
+        }
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    if (n) qsort(names, (size_t)n, sizeof(char *), cmp_str);
+    *out = names;
+    return n;
+}
+
+static void free_list(char **names, int n) {
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+static void prune(const char *ckdir, const char *keep_name, int keep) {
+    char **names;
+    int n = list_steps(ckdir, &names);
+    for (int i = 0; i < n - keep; i++) {
+        if (!strcmp(names[i], keep_name)) continue;
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", ckdir, names[i]);
+        rm_rf(p);
+    }
+    free_list(names, n);
+}
+
+int ckpt_write(const char *run_dir, const hcl_model *m, const float *opt_state,
+               const hcl_ckpt_state *st, int keep, char *path_out, char *err) {
+    char ckdir[1100], name[32], tmp[1200], final[1200], path[1300];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", run_dir);
+    if (hcl_mkdir_p(ckdir, err) != 0) return -1;
+    snprintf(name, sizeof name, "step-%08lld", (long long)st->step);
+    snprintf(tmp, sizeof tmp, "%s/.tmp-%s.%d", ckdir, name, (int)getpid());
+    snprintf(final, sizeof final, "%s/%s", ckdir, name);
+    rm_rf(tmp);
+    if (mkdir(tmp, 0755) != 0) return hcl_err(err, "%s: mkdir: %s", tmp, strerror(errno));
+
+    const char *files[2] = {"model.safetensors", "optimizer.safetensors"};
+    Hcl__FileSum sums[2], *sump[2];
+    snprintf(path, sizeof path, "%s/%s", tmp, files[0]);
+    if (model_save(m, path, err) != 0) goto fail;
+    snprintf(path, sizeof path, "%s/%s", tmp, files[1]);
+    if (write_optimizer(path, m, opt_state, st->optimizer, st->updates, err) != 0) goto fail;
+    for (int i = 0; i < 2; i++) {
+        hcl__file_sum__init(&sums[i]);
+        sums[i].name = (char *)files[i];
+        snprintf(path, sizeof path, "%s/%s", tmp, files[i]);
+        if (file_sum(path, &sums[i].size, &sums[i].crc32c, err) != 0) goto fail;
+        sump[i] = &sums[i];
+    }
+
+    Hcl__TrainState ts;
+    hcl__train_state__init(&ts);
+    ts.format_version = CKPT_FORMAT_VERSION;
+    ts.step = st->step;
+    ts.epoch = st->epoch;
+    ts.samples_seen = st->samples_seen;
+    ts.data_cursor = st->data_cursor;
+    ts.seed = st->seed;
+    ts.n_data_rng = 4;
+    ts.data_rng = (uint64_t *)st->data_rng;
+    ts.config = (char *)st->config;
+    Hcl__View views[HCL_MAX_VIEWS], *viewp[HCL_MAX_VIEWS];
+    for (int v = 0; v < m->cfg.nviews; v++) {
+        hcl__view__init(&views[v]);
+        views[v].name = (char *)m->cfg.names[v];
+        views[v].width = m->cfg.in_width[v];
+        viewp[v] = &views[v];
+    }
+    ts.n_views = (size_t)m->cfg.nviews;
+    ts.views = viewp;
+    ts.world_size = st->world_size;
+    ts.workers = st->workers;
+    ts.optimizer_updates = st->updates;
+    ts.skipped_steps = st->skipped;
+    ts.optimizer = (char *)optim_kind_name(st->optimizer);
+    ts.lr_scale = st->lr_scale;
+    ts.wall_time = hcl_wall();
+    ts.global_batch = st->global_batch;
+    ts.model_params = m->nparams;
+    ts.n_files = 2;
+    ts.files = sump;
+    size_t len = hcl__train_state__get_packed_size(&ts);
+    uint8_t *buf = hcl_malloc(len ? len : 1);
+    hcl__train_state__pack(&ts, buf);
+    snprintf(path, sizeof path, "%s/state.pb", tmp);
+    int rc = hcl_write_file_durable(path, buf, len, err);
+    free(buf);
+    if (rc != 0) goto fail;
+    if (hcl_fsync_dir(tmp, err) != 0) goto fail;
+
+    /* Into place. A checkpoint of the same step (a re-run) is replaced. */
+    struct stat sb;
+    if (stat(final, &sb) == 0) {
+        char old[1300];
+        snprintf(old, sizeof old, "%s/.old-%s.%d", ckdir, name, (int)getpid());
+        if (rename(final, old) != 0) {
+            hcl_err(err, "%s: rename aside: %s", final, strerror(errno));
+            goto fail;
+        }
+        rm_rf(old);
+    }
+    if (rename(tmp, final) != 0) {
+        hcl_err(err, "%s: rename into place: %s", final, strerror(errno));
+        goto fail;
+    }
+    if (hcl_fsync_dir(ckdir, err) != 0) return -1;
+    char latest[1200], line[64];
+    snprintf(latest, sizeof latest, "%s/latest", ckdir);
+    int ln = snprintf(line, sizeof line, "%s\n", name);
+    if (hcl_write_file_durable(latest, line, (size_t)ln, err) != 0) return -1;
+    if (keep > 0) prune(ckdir, name, keep);
+    if (path_out) snprintf(path_out, CKPT_PATH_MAX, "%s", final);
+    return 0;
+fail:
+    rm_rf(tmp);
+    return -1;
+}
+
+/* ---- read -------------------------------------------------------------------------------- */
+
+static Hcl__TrainState *read_state_pb(const char *dir, char *err) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/state.pb", dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        hcl_err(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || n > (1 << 24)) {
+        fclose(f);
+        hcl_err(err, "%s: implausible size %ld", path, n);
+        return NULL;
+    }
+    uint8_t *buf = hcl_malloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    fclose(f);
+    Hcl__TrainState *ts = got == (size_t)n ? hcl__train_state__unpack(NULL, got, buf) : NULL;
+    free(buf);
+    if (!ts) {
+        hcl_err(err, "%s: damaged (not a TrainState message)", path);
+        return NULL;
+    }
+    if (ts->format_version != CKPT_FORMAT_VERSION) {
+        hcl_err(err, "%s: format version %u, this hcl reads %d", path, ts->format_version, CKPT_FORMAT_VERSION);
+        hcl__train_state__free_unpacked(ts, NULL);
+        return NULL;
+    }
+    return ts;
+}
+
+int ckpt_verify(const char *dir, char *err) {
+    Hcl__TrainState *ts = read_state_pb(dir, err);
+    if (!ts) return -1;
+    int rc = 0;
+    int have_model = 0, have_opt = 0;
+    for (size_t i = 0; i < ts->n_files && rc == 0; i++) {
+        const Hcl__FileSum *fs = ts->files[i];
+        if (strchr(fs->name, '/')) { rc = hcl_err(err, "%s/state.pb: bad file name '%s'", dir, fs->name); break; }
+        have_model |= !strcmp(fs->name, "model.safetensors");
+        have_opt |= !strcmp(fs->name, "optimizer.safetensors");
+        char path[1300];
+        snprintf(path, sizeof path, "%s/%s", dir, fs->name);
+        uint64_t size;
+        uint32_t crc;
+        if (file_sum(path, &size, &crc, err) != 0) rc = -1;
+        else if (size != fs->size)
+            rc = hcl_err(err, "%s: %llu bytes, state.pb says %llu (truncated or damaged)", path,
+                         (unsigned long long)size, (unsigned long long)fs->size);
+        else if (crc != fs->crc32c)
+            rc = hcl_err(err, "%s: checksum %08x, state.pb says %08x (damaged)", path, crc, fs->crc32c);
+    }
+    if (rc == 0 && (!have_model || !have_opt))
+        rc = hcl_err(err, "%s/state.pb: does not list model.safetensors and optimizer.safetensors", dir);
+    hcl__train_state__free_unpacked(ts, NULL);
+    return rc;
+}
+
+int ckpt_read_state(const char *dir, hcl_ckpt_state *st, hcl_model_config *mc, char *err) {
+    if (ckpt_verify(dir, err) != 0) return -1;
+    Hcl__TrainState *ts = read_state_pb(dir, err);
+    if (!ts) return -1;
+    memset(st, 0, sizeof *st);
+    st->step = ts->step;
+    st->epoch = ts->epoch;
+    st->samples_seen = ts->samples_seen;
+    st->data_cursor = ts->data_cursor;
+    st->seed = ts->seed;
+    for (size_t i = 0; i < 4 && i < ts->n_data_rng; i++) st->data_rng[i] = ts->data_rng[i];
+    snprintf(st->config, sizeof st->config, "%s", ts->config);
+    st->world_size = ts->world_size;
+    st->workers = ts->workers;
+    st->updates = ts->optimizer_updates;
+    st->skipped = ts->skipped_steps;
+    int rc = 0;
+    if (optim_kind_parse(ts->optimizer, &st->optimizer) != 0)
+        rc = hcl_err(err, "%s/state.pb: unknown optimizer '%s'", dir, ts->optimizer);
+    st->lr_scale = ts->lr_scale;
+    st->wall_time = ts->wall_time;
+    st->global_batch = ts->global_batch;
+    hcl__train_state__free_unpacked(ts, NULL);
+    if (rc) return rc;
+    char path[1300];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    st_file f;
+    if (st_open(&f, path, err) != 0) return -1;
+    rc = model_config_read(mc, &f, err);
+    st_close(&f);
+    return rc;
+}
+
+int ckpt_read_tensors(const char *dir, hcl_model *m, float *opt_state, enum hcl_optim_kind kind,
+                      char *err) {
+    char path[1300];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    st_file f;
+    if (st_open(&f, path, err) != 0) return -1;
+    int rc = model_params_read(m, &f, err);
+    st_close(&f);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (st_open(&f, path, err) != 0) return -1;
+    int nmom = kind == HCL_OPTIM_ADAMW ? 2 : 1;
+    for (int k = 0; k < nmom && rc == 0; k++)
+        for (int i = 0; i < m->ntensors && rc == 0; i++) {
+            const hcl_tensor *t = &m->tensors[i];
+            char name[ST_NAME_MAX];
+            snprintf(name, sizeof name, "%s.%s", opt_prefix(kind, k), t->name);
+            const st_tensor *s = st_find(&f, name);
+            if (!s || strcmp(s->dtype, "F32") || s->end - s->begin != (uint64_t)t->numel * 4)
+                rc = hcl_err(err, "%s: tensor '%s' is missing or has the wrong size", path, name);
+            else
+                memcpy(opt_state + (int64_t)k * m->nparams + t->offset, st_data(&f, s), 4 * (size_t)t->numel);
+        }
+    st_close(&f);
+    return rc;
+}
+
+int ckpt_find_latest(const char *run_dir, char *path_out, void (*warn)(const char *msg)) {
+    char ckdir[1100], path[1300], err[HCL_ERR_MAX], msg[HCL_ERR_MAX + 64];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", run_dir);
+    char latest[1200];
+    snprintf(latest, sizeof latest, "%s/latest", ckdir);
+    FILE *f = fopen(latest, "r");
+    char name[64] = "";
+    if (f) {
+        if (!fgets(name, sizeof name, f)) name[0] = 0;
+        fclose(f);
+        name[strcspn(name, "\r\n")] = 0;
+    }
+    if (name[0] && !strchr(name, '/')) {
+        snprintf(path, sizeof path, "%s/%s", ckdir, name);
+        if (ckpt_verify(path, err) == 0) {
+            snprintf(path_out, CKPT_PATH_MAX, "%s", path);
+            return 0;
+        }
+        snprintf(msg, sizeof msg, "skipping damaged checkpoint: %s", err);
+        if (warn) warn(msg);
+    }
+    char **names;
+    int n = list_steps(ckdir, &names);
+    int found = 1;
+    for (int i = n - 1; i >= 0; i--) {
+        if (!strcmp(names[i], name)) continue;   /* already tried */
+        snprintf(path, sizeof path, "%s/%s", ckdir, names[i]);
+        if (ckpt_verify(path, err) == 0) {
+            snprintf(path_out, CKPT_PATH_MAX, "%s", path);
+            found = 0;
+            break;
+        }
+        snprintf(msg, sizeof msg, "skipping damaged checkpoint: %s", err);
+        if (warn) warn(msg);
+    }
+    free_list(names, n);
+    return found;
+}
+
+void ckpt_cleanup(const char *run_dir) {
+    char ckdir[1100];
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", run_dir);
+    DIR *d = opendir(ckdir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".tmp-", 5) && strncmp(e->d_name, ".old-", 5)) continue;
+        char p[2048];
+        snprintf(p, sizeof p, "%s/%s", ckdir, e->d_name);
+        rm_rf(p);
+    }
+    closedir(d);
+}
