@@ -30,6 +30,8 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     log_init(rank == 0 ? "coord" : "worker", rank, log_level_parse(cfg.log_level));
+    if (rank == 0) run_install_signals();
+    else worker_ignore_signals();
 
     hcl_run run;
     hcl_setup su;

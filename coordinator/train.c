@@ -409,7 +409,7 @@ static volatile sig_atomic_t sig_checkpoint, sig_stop;
 static void on_checkpoint_signal(int sig) { (void)sig; sig_checkpoint = 1; }
 static void on_stop_signal(int sig) { (void)sig; sig_stop = 1; }
 
-static void install_signals(void) {
+void run_install_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
@@ -680,7 +680,6 @@ int run_train(hcl_run *r, int nw) {
             worker_wait_polite(&rq, MPI_STATUS_IGNORE);
         }
     }
-    install_signals();
     r->last_ckpt_time = hcl_now();
     tp.bytes = run_batch_bytes(r, r->batch, nw ? nw : 1);
     for (int s = 0; s < 2; s++) {

@@ -68,6 +68,9 @@ int run_resume(hcl_run *r, char *err);
 int run_open_dir(hcl_run *r, char *err);
 /* What rank 0 broadcasts to the workers before the first batch. */
 void run_setup(const hcl_run *r, hcl_setup *su);
+/* SIGUSR1: checkpoint at the next step boundary; SIGUSR2, SIGTERM, SIGINT: checkpoint there
+ * and exit 0. Installed right after MPI_Init, so no signal falls between. */
+void run_install_signals(void);
 /* The step loop: nw workers on ranks 1..nw, or nw = 0 for a worker in this process.
  * Returns the exit code. */
 int run_train(hcl_run *r, int nw);

@@ -36,14 +36,15 @@ static int default_threads(MPI_Comm workers) {
     return t < 1 ? 1 : t;
 }
 
-int worker_main(MPI_Comm workers, const hcl_setup *su) {
-    char err[HCL_ERR_MAX];
-    /* Signals are the coordinator's to act on (mpirun forwards SIGUSR1/2 to every rank): a
-     * checkpoint or a stop reaches the workers in the batch stream. */
+void worker_ignore_signals(void) {
     signal(SIGUSR1, SIG_IGN);
     signal(SIGUSR2, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
+}
+
+int worker_main(MPI_Comm workers, const hcl_setup *su) {
+    char err[HCL_ERR_MAX];
     int threads = su->threads > 0 ? su->threads : default_threads(workers);
     kernels_set_threads(threads);
     hcl_worker w;
