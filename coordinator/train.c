@@ -489,6 +489,7 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
             if (sig_checkpoint) LOG_INFO("checkpoint requested by signal: after step %lld", (long long)s + 1);
             sig_checkpoint = 0;
             g->snapshot_at = s + 1;
+            r->last_ckpt_time = hcl_now();   /* the interval counts from the decision */
         }
         return 1;
     }
@@ -533,7 +534,6 @@ static void take_checkpoint(hcl_run *r, transport *tp, int64_t step) {
     st.lr_scale = 1.0;
     st.global_batch = r->batch;
     char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
-    r->last_ckpt_time = hcl_now();
     if (ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + np, &st, (int)r->cfg.keep, path, err) != 0) {
         snprintf(r->last_ckpt_error, sizeof r->last_ckpt_error, "step %lld: %s", (long long)step, err);
         LOG_ERROR("checkpoint of step %lld failed, training goes on: %s", (long long)step, err);

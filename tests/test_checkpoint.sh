@@ -176,6 +176,14 @@ rc=0; wait $p || rc=$?
 [ "$(losses "$tmp/sig1/metrics.jsonl")" = "$(losses "$tmp/sig_ref/metrics.jsonl")" ] || fail "signal-stopped and resumed run differs"
 echo "signals: SIGUSR1 checkpointed, SIGUSR2 stopped at step $stop_step with exit 0, SIGTERM/SIGINT likewise"
 
+# 6b. --checkpoint-interval: a checkpoint every T seconds, whatever the step count.
+"$B/hcl-train" "${sig[@]}" --checkpoint-interval 0.25 --keep 1000 --run-dir "$tmp/interval" 2>"$tmp/log"
+n=$(ls -d "$tmp/interval/checkpoints"/step-* | wc -l)
+secs=$($PY -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(r[-1]["time"]-r[0]["time"])' "$tmp/interval/metrics.jsonl")
+$PY -c "import sys; n=$n; s=$secs; sys.exit(0 if n >= 2 and n <= s / 0.25 + 3 else 1)" \
+    || { cat "$tmp/log"; fail "--checkpoint-interval 0.25 over $secs s wrote $n checkpoints"; }
+echo "checkpoint interval 0.25 s: $n checkpoints over $secs s"
+
 # 7. Outside hcl: numpy alone loads the step-0 checkpoint and, with --no-shuffle, reproduces
 #    the loss hcl logged for step 1 (the full-graph loss on rows 0..95 with the initial weights).
 "$B/hcl-train" --data "$tmp/data" --hidden 64,32 --dim 16 --batch-size 96 --steps 2 --threads 1 --log-every 1 \
