@@ -27,6 +27,7 @@ enum hcl_batch_flag {
     HCL_BATCH_STOP = 1u << 2,   /* no data: leave the step loop */
     HCL_BATCH_CHECK = 1u << 3,  /* after the step, compare parameter checksums across replicas */
     HCL_BATCH_SNAPSHOT = 1u << 4, /* no data: worker 0 sends its replica's state to rank 0 */
+    HCL_BATCH_PING = 1u << 5,   /* no data: a paused job's heartbeat (resets the workers' watchdog) */
 };
 
 /* MPI tags between rank 0 and the workers (ranks 1..N-1). */
@@ -46,6 +47,7 @@ typedef struct {
     int32_t threads;            /* OpenBLAS threads per worker, 0: cores / workers on the node */
     int32_t resume;             /* 1: a snapshot follows by broadcast (batch_snapshot_floats) */
     int64_t seed;
+    double worker_timeout;      /* seconds without a batch before a worker ends itself */
     int64_t batch;              /* global batch rows: the largest n a batch will have */
     uint64_t max_batch_bytes;   /* largest buffer a worker receives */
     hcl_model_config mc;

@@ -48,6 +48,11 @@ typedef struct {
     int64_t keep;
     char resume[HCL_PATH_MAX];
     int64_t no_shuffle;
+    /* control plane */
+    char control[HCL_PATH_MAX];
+    char control_secret[HCL_PATH_MAX];
+    char control_clients[HCL_PATH_MAX];
+    double worker_timeout;
     /* machine and logging */
     int64_t threads;
     int64_t log_every;

@@ -648,6 +648,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->learn_t = r->learn_t;
     su->threads = (int32_t)r->cfg.threads;
     su->seed = r->cfg.seed;
+    su->worker_timeout = r->cfg.worker_timeout;
     su->batch = r->batch;
     su->resume = r->start_step > 0;
     su->mc = r->mc;

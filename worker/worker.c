@@ -1,4 +1,5 @@
 /* worker: the receive-step-report loop of ranks 1..N-1 (see step.h: worker_main). */
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -19,9 +20,31 @@ double worker_wait_polite(MPI_Request *req, MPI_Status *status) {
         if (spins < 50) continue;   /* a few quick polls: the common case is "almost there" */
         struct timespec ts = {0, sleep_ns};
         nanosleep(&ts, NULL);
+        /* up to 1 ms while a step is due; after a second of silence (a paused job), 20 ms */
         if (sleep_ns < 1000000) sleep_ns *= 2;
+        else if (sleep_ns < 20000000 && hcl_now() - t0 > 1.0) sleep_ns = 20000000;
     }
     return hcl_now() - t0;
+}
+
+/* The watchdog: a worker that receives no batch for --worker-timeout seconds ends itself, even
+ * when it is stuck inside a collective whose peer is gone (a cut network: mpirun alone would
+ * wait forever). A paused job's coordinator sends PING batches well within the timeout. */
+static _Atomic double watchdog_last;
+static double watchdog_timeout;
+
+static void *watchdog_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        sleep(1);
+        double silent = hcl_now() - watchdog_last;
+        if (silent > watchdog_timeout) {
+            LOG_ERROR("no batch from the coordinator for %.0f s (--worker-timeout %.0f): coordinator "
+                      "or network lost, aborting", silent, watchdog_timeout);
+            _exit(4);
+        }
+    }
+    return NULL;
 }
 
 static int default_threads(MPI_Comm workers) {
@@ -67,11 +90,20 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     buf[0] = hcl_malloc(su->max_batch_bytes);
     buf[1] = hcl_malloc(su->max_batch_bytes);
     uint32_t *sums = hcl_calloc((size_t)w.size, sizeof(uint32_t));
+    watchdog_last = hcl_now();
+    watchdog_timeout = su->worker_timeout > 0 ? su->worker_timeout : 60;
+    pthread_t wd;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    HCL_CHECK(pthread_create(&wd, &attr, watchdog_main, NULL) == 0, "pthread_create (watchdog) failed");
+    pthread_attr_destroy(&attr);
     MPI_Request req;
     MPI_Irecv(buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
     int cur = 0, code = 0;
     for (;;) {
         double waited = worker_wait_polite(&req, MPI_STATUS_IGNORE);
+        watchdog_last = hcl_now();
         const hcl_batch_header *h = (const hcl_batch_header *)buf[cur];
         HCL_CHECK(h->magic == HCL_BATCH_MAGIC, "batch message without the batch magic");
         if (h->flags & HCL_BATCH_STOP) break;
@@ -96,6 +128,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
                     MPI_Abort(MPI_COMM_WORLD, 3);
                 }
         }
+        watchdog_last = hcl_now();
         if (w.rank == 0) {
             MPI_Send(&res, (int)sizeof res, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD);
             if (h->flags & HCL_BATCH_SNAPSHOT) {
