@@ -267,9 +267,11 @@ static int ipc_check_free(const char *path, char *err) {
     return 0;
 }
 
-/* Bind an ipc socket owner-only: umask 077 around the bind, then chmod 0600 and a check. */
+/* Bind an ipc socket owner-only: umask 077 around the bind (umask is per process: the
+ * coordinator binds before it starts other threads' work), then chmod 0600 and a check.
+ * Returns 0, -2 when another process listens on path, -1 on other errors. */
 static int bind_ipc(hcl_control *c, void *s, const char *path, char *err) {
-    if (ipc_check_free(path, err) != 0) return -1;
+    if (ipc_check_free(path, err) != 0) return -2;
     char ep[CONTROL_ENDPOINT_MAX];
     snprintf(ep, sizeof ep, "ipc://%s", path);
     mode_t old = umask(077);
@@ -278,8 +280,12 @@ static int bind_ipc(hcl_control *c, void *s, const char *path, char *err) {
     umask(old);
     if (rc != 0) return hcl_err(err, "%s: bind: %s", ep, zmq_strerror(e));
     struct stat st;
-    if (chmod(path, 0600) != 0 || stat(path, &st) != 0 || (st.st_mode & 077))
-        return hcl_err(err, "%s: cannot make the socket owner-only: %s", path, strerror(errno));
+    if (chmod(path, 0600) != 0 || stat(path, &st) != 0 || (st.st_mode & 077)) {
+        hcl_err(err, "%s: cannot make the socket owner-only: %s", path, strerror(errno));
+        zmq_unbind(s, ep);
+        unlink(path);
+        return -1;
+    }
     /* ZeroMQ leaves the socket file behind when it closes: control_close removes it. */
     snprintf(c->ipc_path[c->nipc], sizeof c->ipc_path[0], "%s", path);
     c->ipc_dev[c->nipc] = st.st_dev;
@@ -301,23 +307,29 @@ static int private_dir(char *dir, size_t cap, char *err) {
     return 0;
 }
 
+/* RUN_DIR/control.sock and RUN_DIR/watch.sock; in /tmp/hcl-UID when the path is too long for a
+ * unix socket or the run directory's file system cannot hold one. */
 static int bind_default(hcl_control *c, char *err) {
-    char path[PATH_MAX + 32], wpath[PATH_MAX + 32];
+    char path[PATH_MAX + 32], wpath[PATH_MAX + 32], why[PATH_MAX + HCL_ERR_MAX];
     snprintf(path, sizeof path, "%s/control.sock", c->run_dir);
     snprintf(wpath, sizeof wpath, "%s/watch.sock", c->run_dir);
     if (strlen(path) > IPC_PATH_MAX) {
-        char dir[64];
-        if (private_dir(dir, sizeof dir, err) != 0) return -1;
-        uint32_t r = 0;
-        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)(hcl_now() * 1e6);
-        snprintf(path, sizeof path, "%s/ctl-%d-%08x.sock", dir, (int)getpid(), r);
-        snprintf(wpath, sizeof wpath, "%s/watch-%d-%08x.sock", dir, (int)getpid(), r);
-        LOG_WARN("%s/control.sock: %zu bytes, over the %d-byte limit of a unix socket path; the "
-                 "control socket is %s instead (see %s)", c->run_dir, strlen(c->run_dir) + 13,
-                 IPC_PATH_MAX, path, c->endpoint_file);
+        snprintf(why, sizeof why, "%s: %zu bytes, over the %d-byte limit of a unix socket path", path,
+                 strlen(path), IPC_PATH_MAX);
+    } else {
+        int rc = bind_ipc(c, c->router, path, err);
+        if (rc == 0) return bind_ipc(c, c->pub, wpath, err) == 0 ? 0 : -1;
+        if (rc == -2) return -1;   /* another job: refuse, never hide beside it */
+        snprintf(why, sizeof why, "%s", err);
     }
-    if (bind_ipc(c, c->router, path, err) != 0 || bind_ipc(c, c->pub, wpath, err) != 0) return -1;
-    return 0;
+    char dir[64];
+    if (private_dir(dir, sizeof dir, err) != 0) return -1;
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r) r = (uint32_t)(hcl_now() * 1e6);
+    snprintf(path, sizeof path, "%s/ctl-%d-%08x.sock", dir, (int)getpid(), r);
+    snprintf(wpath, sizeof wpath, "%s/watch-%d-%08x.sock", dir, (int)getpid(), r);
+    LOG_WARN("%s; the control socket is %s instead (written to %s)", why, path, c->endpoint_file);
+    return bind_ipc(c, c->router, path, err) == 0 && bind_ipc(c, c->pub, wpath, err) == 0 ? 0 : -1;
 }
 
 /* ---- replies ------------------------------------------------------------------------------- */
@@ -925,7 +937,7 @@ int control_open(hcl_control **cp, const char *endpoint, const char *run_dir,
         char wpath[PATH_MAX + 16];
         snprintf(wpath, sizeof wpath, "%s.watch", endpoint + 6);
         if (strlen(wpath) > IPC_PATH_MAX) rc = hcl_err(err, "%s: too long for the watch socket", wpath);
-        else rc = bind_ipc(c, c->router, endpoint + 6, err) != 0 || bind_ipc(c, c->pub, wpath, err) != 0 ? -1 : 0;
+        else rc = bind_ipc(c, c->router, endpoint + 6, err) == 0 && bind_ipc(c, c->pub, wpath, err) == 0 ? 0 : -1;
     } else {
         /* ZeroMQ binds addresses and interface names, not host names: localhost is 127.0.0.1. */
         char bep[CONTROL_ENDPOINT_MAX + 16], wep[CONTROL_ENDPOINT_MAX + 8];

@@ -13,10 +13,13 @@
  *   REP     ZAP handler        inproc://zeromq.zap.01: CURVE keys allowed on each socket
  *
  * Endpoints. NULL (the default): ipc://RUN_DIR/control.sock, mode 0600, watch on
- * RUN_DIR/watch.sock. When that path is over the 107-byte limit of a unix socket, both go to
- * the private directory /tmp/hcl-UID/ (mode 0700, created if missing, refused if not ours or
- * open to others) under unique names, and a warning says so. An ipc path where another process
- * is listening is refused (two jobs in one run directory). tcp://127.0.0.1:PORT (any 127.x),
+ * RUN_DIR/watch.sock. When that path is over the 107-byte limit of a unix socket (or the run
+ * directory's file system cannot hold a socket), both go to the private directory /tmp/hcl-UID/
+ * (mode 0700, created if missing, refused if not ours or open to others) under unique names
+ * (ctl-PID-RANDOM.sock), and a warning log line says so. An explicit ipc://PATH (absolute)
+ * puts the watch socket on PATH.watch. An ipc path where another process is listening is
+ * refused (two jobs in one run directory); a stale socket file is replaced. Socket files are
+ * removed by control_close. tcp://127.0.0.1:PORT (any 127.x),
  * tcp://[::1]:PORT and tcp://localhost:PORT (PORT may be * for an ephemeral port) need no keys;
  * any other tcp endpoint needs CURVE (curve_secret_file and curve_clients_file) or
  * control_open fails. The watch socket then binds the same host on an ephemeral port.
@@ -26,7 +29,8 @@
  * CURVE (the control and watch sockets): curve_secret_file holds the server's Z85 secret key
  * (the first line that is not blank or a `#` comment; the file must not be readable by group
  * or others); curve_clients_file holds the authorised client public keys, one Z85 key per line
- * (`#` comments, blank lines, text after the key ignored). Other keys get no answer at all.
+ * (blank lines and lines starting with `#` skipped; text after the key and a space ignored;
+ * a `#` inside a key is a Z85 digit). Other keys get no answer at all.
  * `hclctl keygen DIR --name NAME` writes such key pairs.
  *
  * Telemetry security: control_telemetry_open() binds tcp on an ephemeral port as a CURVE
@@ -81,9 +85,9 @@ typedef struct {
     double samples_per_s;
     double eta_s;                   /* < 0 unknown */
     double elapsed_s;
-    char last_checkpoint_path[1024]; /* "" none */
+    char last_checkpoint_path[2048]; /* "" none */
     int64_t last_checkpoint_step;   /* -1 none */
-    char last_checkpoint_error[512]; /* "" when the last attempt succeeded */
+    char last_checkpoint_error[640]; /* "" when the last attempt succeeded */
     int64_t log_every;
     double checkpoint_interval_s;   /* 0 off */
     int64_t checkpoint_every;       /* 0 off */
@@ -161,7 +165,8 @@ const char *control_watch_endpoint(const hcl_control *c);
 /* Wait up to timeout_ms (0: just look) for traffic on any socket, then handle what is there
  * (a bounded amount): answer STATUS (from *st; NULL answers CTL_ERROR_BUSY) and WATCH,
  * answer bad requests with an error, queue commands, serve ZAP, take telemetry. Returns the
- * number of messages handled; returns early when something arrived. */
+ * number of messages handled; returns early when something arrived, and 0 when a signal
+ * interrupted the wait (the loop then looks at its signal flag). */
 int control_service(hcl_control *c, const hcl_status *st, int timeout_ms);
 /* Pop the oldest queued command into *rq: 1, or 0 when none. */
 int control_next(hcl_control *c, ctl_request *rq);

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# test_hclctl: the hclctl client end to end. Usage errors exit 2 with one line; keygen writes a
+# Z85 key pair with modes 0600/0644 and never overwrites; nothing listening is exit 3 with the
+# "no answer ... within N ms (is the job running?)" line; then against a fake job
+# (test_control --serve: the real control plane behind a fake step loop) every command, --json,
+# watch, stop, and CURVE (listed key answered, unknown key exit 3, keys required off loopback).
+#   HCL_BUILD=build-ctl bash tests/test_hclctl.sh
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+HCL_SRC=${HCL_SRC:-$(dirname "$here")}
+HCL_BUILD=${HCL_BUILD:-$HCL_SRC/build}
+case $HCL_BUILD in /*) ;; *) HCL_BUILD=$PWD/$HCL_BUILD ;; esac
+ctl=$HCL_BUILD/hclctl
+srv=$HCL_BUILD/test_control
+py=/usr/bin/python3
+[ -x "$ctl" ] || { echo "test_hclctl: FAIL: $ctl not built" >&2; exit 1; }
+
+tmp=$(mktemp -d /tmp/test_hclctl.XXXXXX)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "test_hclctl: FAIL: $*" >&2; exit 1; }
+cd "$tmp"
+
+# run WANT CMD...: run CMD, its exit status must be WANT; stdout in out, stderr in err
+run() {
+    local want=$1; shift
+    local got=0
+    "$@" >out 2>err || got=$?
+    [ "$got" = "$want" ] || fail "$* exited $got, want $want; stderr: $(cat err); stdout: $(head -c 600 out)"
+}
+one_line_error() {
+    [ "$(wc -l <err)" = 1 ] && grep -q '^hclctl: ' err || fail "$1: want one 'hclctl: ...' line, got: $(cat err)"
+}
+
+# ---- --help and usage errors: exit 2, one line ---------------------------------------------
+run 0 "$ctl" --help
+grep -q '^usage: hclctl' out && grep -q '3  no answer' out && grep -q 'checkpoint_interval=S' out ||
+    fail "--help lacks usage, exit codes or set keys: $(cat out)"
+run 2 "$ctl"
+grep -q '^usage: hclctl' err || fail "no command: want the usage on stderr"
+for args in "frobnicate" "status --bogus" "set" "set lr" "set =1" "set lr=" "status --timeout abc" \
+            "status --timeout 0" "watch --count -1" "status --count 3" "pause --no-checkpoint" \
+            "status extra" "keygen" "status --run-dir . --endpoint ipc:///x" "status --json=1" \
+            "status --endpoint tcp://10.1.2.3:5555" "status --endpoint tcp://*:5555" \
+            "status --endpoint ipc:///x --curve-key nonexistent.key" "status --endpoint ipc:///x --server-key s.pub"; do
+    # shellcheck disable=SC2086
+    run 2 "$ctl" $args
+    one_line_error "hclctl $args"
+done
+grep -q 'only for' <("$ctl" status --count 3 2>&1) || fail "--count with status: no 'only for'"
+grep -q 'CURVE' <("$ctl" status --endpoint tcp://10.1.2.3:5555 2>&1) || fail "non-loopback without keys: no CURVE hint"
+
+# ---- keygen --------------------------------------------------------------------------------
+z85='^[]0-9A-Za-z.:+=^!/*?&<>()@%$#{}[-]{40}$'
+run 0 "$ctl" keygen keys
+[ "$(stat -c %a keys/hcl.key)" = 600 ] || fail "keys/hcl.key mode $(stat -c %a keys/hcl.key), want 600"
+[ "$(stat -c %a keys/hcl.pub)" = 644 ] || fail "keys/hcl.pub mode $(stat -c %a keys/hcl.pub), want 644"
+[ "$(stat -c %a keys)" = 700 ] || fail "keys/ mode $(stat -c %a keys), want 700 (created by keygen)"
+grep -v '^#' keys/hcl.key | grep -Eq "$z85" || fail "keys/hcl.key holds no Z85 key: $(cat keys/hcl.key)"
+[ "$(wc -l <keys/hcl.pub)" = 1 ] && grep -Eq "$z85" keys/hcl.pub || fail "keys/hcl.pub: $(cat keys/hcl.pub)"
+grep -qF "$(cat keys/hcl.pub)" out || fail "keygen does not print the public key: $(cat out)"
+for n in server alice mallory; do run 0 "$ctl" keygen keys --name "$n"; done
+cmp -s keys/alice.pub keys/mallory.pub && fail "two keygens wrote the same key"
+before=$(cat keys/alice.key)
+run 1 "$ctl" keygen keys --name alice
+grep -q 'exists' err || fail "keygen over an existing key: $(cat err)"
+[ "$(cat keys/alice.key)" = "$before" ] || fail "keygen overwrote keys/alice.key"
+ls -a keys | grep -q tmp && fail "keygen left a temp file: $(ls -a keys)"
+run 0 "$ctl" --json keygen keys --name j
+"$py" -c 'import json,sys; d=json.load(open("out")); assert len(d["public_key"]) == 40, d' ||
+    fail "keygen --json: $(cat out)"
+
+# ---- nothing answers: exit 3 and one clear line --------------------------------------------
+mkdir none
+echo "ipc://$tmp/none/nobody.sock" >none/control.endpoint
+t0=$(date +%s%N)
+run 3 "$ctl" --run-dir none --timeout 300 status
+t1=$(date +%s%N)
+[ "$(cat err)" = "hclctl: no answer from ipc://$tmp/none/nobody.sock within 300 ms (is the job running?)" ] ||
+    fail "no-answer message: $(cat err)"
+[ $(( (t1 - t0) / 1000000 )) -lt 1500 ] || fail "--timeout 300 took $(( (t1 - t0) / 1000000 )) ms"
+run 3 "$ctl" --endpoint tcp://127.0.0.1:9 status
+grep -q '^hclctl: no answer from tcp://127.0.0.1:9 within 2000 ms (is the job running?)$' err ||
+    fail "no-answer message with the default timeout: $(cat err)"
+run 3 "$ctl" --run-dir nowhere pause
+grep -q 'nowhere/control.endpoint: not found (is the job running?' err || fail "no run dir: $(cat err)"
+one_line_error "missing control.endpoint"
+
+# ---- a live (fake) job ---------------------------------------------------------------------
+if [ ! -x "$srv" ]; then
+    echo "test_hclctl: $srv not built: skipping the live-job part"
+    echo "test_hclctl: ok"
+    exit 0
+fi
+wait_endpoint() {
+    for _ in $(seq 200); do [ -s "$1/control.endpoint" ] && return 0; sleep 0.05; done
+    fail "$1/control.endpoint never appeared"
+}
+mkdir job
+"$srv" --serve job --step-ms 20 2>job.log &
+pids+=($!)
+job_pid=$!
+wait_endpoint job
+grep -q "^ipc://$tmp/job/control.sock$" job/control.endpoint || fail "job endpoint: $(cat job/control.endpoint)"
+[ "$(stat -c %a job/control.sock)" = 600 ] || fail "control.sock mode $(stat -c %a job/control.sock)"
+
+run 0 "$ctl" --run-dir job status
+for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' '^rank +compute ms' '^ +1 .* never'; do
+    grep -Eq "$pat" out || fail "status lacks /$pat/: $(cat out)"
+done
+run 0 "$ctl" --run-dir job --json status
+"$py" - <<'EOF' || fail "status --json: $(cat out)"
+import json
+d = json.load(open("out"))
+assert d["ok"] and d["state"] == "running" and d["step"] > 0 and d["nworkers"] == 2, d
+assert [w["rank"] for w in d["workers"]] == [0, 1] and d["workers"][0]["straggler"] is False, d
+assert d["lr_scale"] == 1 and d["log_every"] == 10, d
+EOF
+run 0 "$ctl" --run-dir job pause
+grep -Eq '^ok: pause at step [0-9]+$' out || fail "pause: $(cat out)"
+run 0 "$ctl" --run-dir job status
+grep -Eq '^state +paused$' out || fail "status after pause: $(cat out)"
+run 1 "$ctl" --run-dir job pause
+[ "$(cat err)" = "hclctl: pause: refused: already paused" ] || fail "second pause: $(cat err)"
+run 0 "$ctl" --run-dir job --json resume
+"$py" -c 'import json; d=json.load(open("out")); assert d["ok"] and d["command"] == "resume" and d["step"] > 0, d' ||
+    fail "resume --json: $(cat out)"
+run 1 "$ctl" --run-dir job resume
+run 0 "$ctl" --run-dir job set lr=5e-4
+grep -Eq '^ok: set lr=5e-4 at step [0-9]+' out || fail "set lr: $(cat out)"
+run 0 "$ctl" --run-dir job --json status
+"$py" -c 'import json; d=json.load(open("out")); assert abs(d["lr"] - 5e-4) < 1e-12 and abs(d["lr_scale"] - 0.5) < 1e-12, d' ||
+    fail "lr after set lr=5e-4: $(cat out)"
+run 0 "$ctl" --run-dir job set checkpoint_every=500
+run 1 "$ctl" --run-dir job set log_every=0
+grep -q '^hclctl: set: bad_value: log_every: bad value' err || fail "set log_every=0: $(cat err)"
+run 1 "$ctl" --run-dir job --json set bogus=1
+"$py" -c 'import json; d=json.load(open("out")); assert not d["ok"] and d["error"] == "bad_key", d' ||
+    fail "set bogus=1 --json: $(cat out)"
+run 0 "$ctl" --run-dir job checkpoint
+grep -Eq "^ok: checkpoint at step [0-9]+: job/checkpoints/step-[0-9]{8}$" out || fail "checkpoint: $(cat out)"
+run 0 "$ctl" --run-dir job status
+grep -Eq '^ckpt every +500 steps$' out && grep -Eq "^checkpoint +job/checkpoints/step-[0-9]{8} \(step [0-9]+\)$" out ||
+    fail "status after set and checkpoint: $(cat out)"
+run 0 timeout 10 "$ctl" --run-dir job watch --count 3
+[ "$(grep -Ec '^step [0-9]+/1000000 epoch [0-9]+ loss [0-9.]+ lr 0.0005 ' out)" = 3 ] || fail "watch: $(cat out)"
+run 0 timeout 10 "$ctl" --run-dir job --json watch --count 2
+"$py" -c '
+import json
+ev = [json.loads(l) for l in open("out")]
+assert len(ev) == 2 and ev[1]["step"] > ev[0]["step"] and ev[0]["state"] == "running", ev' || fail "watch --json: $(cat out)"
+# watch until interrupted: SIGINT ends it cleanly
+timeout -s INT 1 "$ctl" --run-dir job watch >out 2>err || true
+[ "$(grep -c '^step ' out)" -ge 5 ] || fail "watch until SIGINT printed $(grep -c '^step ' out) lines"
+run 0 "$ctl" --run-dir job stop --no-checkpoint
+grep -Eq '^ok: stop at step [0-9]+$' out || fail "stop: $(cat out)"
+for _ in $(seq 100); do kill -0 "$job_pid" 2>/dev/null || break; sleep 0.05; done
+kill -0 "$job_pid" 2>/dev/null && fail "the job still runs after stop"
+wait "$job_pid" || fail "the fake job exited $?"
+[ -e job/control.endpoint ] && fail "control.endpoint left after the job ended"
+[ -e job/control.sock ] && fail "control.sock left after the job ended"
+run 3 "$ctl" --run-dir job status
+
+# ---- CURVE ---------------------------------------------------------------------------------
+cat keys/alice.pub >clients
+mkdir cjob
+run 1 "$srv" --serve cjob --endpoint 'tcp://0.0.0.0:*'
+grep -q 'needs CURVE' err || fail "an open endpoint without keys: $(cat err)"
+"$srv" --serve cjob --endpoint 'tcp://0.0.0.0:*' --secret keys/server.key --clients clients 2>cjob.log &
+pids+=($!)
+cjob_pid=$!
+wait_endpoint cjob
+grep -qxF "curve-server-key $(cat keys/server.pub)" cjob/control.endpoint || fail "cjob endpoint file: $(cat cjob/control.endpoint)"
+run 2 "$ctl" --run-dir cjob status
+grep -q 'CURVE clients only: pass --curve-key' err || fail "CURVE job without a key: $(cat err)"
+run 0 "$ctl" --run-dir cjob --curve-key keys/alice.key status
+grep -Eq '^state +running$' out || fail "CURVE status: $(cat out)"
+ep=$(head -1 cjob/control.endpoint)
+run 0 "$ctl" --endpoint "$ep" --curve-key keys/alice.key --server-key keys/server.pub --json status
+run 3 "$ctl" --run-dir cjob --curve-key keys/mallory.key --timeout 500 status
+grep -q "^hclctl: no answer from $ep within 500 ms (is the job running? is this client's key in its client list?)$" err ||
+    fail "unknown key: $(cat err)"
+run 0 timeout 10 "$ctl" --run-dir cjob --curve-key keys/alice.key watch --count 2
+[ "$(grep -c '^step ' out)" = 2 ] || fail "CURVE watch: $(cat out)"
+chmod 644 keys/alice.key
+run 2 "$ctl" --run-dir cjob --curve-key keys/alice.key status
+grep -q 'chmod 600' err || fail "a readable secret key: $(cat err)"
+chmod 600 keys/alice.key
+run 0 "$ctl" --run-dir cjob --curve-key keys/alice.key stop
+wait "$cjob_pid" || fail "the CURVE fake job exited $?"
+
+echo "test_hclctl: ok"

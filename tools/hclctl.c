@@ -1,1 +1,691 @@
-int main(void){return 1;}
+/* hclctl: talk to a running hcl-train job over its control plane (proto/control.proto,
+ * coordinator/control.h).
+ *
+ *   hclctl [--run-dir DIR | --endpoint E] status|watch|pause|resume|checkpoint|stop|set K=V
+ *   hclctl keygen DIR [--name NAME]
+ *
+ * A DEALER socket sends one ControlRequest and waits --timeout ms for the ControlReply of the
+ * same id; `watch` then subscribes to the job's PUB socket. Flags live in one table that drives
+ * parsing and --help. Exit codes: 0 ok, 1 the job answered with an error (or keygen could not
+ * write), 2 usage error, 3 no answer or connection problem. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "control.pb-c.h"
+#include "util.h"
+
+#define EXIT_ERROR 1
+#define EXIT_USAGE 2
+#define EXIT_NOANSWER 3
+#define EP_MAX 512
+
+static void fail(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+static void fail(int code, const char *fmt, ...) {
+    va_list ap;
+    fputs("hclctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(code);
+}
+
+/* ---- flags ----------------------------------------------------------------------------------- */
+
+enum opt_type { OPT_STR, OPT_INT, OPT_FLAG };
+
+typedef struct {
+    const char *name;     /* without the leading -- */
+    const char *arg;      /* NULL for a flag */
+    enum opt_type type;
+    const char *def;
+    const char *only;     /* the one command it applies to, NULL all */
+    const char *help;
+    void *dst;            /* char[PATH_MAX], int64_t or int */
+    int64_t min, max;
+} cli_option;
+
+static char o_endpoint[PATH_MAX], o_run_dir[PATH_MAX], o_curve_key[PATH_MAX], o_server_key[PATH_MAX];
+static char o_name[PATH_MAX];
+static int o_json, o_no_checkpoint, o_help;
+static int64_t o_timeout, o_count;
+
+static cli_option options[] = {
+    {"run-dir", "DIR", OPT_STR, ".", NULL, "run directory of the job: reads DIR/control.endpoint",
+     o_run_dir, 0, 0},
+    {"endpoint", "E", OPT_STR, "", NULL, "control endpoint (ipc://PATH, tcp://HOST:PORT) instead of "
+     "the run directory's", o_endpoint, 0, 0},
+    {"json", NULL, OPT_FLAG, "0", NULL, "print JSON (watch: one object per line)", &o_json, 0, 1},
+    {"timeout", "MS", OPT_INT, "2000", NULL, "how long to wait for an answer", &o_timeout, 1,
+     86400000},
+    {"curve-key", "FILE", OPT_STR, "", NULL, "this client's CURVE secret key (hclctl keygen)",
+     o_curve_key, 0, 0},
+    {"server-key", "FILE", OPT_STR, "", NULL, "the coordinator's CURVE public key (default: from "
+     "control.endpoint)", o_server_key, 0, 0},
+    {"no-checkpoint", NULL, OPT_FLAG, "0", "stop", "stop without writing a final checkpoint",
+     &o_no_checkpoint, 0, 1},
+    {"count", "N", OPT_INT, "0", "watch", "stop after N events (0: until interrupted)", &o_count, 0,
+     INT64_MAX},
+    {"name", "NAME", OPT_STR, "hcl", "keygen", "key file names: DIR/NAME.key, DIR/NAME.pub", o_name,
+     0, 0},
+    {"help", NULL, OPT_FLAG, "0", NULL, "print this help", &o_help, 0, 1},
+};
+#define NOPTS ((int)(sizeof options / sizeof options[0]))
+
+typedef struct {
+    const char *name, *arg, *help;
+} cli_command;
+
+static const cli_command commands[] = {
+    {"status", NULL, "state, progress, settings and the per-worker table"},
+    {"watch", NULL, "one line per training step until interrupted (or --count N)"},
+    {"pause", NULL, "stop taking steps (the job keeps its state)"},
+    {"resume", NULL, "continue after pause"},
+    {"checkpoint", NULL, "write a checkpoint now"},
+    {"stop", NULL, "write a final checkpoint (unless --no-checkpoint) and end the job"},
+    {"set", "KEY=VALUE", "change a setting of the running job (keys below)"},
+    {"keygen", "DIR", "write a CURVE key pair: DIR/NAME.key (secret, mode 0600), DIR/NAME.pub"},
+};
+#define NCMDS ((int)(sizeof commands / sizeof commands[0]))
+
+static void usage(FILE *fp) {
+    fprintf(fp, "usage: hclctl [--run-dir DIR | --endpoint E] [--json] [--timeout MS]\n"
+                "              [--curve-key CLIENT.key --server-key SERVER.pub] COMMAND\n"
+                "commands:\n");
+    for (int i = 0; i < NCMDS; i++) {
+        char head[64];
+        snprintf(head, sizeof head, "%s%s%s", commands[i].name, commands[i].arg ? " " : "",
+                 commands[i].arg ? commands[i].arg : "");
+        fprintf(fp, "  %-22s %s\n", head, commands[i].help);
+    }
+    fprintf(fp, "set keys:\n"
+                "  lr=X                   the lr now (> 0): the schedule goes on from it (lr_scale =\n"
+                "                         X / schedule now)\n"
+                "  lr_scale=X             multiplies the warmup + cosine schedule (> 0, <= 1e6)\n"
+                "  log_every=N            a metrics line every N steps (>= 1)\n"
+                "  checkpoint_interval=S  a checkpoint every S seconds (0: off)\n"
+                "  checkpoint_every=N     a checkpoint every N steps (0: off)\n");
+    fprintf(fp, "options (default in brackets):\n");
+    for (int i = 0; i < NOPTS; i++) {
+        char head[64];
+        snprintf(head, sizeof head, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
+                 options[i].arg ? options[i].arg : "");
+        fprintf(fp, "  %-22s %s%s%s", head, options[i].only ? options[i].only : "",
+                options[i].only ? ": " : "", options[i].help);
+        if (options[i].type != OPT_FLAG && options[i].def[0]) fprintf(fp, " [%s]", options[i].def);
+        fputc('\n', fp);
+    }
+    fprintf(fp, "exit status:\n"
+                "  0  ok\n"
+                "  1  the job answered with an error (or keygen could not write its files)\n"
+                "  2  usage error (bad flag, command or key file)\n"
+                "  3  no answer, or no connection (no control.endpoint: is the job running?)\n");
+}
+
+static void set_option(const cli_option *o, const char *v) {
+    if (o->type == OPT_STR) {
+        if (snprintf(o->dst, PATH_MAX, "%s", v) >= PATH_MAX) fail(EXIT_USAGE, "--%s: too long", o->name);
+        return;
+    }
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < o->min || x > o->max)
+        fail(EXIT_USAGE, "--%s: bad value '%s' (want an integer, %lld to %lld)", o->name, v,
+             (long long)o->min, (long long)o->max);
+    if (o->type == OPT_FLAG) *(int *)o->dst = (int)x;
+    else *(int64_t *)o->dst = x;
+}
+
+/* Parse argv: flags anywhere, positionals in order into pos[]. Returns the positional count. */
+static int parse_args(int argc, char **argv, const char **pos, int maxpos, const cli_option **seen) {
+    for (int i = 0; i < NOPTS; i++) set_option(&options[i], options[i].def);
+    int npos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0 || !a[2]) {
+            if (npos == maxpos) fail(EXIT_USAGE, "unexpected argument '%s' (see hclctl --help)", a);
+            pos[npos++] = a;
+            continue;
+        }
+        const char *eq = strchr(a + 2, '=');
+        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        const cli_option *o = NULL;
+        for (int k = 0; k < NOPTS; k++)
+            if (strlen(options[k].name) == nl && !strncmp(options[k].name, a + 2, nl)) o = &options[k];
+        if (!o) fail(EXIT_USAGE, "unknown flag '%s' (see hclctl --help)", a);
+        seen[o - options] = o;
+        if (o->type == OPT_FLAG) {
+            if (eq) fail(EXIT_USAGE, "--%s takes no value", o->name);
+            *(int *)o->dst = 1;
+        } else if (eq) {
+            set_option(o, eq + 1);
+        } else {
+            if (i + 1 >= argc) fail(EXIT_USAGE, "--%s needs a value %s", o->name, o->arg);
+            set_option(o, argv[++i]);
+        }
+    }
+    return npos;
+}
+
+/* ---- key files ------------------------------------------------------------------------------- */
+
+static void read_key_file(const char *path, int secret, char key[41]) {
+    FILE *f = fopen(path, "r");
+    if (!f) fail(EXIT_USAGE, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (secret && fstat(fileno(f), &st) == 0 && (st.st_mode & 077))
+        fail(EXIT_USAGE, "%s: mode %04o lets other users read the secret key (chmod 600 %s)", path,
+             (unsigned)(st.st_mode & 07777), path);
+    char line[512];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *p = line + strspn(line, " \t\r\n");
+        if (!*p || *p == '#') continue;
+        p[strcspn(p, " \t\r\n")] = 0;   /* '#' is a Z85 digit: comments only start a line */
+        uint8_t raw[32];
+        if (strlen(p) != 40 || !zmq_z85_decode(raw, p))
+            fail(EXIT_USAGE, "%s:%d: not a Z85 %s key (40 characters)", path, lineno,
+                 secret ? "secret" : "public");
+        memcpy(key, p, 41);
+        fclose(f);
+        return;
+    }
+    fclose(f);
+    fail(EXIT_USAGE, "%s: no key in the file", path);
+}
+
+/* Write data to dir/name with mode, never over an existing file: a private temp file, fsync,
+ * link into place (fails if the name exists), fsync the directory. */
+static int write_new_file(const char *dir, const char *name, const char *data, mode_t mode, char *err) {
+    char path[PATH_MAX], tmp[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path ||
+        snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%d", dir, name, (int)getpid()) >= (int)sizeof tmp)
+        return hcl_err(err, "%s/%s: path too long", dir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) return hcl_err(err, "%s: create: %s", tmp, strerror(errno));
+    size_t len = strlen(data);
+    int ok = fchmod(fd, mode) == 0 && write(fd, data, len) == (ssize_t)len && fsync(fd) == 0;
+    int e = errno;
+    if (close(fd) != 0 && ok) { ok = 0; e = errno; }
+    if (!ok) {
+        unlink(tmp);
+        return hcl_err(err, "%s: write: %s", tmp, strerror(e));
+    }
+    if (link(tmp, path) != 0) {
+        e = errno;
+        unlink(tmp);
+        return hcl_err(err, "%s: %s", path, e == EEXIST ? "exists (refusing to overwrite a key)" : strerror(e));
+    }
+    unlink(tmp);
+    return 0;
+}
+
+static int cmd_keygen(const char *dir) {
+    if (!zmq_has("curve")) fail(EXIT_ERROR, "keygen: this libzmq has no CURVE support");
+    char pub[41], sec[41], err[HCL_ERR_MAX];
+    if (zmq_curve_keypair(pub, sec) != 0) fail(EXIT_ERROR, "keygen: zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+    if (!o_name[0] || strchr(o_name, '/')) fail(EXIT_USAGE, "--name: bad name '%s'", o_name);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) fail(EXIT_ERROR, "%s: mkdir: %s", dir, strerror(errno));
+    char kname[PATH_MAX], pname[PATH_MAX], path[PATH_MAX * 2];
+    if (snprintf(kname, sizeof kname, "%s.key", o_name) >= (int)sizeof kname ||
+        snprintf(pname, sizeof pname, "%s.pub", o_name) >= (int)sizeof pname)
+        fail(EXIT_USAGE, "--name: too long");
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, i ? pname : kname);
+        if (lstat(path, &st) == 0) fail(EXIT_ERROR, "%s: exists (refusing to overwrite a key)", path);
+    }
+    char text[256];
+    snprintf(text, sizeof text, "# hcl CURVE secret key (Z85); keep it private\n%s\n", sec);
+    if (write_new_file(dir, kname, text, 0600, err) != 0) fail(EXIT_ERROR, "%s", err);
+    snprintf(text, sizeof text, "%s\n", pub);
+    if (write_new_file(dir, pname, text, 0644, err) != 0) {
+        snprintf(path, sizeof path, "%s/%s", dir, kname);
+        unlink(path);
+        fail(EXIT_ERROR, "%s", err);
+    }
+    if (hcl_fsync_dir(dir, err) != 0) fail(EXIT_ERROR, "%s", err);
+    memset(sec, 0, sizeof sec);
+    memset(text, 0, sizeof text);
+    if (o_json)
+        printf("{\"secret_key_file\": \"%s/%s\", \"public_key_file\": \"%s/%s\", \"public_key\": \"%s\"}\n",
+               dir, kname, dir, pname, pub);
+    else
+        printf("wrote %s/%s (secret, mode 0600) and %s/%s (public: %s)\n", dir, kname, dir, pname, pub);
+    return 0;
+}
+
+/* ---- connection ------------------------------------------------------------------------------ */
+
+typedef struct {
+    void *ctx, *dealer;
+    char endpoint[EP_MAX];
+    int curve;
+    char server_public[41], public_key[41], secret_key[41];
+    uint64_t next_id;
+} client;
+
+/* tcp://HOST:PORT with HOST other than loopback */
+static int endpoint_open(const char *ep) {
+    if (strncmp(ep, "tcp://", 6) != 0) return 0;
+    const char *h = ep + 6;
+    return !(strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 || strncmp(h, "[::1]:", 6) == 0);
+}
+
+static void client_resolve(client *cl) {
+    char file_key[41] = "";
+    if (o_endpoint[0]) {
+        if (snprintf(cl->endpoint, sizeof cl->endpoint, "%s", o_endpoint) >= (int)sizeof cl->endpoint)
+            fail(EXIT_USAGE, "--endpoint: longer than %d bytes", EP_MAX - 1);
+    } else {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/control.endpoint", o_run_dir);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            fail(EXIT_NOANSWER, "%s: %s (is the job running? pass --run-dir DIR or --endpoint E)", path,
+                 errno == ENOENT ? "not found" : strerror(errno));
+        char line[EP_MAX + 64];
+        int n = 0;
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = 0;
+            if (n++ == 0 && snprintf(cl->endpoint, sizeof cl->endpoint, "%s", line) >= (int)sizeof cl->endpoint)
+                fail(EXIT_NOANSWER, "%s: endpoint longer than %d bytes", path, EP_MAX - 1);
+            else if (!strncmp(line, "curve-server-key ", 17) && strlen(line + 17) == 40)
+                memcpy(file_key, line + 17, 41);
+        }
+        fclose(f);
+        if (!cl->endpoint[0]) fail(EXIT_NOANSWER, "%s: empty (is the job starting?)", path);
+    }
+    if (o_curve_key[0]) {
+        read_key_file(o_curve_key, 1, cl->secret_key);
+        if (zmq_curve_public(cl->public_key, cl->secret_key) != 0)
+            fail(EXIT_USAGE, "%s: not a CURVE secret key", o_curve_key);
+        if (o_server_key[0]) read_key_file(o_server_key, 0, cl->server_public);
+        else if (file_key[0]) memcpy(cl->server_public, file_key, 41);
+        else fail(EXIT_USAGE, "--curve-key needs --server-key SERVER.pub (the coordinator's public key)");
+        cl->curve = 1;
+    } else if (o_server_key[0]) {
+        fail(EXIT_USAGE, "--server-key needs --curve-key CLIENT.key (this client's secret key)");
+    } else if (file_key[0]) {
+        fail(EXIT_USAGE, "the job at %s takes CURVE clients only: pass --curve-key CLIENT.key", cl->endpoint);
+    } else if (endpoint_open(cl->endpoint)) {
+        fail(EXIT_USAGE, "%s is not a loopback endpoint: the coordinator answers CURVE clients only "
+             "there (pass --curve-key CLIENT.key --server-key SERVER.pub)", cl->endpoint);
+    }
+}
+
+static void *client_socket(client *cl, int type, const char *ep) {
+    void *s = zmq_socket(cl->ctx, type);
+    HCL_CHECK(s, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int zero = 0, one = 1;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (strstr(ep, "://[")) zmq_setsockopt(s, ZMQ_IPV6, &one, sizeof one);
+    if (cl->curve) {
+        HCL_CHECK(zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, cl->server_public, 41) == 0 &&
+                  zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, cl->public_key, 41) == 0 &&
+                  zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, cl->secret_key, 41) == 0,
+                  "CURVE keys: %s", zmq_strerror(zmq_errno()));
+    }
+    if (zmq_connect(s, ep) != 0) fail(EXIT_NOANSWER, "%s: connect: %s", ep, zmq_strerror(zmq_errno()));
+    return s;
+}
+
+static void client_open(client *cl) {
+    cl->ctx = zmq_ctx_new();
+    HCL_CHECK(cl->ctx, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+    zmq_ctx_set(cl->ctx, ZMQ_BLOCKY, 0);
+    cl->dealer = client_socket(cl, ZMQ_DEALER, cl->endpoint);
+    cl->next_id = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL);
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) { (void)sig; interrupted = 1; }
+
+/* Send rq and wait for its reply: the reply, or NULL after the timeout (or an interrupt). */
+static Hcl__ControlReply *client_call(client *cl, Hcl__ControlRequest *rq) {
+    rq->id = ++cl->next_id;
+    rq->version = HCL__CONTROL_VERSION__CONTROL_VERSION_1;
+    uint8_t buf[4096];
+    size_t n = hcl__control_request__get_packed_size(rq);
+    HCL_CHECK(n <= sizeof buf, "request of %zu bytes", n);
+    hcl__control_request__pack(rq, buf);
+    if (zmq_send(cl->dealer, buf, n, ZMQ_DONTWAIT) < 0) return NULL;
+    double deadline = hcl_now() + o_timeout / 1e3;
+    for (;;) {
+        double left = deadline - hcl_now();
+        if (left <= 0 || interrupted) return NULL;
+        zmq_pollitem_t it = {cl->dealer, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, (long)(left * 1e3) + 1) <= 0) continue;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, cl->dealer, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&m); continue; }
+        Hcl__ControlReply *r = hcl__control_reply__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+        zmq_msg_close(&m);
+        if (r && r->id == rq->id) return r;
+        if (r) hcl__control_reply__free_unpacked(r, NULL);   /* a stale reply */
+    }
+}
+
+static void no_answer(const client *cl) {
+    fail(EXIT_NOANSWER, "no answer from %s within %lld ms (is the job running?%s)", cl->endpoint,
+         (long long)o_timeout, cl->curve ? " is this client's key in its client list?" : "");
+}
+
+/* ---- printing -------------------------------------------------------------------------------- */
+
+static const char *state_name(int s) {
+    static const char *names[] = {"unknown", "starting", "running", "paused", "checkpointing",
+                                  "stopping", "done"};
+    return s >= 0 && s <= 6 ? names[s] : "unknown";
+}
+
+static const char *error_name(int e) {
+    static const char *names[] = {"none", "bad_version", "bad_request", "unknown_type", "bad_key",
+                                  "bad_value", "busy", "refused", "failed"};
+    return e >= 0 && e <= 8 ? names[e] : "error";
+}
+
+static void json_str(const char *s) {
+    putchar('"');
+    for (; s && *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch < 0x20) printf("\\u%04x", ch);
+        else putchar(ch);
+    }
+    putchar('"');
+}
+
+static void json_num(double x) {
+    if (isfinite(x)) printf("%.9g", x);
+    else fputs("null", stdout);
+}
+
+static void duration(char *out, size_t cap, double s) {
+    if (!(s >= 0) || !isfinite(s)) { snprintf(out, cap, "unknown"); return; }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(out, cap, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
+    else if (t >= 60) snprintf(out, cap, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(out, cap, "%.1fs", s);
+}
+
+static void print_status_json(const Hcl__StatusBody *b) {
+    printf("{\"ok\": true, \"state\": \"%s\", \"step\": %" PRId64 ", \"total_steps\": %" PRId64
+           ", \"epoch\": %" PRId64 ", \"loss\": ", state_name(b->state), b->step, b->total_steps, b->epoch);
+    json_num(b->loss);
+    printf(", \"lr\": "); json_num(b->lr);
+    printf(", \"lr_scale\": "); json_num(b->lr_scale);
+    printf(", \"logit_scale\": "); json_num(b->logit_scale);
+    printf(", \"samples_per_s\": "); json_num(b->samples_per_s);
+    printf(", \"eta_s\": "); json_num(b->eta_s >= 0 ? b->eta_s : NAN);
+    printf(", \"elapsed_s\": "); json_num(b->elapsed_s);
+    printf(", \"last_checkpoint_path\": "); json_str(b->last_checkpoint_path);
+    printf(", \"last_checkpoint_step\": %" PRId64 ", \"last_checkpoint_error\": ", b->last_checkpoint_step);
+    json_str(b->last_checkpoint_error);
+    printf(", \"log_every\": %" PRId64 ", \"checkpoint_interval_s\": ", b->log_every);
+    json_num(b->checkpoint_interval_s);
+    printf(", \"checkpoint_every\": %" PRId64 ", \"run_dir\": ", b->checkpoint_every);
+    json_str(b->run_dir);
+    printf(", \"nworkers\": %d, \"workers\": [", b->nworkers);
+    for (size_t i = 0; i < b->n_workers; i++) {
+        const Hcl__WorkerStat *w = b->workers[i];
+        printf("%s{\"rank\": %d, \"step\": %" PRId64 ", \"compute_s\": ", i ? ", " : "", w->rank, w->step);
+        json_num(w->compute_s);
+        printf(", \"allgather_s\": "); json_num(w->allgather_s);
+        printf(", \"reduce_scatter_s\": "); json_num(w->reduce_scatter_s);
+        printf(", \"allreduce_s\": "); json_num(w->allreduce_s);
+        printf(", \"wait_s\": "); json_num(w->wait_s);
+        printf(", \"bytes\": %" PRIu64 ", \"rss_bytes\": %" PRIu64 ", \"last_seen_s\": ", w->bytes, w->rss_bytes);
+        json_num(w->last_seen_s);
+        printf(", \"compute_median_s\": "); json_num(w->compute_median_s);
+        printf(", \"messages\": %" PRIu64 ", \"straggler\": %s}", w->messages, w->straggler ? "true" : "false");
+    }
+    printf("]}\n");
+}
+
+static void print_status(const Hcl__StatusBody *b) {
+    char eta[32], el[32];
+    duration(eta, sizeof eta, b->eta_s);
+    duration(el, sizeof el, b->elapsed_s);
+    printf("%-14s %s\n", "state", state_name(b->state));
+    printf("%-14s %" PRId64 " / %" PRId64, "step", b->step, b->total_steps);
+    if (b->total_steps > 0) printf("  (%.1f%%)", 100.0 * (double)b->step / (double)b->total_steps);
+    printf("\n%-14s %" PRId64 "\n", "epoch", b->epoch);
+    printf("%-14s %.6g\n", "loss", b->loss);
+    printf("%-14s %.4g  (scale %.4g)\n", "lr", b->lr, b->lr_scale);
+    printf("%-14s %.4g\n", "logit scale", b->logit_scale);
+    printf("%-14s %.0f\n", "samples/s", b->samples_per_s);
+    printf("%-14s %s\n%-14s %s\n", "eta", eta, "elapsed", el);
+    if (b->last_checkpoint_step >= 0)
+        printf("%-14s %s (step %" PRId64 ")\n", "checkpoint", b->last_checkpoint_path, b->last_checkpoint_step);
+    else
+        printf("%-14s none\n", "checkpoint");
+    if (b->last_checkpoint_error[0]) printf("%-14s %s\n", "ckpt error", b->last_checkpoint_error);
+    printf("%-14s %" PRId64 " steps\n", "log every", b->log_every);
+    if (b->checkpoint_every > 0) printf("%-14s %" PRId64 " steps\n", "ckpt every", b->checkpoint_every);
+    else printf("%-14s off\n", "ckpt every");
+    if (b->checkpoint_interval_s > 0) printf("%-14s %g s\n", "ckpt interval", b->checkpoint_interval_s);
+    else printf("%-14s off\n", "ckpt interval");
+    printf("%-14s %s\n", "run dir", b->run_dir);
+    printf("%-14s %d\n", "workers", b->nworkers);
+    if (!b->n_workers) return;
+    printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %9s\n", "rank", "compute ms", "allgather ms",
+           "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB", "last seen", "straggler");
+    for (size_t i = 0; i < b->n_workers; i++) {
+        const Hcl__WorkerStat *w = b->workers[i];
+        char seen[32];
+        if (w->messages) snprintf(seen, sizeof seen, "%.1fs", w->last_seen_s);
+        else snprintf(seen, sizeof seen, "never");
+        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %9s\n", w->rank,
+               w->compute_s * 1e3, w->allgather_s * 1e3, w->reduce_scatter_s * 1e3,
+               w->allreduce_s * 1e3, w->wait_s * 1e3, w->bytes / 1e6, w->rss_bytes / 1048576.0, seen,
+               w->straggler ? "yes" : "");
+    }
+}
+
+static void print_event(const Hcl__StepEvent *e) {
+    if (o_json) {
+        printf("{\"step\": %" PRId64 ", \"total_steps\": %" PRId64 ", \"epoch\": %" PRId64 ", \"loss\": ",
+               e->step, e->total_steps, e->epoch);
+        json_num(e->loss);
+        printf(", \"lr\": "); json_num(e->lr);
+        printf(", \"logit_scale\": "); json_num(e->logit_scale);
+        printf(", \"samples_per_s\": "); json_num(e->samples_per_s);
+        printf(", \"eta_s\": "); json_num(e->eta_s >= 0 ? e->eta_s : NAN);
+        printf(", \"state\": \"%s\", \"time\": ", state_name(e->state));
+        json_num(e->time);
+        printf("}\n");
+    } else {
+        char eta[32];
+        duration(eta, sizeof eta, e->eta_s);
+        printf("step %" PRId64 "/%" PRId64 " epoch %" PRId64 " loss %.4f lr %.3g logit_scale %.2f "
+               "samples/s %.0f eta %s %s\n", e->step, e->total_steps, e->epoch, e->loss, e->lr,
+               e->logit_scale, e->samples_per_s, eta, state_name(e->state));
+    }
+    fflush(stdout);
+}
+
+/* ---- commands -------------------------------------------------------------------------------- */
+
+static int report_error(const char *cmd, const Hcl__ControlReply *r) {
+    if (o_json) {
+        printf("{\"ok\": false, \"error\": \"%s\", \"message\": ", error_name(r->error));
+        json_str(r->message);
+        printf("}\n");
+    }
+    fprintf(stderr, "hclctl: %s: %s: %s\n", cmd, error_name(r->error), r->message);
+    return EXIT_ERROR;
+}
+
+/* watch: the PUB endpoint, then events until interrupted or --count. While no event comes for
+ * --timeout ms, a status request checks that the job is still there. */
+static int cmd_watch(client *cl, const char *watch_ep) {
+    char ep[EP_MAX];
+    snprintf(ep, sizeof ep, "%s", watch_ep);
+    /* A tcp watch socket on a wildcard address: reach it through the host we reached control on. */
+    if (!strncmp(ep, "tcp://", 6) && !strncmp(cl->endpoint, "tcp://", 6)) {
+        const char *port = strrchr(ep, ':'), *chost = cl->endpoint + 6, *cport = strrchr(chost, ':');
+        if (port && cport) {
+            char tmp[EP_MAX];
+            snprintf(tmp, sizeof tmp, "tcp://%.*s%s", (int)(cport - chost), chost, port);
+            snprintf(ep, sizeof ep, "%s", tmp);
+        }
+    }
+    void *sub = client_socket(cl, ZMQ_SUB, ep);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
+    int64_t seen = 0;
+    double quiet_since = hcl_now();
+    while (!interrupted && (o_count == 0 || seen < o_count)) {
+        zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&it, 1, 200);
+        if (rc > 0) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            if (zmq_msg_recv(&m, sub, ZMQ_DONTWAIT) >= 0) {
+                Hcl__StepEvent *e = hcl__step_event__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+                if (e) {
+                    print_event(e);
+                    seen++;
+                    hcl__step_event__free_unpacked(e, NULL);
+                }
+                quiet_since = hcl_now();
+            }
+            zmq_msg_close(&m);
+            continue;
+        }
+        if (hcl_now() - quiet_since < o_timeout / 1e3) continue;
+        Hcl__ControlRequest rq = HCL__CONTROL_REQUEST__INIT;
+        Hcl__StatusRequest sr = HCL__STATUS_REQUEST__INIT;
+        rq.body_case = HCL__CONTROL_REQUEST__BODY_STATUS;
+        rq.status = &sr;
+        Hcl__ControlReply *r = client_call(cl, &rq);
+        if (!r) {
+            if (interrupted) break;
+            fail(EXIT_NOANSWER, "the job at %s stopped answering (no answer within %lld ms)",
+                 cl->endpoint, (long long)o_timeout);
+        }
+        int done = r->body_case == HCL__CONTROL_REPLY__BODY_STATUS &&
+                   r->status->state == HCL__RUN_STATE__RUN_STATE_DONE;
+        hcl__control_reply__free_unpacked(r, NULL);
+        if (done) break;
+        quiet_since = hcl_now();
+    }
+    zmq_close(sub);
+    return 0;
+}
+
+static int run_command(const char *cmd, const char *arg) {
+    client cl;
+    memset(&cl, 0, sizeof cl);
+    Hcl__ControlRequest rq = HCL__CONTROL_REQUEST__INIT;
+    Hcl__StatusRequest status = HCL__STATUS_REQUEST__INIT;
+    Hcl__WatchRequest watch = HCL__WATCH_REQUEST__INIT;
+    Hcl__PauseRequest pause = HCL__PAUSE_REQUEST__INIT;
+    Hcl__ResumeRequest resume = HCL__RESUME_REQUEST__INIT;
+    Hcl__CheckpointRequest ckpt = HCL__CHECKPOINT_REQUEST__INIT;
+    Hcl__StopRequest stop = HCL__STOP_REQUEST__INIT;
+    Hcl__SetRequest set = HCL__SET_REQUEST__INIT;
+    char key[256], value[256];
+    if (!strcmp(cmd, "status")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_STATUS; rq.status = &status; }
+    else if (!strcmp(cmd, "watch")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_WATCH; rq.watch = &watch; }
+    else if (!strcmp(cmd, "pause")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_PAUSE; rq.pause = &pause; }
+    else if (!strcmp(cmd, "resume")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_RESUME; rq.resume = &resume; }
+    else if (!strcmp(cmd, "checkpoint")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_CHECKPOINT; rq.checkpoint = &ckpt; }
+    else if (!strcmp(cmd, "stop")) {
+        stop.no_checkpoint = o_no_checkpoint;
+        rq.body_case = HCL__CONTROL_REQUEST__BODY_STOP;
+        rq.stop = &stop;
+    } else if (!strcmp(cmd, "set")) {
+        const char *eq = arg ? strchr(arg, '=') : NULL;
+        if (!eq || eq == arg || !eq[1] || strlen(arg) >= sizeof key)
+            fail(EXIT_USAGE, "set: want KEY=VALUE, got '%s'", arg ? arg : "");
+        snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
+        snprintf(value, sizeof value, "%s", eq + 1);
+        set.key = key;
+        set.value = value;
+        rq.body_case = HCL__CONTROL_REQUEST__BODY_SET;
+        rq.set = &set;
+    }
+    client_resolve(&cl);
+    client_open(&cl);
+    Hcl__ControlReply *r = client_call(&cl, &rq);
+    if (!r) {
+        if (interrupted) fail(EXIT_NOANSWER, "interrupted");
+        no_answer(&cl);
+    }
+    int code = 0;
+    if (!r->ok) {
+        code = report_error(cmd, r);
+    } else if (r->body_case == HCL__CONTROL_REPLY__BODY_STATUS && !strcmp(cmd, "status")) {
+        if (o_json) print_status_json(r->status);
+        else print_status(r->status);
+    } else if (r->body_case == HCL__CONTROL_REPLY__BODY_WATCH && !strcmp(cmd, "watch")) {
+        code = cmd_watch(&cl, r->watch->endpoint);
+    } else if (r->body_case == HCL__CONTROL_REPLY__BODY_ACK) {
+        if (o_json) {
+            printf("{\"ok\": true, \"command\": \"%s\", \"step\": %" PRId64 ", \"message\": ", cmd, r->ack->step);
+            json_str(r->message);
+            printf("}\n");
+        } else {
+            printf("ok: %s%s%s at step %" PRId64 "%s%s\n", cmd, arg ? " " : "", arg ? arg : "",
+                   r->ack->step, r->message[0] ? ": " : "", r->message);
+        }
+    } else {
+        fprintf(stderr, "hclctl: %s: the job sent a reply of the wrong kind\n", cmd);
+        code = EXIT_NOANSWER;
+    }
+    hcl__control_reply__free_unpacked(r, NULL);
+    zmq_close(cl.dealer);
+    zmq_ctx_term(cl.ctx);
+    memset(cl.secret_key, 0, sizeof cl.secret_key);
+    return code;
+}
+
+int main(int argc, char **argv) {
+    const char *pos[3] = {0};
+    const cli_option *seen[NOPTS];
+    memset(seen, 0, sizeof seen);
+    int npos = parse_args(argc, argv, pos, 3, seen);
+    if (o_help) {
+        usage(stdout);
+        return 0;
+    }
+    if (!npos) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = pos[0];
+    const cli_command *c = NULL;
+    for (int i = 0; i < NCMDS; i++)
+        if (!strcmp(commands[i].name, cmd)) c = &commands[i];
+    if (!c) fail(EXIT_USAGE, "unknown command '%s' (see hclctl --help)", cmd);
+    int want = c->arg ? 2 : 1;
+    if (npos < want) fail(EXIT_USAGE, "%s: missing %s (usage: hclctl %s %s)", cmd, c->arg, cmd, c->arg);
+    if (npos > want) fail(EXIT_USAGE, "%s: unexpected argument '%s'", cmd, pos[want]);
+    for (int i = 0; i < NOPTS; i++)
+        if (seen[i] && seen[i]->only && strcmp(seen[i]->only, cmd))
+            fail(EXIT_USAGE, "--%s: only for %s", seen[i]->name, seen[i]->only);
+    if (seen[0] && seen[1]) fail(EXIT_USAGE, "--run-dir and --endpoint: pick one");
+    if (!strcmp(cmd, "keygen")) return cmd_keygen(pos[1]);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return run_command(cmd, want == 2 ? pos[1] : NULL);
+}
