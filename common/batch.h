@@ -50,6 +50,9 @@ typedef struct {
     double worker_timeout;      /* seconds without a batch before a worker ends itself */
     int64_t batch;              /* global batch rows: the largest n a batch will have */
     uint64_t max_batch_bytes;   /* largest buffer a worker receives */
+    char tel_endpoint[256];     /* telemetry PULL socket of rank 0 (tcp), CURVE keys (Z85) */
+    char tel_server_public[41];
+    char tel_client_secret[41];
     hcl_model_config mc;
     hcl_loss_config lc;
     hcl_optim_config oc;

@@ -56,18 +56,33 @@ typedef struct {
     double dt;                                       /* part of d loss / d t */
 } hcl_loss_result;
 
+/* The logits are never held as a whole (b, N) block: candidates are walked in column tiles of
+ * `tile` columns, (b, tile) logits at a time. When the whole block fits in
+ * HCL_LOSS_ONE_TILE_FLOATS it is one tile (one pass, nothing recomputed); otherwise tiles of
+ * HCL_LOSS_TILE columns and two passes (log-sum-exps first, then the gradient, the tile's logits
+ * recomputed). Scratch: max_b * tile + O(max_n) floats, O(max_n) doubles. */
+#define HCL_LOSS_TILE 512
+#define HCL_LOSS_ONE_TILE_FLOATS ((int64_t)1 << 22)
+
 typedef struct {
     hcl_loss_config cfg;
     int64_t max_b, max_n;
-    float *scratch;                     /* sized once by loss_ctx_init */
+    int64_t tile;                       /* candidate columns per tile */
+    float *scratch;                     /* sized once by loss_ctx_init: (max_b, tile) + vectors */
     int64_t scratch_len;
+    double *dscratch;                   /* per-row and per-column sums, O(max_n) */
+    int64_t dscratch_len;
     int32_t *iscratch;                  /* SUPCON: (label, views present) per row, for the count */
-    int64_t iscratch_len;               /* of anchors kept; NULL otherwise */
+    int64_t iscratch_len;               /* of anchors kept, and positive keys; NULL otherwise */
 } hcl_loss_ctx;
 
 void loss_config_default(hcl_loss_config *c, int nviews, int dim);
-/* Size the scratch for up to max_b own rows and max_n gathered rows. */
+/* Size the scratch for up to max_b own rows and max_n gathered rows, default tile. */
 void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n);
+/* The same with tile columns per tile (0: the default); a tile wider than the widest block is
+ * cut to it. Results agree with any tile up to float rounding in another order. */
+void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
+                        int64_t tile);
 void loss_ctx_free(hcl_loss_ctx *c);
 
 /* dz[v] (N, D): d loss / d z[v] for ALL N rows, accumulated (+=); may be NULL for forward only

@@ -42,7 +42,8 @@ int main(int argc, char **argv) {
             (size > 1 && run.batch < size - 1 &&
              hcl_err(err, "--batch-size: %lld rows cannot be split among %d workers",
                      (long long)run.batch, size - 1)) ||
-            run_resume(&run, err) != 0 || run_open_dir(&run, err) != 0) {
+            run_resume(&run, err) != 0 || run_open_dir(&run, err) != 0 ||
+            run_control_open(&run, size > 1 ? size - 1 : 1, err) != 0) {
             fprintf(stderr, "hcl-train: %s\n", err);
             su.status = 2;
         } else {

@@ -5,11 +5,13 @@
 #include <signal.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels.h"
 #include "log.h"
 #include "step.h"
+#include "telemetry.h"
 #include "util.h"
 
 /* ---- configuration from flags and data ---------------------------------------------------- */
@@ -179,6 +181,13 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     r->snap_floats = batch_snapshot_floats(r->ck_model.nparams, r->nstate);
     r->snap = hcl_floats(r->snap_floats);
     r->last_ckpt_step = -1;
+    r->lr_scale = 1.0;
+    control_status_init(&r->st);
+    r->st.total_steps = r->total_steps;
+    r->st.log_every = cfg->log_every;
+    r->st.checkpoint_every = cfg->checkpoint_every;
+    r->st.checkpoint_interval_s = cfg->checkpoint_interval;
+    if (cfg->worker_timeout <= 0) return hcl_err(err, "--worker-timeout: must be more than 0 seconds");
     r->perm = hcl_malloc(sizeof(int64_t) * (size_t)ds->n);
     r->rows = hcl_malloc(sizeof(int64_t) * (size_t)(r->batch > (r->has_val ? r->val.n : 0) ? r->batch : r->val.n));
     return 0;
@@ -192,6 +201,8 @@ void run_free(hcl_run *r) {
     if (r->ck_model.params) model_free(&r->ck_model);
     free(r->snap);
     if (r->metrics) fclose(r->metrics);
+    if (r->tel) telemetry_close(r->tel);
+    control_close(r->ctl);
     memset(r, 0, sizeof *r);
 }
 
@@ -333,9 +344,47 @@ typedef struct {
     hcl_step_result local_res[2];
 } transport;
 
-static void wait_all_polite(MPI_Request *reqs, int n) {
+/* ---- waiting: the control socket is the coordinator's sleep -------------------------------- */
+
+/* Every second: a worker whose telemetry (the heartbeat) is silent for --worker-timeout is
+ * lost: say which and end the job. MPI_Abort may itself hang on a cut network, so an alarm
+ * ends this process regardless, and mpirun then takes the rest down. */
+static void check_workers(hcl_run *r) {
+    double now = hcl_now();
+    if (now - r->last_health < 1.0 || !r->ctl || r->world_size < 2) return;
+    r->last_health = now;
+    int w = control_silent_worker(r->ctl, r->cfg.worker_timeout);
+    if (w < 0) return;
+    const hcl_worker_stat *ws = control_worker(r->ctl, w);
+    LOG_ERROR("worker %d (rank %d) silent for %.0f s (--worker-timeout %.0f): lost; aborting the job; "
+              "the last checkpoint is %s", w, w + 1, ws ? now - ws->last_seen : 0.0, r->cfg.worker_timeout,
+              r->last_ckpt_path[0] ? r->last_ckpt_path : "none");
+    alarm(10);
+    MPI_Abort(MPI_COMM_WORLD, 5);
+    _exit(5);
+}
+
+/* Wait for an MPI request without spinning: the sleep is zmq_poll on the control sockets, so
+ * requests are answered while the workers compute. */
+static void coord_wait(hcl_run *r, MPI_Request *req) {
+    int done = 0;
+    for (int spins = 0;; spins++) {
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done) return;
+        if (spins < 50) continue;
+        if (r->ctl) {
+            control_service(r->ctl, &r->st, 1);
+        } else {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        check_workers(r);
+    }
+}
+
+static void wait_all(hcl_run *r, MPI_Request *reqs, int n) {
     for (int i = 0; i < n; i++)
-        if (reqs[i] != MPI_REQUEST_NULL) worker_wait_polite(&reqs[i], MPI_STATUS_IGNORE);
+        if (reqs[i] != MPI_REQUEST_NULL) coord_wait(r, &reqs[i]);
 }
 
 static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
@@ -347,9 +396,9 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
     } else if (j->flags & HCL_BATCH_EVAL) {
         for (int64_t i = 0; i < j->n; i++) r->rows[i] = (int64_t)j->eval_index * r->batch + i;
     }
-    float lr = (j->flags & HCL_BATCH_TRAIN) ? optim_lr_at(&r->oc, j->step) : 0.0f;
+    float lr = (j->flags & HCL_BATCH_TRAIN) ? (float)(optim_lr_at(&r->oc, j->step) * r->lr_scale) : 0.0f;
     int nw = tp->nw ? tp->nw : 1;
-    if (tp->nw) wait_all_polite(tp->sreq[slot], tp->nw);
+    if (tp->nw) wait_all(r, tp->sreq[slot], tp->nw);
     for (int w = 0; w < nw; w++) {
         uint8_t *b = tp->buf[slot] + (size_t)w * tp->bytes;
         if (!data) {
@@ -371,6 +420,11 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
         hcl_step_result *res = &tp->local_res[slot];
         if (data) {
             worker_step(tp->local, tp->buf[slot], res);
+            if (r->tel) {
+                hcl_telemetry_msg m = {res->step, res->t_compute, res->t_allgather, res->t_reduce_scatter,
+                                       res->t_allreduce, 0, 0, telemetry_rss_bytes()};
+                telemetry_send(r->tel, &m);
+            }
         } else {
             memset(res, 0, sizeof *res);
             res->step = j->step;
@@ -381,14 +435,15 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
     }
 }
 
-static void await_result(transport *tp, int slot, hcl_step_result *res) {
+static void await_result(hcl_run *r, transport *tp, int slot, hcl_step_result *res) {
     if (!tp->nw) {
         *res = tp->local_res[slot];
+        if (r->ctl) control_service(r->ctl, &r->st, 0);   /* between steps computed here */
         return;
     }
     MPI_Request req;
     MPI_Irecv(res, (int)sizeof *res, MPI_BYTE, 1, HCL_TAG_RESULT, MPI_COMM_WORLD, &req);
-    worker_wait_polite(&req, MPI_STATUS_IGNORE);
+    coord_wait(r, &req);
     HCL_CHECK(res->step == tp->jobs[slot].step && res->flags == tp->jobs[slot].flags,
               "result of step %lld (flags %u) arrived for step %lld (flags %u)", (long long)res->step,
               res->flags, (long long)tp->jobs[slot].step, tp->jobs[slot].flags);
@@ -433,8 +488,86 @@ static int is_log_step(const hcl_run *r, int64_t step) {
     return (step + 1) % r->cfg.log_every == 0 || step + 1 == r->total_steps;
 }
 
+/* Operator commands take effect at this step boundary: the next job generated. */
+static void handle_commands(hcl_run *r, job_gen *g) {
+    ctl_request rq;
+    while (r->ctl && control_next(r->ctl, &rq)) {
+        int64_t at = g->next_step;
+        switch (rq.cmd) {
+        case CTL_CMD_PAUSE:
+            if (r->paused || r->stop_req) {
+                control_reply_error(r->ctl, &rq, CTL_ERROR_REFUSED, r->paused ? "already paused" : "stopping");
+                break;
+            }
+            r->paused = 1;
+            r->st.state = HCL_RUN_STATE_PAUSED;
+            LOG_INFO("hclctl pause: paused after step %lld", (long long)at);
+            control_reply_ok(r->ctl, &rq, at, "paused");
+            break;
+        case CTL_CMD_RESUME:
+            if (!r->paused) {
+                control_reply_error(r->ctl, &rq, CTL_ERROR_REFUSED, "not paused");
+                break;
+            }
+            r->paused = 0;
+            r->st.state = HCL_RUN_STATE_RUNNING;
+            LOG_INFO("hclctl resume: running again from step %lld", (long long)at);
+            control_reply_ok(r->ctl, &rq, at, "running");
+            break;
+        case CTL_CMD_CHECKPOINT:
+            if (g->last_snapshot == at && g->snapshot_at < 0 && r->last_ckpt_step == at) {
+                control_reply_ok(r->ctl, &rq, at, r->last_ckpt_path);
+                break;
+            }
+            if (r->nckpt_waiters == CONTROL_QUEUE_MAX) {
+                control_reply_error(r->ctl, &rq, CTL_ERROR_BUSY, "too many checkpoint requests waiting");
+                break;
+            }
+            r->ckpt_waiters[r->nckpt_waiters++] = rq;
+            if (g->snapshot_at < 0) g->snapshot_at = at;
+            LOG_INFO("hclctl checkpoint: at step %lld", (long long)g->snapshot_at);
+            break;
+        case CTL_CMD_STOP:
+            r->stop_req = 1;
+            r->stop_no_ckpt = rq.no_checkpoint;
+            r->st.state = HCL_RUN_STATE_STOPPING;
+            LOG_INFO("hclctl stop: stopping at step %lld%s", (long long)at, rq.no_checkpoint ? " without a checkpoint" : "");
+            control_reply_ok(r->ctl, &rq, at, rq.no_checkpoint ? "stopping without a checkpoint" : "stopping after a checkpoint");
+            break;
+        case CTL_CMD_SET:
+            switch (rq.key) {
+            case CTL_KEY_LR_SCALE:
+                r->lr_scale = rq.value;
+                r->st.lr_scale = rq.value;
+                break;
+            case CTL_KEY_LOG_EVERY:
+                r->cfg.log_every = (int64_t)rq.value;
+                r->st.log_every = r->cfg.log_every;
+                break;
+            case CTL_KEY_CHECKPOINT_INTERVAL:
+                r->cfg.checkpoint_interval = rq.value;
+                r->st.checkpoint_interval_s = rq.value;
+                break;
+            case CTL_KEY_CHECKPOINT_EVERY:
+                r->cfg.checkpoint_every = (int64_t)rq.value;
+                r->st.checkpoint_every = r->cfg.checkpoint_every;
+                break;
+            }
+            LOG_INFO("hclctl %s: takes effect at step %lld (lr scale %.6g)", rq.text, (long long)at + 1, r->lr_scale);
+            control_reply_ok(r->ctl, &rq, at + 1, NULL);
+            break;
+        }
+    }
+}
+
 static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
     memset(j, 0, sizeof *j);
+    handle_commands(r, g);
+    if (r->stop_req && !sig_stop) {
+        sig_stop = 1;
+        if (r->stop_no_ckpt) g->last_snapshot = g->next_step;   /* nothing to write at the stop */
+    }
+    if (sig_stop) r->st.state = HCL_RUN_STATE_STOPPING;
     if (g->eval_left == 0 && g->snapshot_at >= 0) {
         j->flags = HCL_BATCH_SNAPSHOT;
         j->step = g->snapshot_at;
@@ -442,10 +575,22 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
         g->snapshot_at = -1;
         return 1;
     }
+    if (r->paused && !sig_stop && g->eval_left == 0) {
+        /* Paused: no batches; a PING now and then keeps the workers' watchdog quiet. */
+        double ping = r->cfg.worker_timeout / 4 < 5 ? r->cfg.worker_timeout / 4 : 5;
+        if (nw && hcl_now() - r->last_ping > ping) {
+            r->last_ping = hcl_now();
+            j->flags = HCL_BATCH_PING;
+            j->step = g->next_step;
+            return 1;
+        }
+        return 2;
+    }
     if (g->eval_left == 0 && !g->stopped && g->next_step < r->total_steps) {
         if (sig_stop) {
             /* SIGTERM, SIGINT, SIGUSR2: checkpoint at this boundary, then stop. */
-            LOG_INFO("stop requested by signal: checkpoint at step %lld, then exit", (long long)g->next_step);
+            LOG_INFO("stop requested: %s at step %lld, then exit",
+                     g->last_snapshot == g->next_step ? "no checkpoint" : "checkpoint", (long long)g->next_step);
             g->stopped = 1;
             if (g->last_snapshot != g->next_step) {
                 j->flags = HCL_BATCH_SNAPSHOT;
@@ -508,9 +653,12 @@ static void take_checkpoint(hcl_run *r, transport *tp, int64_t step) {
     if (tp->nw) {
         MPI_Request req;
         MPI_Irecv(r->snap, (int)r->snap_floats, MPI_FLOAT, 1, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &req);
-        worker_wait_polite(&req, MPI_STATUS_IGNORE);
+        coord_wait(r, &req);
     }   /* a worker in this process was packed into r->snap when the job was submitted */
     double t0 = hcl_now();
+    enum hcl_run_state was = r->st.state;
+    r->st.state = HCL_RUN_STATE_CHECKPOINTING;
+    if (r->ctl) control_service(r->ctl, &r->st, 0);
     int64_t np = r->ck_model.nparams;
     memcpy(r->ck_model.params, r->snap, sizeof(float) * (size_t)np);
     hcl_ckpt_state st;
@@ -531,18 +679,28 @@ static void take_checkpoint(hcl_run *r, transport *tp, int64_t step) {
     st.updates = counters[0];
     st.skipped = counters[1];
     st.optimizer = r->oc.kind;
-    st.lr_scale = 1.0;
+    st.lr_scale = r->lr_scale;
     st.global_batch = r->batch;
     char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
-    if (ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + np, &st, (int)r->cfg.keep, path, err) != 0) {
+    int rc = ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + np, &st, (int)r->cfg.keep, path, err);
+    r->st.state = was;
+    if (rc != 0) {
         snprintf(r->last_ckpt_error, sizeof r->last_ckpt_error, "step %lld: %s", (long long)step, err);
         LOG_ERROR("checkpoint of step %lld failed, training goes on: %s", (long long)step, err);
-        return;
+    } else {
+        r->last_ckpt_error[0] = 0;
+        r->last_ckpt_step = step;
+        snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", path);
+        LOG_INFO("checkpoint %s (%.0f ms)", path, 1e3 * (hcl_now() - t0));
     }
-    r->last_ckpt_error[0] = 0;
-    r->last_ckpt_step = step;
-    snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", path);
-    LOG_INFO("checkpoint %s (%.0f ms)", path, 1e3 * (hcl_now() - t0));
+    snprintf(r->st.last_checkpoint_path, sizeof r->st.last_checkpoint_path, "%s", r->last_ckpt_path);
+    snprintf(r->st.last_checkpoint_error, sizeof r->st.last_checkpoint_error, "%s", r->last_ckpt_error);
+    r->st.last_checkpoint_step = r->last_ckpt_step;
+    for (int i = 0; i < r->nckpt_waiters; i++) {
+        if (rc == 0) control_reply_ok(r->ctl, &r->ckpt_waiters[i], step, path);
+        else control_reply_error(r->ctl, &r->ckpt_waiters[i], CTL_ERROR_FAILED, r->last_ckpt_error);
+    }
+    r->nckpt_waiters = 0;
 }
 
 /* A resumed run continues metrics.jsonl: lines of steps after the checkpoint (logged by the
@@ -620,6 +778,9 @@ int run_resume(hcl_run *r, char *err) {
     int64_t counters[2] = {st.updates, st.skipped};
     memcpy(r->snap + r->ck_model.nparams + r->nstate, counters, sizeof counters);
     r->start_step = st.step;
+    if (st.lr_scale > 0) r->lr_scale = st.lr_scale;
+    r->st.step = st.step;
+    r->st.epoch = st.step / r->steps_per_epoch;
     snprintf(r->resume_from, sizeof r->resume_from, "%s", dir);
     snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", dir);
     r->last_ckpt_step = st.step;
@@ -643,6 +804,20 @@ int run_open_dir(hcl_run *r, char *err) {
     return 0;
 }
 
+int run_control_open(hcl_run *r, int nworkers, char *err) {
+    const hcl_config *c = &r->cfg;
+    if (control_open(&r->ctl, c->control[0] ? c->control : NULL, c->run_dir,
+                     c->control_secret[0] ? c->control_secret : NULL,
+                     c->control_clients[0] ? c->control_clients : NULL, err) != 0)
+        return -1;
+    hcl_setup *t = &r->tel_setup;
+    if (control_telemetry_open(r->ctl, nworkers, NULL, t->tel_endpoint, t->tel_server_public,
+                               t->tel_client_secret, err) != 0)
+        return -1;
+    LOG_INFO("control: %s (hclctl --run-dir %s status)", control_endpoint(r->ctl), c->run_dir);
+    return 0;
+}
+
 void run_setup(const hcl_run *r, hcl_setup *su) {
     memset(su, 0, sizeof *su);
     su->learn_t = r->learn_t;
@@ -651,6 +826,9 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->worker_timeout = r->cfg.worker_timeout;
     su->batch = r->batch;
     su->resume = r->start_step > 0;
+    memcpy(su->tel_endpoint, r->tel_setup.tel_endpoint, sizeof su->tel_endpoint);
+    memcpy(su->tel_server_public, r->tel_setup.tel_server_public, sizeof su->tel_server_public);
+    memcpy(su->tel_client_secret, r->tel_setup.tel_client_secret, sizeof su->tel_client_secret);
     su->mc = r->mc;
     su->lc = r->lc;
     su->oc = r->oc;
@@ -678,10 +856,14 @@ int run_train(hcl_run *r, int nw) {
         if (r->start_step > 0) {
             MPI_Request rq;
             MPI_Ibcast(r->snap, (int)r->snap_floats, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq);
-            worker_wait_polite(&rq, MPI_STATUS_IGNORE);
+            coord_wait(r, &rq);
         }
     }
     r->last_ckpt_time = hcl_now();
+    if (!nw && r->ctl &&
+        telemetry_open(&r->tel, r->tel_setup.tel_endpoint, r->tel_setup.tel_server_public,
+                       r->tel_setup.tel_client_secret, 0, err) != 0)
+        LOG_WARN("telemetry of the in-process worker: %s", err);
     tp.bytes = run_batch_bytes(r, r->batch, nw ? nw : 1);
     for (int s = 0; s < 2; s++) {
         tp.buf[s] = hcl_malloc(tp.bytes * (size_t)(nw ? nw : 1));
@@ -705,22 +887,49 @@ int run_train(hcl_run *r, int nw) {
     if (r->start_step == 0 && r->cfg.checkpoint_every > 0) gen.snapshot_at = 0;   /* the initial weights */
     job j;
     int head = 0, pending = 0, more = 1;
+    r->st.state = r->paused ? HCL_RUN_STATE_PAUSED : HCL_RUN_STATE_RUNNING;
+    r->st.lr_scale = r->lr_scale;
+    double t_last_step = hcl_now(), step_s = 0;
     for (;;) {
         /* Keep two jobs in flight: the workers never wait for the coordinator to pack. */
+        int idle = 0;
         while (more && pending < 2) {
-            more = next_job(r, &gen, nw, &j);
-            if (!more) break;
+            int k = next_job(r, &gen, nw, &j);
+            if (k == 0) { more = 0; break; }
+            if (k == 2) { idle = 1; break; }
             submit(r, &tp, (head + pending) % 2, &j);
             if (j.flags & HCL_BATCH_STOP) { more = 0; break; }
             pending++;
         }
-        if (!pending) break;
+        if (!pending) {
+            if (!idle) break;
+            /* Paused and drained: sleep in the control socket until a command comes. */
+            r->st.elapsed_s = hcl_now() - t_start;
+            if (r->ctl) control_service(r->ctl, &r->st, 100);
+            else usleep(100000);
+            check_workers(r);
+            t_window = t_last_step = hcl_now();
+            window_steps = 0;
+            continue;
+        }
         job *cur = &tp.jobs[head];
-        await_result(&tp, head, &res);
+        await_result(r, &tp, head, &res);
         head = (head + 1) % 2;
         pending--;
         if (cur->flags & HCL_BATCH_TRAIN) {
             window_steps++;
+            double now = hcl_now();
+            step_s = step_s ? 0.9 * step_s + 0.1 * (now - t_last_step) : now - t_last_step;
+            t_last_step = now;
+            r->st.step = res.step + 1;
+            r->st.epoch = res.step / r->steps_per_epoch;
+            r->st.loss = res.loss;
+            r->st.lr = res.lr;
+            r->st.logit_scale = res.logit_scale;
+            r->st.samples_per_s = step_s > 0 ? r->batch / step_s : 0;
+            r->st.eta_s = step_s * (double)(r->total_steps - res.step - 1);
+            r->st.elapsed_s = now - t_start;
+            if (r->ctl) control_publish(r->ctl, &r->st);
             if (res.skipped) {
                 skipped++;
                 LOG_WARN("step %lld: non-finite loss or gradient on a worker, update skipped on all "
@@ -751,15 +960,17 @@ int run_train(hcl_run *r, int nw) {
         window_steps = 0;
     }
     for (int s = 0; s < 2; s++) {
-        if (nw) wait_all_polite(tp.sreq[s], nw);
+        if (nw) wait_all(r, tp.sreq[s], nw);
         free(tp.buf[s]);
         free(tp.sreq[s]);
     }
     if (tty) fputc('\n', stderr);
+    r->st.state = HCL_RUN_STATE_DONE;
+    if (r->ctl) control_service(r->ctl, &r->st, 0);
     double secs = hcl_now() - t_start;
     int64_t ran = gen.next_step - r->start_step;
     if (gen.next_step < r->total_steps)
-        LOG_INFO("stopped at step %lld of %lld by signal after %.1f s; resume with --resume auto",
+        LOG_INFO("stopped at step %lld of %lld after %.1f s; resume with --resume auto",
                  (long long)gen.next_step, (long long)r->total_steps, secs);
     else
         LOG_INFO("done: %lld steps in %.1f s (%.0f samples/s), final loss %.4f, logit scale %.2f, %lld skipped",

@@ -12,6 +12,7 @@
 
 #include "batch.h"
 #include "ckpt.h"
+#include "control.h"
 #include "config.h"
 #include "dataset.h"
 #include "loss.h"
@@ -47,6 +48,17 @@ typedef struct {
     char last_ckpt_path[CKPT_PATH_MAX];
     char last_ckpt_error[HCL_ERR_MAX + 64];
     int world_size;
+    /* control plane */
+    hcl_control *ctl;
+    hcl_status st;              /* what hclctl status shows; the loop keeps it current */
+    struct hcl_telemetry *tel;  /* the in-process worker's telemetry (one rank) */
+    double lr_scale;            /* operator's multiplier on the schedule */
+    int paused;
+    int stop_req, stop_no_ckpt; /* a stop decided by a signal or hclctl */
+    ctl_request ckpt_waiters[CONTROL_QUEUE_MAX];  /* `checkpoint` requests answered when written */
+    int nckpt_waiters;
+    double last_ping, last_health;
+    hcl_setup tel_setup;        /* telemetry endpoint and keys handed to the workers */
 } hcl_run;
 
 int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);
@@ -66,6 +78,9 @@ int run_resume(hcl_run *r, char *err);
 /* Create the run directory, config.txt and metrics.jsonl (after run_prepare succeeded); a
  * resumed run keeps the metrics lines up to the step it resumes from. */
 int run_open_dir(hcl_run *r, char *err);
+/* Bind the control socket (--control, default ipc in the run directory) and the telemetry
+ * socket for nworkers workers (1 for a worker in this process). */
+int run_control_open(hcl_run *r, int nworkers, char *err);
 /* What rank 0 broadcasts to the workers before the first batch. */
 void run_setup(const hcl_run *r, hcl_setup *su);
 /* SIGUSR1: checkpoint at the next step boundary; SIGUSR2, SIGTERM, SIGINT: checkpoint there

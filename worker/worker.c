@@ -8,6 +8,7 @@
 #include "kernels.h"
 #include "log.h"
 #include "step.h"
+#include "telemetry.h"
 #include "util.h"
 
 double worker_wait_polite(MPI_Request *req, MPI_Status *status) {
@@ -86,6 +87,14 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         worker_wait_polite(&rq, MPI_STATUS_IGNORE);
         worker_snapshot_unpack(&w, snap);
     }
+    hcl_telemetry *tel = NULL;
+    if (su->tel_endpoint[0] &&
+        telemetry_open(&tel, su->tel_endpoint, su->tel_server_public, su->tel_client_secret, w.rank, err) != 0)
+        LOG_WARN("telemetry: %s (the coordinator will see this worker as silent)", err);
+    /* bytes a step's collectives move per worker: all-gather and reduce-scatter of the N x V x D
+     * embeddings, the all-reduce of the parameter gradient (ring: about twice its size) */
+    uint64_t step_bytes = w.size > 1 ? (uint64_t)4 * (2 * (uint64_t)su->batch * su->mc.nviews * su->mc.dim +
+                                                      2 * (uint64_t)w.model.nparams) : 0;
     uint8_t *buf[2];
     buf[0] = hcl_malloc(su->max_batch_bytes);
     buf[1] = hcl_malloc(su->max_batch_bytes);
@@ -118,6 +127,12 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
             res.flags = h->flags;
         }
         res.t_wait = waited;
+        if (tel && (h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_PING))) {
+            hcl_telemetry_msg m = {h->step, res.t_compute, res.t_allgather, res.t_reduce_scatter,
+                                   res.t_allreduce, waited, (h->flags & HCL_BATCH_TRAIN) ? step_bytes : 0,
+                                   telemetry_rss_bytes()};
+            telemetry_send(tel, &m);
+        }
         if (h->flags & HCL_BATCH_CHECK) {
             uint32_t mine = worker_param_checksum(&w);
             MPI_Allgather(&mine, 1, MPI_UINT32_T, sums, 1, MPI_UINT32_T, workers);
@@ -140,6 +155,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         }
         cur ^= 1;
     }
+    telemetry_close(tel);
     free(sums);
     free(snap);
     free(buf[0]);
