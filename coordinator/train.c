@@ -436,9 +436,11 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
 }
 
 static void await_result(hcl_run *r, transport *tp, int slot, hcl_step_result *res) {
+    /* Once per job whatever the waits did: when the coordinator is the slower side its MPI
+     * requests are complete before it looks, and the control socket must not starve. */
+    if (r->ctl) control_service(r->ctl, &r->st, 0);
     if (!tp->nw) {
         *res = tp->local_res[slot];
-        if (r->ctl) control_service(r->ctl, &r->st, 0);   /* between steps computed here */
         return;
     }
     MPI_Request req;

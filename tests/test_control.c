@@ -12,7 +12,12 @@
  *
  *   test_control                       run the tests
  *   test_control --serve DIR [flags]   a fake training loop behind the control plane, for
- *                                      tests/test_hclctl.sh (see serve_main) */
+ *                                      tests/test_hclctl.sh (see serve_main)
+ *   test_control --latency ENDPOINT N  N status requests over one connection: median and max
+ *                                      round trip; exit 1 if any took 100 ms or more
+ *   test_control --fuzz ENDPOINT N     N seeded random byte strings and truncated status/watch
+ *                                      requests at a real job (tests/test_control_job.sh):
+ *                                      nothing that could decode as a command */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1056,8 +1061,59 @@ static void rm_rf(const char *path) {
     }
 }
 
+/* ---- --fuzz for tests/test_control_job.sh ---------------------------------------------------- */
+
+static int fuzz_main(const char *ep, int n) {
+    void *ctx = zmq_ctx_new();
+    void *fz = client_socket(ctx, ZMQ_DEALER, ep, NULL, NULL);
+    uint8_t buf[2048], valid[512];
+    int sent = 0, replies = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        if (rnd() % 2) {                    /* random bytes */
+            len = rnd() % 300;
+            for (size_t k = 0; k < len; k++) buf[k] = (uint8_t)rnd();
+        } else {                            /* a status (10) or watch (11) request cut short */
+            size_t vn = pack_request(valid, (int)(10 + rnd() % 2), rnd(), 1, NULL, NULL, (int)(rnd() % 2));
+            len = vn ? rnd() % vn : 0;
+            memcpy(buf, valid, len);
+        }
+        if (rnd() % 50 == 0) zmq_send(fz, buf, len > 5 ? 5 : len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        if (zmq_send(fz, buf, len, ZMQ_DONTWAIT) >= 0) sent++;
+        uint8_t rb[4096];
+        while (zmq_recv(fz, rb, sizeof rb, ZMQ_DONTWAIT) >= 0) replies++;
+    }
+    void *cli = client_socket(ctx, ZMQ_DEALER, ep, NULL, NULL);
+    double rtt = status_rtt(cli, 1);
+    printf("fuzz: %d messages sent, %d reply frames so far; status right after: %.2f ms\n", sent, replies, rtt * 1e3);
+    zmq_close(fz);
+    zmq_close(cli);
+    zmq_ctx_term(ctx);
+    return rtt >= 0 && rtt < 0.5 ? 0 : 1;
+}
+
+static int latency_main(const char *ep, int n) {
+    void *ctx = zmq_ctx_new();
+    void *cli = client_socket(ctx, ZMQ_DEALER, ep, NULL, NULL);
+    double *t = hcl_calloc((size_t)n, sizeof(double));
+    for (int i = 0; i < n; i++) {
+        t[i] = status_rtt(cli, 1000 + (uint64_t)i);
+        if (t[i] < 0) t[i] = 1e9;
+        usleep(20000);
+    }
+    qsort(t, (size_t)n, sizeof(double), cmp_d);
+    printf("status round trip over %d requests: median %.2f ms, max %.2f ms\n", n, t[n / 2] * 1e3, t[n - 1] * 1e3);
+    int ok = t[n - 1] < 0.1;
+    free(t);
+    zmq_close(cli);
+    zmq_ctx_term(ctx);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "--serve")) return serve_main(argc, argv);
+    if (argc == 4 && !strcmp(argv[1], "--latency")) return latency_main(argv[2], atoi(argv[3]));
+    if (argc == 4 && !strcmp(argv[1], "--fuzz")) return fuzz_main(argv[2], atoi(argv[3]));
     log_init("test", 0, HCL_LOG_WARN);
     setvbuf(stdout, NULL, _IOLBF, 0);
     snprintf(tmp_root, sizeof tmp_root, "/tmp/test_control.XXXXXX");

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# The control plane against a real mpirun job (coordinator + 2 workers) over real sockets:
+# status while training (answered within 100 ms), pause (no progress, no CPU on any rank),
+# resume, checkpoint on request, set lr visible in metrics at the reported step, 10,000 random
+# and truncated messages, stop (exit 0 after a checkpoint); CURVE on a non-loopback endpoint
+# (authorised key answered, unknown key refused, no keys refused); a SIGSTOPped worker ends
+# the job within --worker-timeout with a line naming it.
+set -euo pipefail
+B=${HCL_BUILD:-build}
+PY=/usr/bin/python3
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d /tmp/hcl_ctljob.XXXXXX)
+cleanup() { pkill -CONT -f "$tmp" 2>/dev/null || true; pkill -9 -f "$tmp" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; [ -f "$tmp/job.log" ] && tail -20 "$tmp/job.log" >&2; exit 1; }
+ctl() { "$B/hclctl" --run-dir "$tmp/run" "$@"; }
+jget() { $PY -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
+
+"$B/hcl-data" synth "$tmp/data" --rows 4096 --widths 64,32,16 --seed 1 >/dev/null
+job=(--data "$tmp/data" --hidden 256,256 --dim 32 --batch-size 256 --steps 100000 --threads 1 --log-every 1
+     --worker-timeout 5)
+mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run" >"$tmp/job.log" 2>&1 &
+mp=$!
+for _ in $(seq 100); do [ -s "$tmp/run/metrics.jsonl" ] && [ -f "$tmp/run/control.endpoint" ] && break; sleep 0.1; done
+[ -f "$tmp/run/control.endpoint" ] || fail "the job wrote no control.endpoint"
+[ "$(stat -c %a "$(sed -n '1s|^ipc://||p' "$tmp/run/control.endpoint")")" = 600 ] || fail "control socket is not owner-only"
+
+# status while training: every request answered within 100 ms (round trip on one connection)
+"$B/test_control" --latency "$(head -1 "$tmp/run/control.endpoint")" 100 || fail "status not answered within 100 ms"
+ctl --json status > "$tmp/s.json"
+[ "$(jget 'd["state"]' < "$tmp/s.json")" = running ] || fail "state is not running: $(cat "$tmp/s.json")"
+[ "$(jget 'len(d["workers"])' < "$tmp/s.json")" = 2 ] || fail "status lacks the 2-worker table"
+ctl status | grep -q "^rank" || fail "human status lacks the worker table"
+
+# pause: the reply names the step; no progress and no CPU on any rank
+P=$(ctl --json pause | jget 'd["step"]')
+sleep 1.5
+"$B/test_control" --latency "$(head -1 "$tmp/run/control.endpoint")" 20 || fail "status not answered within 100 ms while paused"
+ctl --json status > "$tmp/s.json"
+[ "$(jget 'd["state"]' < "$tmp/s.json")" = paused ] || fail "not paused"
+[ "$(jget 'd["step"]' < "$tmp/s.json")" = "$P" ] || fail "paused at $P but status says step $(jget 'd["step"]' < "$tmp/s.json")"
+pids=$(pgrep -f "$tmp/run" | grep -v "^$mp\$" | tr '\n' ' ')
+ticks() { local t=0 p; for p in $pids; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+t0=$(ticks); sleep 3; t1=$(ticks)
+cpu=$($PY -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) / 3 * 100, 1))")
+$PY -c "import sys; sys.exit(0 if $cpu <= 5 else 1)" || fail "paused job used $cpu% of a core"
+[ "$(ctl --json status | jget 'd["step"]')" = "$P" ] || fail "steps advanced while paused"
+echo "pause at step $P: no progress, all 3 ranks together $cpu% of one core over 3 s"
+
+# resume, checkpoint on request
+ctl resume >/dev/null
+sleep 0.5
+[ "$(ctl --json status | jget 'd["step"]')" -gt "$P" ] || fail "no progress after resume"
+C=$(ctl --timeout 5000 --json checkpoint | jget 'd["step"]')
+[ -f "$tmp/run/checkpoints/step-$(printf %08d "$C")/state.pb" ] || fail "checkpoint of step $C not on disk"
+echo "checkpoint on request at step $C"
+
+# set lr: visible in metrics.jsonl at the reported step
+S=$(ctl --json set lr=0.0004 | jget 'd["step"]')
+for _ in $(seq 50); do grep -q "\"step\": $S," "$tmp/run/metrics.jsonl" && break; sleep 0.1; done
+$PY - "$tmp/run/metrics.jsonl" "$S" <<'PY' || fail "set lr not visible at step $S"
+import json, sys
+rows = {json.loads(l)["step"]: json.loads(l) for l in open(sys.argv[1])}
+s = int(sys.argv[2])
+assert abs(rows[s]["lr"] - 4e-4) <= 1e-3 * 4e-4, rows[s]["lr"]
+assert abs(rows[s - 1]["lr"] - 4e-4) > 1e-5, rows[s - 1]["lr"]
+print(f"set lr=0.0004: metrics step {s - 1} lr {rows[s - 1]['lr']:.6g}, step {s} lr {rows[s]['lr']:.6g}")
+PY
+
+# 10,000 random and truncated messages: the job keeps training and answering
+before=$(ctl --json status | jget 'd["step"]')
+"$B/test_control" --fuzz "$(head -1 "$tmp/run/control.endpoint")" 10000 || fail "fuzzing: status not answered after"
+sleep 0.5
+after=$(ctl --json status | jget 'd["step"]') || fail "status after fuzzing"
+[ "$after" -gt "$before" ] || fail "training stalled under fuzzing"
+kill -0 $mp || fail "the job died under fuzzing"
+
+# stop: finish the step, checkpoint, exit 0
+T=$(ctl --json stop | jget 'd["step"]')
+rc=0; wait $mp || rc=$?
+[ $rc = 0 ] || fail "stop: exit $rc"
+[ "$(cat "$tmp/run/checkpoints/latest")" = "step-$(printf %08d "$T")" ] || fail "stop at $T did not leave its checkpoint"
+[ ! -e "$tmp/run/control.endpoint" ] || fail "control.endpoint left behind"
+echo "stop at step $T: exit 0, checkpoint step-$(printf %08d "$T")"
+
+# CURVE: any endpoint but loopback needs keys; an unknown key gets nothing
+"$B/hclctl" keygen "$tmp/keys" --name server >/dev/null
+"$B/hclctl" keygen "$tmp/keys" --name client >/dev/null
+"$B/hclctl" keygen "$tmp/keys" --name stranger >/dev/null
+cp "$tmp/keys/client.pub" "$tmp/keys/authorized"
+set +e
+mpirun --oversubscribe -np 2 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run2" --control 'tcp://0.0.0.0:*' >"$tmp/nokey.log" 2>&1
+rc=$?
+set -e
+[ $rc != 0 ] && grep -q "CURVE" "$tmp/nokey.log" || { cat "$tmp/nokey.log"; fail "a non-loopback endpoint without keys was not refused"; }
+mpirun --oversubscribe -np 2 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run2" --control 'tcp://0.0.0.0:*' \
+    --control-secret "$tmp/keys/server.key" --control-clients "$tmp/keys/authorized" >"$tmp/job.log" 2>&1 &
+mp=$!
+for _ in $(seq 100); do [ -f "$tmp/run2/control.endpoint" ] && break; sleep 0.1; done
+"$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" status >/dev/null || fail "authorised CURVE client not answered"
+set +e
+"$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/stranger.key" --timeout 1000 status >"$tmp/out" 2>&1
+rc=$?
+set -e
+[ $rc = 3 ] || { cat "$tmp/out"; fail "an unknown CURVE key got exit $rc, not 3 (no answer)"; }
+"$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" status >/dev/null || fail "good client refused after a stranger"
+"$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" stop >/dev/null
+wait $mp || fail "CURVE job did not stop cleanly"
+echo "CURVE: authorised key answered, unknown key refused, no keys refused"
+
+# a worker that stops answering (SIGSTOP) is declared lost within --worker-timeout
+mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --checkpoint-every 50 --run-dir "$tmp/run3" >"$tmp/job.log" 2>&1 &
+mp=$!
+for _ in $(seq 100); do [ -f "$tmp/run3/checkpoints/latest" ] && break; sleep 0.1; done
+victim=""
+for p in $(pgrep -f "$tmp/run3"); do
+    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
+done
+[ -n "$victim" ] || fail "no rank 2"
+kill -STOP "$victim"
+t0=$(date +%s)
+rc=0
+for _ in $(seq 300); do kill -0 $mp 2>/dev/null || break; sleep 0.1; done
+kill -0 $mp 2>/dev/null && fail "the job still runs 30 s after a worker stopped"
+wait $mp || rc=$?
+secs=$(( $(date +%s) - t0 ))
+[ $rc != 0 ] || fail "exit 0 after a lost worker"
+grep -q "worker 1 (rank 2) silent for" "$tmp/job.log" || fail "no line names the lost worker"
+[ -z "$(pgrep -f "$tmp/run3" || true)" ] || fail "processes left after the lost worker"
+latest="$tmp/run3/checkpoints/$(cat "$tmp/run3/checkpoints/latest")"
+"$B/hcl-train" "${job[@]}" --resume "$latest" --run-dir "$tmp/run4" --steps 1 >/dev/null 2>&1 &
+p=$!
+for _ in $(seq 100); do kill -0 $p 2>/dev/null || break; sleep 0.1; done
+# (the resume with --steps 1 is refused: the checkpoint is past step 1; the message proves it was read)
+wait $p 2>/dev/null || true
+"$B/hcl-train" "${job[@]}" --resume "$latest" --run-dir "$tmp/run4" --steps 100000 >"$tmp/r4.log" 2>&1 &
+p=$!
+for _ in $(seq 100); do grep -q "resuming from" "$tmp/r4.log" && break; sleep 0.1; done
+kill -INT $p; wait $p || fail "resume from the last checkpoint of the lost job failed"
+echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2); last checkpoint intact"
+echo "test_control_job: ok"
