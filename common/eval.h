@@ -20,6 +20,7 @@
 #ifndef HCL_EVAL_H
 #define HCL_EVAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dataset.h"
