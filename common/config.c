@@ -56,6 +56,8 @@ static const opt_def options[] = {
     O_INT("keep", keep, "3", "keep the newest N checkpoints"),
     O_STR("resume", resume, "", "auto: newest valid checkpoint in the run directory (none: start); or a checkpoint directory"),
     O_INT("no-shuffle", no_shuffle, "0", "1: take the rows in file order every epoch"),
+    O_INT("eval-every", eval_every, "0", "every N steps: kNN, retrieval, alignment, uniformity on --val-data into metrics.jsonl; all of them at the end (0: off)"),
+    O_INT("eval-rows", eval_rows, "2048", "validation rows used by --eval-every (the first N)"),
     O_STR("control", control, "", "control endpoint (default: ipc socket RUN_DIR/control.sock; tcp://127.0.0.1:PORT; others need CURVE)"),
     O_STR("control-secret", control_secret, "", "CURVE secret key file of the control socket (hclctl keygen)"),
     O_STR("control-clients", control_clients, "", "file of authorised client public keys, one a line"),

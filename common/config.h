@@ -48,6 +48,9 @@ typedef struct {
     int64_t keep;
     char resume[HCL_PATH_MAX];
     int64_t no_shuffle;
+    /* evaluation */
+    int64_t eval_every;
+    int64_t eval_rows;
     /* control plane */
     char control[HCL_PATH_MAX];
     char control_secret[HCL_PATH_MAX];

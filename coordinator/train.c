@@ -188,6 +188,11 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     r->st.checkpoint_every = cfg->checkpoint_every;
     r->st.checkpoint_interval_s = cfg->checkpoint_interval;
     if (cfg->worker_timeout <= 0) return hcl_err(err, "--worker-timeout: must be more than 0 seconds");
+    if (cfg->eval_every > 0) {
+        if (!r->has_val) return hcl_err(err, "--eval-every: needs --val-data");
+        if (evaluator_init(&r->ev, mc, &r->val, cfg->eval_rows, err) != 0) return -1;
+        r->has_ev = 1;
+    }
     r->perm = hcl_malloc(sizeof(int64_t) * (size_t)ds->n);
     r->rows = hcl_malloc(sizeof(int64_t) * (size_t)(r->batch > (r->has_val ? r->val.n : 0) ? r->batch : r->val.n));
     return 0;
@@ -199,6 +204,7 @@ void run_free(hcl_run *r) {
     free(r->perm);
     free(r->rows);
     if (r->ck_model.params) model_free(&r->ck_model);
+    if (r->has_ev) evaluator_free(&r->ev);
     free(r->snap);
     if (r->metrics) fclose(r->metrics);
     if (r->tel) telemetry_close(r->tel);
@@ -322,13 +328,24 @@ static void progress(hcl_run *r, int tty, int64_t step, int64_t epoch, const hcl
     }
 }
 
+/* An evaluation that has finished goes to metrics.jsonl (wait: block until it has). */
+static void write_eval_line(hcl_run *r, int wait) {
+    const char *line = evaluator_poll(&r->ev, wait);
+    if (!line || !r->metrics) return;
+    fputs(line, r->metrics);
+    fflush(r->metrics);
+}
+
 /* ---- the step loop: jobs, slots, transport -------------------------------------------------- */
 
 /* A job is one batch message to every worker: a training step, a validation batch, or STOP.
  * Two slots: while the workers compute the job in one slot, the next one is packed and sent
  * from the other (with a worker in this process, a job is computed when submitted). */
+enum { SNAP_CHECKPOINT = 1, SNAP_EVAL = 2 };
+
 typedef struct {
     uint32_t flags;
+    int why;                     /* SNAPSHOT: SNAP_CHECKPOINT | SNAP_EVAL */
     int64_t step, epoch;
     int64_t n;                   /* rows */
     int eval_index;              /* validation batch index, for EVAL */
@@ -457,6 +474,7 @@ typedef struct {
     int eval_left, eval_next;
     int64_t eval_step, eval_epoch;
     int64_t snapshot_at;         /* a SNAPSHOT job of this step is due next (-1: none) */
+    int snapshot_why;            /* SNAP_CHECKPOINT | SNAP_EVAL */
     int64_t last_snapshot;       /* step of the last SNAPSHOT job emitted */
     int stopped;
 } job_gen;
@@ -527,6 +545,7 @@ static void handle_commands(hcl_run *r, job_gen *g) {
             }
             r->ckpt_waiters[r->nckpt_waiters++] = rq;
             if (g->snapshot_at < 0) g->snapshot_at = at;
+            g->snapshot_why |= SNAP_CHECKPOINT;
             LOG_INFO("hclctl checkpoint: at step %lld", (long long)g->snapshot_at);
             break;
         case CTL_CMD_STOP:
@@ -573,8 +592,10 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
     if (g->eval_left == 0 && g->snapshot_at >= 0) {
         j->flags = HCL_BATCH_SNAPSHOT;
         j->step = g->snapshot_at;
-        g->last_snapshot = g->snapshot_at;
+        j->why = g->snapshot_why;
+        if (g->snapshot_why & SNAP_CHECKPOINT) g->last_snapshot = g->snapshot_at;
         g->snapshot_at = -1;
+        g->snapshot_why = 0;
         return 1;
     }
     if (r->paused && !sig_stop && g->eval_left == 0) {
@@ -596,8 +617,10 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
             g->stopped = 1;
             if (g->last_snapshot != g->next_step) {
                 j->flags = HCL_BATCH_SNAPSHOT;
+                j->why = SNAP_CHECKPOINT;
                 j->step = g->last_snapshot = g->next_step;
                 g->snapshot_at = -1;
+                g->snapshot_why = 0;
                 return 1;
             }
         }
@@ -636,7 +659,12 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
             if (sig_checkpoint) LOG_INFO("checkpoint requested by signal: after step %lld", (long long)s + 1);
             sig_checkpoint = 0;
             g->snapshot_at = s + 1;
+            g->snapshot_why |= SNAP_CHECKPOINT;
             r->last_ckpt_time = hcl_now();   /* the interval counts from the decision */
+        }
+        if (r->has_ev && ((s + 1) % r->cfg.eval_every == 0 || s + 1 == r->total_steps)) {
+            g->snapshot_at = s + 1;
+            g->snapshot_why |= SNAP_EVAL;
         }
         return 1;
     }
@@ -651,12 +679,26 @@ static int next_job(hcl_run *r, job_gen *g, int nw, job *j) {
 
 /* The replica state of the SNAPSHOT job just answered -> a checkpoint on disk. A failed write
  * is logged and remembered; training goes on and the previous checkpoint stays. */
-static void take_checkpoint(hcl_run *r, transport *tp, int64_t step) {
+static void take_checkpoint(hcl_run *r, int64_t step);
+
+/* The answer to a SNAPSHOT job: the replica's state, for a checkpoint and/or an evaluation. */
+static void take_snapshot(hcl_run *r, transport *tp, int64_t step, int why) {
     if (tp->nw) {
         MPI_Request req;
         MPI_Irecv(r->snap, (int)r->snap_floats, MPI_FLOAT, 1, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &req);
         coord_wait(r, &req);
     }   /* a worker in this process was packed into r->snap when the job was submitted */
+    if (why & SNAP_CHECKPOINT) take_checkpoint(r, step);
+    if ((why & SNAP_EVAL) && r->has_ev) {
+        /* one evaluation at a time: a slow one holds the next back rather than losing it */
+        if (evaluator_start(&r->ev, r->snap, step, tp->nw > 0) != 0) {
+            write_eval_line(r, 1);
+            evaluator_start(&r->ev, r->snap, step, tp->nw > 0);
+        }
+    }
+}
+
+static void take_checkpoint(hcl_run *r, int64_t step) {
     double t0 = hcl_now();
     enum hcl_run_state was = r->st.state;
     r->st.state = HCL_RUN_STATE_CHECKPOINTING;
@@ -675,7 +717,7 @@ static void take_checkpoint(hcl_run *r, transport *tp, int64_t step) {
     memcpy(st.data_rng, rng.s, sizeof st.data_rng);
     config_to_text(&r->cfg, st.config, sizeof st.config);
     st.world_size = r->world_size;
-    st.workers = tp->nw ? tp->nw : 1;
+    st.workers = r->world_size > 1 ? r->world_size - 1 : 1;
     int64_t counters[2];
     memcpy(counters, r->snap + np + r->nstate, sizeof counters);
     st.updates = counters[0];
@@ -816,7 +858,6 @@ int run_control_open(hcl_run *r, int nworkers, char *err) {
     if (control_telemetry_open(r->ctl, nworkers, NULL, t->tel_endpoint, t->tel_server_public,
                                t->tel_client_secret, err) != 0)
         return -1;
-    LOG_INFO("control: %s (hclctl --run-dir %s status)", control_endpoint(r->ctl), c->run_dir);
     return 0;
 }
 
@@ -886,7 +927,10 @@ int run_train(hcl_run *r, int nw) {
     gen.next_step = r->start_step;
     gen.snapshot_at = -1;
     gen.last_snapshot = -1;
-    if (r->start_step == 0 && r->cfg.checkpoint_every > 0) gen.snapshot_at = 0;   /* the initial weights */
+    if (r->start_step == 0 && r->cfg.checkpoint_every > 0) {
+        gen.snapshot_at = 0;   /* the initial weights */
+        gen.snapshot_why = SNAP_CHECKPOINT;
+    }
     job j;
     int head = 0, pending = 0, more = 1;
     r->st.state = r->paused ? HCL_RUN_STATE_PAUSED : HCL_RUN_STATE_RUNNING;
@@ -915,6 +959,7 @@ int run_train(hcl_run *r, int nw) {
             continue;
         }
         job *cur = &tp.jobs[head];
+        if (r->has_ev) write_eval_line(r, 0);
         await_result(r, &tp, head, &res);
         head = (head + 1) % 2;
         pending--;
@@ -946,7 +991,8 @@ int run_train(hcl_run *r, int nw) {
             val_sum += res.loss;
             if (++val_seen < r->val_batches) continue;
         } else if (cur->flags & HCL_BATCH_SNAPSHOT) {
-            take_checkpoint(r, &tp, res.step);
+            take_snapshot(r, &tp, res.step, cur->why);
+            if (r->has_ev) write_eval_line(r, 0);
             continue;
         } else {
             continue;
@@ -967,6 +1013,22 @@ int run_train(hcl_run *r, int nw) {
         free(tp.sreq[s]);
     }
     if (tty) fputc('\n', stderr);
+    if (r->has_ev) {
+        write_eval_line(r, 1);
+        if (gen.next_step == r->total_steps && r->last_ckpt_step == r->total_steps) {
+            /* the end of the run: everything, by hcl-eval on the final checkpoint */
+            LOG_INFO("final evaluation of %s (hcl-eval)", r->last_ckpt_path);
+            int th = (int)sysconf(_SC_NPROCESSORS_ONLN);
+            char *json = evaluate_final(r->last_ckpt_path, r->cfg.data, r->cfg.val_data, th, err);
+            if (!json) {
+                LOG_ERROR("final evaluation failed: %s", err);
+            } else {
+                fprintf(r->metrics, "{\"step\": %lld, \"final_eval\": %s}\n", (long long)r->total_steps, json);
+                fflush(r->metrics);
+                free(json);
+            }
+        }
+    }
     r->st.state = HCL_RUN_STATE_DONE;
     if (r->ctl) control_service(r->ctl, &r->st, 0);
     double secs = hcl_now() - t_start;

@@ -13,6 +13,7 @@
 #include "batch.h"
 #include "ckpt.h"
 #include "control.h"
+#include "evaluate.h"
 #include "config.h"
 #include "dataset.h"
 #include "loss.h"
@@ -59,6 +60,8 @@ typedef struct {
     int nckpt_waiters;
     double last_ping, last_health;
     hcl_setup tel_setup;        /* telemetry endpoint and keys handed to the workers */
+    hcl_evaluator ev;           /* --eval-every */
+    int has_ev;
 } hcl_run;
 
 int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);
