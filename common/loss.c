@@ -3,11 +3,22 @@
  * Every pair term is computed as two "halves" of the same shape: the row term of pair (i, j)
  * takes anchors = own rows of view i against candidates = all rows of view j; the column term
  * is the row term of (j, i), because column c of L = s Z_i Z_j^T is row c of s Z_j Z_i^T.
- * Each half needs one (b, N) block of logits, computed by one sgemm, turned in place into its
- * gradient G, and two sgemms push G back into the (N, D) gradient buffers:
- *     dU[R] += s G V        dV += s G^T U[R]        dt += sum G * L
- * SupCon uses one (V b, V N) block (anchors (view, own row) x candidates (view, any row)).
- * Logits are float, log-sum-exps subtract the max and accumulate in double. */
+ * A half never holds its whole (b, N) block of logits: it walks column tiles of T candidates.
+ *   pass 1, per tile: one sgemm gives the (b, T) logits; per anchor row the running max and the
+ *           sum of exps under it (rescaled when the max grows) give the row log-sum-exps.
+ *   pass 2, per tile: the logits again (the same sgemm, bit for bit; skipped when there is a
+ *           single tile, whose logits are still in place), turned in place into the gradient
+ *           G = coef (softmax - I) in one sweep that also sums G * L, and two sgemms push G back:
+ *               dU[R] += s G V[tile]        dV[tile] += s G^T U[R]        dt += sum G * L
+ * When one worker owns the whole batch (b = N) the column term needs the same logits as the
+ * row term, so a pair is done in one go: a tile holds all N rows, which makes each tile's column
+ * log-sum-exps complete within it, and G = coef (P + Q - 2 I) feeds two sgemms per tile instead
+ * of four, with half the logits computed.
+ * SupCon walks, per anchor view, tiles of the (b, V N) block of anchors (view, own row) against
+ * candidates (view, any row) the same way; its positives' logits and counts ride in pass 1.
+ * Logits are float; exps are a vectorised float exp (Cody-Waite + degree-5 polynomial, at most
+ * 1.4 ulp off), max-subtracted, and every sum (of exps, of positives, of G * L) accumulates in
+ * double in a fixed order, so a call is bit-reproducible for a given tile. */
 #include "loss.h"
 
 #include <cblas.h>
@@ -33,13 +44,25 @@ static enum hcl_loss_kind contrastive_kind(const hcl_loss_config *cfg) {
     return cfg->kind == HCL_LOSS_HYBRID ? cfg->base : cfg->kind;
 }
 
-void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n) {
+/* Scratch layout. Floats: the (max_b, tile) block, row maxes (max_n), column maxes (max_n), the
+ * tile's column coefficients (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
+ * else max_n), HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps,
+ * column sums of exps or SupCon's sums of positive logits, SupCon's positive counts). Ints
+ * (SupCon): 2 max_n for the count of anchors kept, V max_n positive keys. */
+static int64_t off_rowmax(const hcl_loss_ctx *c) { return c->max_b * c->tile; }
+static int64_t off_colmax(const hcl_loss_ctx *c) { return off_rowmax(c) + c->max_n; }
+static int64_t off_colcoef(const hcl_loss_ctx *c) { return off_colmax(c) + c->max_n; }
+static int64_t off_bias(const hcl_loss_ctx *c) { return off_colcoef(c) + c->tile; }
+
+void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
+                        int64_t tile) {
     memset(c, 0, sizeof *c);
     HCL_CHECK(cfg->nviews >= 1 && cfg->nviews <= HCL_MAX_VIEWS, "loss: nviews %d out of [1, %d]",
               cfg->nviews, HCL_MAX_VIEWS);
     HCL_CHECK(cfg->dim >= 1, "loss: dim %d", cfg->dim);
     HCL_CHECK(max_n >= 1 && max_b >= 1 && max_b <= max_n, "loss: max_b %lld, max_n %lld",
               (long long)max_b, (long long)max_n);
+    HCL_CHECK(tile >= 0, "loss: tile %lld", (long long)tile);
     enum hcl_loss_kind k = contrastive_kind(cfg);
     HCL_CHECK(k == HCL_LOSS_CLIP || k == HCL_LOSS_FULL || k == HCL_LOSS_CORE || k == HCL_LOSS_SUPCON,
               "loss: bad contrastive kind %d (kind %d, base %d)", (int)k, (int)cfg->kind, (int)cfg->base);
@@ -57,26 +80,31 @@ void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, i
                       (double)cfg->pair_weight[i][j]);
 
     int64_t V = cfg->nviews;
-    int64_t blk, row;
+    int64_t widest = k == HCL_LOSS_SUPCON ? V * max_n : max_n;   /* candidates of one anchor */
+    if (tile == 0) tile = max_b * widest <= HCL_LOSS_ONE_TILE_FLOATS ? widest : HCL_LOSS_TILE;
+    if (tile > widest) tile = widest;
     if (k == HCL_LOSS_SUPCON) {
-        blk = V * max_b * V * max_n;    /* (V b, V N) logits / gradient */
-        row = V * max_n;                /* exps of one anchor row */
-        c->iscratch_len = 2 * max_n;    /* (label, present views) per row, sorted */
+        c->iscratch_len = 2 * max_n + V * max_n;   /* (label, present views) per row; keys */
         c->iscratch = hcl_malloc((size_t)c->iscratch_len * sizeof(int32_t));
-    } else {
-        blk = max_b * max_n;            /* (b, N) logits / gradient of one half */
-        row = max_n;
     }
     int64_t kbuf = cfg->kind == HCL_LOSS_HYBRID ? max_b * cfg->nclasses : 0;   /* (b, K) head logits */
     c->cfg = *cfg;
     c->max_b = max_b;
     c->max_n = max_n;
-    c->scratch_len = blk + row + kbuf;
+    c->tile = tile;
+    c->scratch_len = off_bias(c) + (k == HCL_LOSS_SUPCON ? V * max_n : max_n) + kbuf;
     c->scratch = hcl_floats((size_t)c->scratch_len);
+    c->dscratch_len = 3 * max_n;
+    c->dscratch = hcl_malloc((size_t)c->dscratch_len * sizeof(double));
+}
+
+void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n) {
+    loss_ctx_init_tile(c, cfg, max_b, max_n, 0);
 }
 
 void loss_ctx_free(hcl_loss_ctx *c) {
     free(c->scratch);
+    free(c->dscratch);
     free(c->iscratch);
     memset(c, 0, sizeof *c);
 }
@@ -90,50 +118,362 @@ static inline int present2(const uint8_t *mask, int nv, int64_t r, int vi, int v
     return !mask || (mask[r * nv + vi] && mask[r * nv + vj]);
 }
 
+/* ---- row kernels: 16 lanes of GCC vector extensions ---------------------------------------
+ * A row segment of len logits l with a mask bias (0 present, -inf absent): x = l + bias. The last,
+ * partial vector is padded with l = 0, bias = -inf (exp 0, never a max) and stored partially. */
+
+/* The kernels are contracted to FMAs (ISO C mode leaves a * b + c unfused), up to pop_options. */
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+
+#define VL 16
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+typedef uint32_t vu __attribute__((vector_size(64)));
+typedef float vh __attribute__((vector_size(32)));
+typedef double vd __attribute__((vector_size(64)));
+
+static inline vf vf_splat(float x) { return (vf){0} + x; }
+static inline vi vi_splat(int32_t x) { return (vi){0} + x; }
+static inline vf vf_sel(vi m, vf a, vf b) { return (vf)((m & (vi)a) | (~m & (vi)b)); }
+static inline vf vf_max(vf a, vf b) { return vf_sel(a > b, a, b); }   /* NaN in a is ignored */
+
+static inline vf vf_ld(const float *p, int64_t k, float pad) {
+    vf v;
+    if (k >= VL) {
+        memcpy(&v, p, sizeof v);
+    } else {
+        v = vf_splat(pad);
+        memcpy(&v, p, (size_t)k * sizeof(float));
+    }
+    return v;
+}
+
+static inline vi vi_ld(const int32_t *p, int64_t k, int32_t pad) {
+    vi v;
+    if (k >= VL) {
+        memcpy(&v, p, sizeof v);
+    } else {
+        v = vi_splat(pad);
+        memcpy(&v, p, (size_t)k * sizeof(int32_t));
+    }
+    return v;
+}
+
+static inline void vf_st(float *p, vf v, int64_t k) {
+    if (k >= VL)
+        memcpy(p, &v, sizeof v);
+    else
+        memcpy(p, &v, (size_t)k * sizeof(float));
+}
+
+/* the two halves of a float vector, widened to double */
+static inline vd vd_lo(vf v) {
+    vh h = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    return __builtin_convertvector(h, vd);
+}
+
+static inline vd vd_hi(vf v) {
+    vh h = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    return __builtin_convertvector(h, vd);
+}
+
+static inline double vd_sum(vd a, vd b) {
+    vd s = a + b;
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static inline float vf_hmax(vf v) {
+    float m = v[0];
+    for (int i = 1; i < VL; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* exp(x) for x <= 0 (x < -86 gives 0, NaN stays NaN; the callers subtract a max, so never x > 0):
+ * round x / ln 2 to k, r = x - k ln 2 in two parts, Cephes' degree-5 minimax polynomial for
+ * exp(r), times 2^k through the exponent bits. */
+static inline vf vf_exp(vf x) {
+    vi under = x < -86.0f;
+    vf kf = x * 1.44269504088896341f + 12582912.0f;   /* 1.5 * 2^23: round to nearest */
+    kf = kf - 12582912.0f;
+    vf r = x - kf * 0.693359375f;
+    r = r - kf * -2.12194440e-4f;
+    vf p = vf_splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf e = p * (r * r) + r + 1.0f;
+    vu k = (vu)__builtin_convertvector(kf, vi);
+    e = (vf)((vu)e + (k << 23));
+    return vf_sel(under, vf_splat(0.0f), e);
+}
+
+/* max of x over the segment; -inf when every entry is absent */
+static float seg_max(const float *l, const float *bias, int64_t len) {
+    vf mx = vf_splat(-INFINITY);
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        mx = vf_max(vf_ld(l + j, k, 0.0f) + vf_ld(bias + j, k, -INFINITY), mx);
+    }
+    return vf_hmax(mx);
+}
+
+/* sum of exp(x - m) */
+static double seg_sumexp(const float *l, const float *bias, int64_t len, float m) {
+    vd a0 = {0}, a1 = {0};
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf e = vf_exp(vf_ld(l + j, k, 0.0f) + vf_ld(bias + j, k, -INFINITY) - m);
+        a0 += vd_lo(e), a1 += vd_hi(e);
+    }
+    return vd_sum(a0, a1);
+}
+
+/* l <- g = ci exp(x - m); returns sum g * l */
+static double seg_grad_row(float *l, const float *bias, int64_t len, float m, float ci) {
+    vd a0 = {0}, a1 = {0};
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf lv = vf_ld(l + j, k, 0.0f);
+        vf g = ci * vf_exp(lv + vf_ld(bias + j, k, -INFINITY) - m);
+        vf gl = g * lv;
+        a0 += vd_lo(gl), a1 += vd_hi(gl);
+        vf_st(l + j, g, k);
+    }
+    return vd_sum(a0, a1);
+}
+
+/* max of x over the segment (returned) and cmx[j] = max(cmx[j], x_j) */
+static float seg_max_colmax(const float *l, const float *bias, int64_t len, float *cmx) {
+    vf mx = vf_splat(-INFINITY);
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf x = vf_ld(l + j, k, 0.0f) + vf_ld(bias + j, k, -INFINITY);
+        mx = vf_max(x, mx);
+        vf_st(cmx + j, vf_max(x, vf_ld(cmx + j, k, 0.0f)), k);
+    }
+    return vf_hmax(mx);
+}
+
+/* csum[j] += exp(x_j - cmx[j]) */
+static void seg_colsumexp(const float *l, const float *bias, int64_t len, const float *cmx, double *csum) {
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf e = vf_exp(vf_ld(l + j, k, 0.0f) + vf_ld(bias + j, k, -INFINITY) - vf_ld(cmx + j, k, 0.0f));
+        vd s[2] = {{0}, {0}};
+        if (k >= VL) {
+            memcpy(s, csum + j, sizeof s);
+            s[0] += vd_lo(e), s[1] += vd_hi(e);
+            memcpy(csum + j, s, sizeof s);
+        } else {
+            memcpy(s, csum + j, (size_t)k * sizeof(double));
+            s[0] += vd_lo(e), s[1] += vd_hi(e);
+            memcpy(csum + j, s, (size_t)k * sizeof(double));
+        }
+    }
+}
+
+/* l <- g = cr exp(x - m) + cc[j] exp(x - cmx[j]); returns sum g * l */
+static double seg_grad_rowcol(float *l, const float *bias, int64_t len, float m, float cr, const float *cmx,
+                              const float *cc) {
+    vd a0 = {0}, a1 = {0};
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf lv = vf_ld(l + j, k, 0.0f);
+        vf x = lv + vf_ld(bias + j, k, -INFINITY);
+        vf g = cr * vf_exp(x - m) + vf_ld(cc + j, k, 0.0f) * vf_exp(x - vf_ld(cmx + j, k, 0.0f));
+        vf gl = g * lv;
+        a0 += vd_lo(gl), a1 += vd_hi(gl);
+        vf_st(l + j, g, k);
+    }
+    return vd_sum(a0, a1);
+}
+
+/* sum of exp(x - m) (returned), and over the positives (key == ka) the sum of l and the count */
+static double seg_sumexp_pos(const float *l, const float *bias, const int32_t *key, int64_t len, float m,
+                             int32_t ka, double *spos, int64_t *npos) {
+    vd a0 = {0}, a1 = {0}, p0 = {0}, p1 = {0};
+    vi cnt = {0};
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf lv = vf_ld(l + j, k, 0.0f);
+        vf e = vf_exp(lv + vf_ld(bias + j, k, -INFINITY) - m);
+        a0 += vd_lo(e), a1 += vd_hi(e);
+        vi pos = vi_ld(key + j, k, INT32_MIN) == vi_splat(ka);
+        vf lp = vf_sel(pos, lv, vf_splat(0.0f));
+        p0 += vd_lo(lp), p1 += vd_hi(lp);
+        cnt -= pos;
+    }
+    *spos += vd_sum(p0, p1);
+    for (int i = 0; i < VL; i++) *npos += cnt[i];
+    return vd_sum(a0, a1);
+}
+
+/* l <- g = ci exp(x - m) - (key == ka ? cp : 0); returns sum g * l */
+static double seg_grad_pos(float *l, const float *bias, const int32_t *key, int64_t len, float m, int32_t ka,
+                           float ci, float cp) {
+    vd a0 = {0}, a1 = {0};
+    for (int64_t j = 0; j < len; j += VL) {
+        int64_t k = len - j;
+        vf lv = vf_ld(l + j, k, 0.0f);
+        vi pos = vi_ld(key + j, k, INT32_MIN) == vi_splat(ka);
+        vf g = ci * vf_exp(lv + vf_ld(bias + j, k, -INFINITY) - m) - vf_sel(pos, vf_splat(cp), vf_splat(0.0f));
+        vf gl = g * lv;
+        a0 += vd_lo(gl), a1 += vd_hi(gl);
+        vf_st(l + j, g, k);
+    }
+    return vd_sum(a0, a1);
+}
+
+#pragma GCC pop_options
+
+/* Fold a tile's (finite) max tm into a row's running max m, rescaling its sum of exps se. */
+static inline void online_max(float *m, double *se, float tm) {
+    if (tm > *m) {
+        *se *= exp((double)*m - (double)tm);
+        *m = tm;
+    }
+}
+
+/* ---- InfoNCE ------------------------------------------------------------------------------ */
+
 /* One direction of a pair's InfoNCE: anchors are the rows [r0, r0+b) of U (view vi), candidates
- * all N rows of V (view vj), only rows present in both views. U, V are (N, D); blk (b, N) and
- * ebuf (N) are scratch. Returns the sum over present anchors a of [-L_aa + lse_c L_ac]; adds
- * coef * (its gradient w.r.t. L) * L into *gl and, when dU != NULL, pushes coef * gradient into
- * dU (own rows) and dV (all N rows). */
-static double infonce_half(float *blk, float *ebuf, const float *U, const float *V, const uint8_t *mask,
-                           int nv, int vi, int vj, int64_t n, int64_t r0, int64_t b, int D, float s,
-                           double coef, float *dU, float *dV, double *gl) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)n, D, s, U + r0 * D, D, V, D,
-                0.0f, blk, (int)n);
+ * all N rows of V (view vj), only rows present in both views (bias[r] = 0, else -inf). U, V are
+ * (N, D). Returns the sum over present anchors a of [-L_aa + lse_c L_ac]; adds coef * (its gradient
+ * w.r.t. L) * L into *gl and, when dU != NULL, pushes coef * gradient into dU (own rows) and dV
+ * (all N rows). */
+static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, const float *bias, int64_t n,
+                           int64_t r0, int64_t b, int D, float s, double coef, float *dU, float *dV, double *gl) {
+    int64_t T = c->tile, nt = (n + T - 1) / T;
+    float *blk = c->scratch, *m = c->scratch + off_rowmax(c);
+    double *se = c->dscratch;
+    const float *Ur = U + r0 * D;
     double sum = 0.0, gls = 0.0;
-    for (int64_t a = 0; a < b; a++) {
-        int64_t row = r0 + a;
-        float *l = blk + a * n;
-        if (!present2(mask, nv, row, vi, vj)) {
-            memset(l, 0, (size_t)n * sizeof(float));
-            continue;
+    for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0;
+
+    for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row log-sum-exps */
+        int64_t tw = n - c0 < T ? n - c0 : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
+                    0.0f, blk, (int)tw);
+        for (int64_t a = 0; a < b; a++) {
+            int64_t row = r0 + a;
+            if (bias[row] != 0.0f) continue;
+            const float *l = blk + a * tw;
+            float tm = seg_max(l, bias + c0, tw);
+            if (tm == -INFINITY) continue;
+            online_max(&m[a], &se[a], tm);
+            se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
+            if (row >= c0 && row < c0 + tw) sum -= l[row - c0];
         }
-        float mx = -INFINITY;
-        for (int64_t c = 0; c < n; c++)
-            if (present2(mask, nv, c, vi, vj) && l[c] > mx) mx = l[c];
-        double se = 0.0;
-        for (int64_t c = 0; c < n; c++) {
-            float e = present2(mask, nv, c, vi, vj) ? expf(l[c] - mx) : 0.0f;
-            ebuf[c] = e;
-            se += e;
+    }
+    for (int64_t a = 0; a < b; a++)
+        if (bias[r0 + a] == 0.0f) sum += m[a] + log(se[a]);   /* se >= 1: the anchor is a candidate */
+
+    for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: gradient */
+        int64_t tw = n - c0 < T ? n - c0 : T;
+        if (nt > 1)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
+                        0.0f, blk, (int)tw);
+        for (int64_t a = 0; a < b; a++) {
+            int64_t row = r0 + a;
+            float *l = blk + a * tw;
+            if (bias[row] != 0.0f) {
+                if (dU) memset(l, 0, (size_t)tw * sizeof(float));
+                continue;
+            }
+            double inv = 1.0 / se[a];
+            float lrow = row >= c0 && row < c0 + tw ? l[row - c0] : 0.0f;
+            gls += seg_grad_row(l, bias + c0, tw, m[a], (float)(coef * inv));
+            if (row >= c0 && row < c0 + tw) {     /* the target: coef (p - 1), in double */
+                float g = (float)(coef * (exp((double)lrow - m[a]) * inv - 1.0));
+                gls += ((double)g - l[row - c0]) * lrow;
+                l[row - c0] = g;
+            }
         }
-        /* se >= 1: the anchor itself is a present candidate and the max term is exp(0) */
-        double lse = mx + log(se), inv = 1.0 / se;
-        sum += lse - l[row];
-        for (int64_t c = 0; c < n; c++) {
-            double g = coef * (ebuf[c] * inv - (c == row ? 1.0 : 0.0));
-            gls += g * l[c];
-            l[c] = (float)g;
+        if (dU) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
+                        V + c0 * D, D, 1.0f, dU + r0 * D, D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
+                        1.0f, dV + c0 * D, D);
         }
     }
     *gl += gls;
-    if (dU) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)n, s, blk, (int)n, V, D,
-                    1.0f, dU + r0 * D, D);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, D, (int)b, s, blk, (int)n,
-                    U + r0 * D, D, 1.0f, dV, D);
-    }
     return sum;
+}
+
+/* Both directions of a pair's InfoNCE when this worker owns all N rows: anchors of U against V
+ * (rows of L = s U V^T) and of V against U (its columns), from the same logits. A tile holds
+ * all N rows of T columns, so its columns' log-sum-exps are complete in pass 1. Returns the row
+ * and column sums of [-L_aa + lse] like two calls of infonce_half; the same gradient and *gl. */
+static double infonce_both(hcl_loss_ctx *c, const float *U, const float *V, const float *bias, int64_t n, int D,
+                           float s, double coef, float *dU, float *dV, double *gl) {
+    int64_t T = c->tile, nt = (n + T - 1) / T;
+    float *blk = c->scratch, *m = c->scratch + off_rowmax(c), *cm = c->scratch + off_colmax(c);
+    float *cc = c->scratch + off_colcoef(c);
+    double *se = c->dscratch, *cs = c->dscratch + c->max_n;
+    double rows = 0.0, cols = 0.0, gls = 0.0;
+    for (int64_t a = 0; a < n; a++) m[a] = -INFINITY, se[a] = 0.0, cm[a] = -INFINITY, cs[a] = 0.0;
+
+    for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row and column log-sum-exps */
+        int64_t tw = n - c0 < T ? n - c0 : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)tw, D, s, U, D, V + c0 * D, D,
+                    0.0f, blk, (int)tw);
+        for (int64_t a = 0; a < n; a++) {
+            if (bias[a] != 0.0f) continue;
+            const float *l = blk + a * tw;
+            float tm = seg_max_colmax(l, bias + c0, tw, cm + c0);
+            if (tm == -INFINITY) continue;
+            online_max(&m[a], &se[a], tm);
+            se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
+        }
+        for (int64_t j = 0; j < tw; j++)             /* absent columns: exp(-inf - 0) = 0 */
+            if (cm[c0 + j] == -INFINITY) cm[c0 + j] = 0.0f;
+        for (int64_t a = 0; a < n; a++)
+            if (bias[a] == 0.0f) seg_colsumexp(blk + a * tw, bias + c0, tw, cm + c0, cs + c0);
+        for (int64_t j = 0; j < tw; j++) {
+            int64_t cc0 = c0 + j;
+            if (bias[cc0] != 0.0f) continue;
+            double lcc = blk[cc0 * tw + j];
+            rows -= lcc;
+            cols += cm[cc0] + log(cs[cc0]) - lcc;
+        }
+    }
+    for (int64_t a = 0; a < n; a++)
+        if (bias[a] == 0.0f) rows += m[a] + log(se[a]);
+
+    for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: G = coef (P + Q - 2 I) */
+        int64_t tw = n - c0 < T ? n - c0 : T;
+        if (nt > 1)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)tw, D, s, U, D, V + c0 * D, D,
+                        0.0f, blk, (int)tw);
+        for (int64_t j = 0; j < tw; j++) cc[j] = bias[c0 + j] == 0.0f ? (float)(coef / cs[c0 + j]) : 0.0f;
+        for (int64_t a = 0; a < n; a++) {
+            float *l = blk + a * tw;
+            if (bias[a] != 0.0f) {
+                if (dU) memset(l, 0, (size_t)tw * sizeof(float));
+                continue;
+            }
+            int diag = a >= c0 && a < c0 + tw;
+            float laa = diag ? l[a - c0] : 0.0f;
+            gls += seg_grad_rowcol(l, bias + c0, tw, m[a], (float)(coef / se[a]), cm + c0, cc);
+            if (diag) {                               /* the target: coef (p + q - 2), in double */
+                double p = exp((double)laa - m[a]) / se[a], q = exp((double)laa - cm[a]) / cs[a];
+                float g = (float)(coef * (p + q - 2.0));
+                gls += ((double)g - l[a - c0]) * laa;
+                l[a - c0] = g;
+            }
+        }
+        if (dU) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, D, (int)tw, s, blk, (int)tw,
+                        V + c0 * D, D, 1.0f, dU, D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)n, s, blk, (int)tw, U, D,
+                        1.0f, dV + c0 * D, D);
+        }
+    }
+    *gl += gls;
+    return rows + cols;
 }
 
 /* CLIP / FULL / CORE: the weighted mean over the selected pairs of symmetric InfoNCE. Returns the
@@ -144,7 +484,7 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
     int nv = cfg->nviews, D = cfg->dim;
     int64_t n = in->n;
     float s = expf(in->t);
-    float *blk = c->scratch, *ebuf = c->scratch + c->max_b * c->max_n;
+    float *bias = c->scratch + off_bias(c);
 
     int sel[HCL_MAX_VIEWS][HCL_MAX_VIEWS];
     int64_t cnt[HCL_MAX_VIEWS][HCL_MAX_VIEWS];
@@ -178,27 +518,31 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
             double inv2n = 1.0 / (2.0 * (double)cnt[i][j]);
             double coef = wn * inv2n;
             HCL_CHECK(in->z[i] && in->z[j], "loss: z[%d] or z[%d] missing", i, j);
+            if (in->b == 0) {
+                out->pair_loss[i][j] = 0.0;
+                continue;
+            }
+            for (int64_t r = 0; r < n; r++) bias[r] = present2(in->mask, nv, r, i, j) ? 0.0f : -INFINITY;
             float *di = dz ? dz[i] : NULL, *dj = dz ? dz[j] : NULL;
-            double rows = infonce_half(blk, ebuf, in->z[i], in->z[j], in->mask, nv, i, j, n, in->r0, in->b,
-                                       D, s, coef, di, dj, &gl);
-            double cols = infonce_half(blk, ebuf, in->z[j], in->z[i], in->mask, nv, i, j, n, in->r0, in->b,
-                                       D, s, coef, dj, di, &gl);
-            out->pair_loss[i][j] = (rows + cols) * inv2n;
+            double sum;
+            if (in->b == n) {
+                sum = infonce_both(c, in->z[i], in->z[j], bias, n, D, s, coef, di, dj, &gl);
+            } else {
+                sum = infonce_half(c, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s, coef, di, dj, &gl);
+                sum += infonce_half(c, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s, coef, dj, di, &gl);
+            }
+            out->pair_loss[i][j] = sum * inv2n;
             total += wn * out->pair_loss[i][j];
         }
     out->dt += gl;
     return total;
 }
 
+/* ---- SupCon ------------------------------------------------------------------------------- */
+
 static int cmp_label_pair(const void *pa, const void *pb) {
     int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
     return (a > b) - (a < b);
-}
-
-/* Entry (row c) is a positive of an anchor of row a: same label, or, for an unlabelled anchor
- * (label < 0), the same row in another view. */
-static inline int supcon_positive(const int32_t *labels, int64_t a, int64_t c) {
-    return labels[a] >= 0 ? labels[c] == labels[a] : c == a;
 }
 
 /* The global number of SupCon anchors kept (present entries with at least one positive among the
@@ -228,81 +572,136 @@ static int64_t supcon_kept(hcl_loss_ctx *c, const hcl_loss_input *in) {
     return kept;
 }
 
+/* The positive key of row r: entries are positives of an anchor when their keys are equal. A
+ * labelled row's key is its label (>= 0); an unlabelled row's, -1 - r, matches only the same row
+ * (in another view). Absent entries get INT32_MIN, which matches no anchor. */
+static inline int32_t supcon_key(const int32_t *labels, int64_t r) {
+    return labels[r] >= 0 ? labels[r] : (int32_t)(-1 - r);
+}
+
+/* The pieces of the candidate tile [q0, q0+tw), q = vj*N + c, cut at view boundaries: piece k is
+ * view vj[k], rows [cr[k], cr[k]+len[k]), at column off[k] of the tile. Returns the count. */
+static int supcon_pieces(int64_t q0, int64_t tw, int64_t n, int vj[], int64_t cr[], int64_t len[], int64_t off[]) {
+    int k = 0;
+    for (int64_t q = q0; q < q0 + tw; k++) {
+        vj[k] = (int)(q / n);
+        cr[k] = q - vj[k] * n;
+        len[k] = n - cr[k] < q0 + tw - q ? n - cr[k] : q0 + tw - q;
+        off[k] = q - q0;
+        q += len[k];
+    }
+    return k;
+}
+
+/* The (b, tw) tile of logits of anchors zr (own rows of one view) against candidates [q0, q0+tw). */
+static void supcon_logits(float *blk, const hcl_loss_input *in, const float *zr, int64_t b, int D, float s,
+                          int64_t q0, int64_t tw) {
+    int vj[HCL_MAX_VIEWS + 1];
+    int64_t cr[HCL_MAX_VIEWS + 1], len[HCL_MAX_VIEWS + 1], off[HCL_MAX_VIEWS + 1];
+    int np = supcon_pieces(q0, tw, in->n, vj, cr, len, off);
+    for (int k = 0; k < np; k++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)len[k], D, s, zr, D,
+                    in->z[vj[k]] + cr[k] * D, D, 0.0f, blk + off[k], (int)tw);
+}
+
 /* SupCon over anchors (view, own row) and candidates (view, any row): the worker's part of the
  * mean over the anchors kept globally; gradient into dz (all N rows of every view), dt into *gl. */
 static double supcon_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *const dz[],
                                       double *gl) {
     const hcl_loss_config *cfg = &c->cfg;
     int nv = cfg->nviews, D = cfg->dim;
-    int64_t n = in->n, b = in->b, r0 = in->r0, E = nv * n;
+    int64_t n = in->n, b = in->b, r0 = in->r0, E = nv * n, T = c->tile, nt = (E + T - 1) / T;
     const int32_t *lab = in->labels;
     float s = expf(in->t);
-    float *S = c->scratch, *ebuf = c->scratch + nv * c->max_b * nv * c->max_n;
+    float *blk = c->scratch, *m = c->scratch + off_rowmax(c), *bias = c->scratch + off_bias(c);
+    double *se = c->dscratch, *spos = c->dscratch + c->max_n, *npos = c->dscratch + 2 * c->max_n;
+    int32_t *key = c->iscratch + 2 * c->max_n;
     HCL_CHECK(lab, "loss: supcon needs labels");
     for (int v = 0; v < nv; v++) HCL_CHECK(in->z[v], "loss: z[%d] missing", v);
 
     int64_t kept = supcon_kept(c, in);
     if (kept == 0 || b == 0) return 0.0;
     double invm = 1.0 / (double)kept;
-
-    /* S is (V b, V N): row vi*b + a is anchor (vi, r0+a), column vj*N + c is candidate (vj, c) */
-    for (int vi = 0; vi < nv; vi++)
-        for (int vj = 0; vj < nv; vj++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)n, D, s, in->z[vi] + r0 * D, D,
-                        in->z[vj], D, 0.0f, S + (vi * b) * E + vj * n, (int)E);
-
-    /* anchor (vi, row) against entry q = vj*N + cr, a candidate when present and not the anchor */
-    double total = 0.0, gls = 0.0;
-    for (int vi = 0; vi < nv; vi++)
-        for (int64_t a = 0; a < b; a++) {
-            int64_t row = r0 + a, self = vi * n + row;
-            float *l = S + (vi * b + a) * E;
-            int64_t npos = 0;
-            float mx = -INFINITY;
-            if (present1(in->mask, nv, row, vi))
-                for (int vj = 0; vj < nv; vj++)
-                    for (int64_t cr = 0, q = vj * n; cr < n; cr++, q++) {
-                        if (q == self || !present1(in->mask, nv, cr, vj)) continue;
-                        if (l[q] > mx) mx = l[q];
-                        npos += supcon_positive(lab, row, cr);
-                    }
-            if (npos == 0) {     /* absent, or no positive: adds nothing */
-                memset(l, 0, (size_t)E * sizeof(float));
-                continue;
-            }
-            double se = 0.0, spos = 0.0;
-            for (int vj = 0; vj < nv; vj++)
-                for (int64_t cr = 0, q = vj * n; cr < n; cr++, q++) {
-                    float e = 0.0f;
-                    if (q != self && present1(in->mask, nv, cr, vj)) {
-                        e = expf(l[q] - mx);
-                        if (supcon_positive(lab, row, cr)) spos += l[q];
-                    }
-                    ebuf[q] = e;
-                    se += e;
-                }
-            double lse = mx + log(se), inv = 1.0 / se, invp = 1.0 / (double)npos;
-            total += lse - spos * invp;
-            for (int vj = 0; vj < nv; vj++)
-                for (int64_t cr = 0, q = vj * n; cr < n; cr++, q++) {
-                    double g = 0.0;
-                    if (q != self && present1(in->mask, nv, cr, vj))
-                        g = (ebuf[q] * inv - (supcon_positive(lab, row, cr) ? invp : 0.0)) * invm;
-                    gls += g * l[q];
-                    l[q] = (float)g;
-                }
+    for (int vj = 0; vj < nv; vj++)
+        for (int64_t cr = 0; cr < n; cr++) {
+            int p = present1(in->mask, nv, cr, vj);
+            bias[vj * n + cr] = p ? 0.0f : -INFINITY;
+            key[vj * n + cr] = p ? supcon_key(lab, cr) : INT32_MIN;
         }
-    *gl += gls;
-    if (dz) {
-        for (int vi = 0; vi < nv; vi++)
-            for (int vj = 0; vj < nv; vj++) {
-                const float *G = S + (vi * b) * E + vj * n;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)n, s, G, (int)E,
-                            in->z[vj], D, 1.0f, dz[vi] + r0 * D, D);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, D, (int)b, s, G, (int)E,
-                            in->z[vi] + r0 * D, D, 1.0f, dz[vj], D);
+
+    double total = 0.0, gls = 0.0;
+    for (int vi = 0; vi < nv; vi++) {
+        const float *zr = in->z[vi] + r0 * D;
+        for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0, spos[a] = 0.0, npos[a] = 0.0;
+        /* pass 1: log-sum-exps over the candidates other than the anchor itself, and positives */
+        for (int64_t q0 = 0; q0 < E; q0 += T) {
+            int64_t tw = E - q0 < T ? E - q0 : T;
+            supcon_logits(blk, in, zr, b, D, s, q0, tw);   /* row a: anchor (vi, r0+a) */
+            for (int64_t a = 0; a < b; a++) {
+                int64_t row = r0 + a, js = vi * n + row - q0;   /* the anchor's own column */
+                if (!present1(in->mask, nv, row, vi)) continue;
+                const float *l = blk + a * tw;
+                int32_t ka = supcon_key(lab, row);
+                int64_t np = 0;
+                double sp = 0.0;
+                float tm;
+                if (js >= 0 && js < tw) {
+                    float t1 = seg_max(l, bias + q0, js), t2 = seg_max(l + js + 1, bias + q0 + js + 1, tw - js - 1);
+                    tm = t2 > t1 ? t2 : t1;
+                } else {
+                    tm = seg_max(l, bias + q0, tw);
+                }
+                if (tm == -INFINITY) continue;
+                online_max(&m[a], &se[a], tm);
+                if (js >= 0 && js < tw) {
+                    se[a] += seg_sumexp_pos(l, bias + q0, key + q0, js, m[a], ka, &sp, &np);
+                    se[a] += seg_sumexp_pos(l + js + 1, bias + q0 + js + 1, key + q0 + js + 1, tw - js - 1, m[a],
+                                            ka, &sp, &np);
+                } else {
+                    se[a] += seg_sumexp_pos(l, bias + q0, key + q0, tw, m[a], ka, &sp, &np);
+                }
+                spos[a] += sp;
+                npos[a] += (double)np;
             }
+        }
+        for (int64_t a = 0; a < b; a++)   /* absent, or no positive: adds nothing */
+            if (npos[a] > 0.0) total += m[a] + log(se[a]) - spos[a] / npos[a];
+
+        /* pass 2: g = (p - [positive] / |P|) / kept */
+        for (int64_t q0 = 0; q0 < E; q0 += T) {
+            int64_t tw = E - q0 < T ? E - q0 : T;
+            if (nt > 1) supcon_logits(blk, in, zr, b, D, s, q0, tw);
+            for (int64_t a = 0; a < b; a++) {
+                int64_t row = r0 + a, js = vi * n + row - q0;
+                float *l = blk + a * tw;
+                if (npos[a] == 0.0) {
+                    if (dz) memset(l, 0, (size_t)tw * sizeof(float));
+                    continue;
+                }
+                int32_t ka = supcon_key(lab, row);
+                float ci = (float)(invm / se[a]), cp = (float)(invm / npos[a]);
+                if (js >= 0 && js < tw) {
+                    gls += seg_grad_pos(l, bias + q0, key + q0, js, m[a], ka, ci, cp);
+                    gls += seg_grad_pos(l + js + 1, bias + q0 + js + 1, key + q0 + js + 1, tw - js - 1, m[a], ka,
+                                        ci, cp);
+                    l[js] = 0.0f;
+                } else {
+                    gls += seg_grad_pos(l, bias + q0, key + q0, tw, m[a], ka, ci, cp);
+                }
+            }
+            if (!dz) continue;
+            int vj[HCL_MAX_VIEWS + 1];
+            int64_t cr[HCL_MAX_VIEWS + 1], len[HCL_MAX_VIEWS + 1], off[HCL_MAX_VIEWS + 1];
+            int np = supcon_pieces(q0, tw, n, vj, cr, len, off);
+            for (int k = 0; k < np; k++) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)len[k], s, blk + off[k],
+                            (int)tw, in->z[vj[k]] + cr[k] * D, D, 1.0f, dz[vi] + r0 * D, D);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)len[k], D, (int)b, s, blk + off[k],
+                            (int)tw, zr, D, 1.0f, dz[vj[k]] + cr[k] * D, D);
+            }
+        }
     }
+    *gl += gls;
     return total * invm;
 }
 

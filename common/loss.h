@@ -56,11 +56,11 @@ typedef struct {
     double dt;                                       /* part of d loss / d t */
 } hcl_loss_result;
 
-/* The logits are never held as a whole (b, N) block: candidates are walked in column tiles of
- * `tile` columns, (b, tile) logits at a time. When the whole block fits in
- * HCL_LOSS_ONE_TILE_FLOATS it is one tile (one pass, nothing recomputed); otherwise tiles of
- * HCL_LOSS_TILE columns and two passes (log-sum-exps first, then the gradient, the tile's logits
- * recomputed). Scratch: max_b * tile + O(max_n) floats, O(max_n) doubles. */
+/* Logits are held (b, tile) at a time: candidates are walked in tiles of `tile` columns, in two
+ * passes (log-sum-exps first, then the gradient, each tile's logits recomputed). By default a
+ * block of up to HCL_LOSS_ONE_TILE_FLOATS (16 MB) is one tile (one pass, nothing recomputed: the
+ * W1 shapes), a larger one tiles of HCL_LOSS_TILE columns. Scratch: max_b * tile + O(max_n)
+ * floats and O(max_n) doubles, whatever max_b * max_n is. */
 #define HCL_LOSS_TILE 512
 #define HCL_LOSS_ONE_TILE_FLOATS ((int64_t)1 << 22)
 

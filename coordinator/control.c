@@ -753,6 +753,14 @@ static int pull_one(hcl_control *c) {
     }
     worker_slot *w = &c->workers[t->rank];
     hcl_worker_stat *s = &w->s;
+    if (t->step < 0) {
+        /* a heartbeat: the worker's process lives (even if its main thread waits in a
+         * collective for a lost peer); no step numbers */
+        s->last_seen = hcl_now();
+        s->rss_bytes = t->rss_bytes;
+        hcl__telemetry__free_unpacked(t, NULL);
+        return 1;
+    }
     s->step = t->step;
     s->compute_s = t->compute_s;
     s->allgather_s = t->allgather_s;

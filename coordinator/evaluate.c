@@ -128,11 +128,7 @@ static void *evaluator_thread(void *arg) {
 }
 
 int evaluator_start(hcl_evaluator *ev, const float *params, int64_t step, int threaded) {
-    if (ev->running && !ev->done) return -1;   /* the caller writes the previous one first */
-    if (ev->running) {
-        pthread_join(ev->thread, NULL);
-        ev->running = 0;
-    }
+    if (ev->running || ev->done) return -1;   /* the caller takes the previous one first */
     memcpy(ev->model.params, params, sizeof(float) * (size_t)ev->model.nparams);
     ev->step = step;
     ev->done = 0;

@@ -36,7 +36,8 @@ int evaluator_init(hcl_evaluator *ev, const hcl_model_config *mc, const hcl_data
                    int64_t rows, char *err);
 void evaluator_free(hcl_evaluator *ev);
 /* Evaluate params (the model's flat buffer) of step `step`: in a thread when threaded, else now.
- * Returns 0, or -1 when the previous evaluation is still running (this one is skipped). */
+ * Returns 0, or -1 when the previous evaluation is still running or its line was not taken
+ * with evaluator_poll (this one is then not started). */
 int evaluator_start(hcl_evaluator *ev, const float *params, int64_t step, int threaded);
 /* The finished evaluation's metrics line, or NULL while none is ready; joins the thread. */
 const char *evaluator_poll(hcl_evaluator *ev, int wait);

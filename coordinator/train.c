@@ -690,11 +690,10 @@ static void take_snapshot(hcl_run *r, transport *tp, int64_t step, int why) {
     }   /* a worker in this process was packed into r->snap when the job was submitted */
     if (why & SNAP_CHECKPOINT) take_checkpoint(r, step);
     if ((why & SNAP_EVAL) && r->has_ev) {
-        /* one evaluation at a time: a slow one holds the next back rather than losing it */
-        if (evaluator_start(&r->ev, r->snap, step, tp->nw > 0) != 0) {
-            write_eval_line(r, 1);
-            evaluator_start(&r->ev, r->snap, step, tp->nw > 0);
-        }
+        /* one evaluation at a time: the previous one is written first (waited for if it is
+         * still running: a slow evaluation holds the next back rather than losing it) */
+        write_eval_line(r, 1);
+        HCL_CHECK(evaluator_start(&r->ev, r->snap, step, tp->nw > 0) == 0, "evaluator busy after a wait");
     }
 }
 

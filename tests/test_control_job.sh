@@ -138,4 +138,23 @@ p=$!
 for _ in $(seq 100); do grep -q "resuming from" "$tmp/r4.log" && break; sleep 0.1; done
 kill -INT $p; wait $p || fail "resume from the last checkpoint of the lost job failed"
 echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2); last checkpoint intact"
+# a coordinator that stops (SIGSTOP): the workers get no batch and end the job themselves
+mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run5" >"$tmp/job.log" 2>&1 &
+mp=$!
+for _ in $(seq 100); do [ -s "$tmp/run5/metrics.jsonl" ] && break; sleep 0.1; done
+coord=""
+for p in $(pgrep -f "$tmp/run5"); do
+    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0" && coord=$p
+done
+[ -n "$coord" ] || fail "no rank 0"
+kill -STOP "$coord"
+t0=$(date +%s)
+for _ in $(seq 300); do kill -0 $mp 2>/dev/null || break; sleep 0.1; done
+kill -0 $mp 2>/dev/null && fail "the job still runs 30 s after the coordinator stopped"
+rc=0; wait $mp || rc=$?
+[ $rc != 0 ] || fail "exit 0 after the coordinator was lost"
+grep -q "no batch from the coordinator for" "$tmp/job.log" || fail "no worker said the coordinator was lost"
+sleep 0.5
+[ -z "$(pgrep -f "$tmp/run5" || true)" ] || fail "processes left after the coordinator was lost"
+echo "SIGSTOP of the coordinator: job ended in $(( $(date +%s) - t0 )) s with exit $rc (workers' watchdog)"
 echo "test_control_job: ok"

@@ -3,7 +3,9 @@
  *   2. central finite differences of that reference (d/dz of every view, d/dt, d/dhead),
  *   3. themselves across shardings: the parts of W = 2, 3, 4 workers add up to one worker,
  *   4. large logit scales and nearly identical embeddings (no NaN / Inf, still exact),
- *   5. PyTorch (CLIP and FULL, no mask), skipped with a "SKIP" line without python3 + torch.
+ *   5. PyTorch (CLIP and FULL, no mask), skipped with a "SKIP" line without python3 + torch,
+ *   6. themselves across tile widths (1, 3, 7, >= N columns against one tile), one worker and
+ *      three, and the scratch size: (max_b, tile) plus vectors, never (max_b, max_n).
  * Every comparison states its tolerance; a gradient doubled on purpose must fail the gradient
  * comparison (so the tolerance can catch a factor of 2). */
 #include <math.h>
@@ -218,12 +220,13 @@ typedef struct {
     hcl_loss_result r;
 } c_result;
 
-/* Run the worker owning [r0, r0+b) with a context sized for max_b; accumulates into o's
- * gradient buffers and returns the result part. dz may be disabled (forward only). */
-static hcl_loss_result c_run(const hcl_loss_config *cfg, const problem *p, int64_t r0, int64_t b,
-                             int64_t max_b, c_result *o, int backward) {
+/* Run the worker owning [r0, r0+b) with a context sized for max_b and tile columns per tile (0:
+ * the default); accumulates into o's gradient buffers and returns the result part. dz may be
+ * disabled (forward only). */
+static hcl_loss_result c_run_tile(const hcl_loss_config *cfg, const problem *p, int64_t r0, int64_t b,
+                                  int64_t max_b, int64_t tile, c_result *o, int backward) {
     hcl_loss_ctx ctx;
-    loss_ctx_init(&ctx, cfg, max_b, p->n);
+    loss_ctx_init_tile(&ctx, cfg, max_b, p->n, tile);
     hcl_loss_input in = {.n = p->n, .r0 = r0, .b = b, .mask = p->mask, .labels = p->labels,
                          .t = (float)p->t, .head_w = p->hwf, .head_b = p->hbf};
     float *dz[NV];
@@ -232,6 +235,11 @@ static hcl_loss_result c_run(const hcl_loss_config *cfg, const problem *p, int64
     loss_forward_backward(&ctx, &in, backward ? dz : NULL, o->dhw, o->dhb, &r);
     loss_ctx_free(&ctx);
     return r;
+}
+
+static hcl_loss_result c_run(const hcl_loss_config *cfg, const problem *p, int64_t r0, int64_t b,
+                             int64_t max_b, c_result *o, int backward) {
+    return c_run_tile(cfg, p, r0, b, max_b, 0, o, backward);
 }
 
 /* ---- comparisons -------------------------------------------------------------------------- */
@@ -479,23 +487,25 @@ static void test_stability(void) {
     static const double ts[] = {4.605170186, 8.0, 4.605170186, 8.0};
     for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
         for (int mk = 0; mk < 2; mk++)
-            for (int ci = 0; ci < ncases; ci++) {
-                problem_fill(&p, NROWS, spreads[k], ts[k]);
-                p.mask = mk ? mask_c : NULL;
-                static c_result co;
-                memset(&co, 0, sizeof co);
-                hcl_loss_result r = c_run(&cases[ci].cfg, &p, 0, p.n, p.n, &co, 1);
-                int fin = isfinite(r.loss) && isfinite(r.dt) && isfinite(r.supcon) && isfinite(r.ce) &&
-                          finite_arr(co.dhw, NCLS * DIM) && finite_arr(co.dhb, NCLS);
-                for (int v = 0; v < NV; v++) fin = fin && finite_arr(co.dz[v], p.n * DIM);
-                CHECK(fin, "%s t=%g spread %g mask %d: NaN/Inf (loss %g, dt %g)", cases[ci].name, ts[k],
-                      spreads[k], mk, r.loss, r.dt);
-                if (ts[k] < 5.0) {
-                    char what[128];
-                    snprintf(what, sizeof what, "%s s=100 spread %g mask %d loss", cases[ci].name, spreads[k], mk);
-                    CHECK_CLOSE(r.loss, ref_total(&cases[ci].cfg, &p, NULL), 1e-4, 1e-4, what);
+            for (int ci = 0; ci < ncases; ci++)
+                for (int tile = 0; tile <= 3; tile += 3) {   /* one tile, and tiles of 3 columns */
+                    problem_fill(&p, NROWS, spreads[k], ts[k]);
+                    p.mask = mk ? mask_c : NULL;
+                    static c_result co;
+                    memset(&co, 0, sizeof co);
+                    hcl_loss_result r = c_run_tile(&cases[ci].cfg, &p, 0, p.n, p.n, tile, &co, 1);
+                    int fin = isfinite(r.loss) && isfinite(r.dt) && isfinite(r.supcon) && isfinite(r.ce) &&
+                              finite_arr(co.dhw, NCLS * DIM) && finite_arr(co.dhb, NCLS);
+                    for (int v = 0; v < NV; v++) fin = fin && finite_arr(co.dz[v], p.n * DIM);
+                    CHECK(fin, "%s t=%g spread %g mask %d tile %d: NaN/Inf (loss %g, dt %g)", cases[ci].name,
+                          ts[k], spreads[k], mk, tile, r.loss, r.dt);
+                    if (ts[k] < 5.0) {
+                        char what[128];
+                        snprintf(what, sizeof what, "%s s=100 spread %g mask %d tile %d loss", cases[ci].name,
+                                 spreads[k], mk, tile);
+                        CHECK_CLOSE(r.loss, ref_total(&cases[ci].cfg, &p, NULL), 1e-4, 1e-4, what);
+                    }
                 }
-            }
 }
 
 /* 5: CLIP(0, 1) and FULL against PyTorch (float64) on the same float embeddings. */
@@ -588,6 +598,107 @@ static void test_torch(void) {
     rmdir(dir);
 }
 
+/* 6: tiles of 1, 3, 7 and 16 (>= N, cut to one tile) columns give the default's values within
+ * 1e-6 relative: the same float logits, exps under another running max and double sums in
+ * another order. One worker (both directions of a pair from one block) and three workers
+ * (one direction per block, uneven shares with an empty one); forward only agrees bit for bit. */
+#define TILE_RTOL 1e-6
+static void test_tiles(const loss_case *lc, const problem *p, const char *mname) {
+    static const int64_t tiles[] = {1, 3, 7, 16};
+    static const int64_t split[] = {4, 0, 6};
+    static c_result want, got, fwd;
+    const hcl_loss_config *cfg = &lc->cfg;
+    char what[192];
+    for (int sharded = 0; sharded < 2; sharded++) {
+        int nw = sharded ? 3 : 1;
+        int64_t max_b = sharded ? 6 : p->n;
+        hcl_loss_result rw, rg;
+        memset(&rw, 0, sizeof rw);
+        memset(&want, 0, sizeof want);
+        for (int w = 0, r0 = 0; w < nw; r0 += (int)(sharded ? split[w] : p->n), w++) {
+            hcl_loss_result r = c_run_tile(cfg, p, r0, sharded ? split[w] : p->n, max_b, 0, &want, 1);
+            rw.loss += r.loss, rw.dt += r.dt, rw.supcon += r.supcon, rw.ce += r.ce;
+            for (int i = 0; i < NV; i++)
+                for (int j = i + 1; j < NV; j++) rw.pair_loss[i][j] += r.pair_loss[i][j];
+        }
+        for (size_t t = 0; t < sizeof tiles / sizeof tiles[0]; t++) {
+            memset(&rg, 0, sizeof rg);
+            memset(&got, 0, sizeof got);
+            for (int w = 0, r0 = 0; w < nw; r0 += (int)(sharded ? split[w] : p->n), w++) {
+                int64_t b = sharded ? split[w] : p->n;
+                hcl_loss_result r = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &got, 1);
+                memset(&fwd, 0, sizeof fwd);
+                hcl_loss_result rf = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &fwd, 0);
+                CHECK(rf.loss == r.loss && rf.dt == r.dt, "%s/%s tile %lld: forward-only loss %.9g dt %.9g vs "
+                      "%.9g %.9g", lc->name, mname, (long long)tiles[t], rf.loss, rf.dt, r.loss, r.dt);
+                rg.loss += r.loss, rg.dt += r.dt, rg.supcon += r.supcon, rg.ce += r.ce;
+                for (int i = 0; i < NV; i++)
+                    for (int j = i + 1; j < NV; j++) rg.pair_loss[i][j] += r.pair_loss[i][j];
+            }
+#define TILE_CLOSE(field, label) do { snprintf(what, sizeof what, "%s/%s W=%d tile %lld %s", lc->name, mname, \
+        nw, (long long)tiles[t], label); CHECK_CLOSE(rg.field, rw.field, TILE_RTOL, 1e-9, what); } while (0)
+            TILE_CLOSE(loss, "loss");
+            TILE_CLOSE(dt, "dt");
+            TILE_CLOSE(supcon, "supcon");
+            TILE_CLOSE(ce, "ce");
+            for (int i = 0; i < NV; i++)
+                for (int j = i + 1; j < NV; j++) TILE_CLOSE(pair_loss[i][j], "pair_loss");
+#undef TILE_CLOSE
+            static double ref[MAXN * DIM];
+            for (int v = 0; v < NV; v++) {
+                for (int i = 0; i < p->n * DIM; i++) ref[i] = want.dz[v][i];
+                snprintf(what, sizeof what, "%s/%s W=%d tile %lld dz[%d]", lc->name, mname, nw, (long long)tiles[t], v);
+                int bad = cmp_arr(got.dz[v], ref, p->n * DIM, TILE_RTOL, TILE_RTOL, what, 1);
+                CHECK(bad == 0, "%s: %d entries differ from one tile", what, bad);
+            }
+            if (cfg->kind == HCL_LOSS_HYBRID) {
+                for (int i = 0; i < NCLS * DIM; i++) ref[i] = want.dhw[i];
+                snprintf(what, sizeof what, "%s/%s W=%d tile %lld dhead_w", lc->name, mname, nw, (long long)tiles[t]);
+                CHECK(cmp_arr(got.dhw, ref, NCLS * DIM, TILE_RTOL, TILE_RTOL, what, 1) == 0, "%s differs", what);
+            }
+        }
+    }
+}
+
+/* 6: the scratch is (max_b, tile) floats plus O(max_n) vectors: one tile when the whole block fits
+ * HCL_LOSS_ONE_TILE_FLOATS, else HCL_LOSS_TILE columns; doubling max_n adds O(max_n), never
+ * max_b * max_n; the W1 shape is one tile; N = 16384, b = 8192 stays within tens of MB. */
+static void test_scratch_size(void) {
+    for (int ci = 0; ci < ncases; ci++) {
+        hcl_loss_config cfg = cases[ci].cfg;
+        cfg.dim = 128;
+        int supcon = cfg.kind == HCL_LOSS_SUPCON || (cfg.kind == HCL_LOSS_HYBRID && cfg.base == HCL_LOSS_SUPCON);
+        int64_t widest1 = supcon ? NV * 512 : 512;
+        hcl_loss_ctx c1, c2, c3;
+        loss_ctx_init(&c1, &cfg, 512, 512);               /* W1, one worker */
+        CHECK(c1.tile == widest1, "%s: W1 tile %lld, want one tile of %lld", cases[ci].name, (long long)c1.tile,
+              (long long)widest1);
+        loss_ctx_free(&c1);
+        loss_ctx_init(&c1, &cfg, 8192, 16384);
+        loss_ctx_init(&c2, &cfg, 8192, 32768);
+        loss_ctx_init_tile(&c3, &cfg, 8192, 16384, 7);
+        CHECK(c1.tile == HCL_LOSS_TILE && c2.tile == HCL_LOSS_TILE && c3.tile == 7, "%s: tiles %lld %lld %lld",
+              cases[ci].name, (long long)c1.tile, (long long)c2.tile, (long long)c3.tile);
+        int64_t kbuf = cfg.kind == HCL_LOSS_HYBRID ? 8192 * NCLS : 0;
+        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE;
+        CHECK(c1.scratch_len <= 8192 * c1.tile + vec + kbuf, "%s: scratch %lld floats > (max_b, tile) + %lld",
+              cases[ci].name, (long long)c1.scratch_len, (long long)(vec + kbuf));
+        CHECK(c1.scratch_len - c3.scratch_len == 8192 * (c1.tile - c3.tile) + (c1.tile - c3.tile),
+              "%s: scratch %lld with tile %lld, %lld with tile 7", cases[ci].name, (long long)c1.scratch_len,
+              (long long)c1.tile, (long long)c3.scratch_len);
+        CHECK(c2.scratch_len - c1.scratch_len <= (supcon ? NV + 3 : 3) * 16384,
+              "%s: doubling max_n grows the scratch by %lld floats", cases[ci].name,
+              (long long)(c2.scratch_len - c1.scratch_len));
+        CHECK(c1.dscratch_len <= 3 * 16384 && c2.dscratch_len <= 3 * 32768, "%s: dscratch %lld, %lld",
+              cases[ci].name, (long long)c1.dscratch_len, (long long)c2.dscratch_len);
+        double mb = (4.0 * c1.scratch_len + 8.0 * c1.dscratch_len + 4.0 * c1.iscratch_len) / 1e6;
+        CHECK(mb < 40.0, "%s: N = 16384, b = 8192 takes %.1f MB of scratch", cases[ci].name, mb);
+        loss_ctx_free(&c1);
+        loss_ctx_free(&c2);
+        loss_ctx_free(&c3);
+    }
+}
+
 static void test_names_and_defaults(void) {
     for (int k = HCL_LOSS_CLIP; k <= HCL_LOSS_HYBRID; k++) {
         enum hcl_loss_kind back = HCL_LOSS_FULL;
@@ -617,6 +728,7 @@ int main(void) {
             p.mask = masks[m];
             test_forward_and_gradients(&cases[ci], &p, mnames[m]);
             test_sharding(&cases[ci], &p, mnames[m]);
+            test_tiles(&cases[ci], &p, mnames[m]);
         }
     /* mask C really has an unused pair and an anchor without positives */
     {
@@ -626,6 +738,7 @@ int main(void) {
         ref_total(&cases[3].cfg, &p, &ref);
         CHECK(!ref.used[1][2] && ref.used[0][1] && ref.used[0][2], "mask C pair use");
     }
+    test_scratch_size();
     test_stability();
     test_torch();
     CHECK_DONE();

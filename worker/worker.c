@@ -30,21 +30,54 @@ double worker_wait_polite(MPI_Request *req, MPI_Status *status) {
     return hcl_now() - t0;
 }
 
-/* The watchdog: a worker that receives no batch for --worker-timeout seconds ends itself, even
- * when it is stuck inside a collective whose peer is gone (a cut network: mpirun alone would
- * wait forever). A paused job's coordinator sends PING batches well within the timeout. */
-static _Atomic double watchdog_last;
-static double watchdog_timeout;
+/* The watchdog thread: it owns the telemetry socket, sending each step's numbers as the main
+ * thread posts them and a heartbeat (step -1) every second, so the coordinator tells a worker
+ * whose process stopped (no heartbeat) from one waiting in a collective for a lost peer (still
+ * beating). And a worker that receives no batch for --worker-timeout seconds ends itself, even
+ * when stuck inside a collective (a cut network: mpirun alone would wait forever). A paused
+ * job's coordinator sends PING batches well within the timeout. */
+typedef struct {
+    pthread_mutex_t lock;
+    hcl_telemetry_msg pending;
+    int has_pending;
+    _Atomic double last_batch;
+    double timeout;
+    _Atomic int quit;
+    hcl_telemetry *tel;
+} watchdog;
 
 static void *watchdog_main(void *arg) {
-    (void)arg;
-    for (;;) {
-        sleep(1);
-        double silent = hcl_now() - watchdog_last;
-        if (silent > watchdog_timeout) {
-            LOG_ERROR("no batch from the coordinator for %.0f s (--worker-timeout %.0f): coordinator "
-                      "or network lost, aborting", silent, watchdog_timeout);
+    watchdog *wd = arg;
+    double last_sent = 0;
+    while (!wd->quit) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        double now = hcl_now();
+        double silent = now - wd->last_batch;
+        if (silent > wd->timeout) {
+            LOG_ERROR("no batch from the coordinator for %.0f s (--worker-timeout %.0f + 3): coordinator "
+                      "or network lost, aborting", silent, wd->timeout - 3);
             _exit(4);
+        }
+        if (!wd->tel) continue;
+        hcl_telemetry_msg m;
+        int have = 0;
+        pthread_mutex_lock(&wd->lock);
+        if (wd->has_pending) {
+            m = wd->pending;
+            wd->has_pending = 0;
+            have = 1;
+        }
+        pthread_mutex_unlock(&wd->lock);
+        if (!have && now - last_sent >= 1.0) {
+            memset(&m, 0, sizeof m);
+            m.step = -1;
+            m.rss_bytes = telemetry_rss_bytes();
+            have = 1;
+        }
+        if (have) {
+            telemetry_send(wd->tel, &m);
+            last_sent = now;
         }
     }
     return NULL;
@@ -93,6 +126,15 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     if (su->tel_endpoint[0] &&
         telemetry_open(&tel, su->tel_endpoint, su->tel_server_public, su->tel_client_secret, w.rank, err) != 0)
         LOG_WARN("telemetry: %s (the coordinator will see this worker as silent)", err);
+    static watchdog wd;
+    pthread_mutex_init(&wd.lock, NULL);
+    wd.last_batch = hcl_now();
+    /* 3 s of grace over the coordinator's limit: heartbeats come every second and it checks
+     * every second, so when it is alive it names the lost worker before anyone gives up */
+    wd.timeout = (su->worker_timeout > 0 ? su->worker_timeout : 60) + 3;
+    wd.tel = tel;   /* from here on the watchdog thread alone uses the socket */
+    pthread_t wd_thread;
+    HCL_CHECK(pthread_create(&wd_thread, NULL, watchdog_main, &wd) == 0, "pthread_create (watchdog) failed");
     /* bytes a step's collectives move per worker: all-gather and reduce-scatter of the N x V x D
      * embeddings, the all-reduce of the parameter gradient (ring: about twice its size) */
     uint64_t step_bytes = w.size > 1 ? (uint64_t)4 * (2 * (uint64_t)su->batch * su->mc.nviews * su->mc.dim +
@@ -101,20 +143,12 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     buf[0] = hcl_malloc(su->max_batch_bytes);
     buf[1] = hcl_malloc(su->max_batch_bytes);
     uint32_t *sums = hcl_calloc((size_t)w.size, sizeof(uint32_t));
-    watchdog_last = hcl_now();
-    watchdog_timeout = su->worker_timeout > 0 ? su->worker_timeout : 60;
-    pthread_t wd;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    HCL_CHECK(pthread_create(&wd, &attr, watchdog_main, NULL) == 0, "pthread_create (watchdog) failed");
-    pthread_attr_destroy(&attr);
     MPI_Request req;
     MPI_Irecv(buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
     int cur = 0, code = 0;
     for (;;) {
         double waited = worker_wait_polite(&req, MPI_STATUS_IGNORE);
-        watchdog_last = hcl_now();
+        wd.last_batch = hcl_now();
         const hcl_batch_header *h = (const hcl_batch_header *)buf[cur];
         HCL_CHECK(h->magic == HCL_BATCH_MAGIC, "batch message without the batch magic");
         if (h->flags & HCL_BATCH_STOP) break;
@@ -129,11 +163,13 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
             res.flags = h->flags;
         }
         res.t_wait = waited;
-        if (tel && (h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_PING))) {
+        if (tel && (h->flags & HCL_BATCH_TRAIN)) {
             hcl_telemetry_msg m = {h->step, res.t_compute, res.t_allgather, res.t_reduce_scatter,
-                                   res.t_allreduce, waited, (h->flags & HCL_BATCH_TRAIN) ? step_bytes : 0,
-                                   telemetry_rss_bytes()};
-            telemetry_send(tel, &m);
+                                   res.t_allreduce, waited, step_bytes, telemetry_rss_bytes()};
+            pthread_mutex_lock(&wd.lock);
+            wd.pending = m;
+            wd.has_pending = 1;
+            pthread_mutex_unlock(&wd.lock);
         }
         if (h->flags & HCL_BATCH_CHECK) {
             uint32_t mine = worker_param_checksum(&w);
@@ -145,7 +181,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
                     MPI_Abort(MPI_COMM_WORLD, 3);
                 }
         }
-        watchdog_last = hcl_now();
+        wd.last_batch = hcl_now();
         if (w.rank == 0) {
             MPI_Send(&res, (int)sizeof res, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD);
             if (h->flags & HCL_BATCH_SNAPSHOT) {
@@ -157,6 +193,8 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         }
         cur ^= 1;
     }
+    wd.quit = 1;
+    pthread_join(wd_thread, NULL);
     telemetry_close(tel);
     free(sums);
     free(snap);
