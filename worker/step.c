@@ -26,7 +26,11 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     int64_t r0, b;
     batch_split(n, w->size, 0, &r0, &b);
     w->b_max = b;
-    model_acts_init(&w->acts, &w->model, (int)w->b_max);
+    /* Encoders run on at most HCL_MICRO_ROWS rows at a time: with more own rows the forward is
+     * run twice (once for the embeddings, again chunk by chunk for the backward), so activation
+     * memory does not grow with the batch. */
+    w->micro = w->b_max < HCL_MICRO_ROWS ? w->b_max : HCL_MICRO_ROWS;
+    model_acts_init(&w->acts, &w->model, (int)w->micro);
     w->loss_cfg = *lc;
     loss_ctx_init(&w->loss, lc, w->b_max, n);
     w->opt = *oc;
@@ -35,10 +39,18 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->t_min = 0.0f;
     w->t_max = logf(100.0f);
     int V = mc->nviews, D = mc->dim;
-    w->zpack = hcl_floats((size_t)V * w->b_max * D);
-    w->zgath = hcl_floats((size_t)V * n * D);
-    w->dzpack = hcl_floats((size_t)V * n * D);
-    w->dzown = hcl_floats((size_t)V * w->b_max * D);
+    /* Small batches: one collective for all views, through packing buffers. Large ones: one
+     * in-place collective per view, no buffers of N x V x D beyond the gathered embeddings and
+     * their gradients. */
+    w->packed = (int64_t)V * n * D * (int64_t)sizeof(float) <= HCL_PACKED_MAX_BYTES;
+    if (w->packed) {
+        w->zpack = hcl_floats((size_t)V * w->b_max * D);
+        w->zgath = hcl_floats((size_t)V * n * D);
+        w->dzpack = hcl_floats((size_t)V * n * D);
+        w->dzown = hcl_floats((size_t)V * w->b_max * D);
+    }
+    w->vcounts = hcl_calloc((size_t)w->size, sizeof(int));
+    w->vdispls = hcl_calloc((size_t)w->size, sizeof(int));
     for (int v = 0; v < V; v++) {
         w->zall[v] = hcl_floats((size_t)n * D);
         w->dzall[v] = hcl_floats((size_t)n * D);
@@ -74,6 +86,8 @@ void worker_free(hcl_worker *w) {
     }
     free(w->counts);
     free(w->displs);
+    free(w->vcounts);
+    free(w->vdispls);
     free(w->r0s);
     free(w->bs);
     memset(w, 0, sizeof *w);
@@ -116,27 +130,44 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     double t0 = hcl_now();
     if (train) model_zero_grad(m);
 
-    /* 1. Encode own rows, pack (V, b, D). */
+    /* 1. Encode own rows, micro-batch by micro-batch, into the own rows of the gathered
+     * embeddings (N, D) per view. */
+    const int64_t mb = w->micro;
     for (int v = 0; v < V; v++) {
-        const float *z = model_encode(m, &w->acts, v, (const float *)(buf + lay.view[v]), (int)b);
-        memcpy(w->zpack + (size_t)v * b * D, z, sizeof(float) * (size_t)b * D);
+        const float *x = (const float *)(buf + lay.view[v]);
+        for (int64_t c = 0; c < b; c += mb) {
+            int64_t rows = b - c < mb ? b - c : mb;
+            const float *z = model_encode(m, &w->acts, v, x + c * widths[v], (int)rows);
+            memcpy(w->zall[v] + (r0 + c) * D, z, sizeof(float) * (size_t)rows * D);
+        }
     }
     double t1 = hcl_now();
 
-    /* 2. All-gather every view's embeddings in one collective, then unpack to (N, D) per view. */
+    /* 2. All-gather: every worker gets all N rows of every view. */
     for (int r = 0; r < w->size; r++) {
         batch_split(n, w->size, r, &w->r0s[r], &w->bs[r]);
         w->counts[r] = (int)(w->bs[r] * V * D);
         w->displs[r] = (int)(w->r0s[r] * V * D);
+        w->vcounts[r] = (int)(w->bs[r] * D);
+        w->vdispls[r] = (int)(w->r0s[r] * D);
     }
     HCL_CHECK(w->r0s[w->rank] == r0 && w->bs[w->rank] == b, "batch rows [%lld,+%lld) are not this worker's share",
               (long long)r0, (long long)b);
-    MPI_OK(MPI_Allgatherv(w->zpack, w->counts[w->rank], MPI_FLOAT, w->zgath, w->counts, w->displs,
-                          MPI_FLOAT, w->comm));
-    for (int r = 0; r < w->size; r++)
+    if (w->size > 1 && w->packed) {
         for (int v = 0; v < V; v++)
-            memcpy(w->zall[v] + w->r0s[r] * D, w->zgath + w->displs[r] + (size_t)v * w->bs[r] * D,
-                   sizeof(float) * (size_t)w->bs[r] * D);
+            memcpy(w->zpack + (size_t)v * b * D, w->zall[v] + r0 * D, sizeof(float) * (size_t)b * D);
+        MPI_OK(MPI_Allgatherv(w->zpack, w->counts[w->rank], MPI_FLOAT, w->zgath, w->counts, w->displs,
+                              MPI_FLOAT, w->comm));
+        for (int r = 0; r < w->size; r++)
+            for (int v = 0; v < V; v++)
+                if (r != w->rank)
+                    memcpy(w->zall[v] + w->r0s[r] * D, w->zgath + w->displs[r] + (size_t)v * w->bs[r] * D,
+                           sizeof(float) * (size_t)w->bs[r] * D);
+    } else if (w->size > 1) {
+        for (int v = 0; v < V; v++)
+            MPI_OK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, w->zall[v], w->vcounts, w->vdispls,
+                                  MPI_FLOAT, w->comm));
+    }
     double t2 = hcl_now();
 
     /* 3. Loss of own rows against all columns; gradient for all N rows of every view. */
@@ -170,19 +201,37 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     MPI_Request reqs[HCL_MAX_VIEWS + 2];
     int nreq = 0;
     if (train) {
-        /* 4. Reduce-scatter: every worker receives the full gradient of its own rows. */
-        for (int r = 0; r < w->size; r++)
-            for (int v = 0; v < V; v++)
-                memcpy(w->dzpack + w->displs[r] + (size_t)v * w->bs[r] * D, w->dzall[v] + w->r0s[r] * D,
-                       sizeof(float) * (size_t)w->bs[r] * D);
-        MPI_OK(MPI_Reduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm));
+        /* 4. Reduce-scatter: every worker receives the full gradient of its own rows: dz[v]
+         * points at them, (b, D). */
+        const float *dz[HCL_MAX_VIEWS];
+        if (w->size == 1) {
+            for (int v = 0; v < V; v++) dz[v] = w->dzall[v];
+        } else if (w->packed) {
+            for (int r = 0; r < w->size; r++)
+                for (int v = 0; v < V; v++)
+                    memcpy(w->dzpack + w->displs[r] + (size_t)v * w->bs[r] * D, w->dzall[v] + w->r0s[r] * D,
+                           sizeof(float) * (size_t)w->bs[r] * D);
+            MPI_OK(MPI_Reduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm));
+            for (int v = 0; v < V; v++) dz[v] = w->dzown + (size_t)v * b * D;
+        } else {
+            /* in place: the summed own rows land at the start of dzall[v] */
+            for (int v = 0; v < V; v++) {
+                MPI_OK(MPI_Reduce_scatter(MPI_IN_PLACE, w->dzall[v], w->vcounts, MPI_FLOAT, MPI_SUM, w->comm));
+                dz[v] = w->dzall[v];
+            }
+        }
         t4 = hcl_now();
 
         /* 5. Backward through each encoder, last view first; its gradient slice is all-reduced
-         * while the next encoder's backward runs. */
+         * while the next encoder's backward runs. With more own rows than one micro-batch, each
+         * micro-batch's forward is run again right before its backward. */
         for (int v = V - 1; v >= 0; v--) {
-            model_encode_backward(m, &w->acts, v, (const float *)(buf + lay.view[v]),
-                                  w->dzown + (size_t)v * b * D, (int)b);
+            const float *x = (const float *)(buf + lay.view[v]);
+            for (int64_t c = 0; c < b; c += mb) {
+                int64_t rows = b - c < mb ? b - c : mb;
+                if (b > mb) model_encode(m, &w->acts, v, x + c * widths[v], (int)rows);
+                model_encode_backward(m, &w->acts, v, x + c * widths[v], dz[v] + c * D, (int)rows);
+            }
             if (h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
             if (w->size > 1) {
                 const hcl_encoder *e = &m->enc[v];

@@ -20,6 +20,9 @@
 #include "optim.h"
 
 
+#define HCL_MICRO_ROWS 1024               /* rows per encoder call (activation memory) */
+#define HCL_PACKED_MAX_BYTES (16 << 20)   /* one packed collective up to this N x V x D size */
+
 typedef struct {
     MPI_Comm comm;                /* the workers' communicator */
     int rank, size;
@@ -35,14 +38,17 @@ typedef struct {
     float t_min, t_max;           /* clamp of t after each update: [0, ln 100] */
     int64_t n;                    /* global batch rows */
     int64_t b_max;
-    float *zpack;                 /* (V, b_max, D) own embeddings packed for the all-gather */
-    float *zgath;                 /* (N, V, D) ... as gathered, rank-major */
+    float *zpack;                 /* (V, b_max, D) own embeddings packed for the all-gather (packed) */
+    float *zgath;                 /* (N, V, D) ... as gathered, rank-major (packed) */
     float *zall[HCL_MAX_VIEWS];   /* (N, D) per view */
     float *dzall[HCL_MAX_VIEWS];  /* (N, D) per view */
     float *dzpack;                /* (N, V, D) rank-major for the reduce-scatter */
     float *dzown;                 /* (V, b_max, D) */
     int *counts, *displs;         /* per worker, in floats of (b_r * V * D) */
     int64_t *r0s, *bs;
+    int *vcounts, *vdispls;       /* per worker, in floats of (b_r * D): one view's collectives */
+    int64_t micro;                /* rows per encoder call */
+    int packed;                   /* one packed collective for all views (small batches) */
     int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
                                    * worker's gradient turns NaN at that step; -1 off */
 } hcl_worker;
