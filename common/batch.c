@@ -1,6 +1,8 @@
 /* batch: see batch.h. */
 #include "batch.h"
 
+#include <string.h>
+
 void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b) {
     int64_t q = n / w, rem = n % w;
     *b = q + (r < rem ? 1 : 0);
@@ -25,4 +27,20 @@ size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nviews, const
 
 size_t batch_snapshot_floats(int64_t nparams, int64_t nstate) {
     return (size_t)(nparams + nstate) + 4;
+}
+
+size_t batch_index_bytes(int64_t n) {
+    return align8(sizeof(hcl_batch_header)) + (size_t)n * sizeof(int64_t);
+}
+
+void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds) {
+    const hcl_batch_header *h = (const hcl_batch_header *)msg;
+    const int64_t *idx = batch_index_rows(msg);
+    hcl_batch_layout l;
+    batch_layout(&l, h->n, h->b, ds->nviews, ds->widths);
+    memcpy(out, h, sizeof *h);
+    dataset_gather_labels(ds, idx, h->n, (int32_t *)(out + l.labels));
+    dataset_gather_mask(ds, idx, h->n, out + l.mask);
+    for (int v = 0; v < ds->nviews; v++)
+        dataset_gather_view(ds, v, idx + h->r0, h->b, (float *)(out + l.view[v]));
 }

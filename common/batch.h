@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dataset.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
@@ -46,6 +47,10 @@ typedef struct {
     int32_t learn_t;
     int32_t threads;            /* OpenBLAS threads per worker, 0: cores / workers on the node */
     int32_t resume;             /* 1: a snapshot follows by broadcast (batch_snapshot_floats) */
+    int32_t direct;             /* --data-plane direct: workers read rows from data_dir/val_dir */
+    int32_t pad2;
+    char data_dir[1024];
+    char val_dir[1024];
     int64_t seed;
     double worker_timeout;      /* seconds without a batch before a worker ends itself */
     int64_t batch;              /* global batch rows: the largest n a batch will have */
@@ -88,6 +93,17 @@ typedef struct {
     double t_compute, t_allgather, t_reduce_scatter, t_allreduce; /* seconds */
     double t_wait;                                   /* waiting for this batch to arrive */
 } hcl_step_result;
+
+/* --data-plane direct: the message is the header and the batch's N dataset row indices
+ * (int64); each worker reads labels, mask and its own rows from the dataset files itself
+ * (batch_assemble) into the layout above, so the step is the same code either way. */
+size_t batch_index_bytes(int64_t n);
+/* Build the full batch (batch_layout of the header's n and b) in out from an index message,
+ * reading labels and mask of all n rows and the features of rows [r0, r0+b) from ds. */
+void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds);
+static inline const int64_t *batch_index_rows(const uint8_t *msg) {
+    return (const int64_t *)(msg + ((sizeof(hcl_batch_header) + 7) & ~(size_t)7));
+}
 
 /* Worker r of W owns rows [r0, r0+b): as even as possible, the first n % W get one more. */
 void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b);

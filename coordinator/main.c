@@ -49,7 +49,8 @@ int main(int argc, char **argv) {
         } else {
             run.world_size = size;
             run_setup(&run, &su);
-            su.max_batch_bytes = run_batch_bytes(&run, run.batch, size > 1 ? size - 1 : 1);
+            su.max_batch_bytes = run.direct ? batch_index_bytes(run.batch)
+                                             : run_batch_bytes(&run, run.batch, size > 1 ? size - 1 : 1);
         }
     }
     int code = 0;

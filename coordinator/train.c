@@ -174,6 +174,9 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
         }
     if (cfg->no_shuffle > 1) return hcl_err(err, "--no-shuffle: %lld is not 0 or 1", (long long)cfg->no_shuffle);
     if (cfg->keep < 1) return hcl_err(err, "--keep: must be at least 1");
+    if (strcmp(cfg->data_plane, "direct") == 0) r->direct = 1;
+    else if (strcmp(cfg->data_plane, "coordinator") != 0)
+        return hcl_err(err, "--data-plane: '%s' is not coordinator or direct", cfg->data_plane);
 
     /* Checkpoint buffers: the model's tensor table and one replica state. */
     if (model_init(&r->ck_model, mc, (uint64_t)cfg->seed, err) != 0) return -1;
@@ -425,11 +428,26 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
             h->magic = HCL_BATCH_MAGIC;
             h->flags = j->flags;
             h->step = j->step;
+        } else if (tp->nw && r->direct) {
+            /* the workers read the rows themselves: the header and the row indices */
+            hcl_batch_header *h = (hcl_batch_header *)b;
+            memset(h, 0, sizeof *h);
+            h->magic = HCL_BATCH_MAGIC;
+            h->flags = j->flags;
+            h->step = j->step;
+            h->epoch = j->epoch;
+            h->n = j->n;
+            batch_split(j->n, nw, w, &h->r0, &h->b);
+            h->nviews = r->mc.nviews;
+            h->has_labels = ds->has_labels;
+            h->lr = lr;
+            memcpy((int64_t *)batch_index_rows(b), r->rows, sizeof(int64_t) * (size_t)j->n);
         } else {
             run_fill_batch(r, ds, r->rows, j->n, w, nw, j->flags, j->step, j->epoch, lr, b);
         }
         if (tp->nw) {
-            size_t len = data ? run_batch_bytes(r, j->n, nw) : sizeof(hcl_batch_header);
+            size_t len = !data ? sizeof(hcl_batch_header)
+                               : r->direct ? batch_index_bytes(j->n) : run_batch_bytes(r, j->n, nw);
             MPI_Isend(b, (int)len, MPI_BYTE, w + 1, HCL_TAG_BATCH, MPI_COMM_WORLD, &tp->sreq[slot][w]);
         }
     }
@@ -868,6 +886,11 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->worker_timeout = r->cfg.worker_timeout;
     su->batch = r->batch;
     su->resume = r->start_step > 0;
+    su->direct = r->direct;
+    /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
+    if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
+    if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))
+        snprintf(su->val_dir, sizeof su->val_dir, "%s", r->cfg.val_data);
     memcpy(su->tel_endpoint, r->tel_setup.tel_endpoint, sizeof su->tel_endpoint);
     memcpy(su->tel_server_public, r->tel_setup.tel_server_public, sizeof su->tel_server_public);
     memcpy(su->tel_client_secret, r->tel_setup.tel_client_secret, sizeof su->tel_client_secret);

@@ -62,6 +62,7 @@ typedef struct {
     hcl_setup tel_setup;        /* telemetry endpoint and keys handed to the workers */
     hcl_evaluator ev;           /* --eval-every */
     int has_ev;
+    int direct;                 /* --data-plane direct */
 } hcl_run;
 
 int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);

@@ -42,4 +42,20 @@ print(f"{loss}: 50 steps agree for 1 process and 1, 2, 4 workers (worst rel {wor
       f"loss {ref[0]:.4f} -> {ref[-1]:.4f}")
 PY
 done
+# --data-plane direct: the workers read their rows from the files and get the same batches,
+# so the losses (training and validation) are the same bits as with the coordinator's data plane.
+"$B/hcl-data" synth "$tmp/val" --rows 200 --widths 24,16,8 --classes 5 --seed 9 --split 1 --missing-rate 0.2 >/dev/null
+for loss in full supcon; do
+    for plane in coordinator direct; do
+        timeout 300 mpirun --oversubscribe -np 3 "$B/hcl-train" "${common[@]}" --loss $loss --val-data "$tmp/val" \
+            --data-plane $plane --run-dir "$tmp/plane-$loss-$plane" 2>"$tmp/log" || { cat "$tmp/log"; fail "$loss: --data-plane $plane"; }
+    done
+    $PY - "$tmp/plane-$loss-coordinator/metrics.jsonl" "$tmp/plane-$loss-direct/metrics.jsonl" <<'PY' || fail "$loss: data planes differ"
+import json, sys
+a = [(r["loss"], r.get("val_loss")) for r in map(json.loads, open(sys.argv[1]))]
+b = [(r["loss"], r.get("val_loss")) for r in map(json.loads, open(sys.argv[2]))]
+assert len(a) == 50 and a == b, next((i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y)
+PY
+    echo "$loss: --data-plane direct gives the coordinator plane's 50 losses and validation losses bit for bit"
+done
 echo "test_dist_exact: ok"
