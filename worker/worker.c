@@ -135,34 +135,12 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     wd.tel = tel;   /* from here on the watchdog thread alone uses the socket */
     pthread_t wd_thread;
     HCL_CHECK(pthread_create(&wd_thread, NULL, watchdog_main, &wd) == 0, "pthread_create (watchdog) failed");
-    /* bytes a step's collectives move per worker: all-gather and reduce-scatter of the N x V x D
-     * embeddings, the all-reduce of the parameter gradient (ring: about twice its size) */
-    uint64_t step_bytes = w.size > 1 ? (uint64_t)4 * (2 * (uint64_t)su->batch * su->mc.nviews * su->mc.dim +
-                                                      2 * (uint64_t)w.model.nparams) : 0;
-    /* --data-plane direct: this worker reads its rows from the dataset files itself */
-    hcl_dataset dsets[2];
-    int nds = 0;
-    uint8_t *full = NULL;
-    if (su->direct) {
-        const char *dirs[2] = {su->data_dir, su->val_dir};
-        for (int k = 0; k < 2 && dirs[k][0]; k++, nds++) {
-            if (dataset_open(&dsets[k], dirs[k], err) != 0) {
-                LOG_ERROR("--data-plane direct: %s", err);
-                MPI_Abort(MPI_COMM_WORLD, 2);
-            }
-            int same = dsets[k].nviews == su->mc.nviews;
-            for (int v = 0; same && v < su->mc.nviews; v++)
-                same = !strcmp(dsets[k].names[v], su->mc.names[v]) && dsets[k].widths[v] == su->mc.in_width[v];
-            if (!same) {
-                LOG_ERROR("--data-plane direct: %s on this host does not have the views rank 0 sees", dirs[k]);
-                MPI_Abort(MPI_COMM_WORLD, 2);
-            }
-        }
-        int64_t wd64[HCL_MAX_VIEWS];
-        for (int v = 0; v < su->mc.nviews; v++) wd64[v] = su->mc.in_width[v];
-        hcl_batch_layout fl;
-        full = hcl_malloc(batch_layout(&fl, su->batch, w.b_max, su->mc.nviews, wd64));
-    }
+    /* bytes a step's collectives send per worker: the all-gather and the reduce-scatter of
+     * the N x V x D embeddings and the ring all-reduce of the parameter gradient each send
+     * (W-1)/W of their size, the all-reduce twice (docs/SCALING.md) */
+    uint64_t step_bytes = w.size > 1 ? (uint64_t)(4.0 * (w.size - 1) / w.size *
+                                                  (2.0 * su->batch * su->mc.nviews * su->mc.dim +
+                                                   2.0 * w.model.nparams)) : 0;
     uint8_t *buf[2];
     buf[0] = hcl_malloc(su->max_batch_bytes);
     buf[1] = hcl_malloc(su->max_batch_bytes);
