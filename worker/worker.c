@@ -141,6 +141,30 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     uint64_t step_bytes = w.size > 1 ? (uint64_t)(4.0 * (w.size - 1) / w.size *
                                                   (2.0 * su->batch * su->mc.nviews * su->mc.dim +
                                                    2.0 * w.model.nparams)) : 0;
+    /* --data-plane direct: this worker reads its rows from the dataset files itself */
+    hcl_dataset dsets[2];
+    int nds = 0;
+    uint8_t *full = NULL;
+    if (su->direct) {
+        const char *dirs[2] = {su->data_dir, su->val_dir};
+        for (int k = 0; k < 2 && dirs[k][0]; k++, nds++) {
+            if (dataset_open(&dsets[k], dirs[k], err) != 0) {
+                LOG_ERROR("--data-plane direct: %s", err);
+                MPI_Abort(MPI_COMM_WORLD, 2);
+            }
+            int same = dsets[k].nviews == su->mc.nviews;
+            for (int v = 0; same && v < su->mc.nviews; v++)
+                same = !strcmp(dsets[k].names[v], su->mc.names[v]) && dsets[k].widths[v] == su->mc.in_width[v];
+            if (!same) {
+                LOG_ERROR("--data-plane direct: %s on this host does not have the views rank 0 sees", dirs[k]);
+                MPI_Abort(MPI_COMM_WORLD, 2);
+            }
+        }
+        int64_t wd64[HCL_MAX_VIEWS];
+        for (int v = 0; v < su->mc.nviews; v++) wd64[v] = su->mc.in_width[v];
+        hcl_batch_layout fl;
+        full = hcl_malloc(batch_layout(&fl, su->batch, w.b_max, su->mc.nviews, wd64));
+    }
     uint8_t *buf[2];
     buf[0] = hcl_malloc(su->max_batch_bytes);
     buf[1] = hcl_malloc(su->max_batch_bytes);
