@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #include <cblas.h>
 
@@ -21,10 +22,9 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
     if (B <= 0 || OC <= 0) return;
     float beta = 0.0f;
     if (bias) {
-        for (int b = 0; b < B; b++) {
-            float *restrict o = out + (size_t)b * OC;
-            for (int j = 0; j < OC; j++) o[j] = bias[j];
-        }
+        // out starts as the bias broadcast to every row and the sgemm adds to it (beta 1): any
+        // beta but 1 costs OpenBLAS a pass over out of its own, so this pass is free
+        for (int b = 0; b < B; b++) memcpy(out + (size_t)b * OC, bias, sizeof(float) * (size_t)OC);
         beta = 1.0f;
     }
     // out = inp @ weight^T (+ out)
@@ -64,6 +64,21 @@ void relu_forward(float *out, const float *inp, int64_t n) {
 void relu_backward(float *dinp, const float *out, const float *dout, int64_t n) {
     // dinp, out, dout are (n); dinp may alias dout
     for (int64_t i = 0; i < n; i++) dinp[i] = out[i] > 0.0f ? dout[i] : 0.0f;
+}
+
+void relu_backward_bias(float *dinp, float *dbias, const float *out, const float *dout, int B,
+                        int C) {
+    // dinp, out, dout are (B,C), dbias is (C) (accumulate); dinp may alias dout
+    float *restrict db = dbias;
+    for (int b = 0; b < B; b++) {
+        const float *o = out + (size_t)b * C, *d = dout + (size_t)b * C;
+        float *di = dinp + (size_t)b * C;
+        for (int i = 0; i < C; i++) {
+            float x = o[i] > 0.0f ? d[i] : 0.0f;
+            di[i] = x;
+            db[i] += x;
+        }
+    }
 }
 
 /* ---- gelu (exact erf form) ------------------------------------------------------------------- */
@@ -147,14 +162,24 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 
 /* ---- l2 normalisation ------------------------------------------------------------------------ */
 
+/* sum of a[i] * b[i] in double, over eight partial sums combined in a fixed order (no serial
+ * chain of dependent adds: the loop vectorises; the result depends only on n and the values) */
+#define DOT_LANES 8
+static double dot_double(const float *restrict a, const float *restrict b, int n) {
+    double acc[DOT_LANES] = {0};
+    int i = 0;
+    for (; i + DOT_LANES <= n; i += DOT_LANES)
+        for (int l = 0; l < DOT_LANES; l++) acc[l] += (double)a[i + l] * (double)b[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += (double)a[i] * (double)b[i];
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+
 void l2norm_forward(float *out, float *norm, const float *inp, int B, int C) {
     // out is (B,C), norm is (B), inp is (B,C)
     for (int b = 0; b < B; b++) {
         const float *x = inp + (size_t)b * C;
         float *o = out + (size_t)b * C;
-        double s = 0.0;
-        for (int i = 0; i < C; i++) s += (double)x[i] * x[i];
-        float nr = (float)sqrt(s);
+        float nr = (float)sqrt(dot_double(x, x, C));
         if (!(nr > L2NORM_EPS)) nr = L2NORM_EPS;
         float inv = 1.0f / nr;
         for (int i = 0; i < C; i++) o[i] = x[i] * inv;
@@ -175,10 +200,34 @@ void l2norm_backward(float *dinp, const float *dout, const float *out, const flo
             for (int i = 0; i < C; i++) di[i] = d[i] * inv;
             continue;
         }
-        double od = 0.0;
-        for (int i = 0; i < C; i++) od += (double)o[i] * d[i];
-        float odf = (float)od;
+        float odf = (float)dot_double(o, d, C);
         for (int i = 0; i < C; i++) di[i] = (d[i] - o[i] * odf) * inv;
+    }
+}
+
+void l2norm_backward_bias(float *dinp, float *dbias, const float *dout, const float *out,
+                          const float *norm, int B, int C) {
+    // as l2norm_backward; dbias is (C) (accumulate)
+    float *restrict db = dbias;
+    for (int b = 0; b < B; b++) {
+        const float *d = dout + (size_t)b * C;
+        const float *restrict o = out + (size_t)b * C;
+        float *di = dinp + (size_t)b * C;
+        float inv = 1.0f / norm[b];
+        if (norm[b] <= L2NORM_EPS) {
+            for (int i = 0; i < C; i++) {
+                float x = d[i] * inv;
+                di[i] = x;
+                db[i] += x;
+            }
+            continue;
+        }
+        float odf = (float)dot_double(o, d, C);
+        for (int i = 0; i < C; i++) {
+            float x = (d[i] - o[i] * odf) * inv;
+            di[i] = x;
+            db[i] += x;
+        }
     }
 }
 

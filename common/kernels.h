@@ -20,6 +20,11 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
 /* relu: out = max(inp, 0); backward: dinp = dout * (out > 0); dinp may alias dout. */
 void relu_forward(float *out, const float *inp, int64_t n);
 void relu_backward(float *dinp, const float *out, const float *dout, int64_t n);
+/* relu_backward over (B,C) that also accumulates dbias (C) += sum over rows of dinp, in the same
+ * pass and the same order as linear_backward's dbias: the bias gradient of the linear layer that
+ * produced out, which then takes dbias NULL. dinp may alias dout. */
+void relu_backward_bias(float *dinp, float *dbias, const float *out, const float *dout, int B,
+                        int C);
 
 /* gelu, exact (erf) form as torch.nn.GELU(): backward needs the input; dinp may alias dout. */
 void gelu_forward(float *out, const float *inp, int64_t n);
@@ -39,6 +44,10 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
 void l2norm_forward(float *out, float *norm, const float *inp, int B, int C);
 void l2norm_backward(float *dinp, const float *dout, const float *out, const float *norm,
                      int B, int C);
+/* l2norm_backward that also accumulates dbias (C) += sum over rows of dinp in the same pass
+ * (same order as linear_backward's dbias). */
+void l2norm_backward_bias(float *dinp, float *dbias, const float *dout, const float *out,
+                          const float *norm, int B, int C);
 
 /* Threads used by OpenBLAS in this process. */
 void kernels_set_threads(int n);

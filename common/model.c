@@ -250,21 +250,31 @@ void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *
     float *g = m->grads;
     const int last = e->nlayers - 1;
 
-    // dpre[last] (B, D) from dz through the normalisation
+    // dpre[last] (B, D) from dz through the normalisation. The last layer's bias gradient, and
+    // with ReLU and no LayerNorm every layer's, is summed in the pass that makes its dpre (the
+    // same order of additions as linear_backward's, which then skips it): one pass less a layer.
     float *cur = va->d0, *nxt = va->d1;
-    l2norm_backward(cur, dz, va->z, va->norm, B, e->out[last]);
+    l2norm_backward_bias(cur, g + e->b[last], dz, va->z, va->norm, B, e->out[last]);
+    int db_done = 1;  // dbias of layer k already accumulated
     for (int k = last; k >= 0; k--) {
         // cur holds dpre[k] (B, out_k)
         const float *inp = k == 0 ? x : va->act[k - 1];
         float *dinp = k == 0 ? NULL : nxt;  // d act[k-1] (B, in_k)
-        linear_backward(dinp, g + e->w[k], g + e->b[k], cur, inp, p + e->w[k], B, e->in[k],
-                        e->out[k]);
+        linear_backward(dinp, g + e->w[k], db_done ? NULL : g + e->b[k], cur, inp, p + e->w[k],
+                        B, e->in[k], e->out[k]);
         if (k == 0) break;
         const int j = k - 1;
         int64_t n = (int64_t)B * e->out[j];
         const float *h = e->ln_w[j] >= 0 ? va->ln[j] : va->pre[j];
-        if (m->cfg.act == HCL_ACT_GELU) gelu_backward(nxt, h, nxt, n);
-        else relu_backward(nxt, va->act[j], nxt, n);
+        db_done = 0;
+        if (m->cfg.act == HCL_ACT_GELU) {
+            gelu_backward(nxt, h, nxt, n);
+        } else if (e->ln_w[j] < 0) {
+            relu_backward_bias(nxt, g + e->b[j], va->act[j], nxt, B, e->out[j]);
+            db_done = 1;
+        } else {
+            relu_backward(nxt, va->act[j], nxt, n);
+        }
         if (e->ln_w[j] >= 0) {
             // dpre[j] into cur (free now: linear_backward has consumed it)
             layernorm_backward(cur, g + e->ln_w[j], g + e->ln_b[j], nxt, va->pre[j],

@@ -381,6 +381,35 @@ static void test_threads(void) {
     CHECK(kernels_get_threads() == n0, "restore %d threads, got %d", n0, kernels_get_threads());
 }
 
+/* The fused backward passes with the bias gradient give the same bits as the separate kernels
+ * (relu_backward / l2norm_backward, then linear_backward's row sum of dinp into dbias). */
+static void test_fused_bias(int B, int C) {
+    int64_t n = (int64_t)B * C;
+    float *out = rand_floats(n, 1.0), *dout = rand_floats(n, 1.0), *norm = rand_floats(B, 1.0);
+    float *d1 = rand_floats(n, 1.0), *d2 = rand_floats(n, 1.0);
+    float *db1 = rand_floats(C, 1.0), *db2 = hcl_floats((size_t)C);
+    for (int64_t i = 0; i < n; i++) out[i] -= 0.5f;   /* about half the units off */
+    for (int b = 0; b < B; b++) norm[b] = b == 1 ? 1e-13f : 0.5f + norm[b];   /* one clamped */
+    memcpy(db2, db1, sizeof(float) * (size_t)C);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 0) relu_backward(d1, out, dout, n);
+        else l2norm_backward(d1, dout, out, norm, B, C);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < C; i++) db1[i] += d1[(size_t)b * C + i];
+        if (pass == 0) {
+            relu_backward_bias(d2, db2, out, dout, B, C);
+        } else {
+            memcpy(d2, dout, sizeof(float) * (size_t)n);   /* in place: dinp aliases dout */
+            l2norm_backward_bias(d2, db2, d2, out, norm, B, C);
+        }
+        CHECK(memcmp(d1, d2, sizeof(float) * (size_t)n) == 0, "%s_backward_bias (%d,%d): dinp "
+              "differs from the unfused kernel", pass ? "l2norm" : "relu", B, C);
+        CHECK(memcmp(db1, db2, sizeof(float) * (size_t)C) == 0, "%s_backward_bias (%d,%d): dbias "
+              "differs from the unfused row sum", pass ? "l2norm" : "relu", B, C);
+    }
+    free(out); free(dout); free(norm); free(d1); free(d2); free(db1); free(db2);
+}
+
 int main(void) {
     rng_derive(&rng, 1234, "test_kernels", 0);
     printf("finite differences: eps %g, tolerance max|a-fd|/max|fd| <= %g\n", FD_EPS, FD_TOL);
@@ -394,6 +423,8 @@ int main(void) {
     test_gelu_values();
     test_layernorm();
     test_l2norm();
+    test_fused_bias(7, 33);
+    test_fused_bias(64, 512);
     test_threads();
     CHECK_DONE();
 }
