@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "dataset.h"
 #include "npy.h"
 #include "rng.h"
@@ -38,18 +39,7 @@ static void fail(int code, const char *fmt, ...) {
 
 /* ---- option tables ----------------------------------------------------------------------- */
 
-enum opt_type { OPT_INT, OPT_FLOAT, OPT_STR };
-
-typedef struct {
-    const char *name;      /* flag without the leading -- */
-    enum opt_type type;
-    const char *def;       /* default, parsed like a command-line value */
-    const char *help;
-    void *dst;             /* int64_t *, double * or char[OPT_STR_MAX] */
-    double min, max;       /* range for numbers */
-} cli_option;
-
-#define OPT_STR_MAX 1024
+#define OPT_STR_MAX CLI_STR_MAX
 
 typedef struct {
     const char *name;
@@ -66,88 +56,45 @@ static char synth_widths[OPT_STR_MAX];
 static char fm_source[OPT_STR_MAX];
 
 static cli_option synth_opts[] = {
-    {"rows", OPT_INT, "2048", "number of rows (samples)", &synth_rows, 1, 1e9},
-    {"widths", OPT_STR, "64,32,16", "comma-separated view widths, one per view (at most 8)",
+    {"rows", CLI_INT, "2048", "number of rows (samples)", &synth_rows, 1, 1e9},
+    {"widths", CLI_STR, "64,32,16", "comma-separated view widths, one per view (at most 8)",
      synth_widths, 0, 0},
-    {"classes", OPT_INT, "10", "number of classes in the shared latent", &synth_classes, 1, 1e6},
-    {"latent", OPT_INT, "16", "dimension of the shared latent", &synth_latent, 1, 4096},
-    {"missing-rate", OPT_FLOAT, "0", "probability that a view is absent from a row; > 0 writes "
+    {"classes", CLI_INT, "10", "number of classes in the shared latent", &synth_classes, 1, 1e6},
+    {"latent", CLI_INT, "16", "dimension of the shared latent", &synth_latent, 1, 4096},
+    {"missing-rate", CLI_FLOAT, "0", "probability that a view is absent from a row; > 0 writes "
      "mask.npy (every row keeps at least one view)", &synth_missing, 0, 1},
-    {"seed", OPT_INT, "0", "random seed (same seed, same bytes)", &synth_seed, 0, 9.2e18},
-    {"split", OPT_INT, "0", "sample stream: splits of one seed share the class means and view "
+    {"seed", CLI_INT, "0", "random seed (same seed, same bytes)", &synth_seed, 0, 9.2e18},
+    {"split", CLI_INT, "0", "sample stream: splits of one seed share the class means and view "
      "maps but draw other rows (e.g. 0 train, 1 validation)", &synth_split, 0, 1e6},
 };
 
 static cli_option fm_opts[] = {
-    {"source", OPT_STR, "/usr/share/datasets/fashion-mnist",
+    {"source", CLI_STR, "/usr/share/datasets/fashion-mnist",
      "directory with the gzipped IDX files of Debian's dataset-fashion-mnist", fm_source, 0, 0},
 };
 
-static void cli_usage(FILE *fp, const cli_command *c) {
+static void cmd_usage(FILE *fp, const cli_command *c) {
     fprintf(fp, "usage: hcl-data %s %s%s\n  %s\n", c->name, c->arg, c->nopts ? " [flags]" : "",
             c->summary);
-    if (c->nopts) fprintf(fp, "flags:\n");
-    for (int i = 0; i < c->nopts; i++) {
-        const cli_option *o = &c->opts[i];
-        char head[64];
-        snprintf(head, sizeof head, "--%s %s", o->name,
-                 o->type == OPT_INT ? "N" : o->type == OPT_FLOAT ? "P" : "S");
-        fprintf(fp, "  %-20s %s (default %s)\n", head, o->help, o->def);
-    }
+    if (c->nopts) fprintf(fp, "flags (default in brackets):\n");
+    cli_usage(fp, c->opts, c->nopts);
 }
 
-static void cli_set(const cli_command *c, const cli_option *o, const char *val) {
-    char *end;
-    errno = 0;
-    if (o->type == OPT_STR) {
-        if (strlen(val) >= OPT_STR_MAX)
-            fail(EXIT_USAGE, "%s: --%s: value too long", c->name, o->name);
-        snprintf(o->dst, OPT_STR_MAX, "%s", val);
-        return;
+/* Parse argv[0..argc) of a command: flags from its table and exactly one positional. */
+static const char *cmd_parse(const cli_command *c, int argc, char **argv) {
+    char err[HCL_ERR_MAX];
+    const char *pos[1];
+    int npos;
+    cli_defaults(c->opts, c->nopts);
+    int rc = cli_parse(c->opts, c->nopts, argc, argv, pos, 1, &npos, err);
+    if (rc == 1) {
+        cmd_usage(stdout, c);
+        exit(0);
     }
-    double x = o->type == OPT_INT ? (double)strtoll(val, &end, 10) : strtod(val, &end);
-    if (!*val || *end || errno || isnan(x) || x < o->min || x > o->max)
-        fail(EXIT_USAGE, "%s: --%s: bad value '%s' (want %s in [%.15g, %.15g])", c->name, o->name,
-             val, o->type == OPT_INT ? "an integer" : "a number", o->min, o->max);
-    if (o->type == OPT_INT)
-        *(int64_t *)o->dst = strtoll(val, NULL, 10);
-    else
-        *(double *)o->dst = x;
-}
-
-/* Parse argv[0..argc) of a command: flags from the table and exactly one positional. */
-static const char *cli_parse(const cli_command *c, int argc, char **argv) {
-    for (int i = 0; i < c->nopts; i++) cli_set(c, &c->opts[i], c->opts[i].def);
-    const char *pos = NULL;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            cli_usage(stdout, c);
-            exit(0);
-        }
-        if (a[0] == '-' && a[1] == '-' && a[2]) {
-            const char *eq = strchr(a, '=');
-            size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-            const cli_option *o = NULL;
-            for (int k = 0; k < c->nopts; k++)
-                if (strlen(c->opts[k].name) == nl && strncmp(c->opts[k].name, a + 2, nl) == 0)
-                    o = &c->opts[k];
-            if (!o)
-                fail(EXIT_USAGE, "%s: unknown flag '%.*s' (see hcl-data %s --help)", c->name,
-                     (int)nl + 2, a, c->name);
-            if (!eq && i + 1 >= argc) fail(EXIT_USAGE, "%s: --%s needs a value", c->name, o->name);
-            cli_set(c, o, eq ? eq + 1 : argv[++i]);
-        } else if (a[0] == '-' && a[1]) {
-            fail(EXIT_USAGE, "%s: unknown flag '%s' (see hcl-data %s --help)", c->name, a, c->name);
-        } else {
-            if (pos)
-                fail(EXIT_USAGE, "%s: unexpected argument '%s' (one %s only)", c->name, a, c->arg);
-            pos = a;
-        }
-    }
-    if (!pos) fail(EXIT_USAGE, "%s: missing %s (usage: hcl-data %s %s [flags])", c->name, c->arg,
-                   c->name, c->arg);
-    return pos;
+    if (rc != 0) fail(EXIT_USAGE, "%s: %s", c->name, err);
+    if (npos == 0) fail(EXIT_USAGE, "%s: missing %s (usage: hcl-data %s %s [flags])", c->name, c->arg,
+                        c->name, c->arg);
+    return pos[0];
 }
 
 /* ---- writing a dataset directory --------------------------------------------------------- */
@@ -571,6 +518,6 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
-            return commands[i].run(cli_parse(&commands[i], argc - 2, argv + 2));
+            return commands[i].run(cmd_parse(&commands[i], argc - 2, argv + 2));
     fail(EXIT_USAGE, "unknown command '%s' (try hcl-data --help)", argv[1]);
 }

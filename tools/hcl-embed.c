@@ -19,10 +19,11 @@
 #include "eval.h"
 #include "kernels.h"
 #include "model_io.h"
+#include "cli.h"
 #include "util.h"
 
 #define EXIT_ERROR 2
-#define OPT_STR_MAX 1024
+#define OPT_STR_MAX CLI_STR_MAX
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
@@ -37,85 +38,40 @@ static void fail(const char *fmt, ...) {
 
 /* ---- options: one table drives parsing and --help ------------------------------------------ */
 
-enum opt_type { OPT_FLAG, OPT_INT, OPT_STR };
-
-typedef struct {
-    const char *name;
-    enum opt_type type;
-    const char *def;
-    const char *help;
-    void *dst;              /* int64_t * (flag, int) or char[OPT_STR_MAX] */
-    int64_t min, max;
-} cli_option;
-
 static char opt_checkpoint[OPT_STR_MAX], opt_data[OPT_STR_MAX], opt_out[OPT_STR_MAX];
 static int64_t opt_features, opt_batch, opt_threads;
 
 static cli_option options[] = {
-    {"checkpoint", OPT_STR, "", "checkpoint directory, its model.safetensors, or a run directory "
+    {"checkpoint", CLI_STR, "", "checkpoint directory, its model.safetensors, or a run directory "
      "(then RUN/checkpoints/latest)", opt_checkpoint, 0, 0},
-    {"data", OPT_STR, "", "dataset directory; view names and widths must match the model",
+    {"data", CLI_STR, "", "dataset directory; view names and widths must match the model",
      opt_data, 0, 0},
-    {"out", OPT_STR, "", "output directory (VIEW.npy, fused.npy, labels.npy, mask.npy, "
+    {"out", CLI_STR, "", "output directory (VIEW.npy, fused.npy, labels.npy, mask.npy, "
      "manifest.txt)", opt_out, 0, 0},
-    {"features", OPT_FLAG, "0", "also write VIEW.features.npy: the last hidden layer's "
+    {"features", CLI_FLAG, "0", "also write VIEW.features.npy: the last hidden layer's "
      "activations", &opt_features, 0, 1},
-    {"batch-size", OPT_INT, "1024", "rows per encoder call", &opt_batch, 1, 1 << 20},
-    {"threads", OPT_INT, "0", "OpenBLAS threads (0: OpenBLAS's default)", &opt_threads, 0, 1024},
+    {"batch-size", CLI_INT, "1024", "rows per encoder call", &opt_batch, 1, 1 << 20},
+    {"threads", CLI_INT, "0", "OpenBLAS threads (0: OpenBLAS's default)", &opt_threads, 0, 1024},
 };
 #define NOPTIONS ((int)(sizeof options / sizeof options[0]))
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: hcl-embed --checkpoint PATH --data DIR --out DIR [options]\n\noptions "
             "(default in brackets):\n");
-    for (int i = 0; i < NOPTIONS; i++) {
-        const cli_option *o = &options[i];
-        char head[64];
-        snprintf(head, sizeof head, "--%s%s", o->name,
-                 o->type == OPT_INT ? " N" : o->type == OPT_STR ? " S" : "");
-        fprintf(fp, "  %-18s %s [%s]\n", head, o->help, o->def);
-    }
-    fprintf(fp, "  %-18s print this help\n", "--help");
-}
-
-static void opt_set(const cli_option *o, const char *val) {
-    if (o->type == OPT_STR) {
-        if (strlen(val) >= OPT_STR_MAX) fail("--%s: value too long", o->name);
-        snprintf(o->dst, OPT_STR_MAX, "%s", val);
-        return;
-    }
-    char *end;
-    errno = 0;
-    long long x = strtoll(val, &end, 10);
-    if (!*val || *end || errno || x < o->min || x > o->max)
-        fail("--%s: bad value '%s' (want an integer in [%lld, %lld])", o->name, val,
-             (long long)o->min, (long long)o->max);
-    *(int64_t *)o->dst = x;
+    cli_usage(fp, options, NOPTIONS);
 }
 
 static void parse_args(int argc, char **argv) {
-    for (int i = 0; i < NOPTIONS; i++) opt_set(&options[i], options[i].def);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strncmp(a, "--", 2) != 0 || !a[2]) fail("unexpected argument '%s' (see --help)", a);
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-        const cli_option *o = NULL;
-        for (int k = 0; k < NOPTIONS; k++)
-            if (strlen(options[k].name) == nl && strncmp(options[k].name, a + 2, nl) == 0)
-                o = &options[k];
-        if (!o) fail("unknown flag '%.*s' (see hcl-embed --help)", (int)nl + 2, a);
-        if (o->type == OPT_FLAG) {
-            opt_set(o, eq ? eq + 1 : "1");
-            continue;
-        }
-        if (!eq && i + 1 >= argc) fail("--%s needs a value", o->name);
-        opt_set(o, eq ? eq + 1 : argv[++i]);
+    char err[HCL_ERR_MAX];
+    const char *pos[1];
+    int npos;
+    cli_defaults(options, NOPTIONS);
+    int rc = cli_parse(options, NOPTIONS, argc - 1, argv + 1, pos, 0, &npos, err);
+    if (rc == 1) {
+        usage(stdout);
+        exit(0);
     }
+    if (rc != 0) fail("%s", err);
     if (!opt_checkpoint[0]) fail("missing --checkpoint PATH (see --help)");
     if (!opt_data[0]) fail("missing --data DIR (see --help)");
     if (!opt_out[0]) fail("missing --out DIR (see --help)");

@@ -22,10 +22,11 @@
 #include "eval.h"
 #include "kernels.h"
 #include "model_io.h"
+#include "cli.h"
 #include "util.h"
 
 #define EXIT_ERROR 2
-#define OPT_STR_MAX 1024
+#define OPT_STR_MAX CLI_STR_MAX
 #define MAX_REPS (HCL_MAX_VIEWS + 3)
 #define MAX_PAIRS (HCL_MAX_VIEWS * (HCL_MAX_VIEWS - 1) / 2)
 
@@ -42,17 +43,6 @@ static void fail(const char *fmt, ...) {
 
 /* ---- options: one table drives parsing and --help ------------------------------------------ */
 
-enum opt_type { OPT_FLAG, OPT_INT, OPT_FLOAT, OPT_STR };
-
-typedef struct {
-    const char *name;
-    enum opt_type type;
-    const char *def;
-    const char *help;
-    void *dst;              /* int64_t * (flag, int), double * or char[OPT_STR_MAX] */
-    double min, max;
-} cli_option;
-
 static char opt_checkpoint[OPT_STR_MAX], opt_train[OPT_STR_MAX], opt_test[OPT_STR_MAX];
 static char opt_ftrain[OPT_STR_MAX], opt_ftest[OPT_STR_MAX];
 static char opt_probe_on[OPT_STR_MAX], opt_knn_on[OPT_STR_MAX];
@@ -61,38 +51,38 @@ static int64_t opt_max_iter, opt_seed, opt_batch, opt_threads, opt_verbose;
 static double opt_holdout, opt_probe_tol;
 
 static cli_option options[] = {
-    {"checkpoint", OPT_STR, "", "checkpoint directory, its model.safetensors, or a run directory",
+    {"checkpoint", CLI_STR, "", "checkpoint directory, its model.safetensors, or a run directory",
      opt_checkpoint, 0, 0},
-    {"train", OPT_STR, "", "training split: a dataset directory (embedded with --checkpoint; "
+    {"train", CLI_STR, "", "training split: a dataset directory (embedded with --checkpoint; "
      "raw inputs with --raw)", opt_train, 0, 0},
-    {"test", OPT_STR, "", "test split: a dataset directory", opt_test, 0, 0},
-    {"features-train", OPT_STR, "", "training split's embeddings (hcl-embed's layout: "
+    {"test", CLI_STR, "", "test split: a dataset directory", opt_test, 0, 0},
+    {"features-train", CLI_STR, "", "training split's embeddings (hcl-embed's layout: "
      "manifest.txt, VIEW.npy, fused.npy, labels.npy, mask.npy)", opt_ftrain, 0, 0},
-    {"features-test", OPT_STR, "", "test split's embeddings, same layout", opt_ftest, 0, 0},
-    {"raw", OPT_FLAG, "0", "also probe the raw concatenated input views of --train/--test (the "
+    {"features-test", CLI_STR, "", "test split's embeddings, same layout", opt_ftest, 0, 0},
+    {"raw", CLI_FLAG, "0", "also probe the raw concatenated input views of --train/--test (the "
      "baseline); alone: only that", &opt_raw, 0, 1},
-    {"json", OPT_FLAG, "0", "print one JSON object with every number instead of the table",
+    {"json", CLI_FLAG, "0", "print one JSON object with every number instead of the table",
      &opt_json, 0, 1},
-    {"no-probe", OPT_FLAG, "0", "skip the linear probes", &opt_no_probe, 0, 1},
-    {"no-knn", OPT_FLAG, "0", "skip kNN", &opt_no_knn, 0, 1},
-    {"no-retrieval", OPT_FLAG, "0", "skip cross-view retrieval", &opt_no_retrieval, 0, 1},
-    {"probe-on", OPT_STR, "all", "representations to probe: all, or a comma list of view names, "
+    {"no-probe", CLI_FLAG, "0", "skip the linear probes", &opt_no_probe, 0, 1},
+    {"no-knn", CLI_FLAG, "0", "skip kNN", &opt_no_knn, 0, 1},
+    {"no-retrieval", CLI_FLAG, "0", "skip cross-view retrieval", &opt_no_retrieval, 0, 1},
+    {"probe-on", CLI_STR, "all", "representations to probe: all, or a comma list of view names, "
      "concat, fused, raw", opt_probe_on, 0, 0},
-    {"knn-on", OPT_STR, "all", "representations for kNN (raw only when named)", opt_knn_on, 0, 0},
-    {"knn-k", OPT_INT, "20", "neighbours of kNN (votes weighted exp(sim/0.07))", &opt_knn_k, 1,
+    {"knn-on", CLI_STR, "all", "representations for kNN (raw only when named)", opt_knn_on, 0, 0},
+    {"knn-k", CLI_INT, "20", "neighbours of kNN (votes weighted exp(sim/0.07))", &opt_knn_k, 1,
      100000},
-    {"holdout", OPT_FLOAT, "0.15", "fraction of the training split held out to choose the "
+    {"holdout", CLI_FLOAT, "0.15", "fraction of the training split held out to choose the "
      "probe's L2 strength", &opt_holdout, 1e-6, 0.9},
-    {"max-iter", OPT_INT, "300", "L-BFGS iterations per probe fit", &opt_max_iter, 1, 100000},
-    {"probe-tol", OPT_FLOAT, "1e-4", "a probe fit stops when max |gradient| <= this",
+    {"max-iter", CLI_INT, "300", "L-BFGS iterations per probe fit", &opt_max_iter, 1, 100000},
+    {"probe-tol", CLI_FLOAT, "1e-4", "a probe fit stops when max |gradient| <= this",
      &opt_probe_tol, 1e-9, 1},
-    {"seed", OPT_INT, "0", "seed of the held-out split and of the uniformity subsample",
+    {"seed", CLI_INT, "0", "seed of the held-out split and of the uniformity subsample",
      &opt_seed, 0, 9e18},
-    {"batch-size", OPT_INT, "1024", "rows per encoder call (--checkpoint)", &opt_batch, 1,
+    {"batch-size", CLI_INT, "1024", "rows per encoder call (--checkpoint)", &opt_batch, 1,
      1 << 20},
-    {"threads", OPT_INT, "0", "threads (OpenBLAS and the probe; 0: OpenBLAS's default)",
+    {"threads", CLI_INT, "0", "threads (OpenBLAS and the probe; 0: OpenBLAS's default)",
      &opt_threads, 0, 1024},
-    {"verbose", OPT_FLAG, "0", "one line per probe fit on stderr", &opt_verbose, 0, 1},
+    {"verbose", CLI_FLAG, "0", "one line per probe fit on stderr", &opt_verbose, 0, 1},
 };
 #define NOPTIONS ((int)(sizeof options / sizeof options[0]))
 
@@ -101,56 +91,20 @@ static void usage(FILE *fp) {
                 "       hcl-eval --features-train DIR --features-test DIR [options]\n"
                 "       hcl-eval --raw --train DIR --test DIR [options]\n\n"
                 "options (default in brackets):\n");
-    for (int i = 0; i < NOPTIONS; i++) {
-        const cli_option *o = &options[i];
-        char head[64];
-        snprintf(head, sizeof head, "--%s%s", o->name,
-                 o->type == OPT_INT ? " N" : o->type == OPT_FLOAT ? " X" :
-                 o->type == OPT_STR ? " S" : "");
-        fprintf(fp, "  %-20s %s [%s]\n", head, o->help, o->def);
-    }
-    fprintf(fp, "  %-20s print this help\n", "--help");
-}
-
-static void opt_set(const cli_option *o, const char *val) {
-    if (o->type == OPT_STR) {
-        if (strlen(val) >= OPT_STR_MAX) fail("--%s: value too long", o->name);
-        snprintf(o->dst, OPT_STR_MAX, "%s", val);
-        return;
-    }
-    char *end;
-    errno = 0;
-    double x = o->type == OPT_FLOAT ? strtod(val, &end) : (double)strtoll(val, &end, 10);
-    if (!*val || *end || errno || isnan(x) || x < o->min || x > o->max)
-        fail("--%s: bad value '%s' (want %s in [%g, %g])", o->name, val,
-             o->type == OPT_FLOAT ? "a number" : "an integer", o->min, o->max);
-    if (o->type == OPT_FLOAT) *(double *)o->dst = x;
-    else *(int64_t *)o->dst = strtoll(val, NULL, 10);
+    cli_usage(fp, options, NOPTIONS);
 }
 
 static void parse_args(int argc, char **argv) {
-    for (int i = 0; i < NOPTIONS; i++) opt_set(&options[i], options[i].def);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            exit(0);
-        }
-        if (strncmp(a, "--", 2) != 0 || !a[2]) fail("unexpected argument '%s' (see --help)", a);
-        const char *eq = strchr(a, '=');
-        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-        const cli_option *o = NULL;
-        for (int k = 0; k < NOPTIONS; k++)
-            if (strlen(options[k].name) == nl && strncmp(options[k].name, a + 2, nl) == 0)
-                o = &options[k];
-        if (!o) fail("unknown flag '%.*s' (see hcl-eval --help)", (int)nl + 2, a);
-        if (o->type == OPT_FLAG) {
-            opt_set(o, eq ? eq + 1 : "1");
-            continue;
-        }
-        if (!eq && i + 1 >= argc) fail("--%s needs a value", o->name);
-        opt_set(o, eq ? eq + 1 : argv[++i]);
+    char err[HCL_ERR_MAX];
+    const char *pos[1];
+    int npos;
+    cli_defaults(options, NOPTIONS);
+    int rc = cli_parse(options, NOPTIONS, argc - 1, argv + 1, pos, 0, &npos, err);
+    if (rc == 1) {
+        usage(stdout);
+        exit(0);
     }
+    if (rc != 0) fail("%s", err);
     int feat = opt_ftrain[0] || opt_ftest[0];
     if (feat && (!opt_ftrain[0] || !opt_ftest[0]))
         fail("--features-train and --features-test go together");
