@@ -63,7 +63,7 @@ run 0 "$ctl" keygen keys
 [ "$(stat -c %a keys)" = 700 ] || fail "keys/ mode $(stat -c %a keys), want 700 (created by keygen)"
 grep -v '^#' keys/hcl.key | grep -Eq "$z85" || fail "keys/hcl.key holds no Z85 key: $(cat keys/hcl.key)"
 [ "$(wc -l <keys/hcl.pub)" = 1 ] && grep -Eq "$z85" keys/hcl.pub || fail "keys/hcl.pub: $(cat keys/hcl.pub)"
-grep -qF "$(cat keys/hcl.pub)" out || fail "keygen does not print the public key: $(cat out)"
+grep -qF -- "$(cat keys/hcl.pub)" out || fail "keygen does not print the public key: $(cat out)"
 for n in server alice mallory; do run 0 "$ctl" keygen keys --name "$n"; done
 cmp -s keys/alice.pub keys/mallory.pub && fail "two keygens wrote the same key"
 before=$(cat keys/alice.key)
@@ -175,7 +175,7 @@ grep -q 'needs CURVE' err || fail "an open endpoint without keys: $(cat err)"
 pids+=($!)
 cjob_pid=$!
 wait_endpoint cjob
-grep -qxF "curve-server-key $(cat keys/server.pub)" cjob/control.endpoint || fail "cjob endpoint file: $(cat cjob/control.endpoint)"
+grep -qxF -- "curve-server-key $(cat keys/server.pub)" cjob/control.endpoint || fail "cjob endpoint file: $(cat cjob/control.endpoint)"
 run 2 "$ctl" --run-dir cjob status
 grep -q 'CURVE clients only: pass --curve-key' err || fail "CURVE job without a key: $(cat err)"
 run 0 "$ctl" --run-dir cjob --curve-key keys/alice.key status
