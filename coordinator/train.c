@@ -243,14 +243,9 @@ size_t run_batch_bytes(const hcl_run *r, int64_t n, int nw) {
     return batch_layout(&l, n, b, r->mc.nviews, widths);
 }
 
-void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
-                    int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr,
-                    uint8_t *buf) {
-    int64_t r0, b, widths[HCL_MAX_VIEWS];
-    batch_split(n, nw, w, &r0, &b);
-    batch_widths(r, widths);
-    hcl_batch_layout l;
-    batch_layout(&l, n, b, r->mc.nviews, widths);
+/* The header of worker w's (of nw) share of a batch of n rows. */
+static hcl_batch_header *fill_header(uint8_t *buf, const hcl_run *r, const hcl_dataset *ds, int64_t n,
+                                     int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr) {
     hcl_batch_header *h = (hcl_batch_header *)buf;
     memset(h, 0, sizeof *h);
     h->magic = HCL_BATCH_MAGIC;
@@ -258,11 +253,22 @@ void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows
     h->step = step;
     h->epoch = epoch;
     h->n = n;
-    h->r0 = r0;
-    h->b = b;
+    batch_split(n, nw, w, &h->r0, &h->b);
     h->nviews = r->mc.nviews;
     h->has_labels = ds->has_labels;
     h->lr = lr;
+    return h;
+}
+
+void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
+                    int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr,
+                    uint8_t *buf) {
+    const hcl_batch_header *h = fill_header(buf, r, ds, n, w, nw, flags, step, epoch, lr);
+    const int64_t r0 = h->r0, b = h->b;
+    int64_t widths[HCL_MAX_VIEWS];
+    batch_widths(r, widths);
+    hcl_batch_layout l;
+    batch_layout(&l, n, b, r->mc.nviews, widths);
     dataset_gather_labels(ds, rows, n, (int32_t *)(buf + l.labels));
     dataset_gather_mask(ds, rows, n, buf + l.mask);
     for (int v = 0; v < r->mc.nviews; v++)
@@ -430,17 +436,7 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
             h->step = j->step;
         } else if (tp->nw && r->direct) {
             /* the workers read the rows themselves: the header and the row indices */
-            hcl_batch_header *h = (hcl_batch_header *)b;
-            memset(h, 0, sizeof *h);
-            h->magic = HCL_BATCH_MAGIC;
-            h->flags = j->flags;
-            h->step = j->step;
-            h->epoch = j->epoch;
-            h->n = j->n;
-            batch_split(j->n, nw, w, &h->r0, &h->b);
-            h->nviews = r->mc.nviews;
-            h->has_labels = ds->has_labels;
-            h->lr = lr;
+            fill_header(b, r, ds, j->n, w, nw, j->flags, j->step, j->epoch, lr);
             memcpy((int64_t *)batch_index_rows(b), r->rows, sizeof(int64_t) * (size_t)j->n);
         } else {
             run_fill_batch(r, ds, r->rows, j->n, w, nw, j->flags, j->step, j->epoch, lr, b);
