@@ -1,6 +1,7 @@
 /* hcl-train: entry point of every rank. Rank 0 is the coordinator (data, batches, metrics);
  * ranks 1..N-1 are the workers. With one rank (an MPI singleton, no mpirun) the process does
  * both jobs. */
+#include <malloc.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,11 @@ static int log_level_parse(const char *s) {
 }
 
 int main(int argc, char **argv) {
+    /* Open MPI's collectives malloc and free temporary buffers of the batch's embeddings every
+     * step; with glibc's default thresholds each one is a fresh mmap whose pages fault in again
+     * (a sixth of a worker's W1 step). Keep them on the heap and keep the heap. */
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     hcl_config cfg;
     char err[HCL_ERR_MAX];
     config_defaults(&cfg);
