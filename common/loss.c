@@ -10,10 +10,12 @@
  *           single tile, whose logits are still in place), turned in place into the gradient
  *           G = coef (softmax - I) in one sweep that also sums G * L, and two sgemms push G back:
  *               dU[R] += s G V[tile]        dV[tile] += s G^T U[R]        dt += sum G * L
- * When one worker owns the whole batch (b = N) the column term needs the same logits as the
- * row term, so a pair is done in one go: a tile holds all N rows, which makes each tile's column
- * log-sum-exps complete within it, and G = coef (P + Q - 2 I) feeds two sgemms per tile instead
- * of four, with half the logits computed.
+ * A pair is done in one go from the (b, N) block of this worker's rows: a tile holds all b rows of
+ * T columns, so pass 1 leaves every column's max and sum of exps over this worker's rows; with
+ * more than one worker the caller's column reduce (hcl_loss_input.colreduce) combines them over
+ * the workers between the passes. G = coef (P + Q - 2 I) then feeds two sgemms per tile instead
+ * of four, and each worker computes only its share of the logits. Without a column reduce a
+ * sharded pair falls back to two halves (the row term of (i, j) and of (j, i)).
  * SupCon walks, per anchor view, tiles of the (b, V N) block of anchors (view, own row) against
  * candidates (view, any row) the same way; its positives' logits and counts ride in pass 1.
  * Logits are float; exps are a vectorised float exp (Cody-Waite + degree-5 polynomial, at most
@@ -46,7 +48,7 @@ static enum hcl_loss_kind contrastive_kind(const hcl_loss_config *cfg) {
 
 /* Scratch layout. Floats: the (max_b, tile) block, row maxes (max_n), column maxes (max_n), the
  * tile's column coefficients (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
- * else max_n), HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps,
+ * else max_n), the own rows' target logits (max_b), HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps,
  * column sums of exps or SupCon's sums of positive logits, SupCon's positive counts). Ints
  * (SupCon): 2 max_n for the count of anchors kept, V max_n positive keys. */
 static int64_t off_rowmax(const hcl_loss_ctx *c) { return c->max_b * c->tile; }
@@ -92,7 +94,8 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
     c->max_b = max_b;
     c->max_n = max_n;
     c->tile = tile;
-    c->scratch_len = off_bias(c) + (k == HCL_LOSS_SUPCON ? V * max_n : max_n) + kbuf;
+    c->off_diag = off_bias(c) + (k == HCL_LOSS_SUPCON ? V * max_n : max_n);
+    c->scratch_len = c->off_diag + max_b + kbuf;
     c->scratch = hcl_floats((size_t)c->scratch_len);
     c->dscratch_len = 3 * max_n;
     c->dscratch = hcl_malloc((size_t)c->dscratch_len * sizeof(double));
@@ -403,72 +406,85 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
     return sum;
 }
 
-/* Both directions of a pair's InfoNCE when this worker owns all N rows: anchors of U against V
- * (rows of L = s U V^T) and of V against U (its columns), from the same logits. A tile holds
- * all N rows of T columns, so its columns' log-sum-exps are complete in pass 1. Returns the row
- * and column sums of [-L_aa + lse] like two calls of infonce_half; the same gradient and *gl. */
-static double infonce_both(hcl_loss_ctx *c, const float *U, const float *V, const float *bias, int64_t n, int D,
-                           float s, double coef, float *dU, float *dV, double *gl) {
-    int64_t T = c->tile, nt = (n + T - 1) / T;
+/* Both directions of a pair's InfoNCE from the (b, N) block L = s U[R] V^T of this worker's rows
+ * R = [r0, r0+b): rows of L are anchors of U against V, its columns anchors of V against U. A tile
+ * holds all b rows of T columns, so pass 1 leaves each column's max and sum of exps over this
+ * worker's rows; when b < n, in->colreduce combines them over the workers before pass 2 (with one
+ * worker they are complete). Returns this worker's part of the row and column sums of
+ * [-L_aa + lse] (column c counts on the worker that owns row c); the gradient G = coef (P + Q - 2 I)
+ * of its block feeds two sgemms per tile: dU (its rows) and dV (all N rows); adds sum G L to *gl. */
+static double infonce_both(hcl_loss_ctx *c, const hcl_loss_input *in, const float *U, const float *V,
+                           const float *bias, int D, float s, double coef, float *dU, float *dV, double *gl) {
+    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile, nt = (n + T - 1) / T;
     float *blk = c->scratch, *m = c->scratch + off_rowmax(c), *cm = c->scratch + off_colmax(c);
-    float *cc = c->scratch + off_colcoef(c);
+    float *cc = c->scratch + off_colcoef(c), *dg = c->scratch + c->off_diag;
     double *se = c->dscratch, *cs = c->dscratch + c->max_n;
+    const float *Ur = U + r0 * D;
     double rows = 0.0, cols = 0.0, gls = 0.0;
-    for (int64_t a = 0; a < n; a++) m[a] = -INFINITY, se[a] = 0.0, cm[a] = -INFINITY, cs[a] = 0.0;
+    for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0, dg[a] = 0.0f;
+    for (int64_t j = 0; j < n; j++) cm[j] = -INFINITY, cs[j] = 0.0;
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row and column log-sum-exps */
         int64_t tw = n - c0 < T ? n - c0 : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)tw, D, s, U, D, V + c0 * D, D,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
                     0.0f, blk, (int)tw);
-        for (int64_t a = 0; a < n; a++) {
-            if (bias[a] != 0.0f) continue;
+        for (int64_t a = 0; a < b; a++) {
+            int64_t row = r0 + a;
+            if (bias[row] != 0.0f) continue;
             const float *l = blk + a * tw;
             float tm = seg_max_colmax(l, bias + c0, tw, cm + c0);
             if (tm == -INFINITY) continue;
             online_max(&m[a], &se[a], tm);
             se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
+            if (row >= c0 && row < c0 + tw) dg[a] = l[row - c0];
         }
-        for (int64_t j = 0; j < tw; j++)             /* absent columns: exp(-inf - 0) = 0 */
+        for (int64_t j = 0; j < tw; j++)             /* no row here: exp(-inf - 0) = 0, sum 0 */
             if (cm[c0 + j] == -INFINITY) cm[c0 + j] = 0.0f;
-        for (int64_t a = 0; a < n; a++)
-            if (bias[a] == 0.0f) seg_colsumexp(blk + a * tw, bias + c0, tw, cm + c0, cs + c0);
-        for (int64_t j = 0; j < tw; j++) {
-            int64_t cc0 = c0 + j;
-            if (bias[cc0] != 0.0f) continue;
-            double lcc = blk[cc0 * tw + j];
-            rows -= lcc;
-            cols += cm[cc0] + log(cs[cc0]) - lcc;
-        }
+        for (int64_t a = 0; a < b; a++)
+            if (bias[r0 + a] == 0.0f) seg_colsumexp(blk + a * tw, bias + c0, tw, cm + c0, cs + c0);
     }
-    for (int64_t a = 0; a < n; a++)
-        if (bias[a] == 0.0f) rows += m[a] + log(se[a]);
+    if (b < n) {
+        HCL_CHECK(in->colreduce, "loss: sharded infonce without a column reduce");
+        for (int64_t j = 0; j < n; j++)
+            if (cs[j] == 0.0) cm[j] = -INFINITY;    /* nothing from this worker */
+        in->colreduce(in->colreduce_arg, cm, cs, n);
+        for (int64_t j = 0; j < n; j++)
+            if (cm[j] == -INFINITY) cm[j] = 0.0f;   /* absent everywhere: its coefficient is 0 */
+    }
+    for (int64_t a = 0; a < b; a++) {
+        int64_t row = r0 + a;
+        if (bias[row] != 0.0f) continue;
+        rows += m[a] + log(se[a]) - dg[a];
+        cols += cm[row] + log(cs[row]) - dg[a];
+    }
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: G = coef (P + Q - 2 I) */
         int64_t tw = n - c0 < T ? n - c0 : T;
         if (nt > 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)tw, D, s, U, D, V + c0 * D, D,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
                         0.0f, blk, (int)tw);
         for (int64_t j = 0; j < tw; j++) cc[j] = bias[c0 + j] == 0.0f ? (float)(coef / cs[c0 + j]) : 0.0f;
-        for (int64_t a = 0; a < n; a++) {
+        for (int64_t a = 0; a < b; a++) {
+            int64_t row = r0 + a;
             float *l = blk + a * tw;
-            if (bias[a] != 0.0f) {
+            if (bias[row] != 0.0f) {
                 if (dU) memset(l, 0, (size_t)tw * sizeof(float));
                 continue;
             }
-            int diag = a >= c0 && a < c0 + tw;
-            float laa = diag ? l[a - c0] : 0.0f;
+            int diag = row >= c0 && row < c0 + tw;
+            float laa = diag ? l[row - c0] : 0.0f;
             gls += seg_grad_rowcol(l, bias + c0, tw, m[a], (float)(coef / se[a]), cm + c0, cc);
             if (diag) {                               /* the target: coef (p + q - 2), in double */
-                double p = exp((double)laa - m[a]) / se[a], q = exp((double)laa - cm[a]) / cs[a];
+                double p = exp((double)laa - m[a]) / se[a], q = exp((double)laa - cm[row]) / cs[row];
                 float g = (float)(coef * (p + q - 2.0));
-                gls += ((double)g - l[a - c0]) * laa;
-                l[a - c0] = g;
+                gls += ((double)g - l[row - c0]) * laa;
+                l[row - c0] = g;
             }
         }
         if (dU) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, D, (int)tw, s, blk, (int)tw,
-                        V + c0 * D, D, 1.0f, dU, D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)n, s, blk, (int)tw, U, D,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
+                        V + c0 * D, D, 1.0f, dU + r0 * D, D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
                         1.0f, dV + c0 * D, D);
         }
     }
@@ -525,8 +541,8 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
             for (int64_t r = 0; r < n; r++) bias[r] = present2(in->mask, nv, r, i, j) ? 0.0f : -INFINITY;
             float *di = dz ? dz[i] : NULL, *dj = dz ? dz[j] : NULL;
             double sum;
-            if (in->b == n) {
-                sum = infonce_both(c, in->z[i], in->z[j], bias, n, D, s, coef, di, dj, &gl);
+            if (in->b == n || in->colreduce) {
+                sum = infonce_both(c, in, in->z[i], in->z[j], bias, D, s, coef, di, dj, &gl);
             } else {
                 sum = infonce_half(c, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s, coef, di, dj, &gl);
                 sum += infonce_half(c, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s, coef, dj, di, &gl);

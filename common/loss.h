@@ -45,6 +45,14 @@ typedef struct {
     const int32_t *labels;              /* (N) or NULL (needed by SUPCON and HYBRID) */
     float t;                            /* log logit scale */
     const float *head_w, *head_b;       /* HYBRID: (K, D), (K) */
+    /* Sharded pairs (b < n): combines the workers' column statistics of a pair's logits, in
+     * place and the same on every worker: colmax (n) becomes the max over workers (-inf where no
+     * worker has a row), colsum (n) the sum over workers of colsum_w exp(colmax_w - colmax). With
+     * it a worker computes only its (b, N) block of logits per pair, and the column terms come
+     * from it; without it (NULL) the column terms of its rows are computed from a second, (b, N)
+     * block of the transposed pair: twice the loss work, no communication inside the loss. */
+    void (*colreduce)(void *arg, float *colmax, double *colsum, int64_t n);
+    void *colreduce_arg;
 } hcl_loss_input;
 
 typedef struct {
@@ -69,6 +77,7 @@ typedef struct {
     int64_t max_b, max_n;
     int64_t tile;                       /* candidate columns per tile */
     float *scratch;                     /* sized once by loss_ctx_init: (max_b, tile) + vectors */
+    int64_t off_diag;                   /* where the own rows' target logits (max_b) sit in it */
     int64_t scratch_len;
     double *dscratch;                   /* per-row and per-column sums, O(max_n) */
     int64_t dscratch_len;

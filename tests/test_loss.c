@@ -680,7 +680,7 @@ static void test_scratch_size(void) {
         CHECK(c1.tile == HCL_LOSS_TILE && c2.tile == HCL_LOSS_TILE && c3.tile == 7, "%s: tiles %lld %lld %lld",
               cases[ci].name, (long long)c1.tile, (long long)c2.tile, (long long)c3.tile);
         int64_t kbuf = cfg.kind == HCL_LOSS_HYBRID ? 8192 * NCLS : 0;
-        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE;
+        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE + 8192;
         CHECK(c1.scratch_len <= 8192 * c1.tile + vec + kbuf, "%s: scratch %lld floats > (max_b, tile) + %lld",
               cases[ci].name, (long long)c1.scratch_len, (long long)(vec + kbuf));
         CHECK(c1.scratch_len - c3.scratch_len == 8192 * (c1.tile - c3.tile) + (c1.tile - c3.tile),

@@ -2,7 +2,9 @@
  *
  *   encode own rows of every view            model_encode, (b, D) per view
  *   all-gather embeddings, all views packed  MPI_Allgatherv -> (N, D) per view
- *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per view
+ *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per view; per
+ *                                            pair, the column log-sum-exps' max and sums are
+ *                                            all-reduced between its two passes (N values)
  *   reduce-scatter dz back to the owners     MPI_Reduce_scatter -> own (b, D) per view
  *   backward through the encoders            all-reduce of each encoder's gradient slice
  *                                            starts as soon as its backward is done
@@ -41,6 +43,8 @@ typedef struct {
     float *zpack;                 /* (V, b_max, D) own embeddings packed for the all-gather (packed) */
     float *zgath;                 /* (N, V, D) ... as gathered, rank-major (packed) */
     float *zall[HCL_MAX_VIEWS];   /* (N, D) per view */
+    float *colmax;                /* (N) the loss's column maxes over the workers */
+    double t_colreduce;           /* seconds in the loss's column reduces this step */
     float *dzall[HCL_MAX_VIEWS];  /* (N, D) per view */
     float *dzpack;                /* (N, V, D) rank-major for the reduce-scatter */
     float *dzown;                 /* (V, b_max, D) */
@@ -48,6 +52,7 @@ typedef struct {
     int64_t *r0s, *bs;
     int *vcounts, *vdispls;       /* per worker, in floats of (b_r * D): one view's collectives */
     int64_t micro;                /* rows per encoder call */
+    int bwd_order[HCL_MAX_VIEWS]; /* encoders' backward order: largest gradient first */
     int packed;                   /* one packed collective for all views (small batches) */
     int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
                                    * worker's gradient turns NaN at that step; -1 off */
