@@ -135,18 +135,40 @@ int hcl_mkdir_p(const char *path, char *err) {
     return 0;
 }
 
+#if defined(__x86_64__)
+/* CRC-32C with the SSE 4.2 crc32 instruction, 8 bytes at a time (about 20x the table loop). */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const uint8_t *b, size_t n) {
+    uint64_t c = crc;
+    for (; n >= 8; n -= 8, b += 8) {
+        uint64_t v;
+        memcpy(&v, b, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    uint32_t c32 = (uint32_t)c;
+    for (; n > 0; n--, b++) c32 = __builtin_ia32_crc32qi(c32, *b);
+    return c32;
+}
+#endif
+
 uint32_t hcl_crc32c(uint32_t crc, const void *p, size_t n) {
     static uint32_t table[256];
-    static int ready;
+    static int ready, hw;
     if (!ready) {
         for (uint32_t i = 0; i < 256; i++) {
             uint32_t c = i;
             for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
             table[i] = c;
         }
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        hw = __builtin_cpu_supports("sse4.2");
+#endif
         ready = 1;
     }
     const uint8_t *b = p;
+#if defined(__x86_64__)
+    if (hw) return ~crc32c_hw(~crc, b, n);
+#endif
     crc = ~crc;
     for (size_t i = 0; i < n; i++) crc = table[(crc ^ b[i]) & 0xff] ^ (crc >> 8);
     return ~crc;
