@@ -83,7 +83,11 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
 
     int64_t V = cfg->nviews;
     int64_t widest = k == HCL_LOSS_SUPCON ? V * max_n : max_n;   /* candidates of one anchor */
-    if (tile == 0) tile = max_b * widest <= HCL_LOSS_ONE_TILE_FLOATS ? widest : HCL_LOSS_TILE;
+    if (tile == 0 && max_b * widest <= HCL_LOSS_ONE_TILE_FLOATS) tile = widest;
+    if (tile == 0) {
+        tile = HCL_LOSS_TILE_FLOATS / max_b / 16 * 16;
+        tile = tile < HCL_LOSS_TILE_MIN ? HCL_LOSS_TILE_MIN : tile > HCL_LOSS_TILE ? HCL_LOSS_TILE : tile;
+    }
     if (tile > widest) tile = widest;
     if (k == HCL_LOSS_SUPCON) {
         c->iscratch_len = 2 * max_n + V * max_n;   /* (label, present views) per row; keys */
@@ -413,13 +417,14 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
  * worker they are complete). Returns this worker's part of the row and column sums of
  * [-L_aa + lse] (column c counts on the worker that owns row c); the gradient G = coef (P + Q - 2 I)
  * of its block feeds two sgemms per tile: dU (its rows) and dV (all N rows); adds sum G L to *gl. */
-static double infonce_both(hcl_loss_ctx *c, const hcl_loss_input *in, const float *U, const float *V,
-                           const float *bias, int D, float s, double coef, float *dU, float *dV, double *gl) {
+static double infonce_both(hcl_loss_ctx *c, const hcl_loss_input *in, const float *U, int64_t ufirst,
+                           const float *V, const float *bias, int D, float s, double coef, float *dU, float *dV,
+                           double *gl) {
     int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile, nt = (n + T - 1) / T;
     float *blk = c->scratch, *m = c->scratch + off_rowmax(c), *cm = c->scratch + off_colmax(c);
     float *cc = c->scratch + off_colcoef(c), *dg = c->scratch + c->off_diag;
     double *se = c->dscratch, *cs = c->dscratch + c->max_n;
-    const float *Ur = U + r0 * D;
+    const float *Ur = U + (r0 - ufirst) * D;   /* U and dU hold rows from ufirst on */
     double rows = 0.0, cols = 0.0, gls = 0.0;
     for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0, dg[a] = 0.0f;
     for (int64_t j = 0; j < n; j++) cm[j] = -INFINITY, cs[j] = 0.0;
@@ -483,7 +488,7 @@ static double infonce_both(hcl_loss_ctx *c, const hcl_loss_input *in, const floa
         }
         if (dU) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
-                        V + c0 * D, D, 1.0f, dU + r0 * D, D);
+                        V + c0 * D, D, 1.0f, dU + (r0 - ufirst) * D, D);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
                         1.0f, dV + c0 * D, D);
         }
@@ -541,9 +546,13 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
             for (int64_t r = 0; r < n; r++) bias[r] = present2(in->mask, nv, r, i, j) ? 0.0f : -INFINITY;
             float *di = dz ? dz[i] : NULL, *dj = dz ? dz[j] : NULL;
             double sum;
+            HCL_CHECK(in->z_first[j] == 0 && (in->z_first[i] == 0 || in->z_first[i] == in->r0),
+                      "loss: pair (%d, %d) with views holding rows from %lld, %lld", i, j,
+                      (long long)in->z_first[i], (long long)in->z_first[j]);
             if (in->b == n || in->colreduce) {
-                sum = infonce_both(c, in, in->z[i], in->z[j], bias, D, s, coef, di, dj, &gl);
+                sum = infonce_both(c, in, in->z[i], in->z_first[i], in->z[j], bias, D, s, coef, di, dj, &gl);
             } else {
+                HCL_CHECK(in->z_first[i] == 0, "loss: view %d holds only its own rows", i);
                 sum = infonce_half(c, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s, coef, di, dj, &gl);
                 sum += infonce_half(c, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s, coef, dj, di, &gl);
             }
@@ -633,7 +642,8 @@ static double supcon_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in,
     double *se = c->dscratch, *spos = c->dscratch + c->max_n, *npos = c->dscratch + 2 * c->max_n;
     int32_t *key = c->iscratch + 2 * c->max_n;
     HCL_CHECK(lab, "loss: supcon needs labels");
-    for (int v = 0; v < nv; v++) HCL_CHECK(in->z[v], "loss: z[%d] missing", v);
+    for (int v = 0; v < nv; v++)
+        HCL_CHECK(in->z[v] && in->z_first[v] == 0, "loss: z[%d] missing or without all rows", v);
 
     int64_t kept = supcon_kept(c, in);
     if (kept == 0 || b == 0) return 0.0;
@@ -743,8 +753,8 @@ static double ce_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, flo
     if (m == 0 || b == 0) return 0.0;
     double invm = 1.0 / (double)m, total = 0.0;
     for (int v = 0; v < nv; v++) {
-        HCL_CHECK(in->z[v], "loss: z[%d] missing", v);
-        const float *zr = in->z[v] + r0 * D;
+        HCL_CHECK(in->z[v] && (in->z_first[v] == 0 || in->z_first[v] == r0), "loss: z[%d] missing", v);
+        const float *zr = in->z[v] + (r0 - in->z_first[v]) * D;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, K, D, 1.0f, zr, D, W, D, 0.0f, P, K);
         for (int64_t a = 0; a < b; a++) {
             int64_t r = r0 + a;
@@ -772,7 +782,7 @@ static double ce_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, flo
         }
         if (dz) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, K, 1.0f, P, K, W, D, 1.0f,
-                        dz[v] + r0 * D, D);
+                        dz[v] + (r0 - in->z_first[v]) * D, D);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, (int)b, 1.0f, P, K, zr, D, 1.0f,
                         dhead_w, D);
         }
@@ -801,6 +811,29 @@ void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *con
     if (cfg->kind == HCL_LOSS_HYBRID) {
         out->ce = ce_forward_backward(c, in, dz, dhead_w, dhead_b);
         out->loss += cfg->lambda * out->ce;
+    }
+}
+
+int loss_pair_count(const hcl_loss_config *cfg) {
+    enum hcl_loss_kind k = contrastive_kind(cfg);
+    int nv = cfg->nviews, p = 0;
+    if (k == HCL_LOSS_CLIP) return 1;
+    if (k == HCL_LOSS_SUPCON) return 0;
+    for (int i = 0; i < nv; i++)
+        for (int j = i + 1; j < nv; j++) p += k == HCL_LOSS_FULL || i == cfg->core_view || j == cfg->core_view;
+    return p;
+}
+
+void loss_gathered_views(const hcl_loss_config *cfg, int need[HCL_MAX_VIEWS]) {
+    int nv = cfg->nviews;
+    for (int v = 0; v < HCL_MAX_VIEWS; v++) need[v] = v < nv && contrastive_kind(cfg) == HCL_LOSS_SUPCON;
+    if (contrastive_kind(cfg) == HCL_LOSS_CLIP) {
+        need[cfg->view_a > cfg->view_b ? cfg->view_a : cfg->view_b] = 1;
+    } else if (contrastive_kind(cfg) != HCL_LOSS_SUPCON) {
+        for (int i = 0; i < nv; i++)
+            for (int j = i + 1; j < nv; j++)   /* the pairs pairs_forward_backward selects */
+                if (contrastive_kind(cfg) == HCL_LOSS_FULL || i == cfg->core_view || j == cfg->core_view)
+                    need[j] = 1;
     }
 }
 

@@ -53,6 +53,9 @@ typedef struct {
      * block of the transposed pair: twice the loss work, no communication inside the loss. */
     void (*colreduce)(void *arg, float *colmax, double *colsum, int64_t n);
     void *colreduce_arg;
+    /* The row held at z[v][0] and dz[v][0]: 0 (all N rows, the default), or r0 for a view of which
+     * only the own rows are held, which needs a column reduce and loss_gathered_views(v) == 0. */
+    int64_t z_first[HCL_MAX_VIEWS];
 } hcl_loss_input;
 
 typedef struct {
@@ -67,9 +70,12 @@ typedef struct {
 /* Logits are held (b, tile) at a time: candidates are walked in tiles of `tile` columns, in two
  * passes (log-sum-exps first, then the gradient, each tile's logits recomputed). By default a
  * block of up to HCL_LOSS_ONE_TILE_FLOATS (16 MB) is one tile (one pass, nothing recomputed: the
- * W1 shapes), a larger one tiles of HCL_LOSS_TILE columns. Scratch: max_b * tile + O(max_n)
- * floats and O(max_n) doubles, whatever max_b * max_n is. */
+ * W1 shapes); a larger one is cut in tiles of HCL_LOSS_TILE_FLOATS / max_b columns (2 MB of
+ * logits), a multiple of 16 in [HCL_LOSS_TILE_MIN, HCL_LOSS_TILE]. Scratch: max_b * tile +
+ * O(max_n) floats and O(max_n) doubles, whatever max_b * max_n is. */
 #define HCL_LOSS_TILE 512
+#define HCL_LOSS_TILE_MIN 64
+#define HCL_LOSS_TILE_FLOATS ((int64_t)1 << 19)
 #define HCL_LOSS_ONE_TILE_FLOATS ((int64_t)1 << 22)
 
 typedef struct {
@@ -98,6 +104,15 @@ void loss_ctx_free(hcl_loss_ctx *c);
  * (then dhead_* are ignored too). dhead_w (K,D), dhead_b (K): accumulated (HYBRID). */
 void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *const dz[],
                            float *dhead_w, float *dhead_b, hcl_loss_result *out);
+
+/* need[v] = 1 for the views whose other workers' rows the loss reads (and whose gradient it
+ * gives for them) when it runs sharded with a column reduce: a pair (i, j), i < j, reads all of
+ * view j's rows and only the own rows of view i; SupCon reads every view. The others can stay
+ * own rows only: no all-gather, no reduce-scatter (a full graph of V views gathers V - 1). */
+void loss_gathered_views(const hcl_loss_config *cfg, int need[HCL_MAX_VIEWS]);
+/* The number of InfoNCE pairs (CLIP 1, FULL V (V-1) / 2, CORE V - 1, SUPCON 0): a sharded step
+ * makes one column reduce for each pair a batch has rows of both views in. */
+int loss_pair_count(const hcl_loss_config *cfg);
 
 const char *loss_kind_name(enum hcl_loss_kind k);
 int loss_kind_parse(const char *s, enum hcl_loss_kind *k);   /* clip|full|core|supcon|hybrid */

@@ -661,8 +661,9 @@ static void test_tiles(const loss_case *lc, const problem *p, const char *mname)
 }
 
 /* 6: the scratch is (max_b, tile) floats plus O(max_n) vectors: one tile when the whole block fits
- * HCL_LOSS_ONE_TILE_FLOATS, else HCL_LOSS_TILE columns; doubling max_n adds O(max_n), never
- * max_b * max_n; the W1 shape is one tile; N = 16384, b = 8192 stays within tens of MB. */
+ * HCL_LOSS_ONE_TILE_FLOATS, else HCL_LOSS_TILE_FLOATS / max_b columns within [HCL_LOSS_TILE_MIN,
+ * HCL_LOSS_TILE]; doubling max_n adds O(max_n), never max_b * max_n; the W1 shape is one tile;
+ * N = 16384, b = 8192 stays within a few MB beyond its O(max_n) vectors. */
 static void test_scratch_size(void) {
     for (int ci = 0; ci < ncases; ci++) {
         hcl_loss_config cfg = cases[ci].cfg;
@@ -677,8 +678,18 @@ static void test_scratch_size(void) {
         loss_ctx_init(&c1, &cfg, 8192, 16384);
         loss_ctx_init(&c2, &cfg, 8192, 32768);
         loss_ctx_init_tile(&c3, &cfg, 8192, 16384, 7);
-        CHECK(c1.tile == HCL_LOSS_TILE && c2.tile == HCL_LOSS_TILE && c3.tile == 7, "%s: tiles %lld %lld %lld",
+        CHECK(c1.tile == 64 && c2.tile == 64 && c3.tile == 7, "%s: tiles %lld %lld %lld (want 64 64 7)",
               cases[ci].name, (long long)c1.tile, (long long)c2.tile, (long long)c3.tile);
+        hcl_loss_ctx c4;
+        loss_ctx_init(&c4, &cfg, 1024, 8192);             /* 8 Mi floats of logits: tiles of 512 */
+        CHECK(c4.tile == HCL_LOSS_TILE, "%s: (1024, 8192) tile %lld", cases[ci].name, (long long)c4.tile);
+        loss_ctx_free(&c4);
+        loss_ctx_init(&c4, &cfg, 2048, 4096);             /* tiles of 256: 2 MB of logits */
+        CHECK(c4.tile == 256, "%s: (2048, 4096) tile %lld", cases[ci].name, (long long)c4.tile);
+        loss_ctx_free(&c4);
+        loss_ctx_init(&c4, &cfg, 32768, 65536);           /* never below HCL_LOSS_TILE_MIN */
+        CHECK(c4.tile == HCL_LOSS_TILE_MIN, "%s: (32768, 65536) tile %lld", cases[ci].name, (long long)c4.tile);
+        loss_ctx_free(&c4);
         int64_t kbuf = cfg.kind == HCL_LOSS_HYBRID ? 8192 * NCLS : 0;
         int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE + 8192;
         CHECK(c1.scratch_len <= 8192 * c1.tile + vec + kbuf, "%s: scratch %lld floats > (max_b, tile) + %lld",
@@ -692,7 +703,7 @@ static void test_scratch_size(void) {
         CHECK(c1.dscratch_len <= 3 * 16384 && c2.dscratch_len <= 3 * 32768, "%s: dscratch %lld, %lld",
               cases[ci].name, (long long)c1.dscratch_len, (long long)c2.dscratch_len);
         double mb = (4.0 * c1.scratch_len + 8.0 * c1.dscratch_len + 4.0 * c1.iscratch_len) / 1e6;
-        CHECK(mb < 40.0, "%s: N = 16384, b = 8192 takes %.1f MB of scratch", cases[ci].name, mb);
+        CHECK(mb < 12.0, "%s: N = 16384, b = 8192 takes %.1f MB of scratch", cases[ci].name, mb);
         loss_ctx_free(&c1);
         loss_ctx_free(&c2);
         loss_ctx_free(&c3);

@@ -66,9 +66,9 @@ int main(int argc, char **argv) {
 
     const enum hcl_loss_kind kinds[] = {HCL_LOSS_FULL, HCL_LOSS_CORE, HCL_LOSS_CLIP, HCL_LOSS_SUPCON,
                                         HCL_LOSS_HYBRID};
-    /* variant 0: one packed collective, whole-batch encoder calls; variant 1: one collective per
-     * view in place, and encoders on micro-batches of 2 rows (forward run again per micro-batch
-     * for the backward) */
+    /* variant 0: one packed collective, whole-batch encoder calls; variant 1: an all-gather per
+     * view in place, reduce-scatters of 3 rows of every worker at a time, and encoders on
+     * micro-batches of 2 rows (forward run again per micro-batch for the backward) */
     for (int variant = 0; variant < 2; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
@@ -96,6 +96,7 @@ int main(int argc, char **argv) {
         if (variant == 1) {
             dist.packed = 0;
             dist.micro = 2;
+            dist.rs_rows = 3;   /* chunked reduce-scatter, the last chunk partial */
         }
         hcl_step_result rd, rs;
         worker_forward_backward(&dist, buf, &rd);

@@ -42,18 +42,32 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     /* Small batches: one collective for all views, through packing buffers. Large ones: one
      * in-place collective per view, no buffers of N x V x D beyond the gathered embeddings and
      * their gradients. */
-    w->packed = (int64_t)V * n * D * (int64_t)sizeof(float) <= HCL_PACKED_MAX_BYTES;
+    /* Views the sharded loss reads all rows of (loss_gathered_views): only those are all-gathered
+     * and reduce-scattered; of the others each worker holds its own rows. */
+    int need[HCL_MAX_VIEWS];
+    loss_gathered_views(lc, need);
+    for (int v = 0; v < V; v++) {
+        w->gathered[v] = w->size == 1 || need[v];
+        if (w->gathered[v]) w->gv[w->ngv++] = v;
+    }
+    const int G = w->ngv;
+    w->packed = (int64_t)G * n * D * (int64_t)sizeof(float) <= HCL_PACKED_MAX_BYTES;
     if (w->packed) {
-        w->zpack = hcl_floats((size_t)V * w->b_max * D);
-        w->zgath = hcl_floats((size_t)V * n * D);
-        w->dzpack = hcl_floats((size_t)V * n * D);
-        w->dzown = hcl_floats((size_t)V * w->b_max * D);
+        w->zpack = hcl_floats((size_t)G * w->b_max * D + 1);
+        w->zgath = hcl_floats((size_t)G * n * D + 1);
+        w->dzpack = hcl_floats((size_t)G * n * D + 1);
+        w->dzown = hcl_floats((size_t)G * w->b_max * D + 1);
     }
     w->vcounts = hcl_calloc((size_t)w->size, sizeof(int));
+    w->rs_rows = HCL_RS_FLOATS / ((int64_t)w->size * D);
+    w->rs_rows = w->rs_rows < 1 ? 1 : w->rs_rows > w->b_max ? w->b_max : w->rs_rows;
+    w->rsbuf = hcl_floats((size_t)w->size * w->rs_rows * D);
+    w->rscounts = hcl_calloc((size_t)w->size, sizeof(int));
     w->vdispls = hcl_calloc((size_t)w->size, sizeof(int));
     for (int v = 0; v < V; v++) {
-        w->zall[v] = hcl_floats((size_t)n * D);
-        w->dzall[v] = hcl_floats((size_t)n * D);
+        int64_t rows = w->gathered[v] ? n : w->b_max;
+        w->zall[v] = hcl_floats((size_t)rows * D);
+        w->dzall[v] = hcl_floats((size_t)rows * D);
     }
     w->colmax = hcl_floats((size_t)n);
     w->counts = hcl_calloc((size_t)w->size, sizeof(int));
@@ -98,6 +112,8 @@ void worker_free(hcl_worker *w) {
     free(w->counts);
     free(w->displs);
     free(w->vcounts);
+    free(w->rsbuf);
+    free(w->rscounts);
     free(w->vdispls);
     free(w->r0s);
     free(w->bs);
@@ -154,15 +170,17 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     double t0 = hcl_now();
     if (train) model_zero_grad(m);
 
-    /* 1. Encode own rows, micro-batch by micro-batch, into the own rows of the gathered
-     * embeddings (N, D) per view. */
+    /* 1. Encode own rows, micro-batch by micro-batch, into the own rows of the embeddings: (N, D)
+     * of a gathered view, (b, D) of another (its rows start at first[v]). */
+    int64_t first[HCL_MAX_VIEWS];
+    for (int v = 0; v < V; v++) first[v] = w->gathered[v] ? 0 : r0;
     const int64_t mb = w->micro;
     for (int v = 0; v < V; v++) {
         const float *x = (const float *)(buf + lay.view[v]);
         for (int64_t c = 0; c < b; c += mb) {
             int64_t rows = b - c < mb ? b - c : mb;
             const float *z = model_encode(m, &w->acts, v, x + c * widths[v], (int)rows);
-            memcpy(w->zall[v] + (r0 + c) * D, z, sizeof(float) * (size_t)rows * D);
+            memcpy(w->zall[v] + (r0 - first[v] + c) * D, z, sizeof(float) * (size_t)rows * D);
         }
     }
     double t1 = hcl_now();
@@ -170,26 +188,26 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     /* 2. All-gather: every worker gets all N rows of every view. */
     for (int r = 0; r < w->size; r++) {
         batch_split(n, w->size, r, &w->r0s[r], &w->bs[r]);
-        w->counts[r] = (int)(w->bs[r] * V * D);
-        w->displs[r] = (int)(w->r0s[r] * V * D);
+        w->counts[r] = (int)(w->bs[r] * w->ngv * D);
+        w->displs[r] = (int)(w->r0s[r] * w->ngv * D);
         w->vcounts[r] = (int)(w->bs[r] * D);
         w->vdispls[r] = (int)(w->r0s[r] * D);
     }
     HCL_CHECK(w->r0s[w->rank] == r0 && w->bs[w->rank] == b, "batch rows [%lld,+%lld) are not this worker's share",
               (long long)r0, (long long)b);
     if (w->size > 1 && w->packed) {
-        for (int v = 0; v < V; v++)
-            memcpy(w->zpack + (size_t)v * b * D, w->zall[v] + r0 * D, sizeof(float) * (size_t)b * D);
+        for (int g = 0; g < w->ngv; g++)
+            memcpy(w->zpack + (size_t)g * b * D, w->zall[w->gv[g]] + r0 * D, sizeof(float) * (size_t)b * D);
         MPI_OK(MPI_Allgatherv(w->zpack, w->counts[w->rank], MPI_FLOAT, w->zgath, w->counts, w->displs,
                               MPI_FLOAT, w->comm));
         for (int r = 0; r < w->size; r++)
-            for (int v = 0; v < V; v++)
+            for (int g = 0; g < w->ngv; g++)
                 if (r != w->rank)
-                    memcpy(w->zall[v] + w->r0s[r] * D, w->zgath + w->displs[r] + (size_t)v * w->bs[r] * D,
+                    memcpy(w->zall[w->gv[g]] + w->r0s[r] * D, w->zgath + w->displs[r] + (size_t)g * w->bs[r] * D,
                            sizeof(float) * (size_t)w->bs[r] * D);
     } else if (w->size > 1) {
-        for (int v = 0; v < V; v++)
-            MPI_OK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, w->zall[v], w->vcounts, w->vdispls,
+        for (int g = 0; g < w->ngv; g++)
+            MPI_OK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, w->zall[w->gv[g]], w->vcounts, w->vdispls,
                                   MPI_FLOAT, w->comm));
     }
     double t2 = hcl_now();
@@ -199,7 +217,10 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     in.n = n;
     in.r0 = r0;
     in.b = b;
-    for (int v = 0; v < V; v++) in.z[v] = w->zall[v];
+    for (int v = 0; v < V; v++) {
+        in.z[v] = w->zall[v];
+        in.z_first[v] = first[v];
+    }
     in.mask = mask;
     if (w->size > 1) {
         in.colreduce = column_reduce;
@@ -214,7 +235,8 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     }
     hcl_loss_result lr;
     if (train) {
-        for (int v = 0; v < V; v++) memset(w->dzall[v], 0, sizeof(float) * (size_t)n * D);
+        for (int v = 0; v < V; v++)
+            memset(w->dzall[v], 0, sizeof(float) * (size_t)(w->gathered[v] ? n : b) * D);
         loss_forward_backward(&w->loss, &in, w->dzall,
                               m->head_w >= 0 ? m->grads + m->head_w : NULL,
                               m->head_w >= 0 ? m->grads + m->head_b : NULL, &lr);
@@ -230,23 +252,39 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     MPI_Request reqs[HCL_MAX_VIEWS + 2];
     int nreq = 0;
     if (train) {
-        /* 4. Reduce-scatter: every worker receives the full gradient of its own rows: dz[v]
-         * points at them, (b, D). */
+        /* 4. Reduce-scatter of the gathered views: every worker receives the full gradient of its
+         * own rows. dz[v] points at them, (b, D); a view not gathered has only own rows' gradient,
+         * complete here. */
         const float *dz[HCL_MAX_VIEWS];
+        for (int v = 0; v < V; v++) dz[v] = w->dzall[v];
         if (w->size == 1) {
-            for (int v = 0; v < V; v++) dz[v] = w->dzall[v];
         } else if (w->packed) {
             for (int r = 0; r < w->size; r++)
-                for (int v = 0; v < V; v++)
-                    memcpy(w->dzpack + w->displs[r] + (size_t)v * w->bs[r] * D, w->dzall[v] + w->r0s[r] * D,
+                for (int g = 0; g < w->ngv; g++)
+                    memcpy(w->dzpack + w->displs[r] + (size_t)g * w->bs[r] * D, w->dzall[w->gv[g]] + w->r0s[r] * D,
                            sizeof(float) * (size_t)w->bs[r] * D);
             MPI_OK(MPI_Reduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm));
-            for (int v = 0; v < V; v++) dz[v] = w->dzown + (size_t)v * b * D;
+            for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzown + (size_t)g * b * D;
         } else {
-            /* in place: the summed own rows land at the start of dzall[v] */
-            for (int v = 0; v < V; v++) {
-                MPI_OK(MPI_Reduce_scatter(MPI_IN_PLACE, w->dzall[v], w->vcounts, MPI_FLOAT, MPI_SUM, w->comm));
-                dz[v] = w->dzall[v];
+            /* rs_rows rows of every worker's share at a time, through a staging buffer, so
+             * neither it nor Open MPI's temporaries grow with N: the summed own rows land in
+             * place, in the own rows of dzall[v] */
+            int64_t nchunk = (w->b_max + w->rs_rows - 1) / w->rs_rows;
+            for (int g = 0; g < w->ngv; g++) {
+                int v = w->gv[g];
+                for (int64_t k = 0; k < nchunk; k++) {
+                    size_t off = 0;
+                    for (int r = 0; r < w->size; r++) {
+                        int64_t c0 = k * w->rs_rows, rows = w->bs[r] - c0;
+                        rows = rows < 0 ? 0 : rows > w->rs_rows ? w->rs_rows : rows;
+                        memcpy(w->rsbuf + off, w->dzall[v] + (w->r0s[r] + c0) * D, sizeof(float) * (size_t)(rows * D));
+                        w->rscounts[r] = (int)(rows * D);
+                        off += (size_t)(rows * D);
+                    }
+                    MPI_OK(MPI_Reduce_scatter(w->rsbuf, w->dzall[v] + (r0 + k * w->rs_rows) * D, w->rscounts,
+                                              MPI_FLOAT, MPI_SUM, w->comm));
+                }
+                dz[v] = w->dzall[v] + r0 * D;
             }
         }
         t4 = hcl_now();

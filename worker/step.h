@@ -1,10 +1,12 @@
 /* step: one worker's replica of the model and the exact sharded training step (MATH.md).
  *
  *   encode own rows of every view            model_encode, (b, D) per view
- *   all-gather embeddings, all views packed  MPI_Allgatherv -> (N, D) per view
- *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per view; per
- *                                            pair, the column log-sum-exps' max and sums are
- *                                            all-reduced between its two passes (N values)
+ *   all-gather the embeddings of the views   MPI_Allgatherv -> (N, D) per gathered view (the
+ *   the loss reads all rows of               column views of its pairs: V - 1 of a full graph)
+ *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per gathered
+ *                                            view, (b, D) per other; per pair, the column
+ *                                            log-sum-exps' max and sums are all-reduced
+ *                                            between its two passes (N values each)
  *   reduce-scatter dz back to the owners     MPI_Reduce_scatter -> own (b, D) per view
  *   backward through the encoders            all-reduce of each encoder's gradient slice
  *                                            starts as soon as its backward is done
@@ -22,8 +24,9 @@
 #include "optim.h"
 
 
-#define HCL_MICRO_ROWS 1024               /* rows per encoder call (activation memory) */
-#define HCL_PACKED_MAX_BYTES (16 << 20)   /* one packed collective up to this N x V x D size */
+#define HCL_MICRO_ROWS 512                /* rows per encoder call (activation memory) */
+#define HCL_PACKED_MAX_BYTES (4 << 20)    /* one packed collective up to this N x G x D size */
+#define HCL_RS_FLOATS (1 << 16)           /* staging of one reduce-scatter beyond it (256 KB) */
 
 typedef struct {
     MPI_Comm comm;                /* the workers' communicator */
@@ -40,20 +43,27 @@ typedef struct {
     float t_min, t_max;           /* clamp of t after each update: [0, ln 100] */
     int64_t n;                    /* global batch rows */
     int64_t b_max;
-    float *zpack;                 /* (V, b_max, D) own embeddings packed for the all-gather (packed) */
-    float *zgath;                 /* (N, V, D) ... as gathered, rank-major (packed) */
-    float *zall[HCL_MAX_VIEWS];   /* (N, D) per view */
+    float *zpack;                 /* (G, b_max, D) own embeddings of the G gathered views (packed) */
+    float *zgath;                 /* (N, G, D) ... as gathered, rank-major (packed) */
+    float *zall[HCL_MAX_VIEWS];   /* (N, D) per gathered view, (b_max, D) per other */
     float *colmax;                /* (N) the loss's column maxes over the workers */
     double t_colreduce;           /* seconds in the loss's column reduces this step */
-    float *dzall[HCL_MAX_VIEWS];  /* (N, D) per view */
-    float *dzpack;                /* (N, V, D) rank-major for the reduce-scatter */
-    float *dzown;                 /* (V, b_max, D) */
-    int *counts, *displs;         /* per worker, in floats of (b_r * V * D) */
+    float *dzall[HCL_MAX_VIEWS];  /* the same shapes */
+    float *dzpack;                /* (N, G, D) rank-major for the reduce-scatter */
+    float *dzown;                 /* (G, b_max, D) */
+    int *counts, *displs;         /* per worker, in floats of (b_r * G * D) */
     int64_t *r0s, *bs;
     int *vcounts, *vdispls;       /* per worker, in floats of (b_r * D): one view's collectives */
+    int64_t rs_rows;              /* rows of each worker per chunked reduce-scatter (W rs_rows D
+                                   * <= HCL_RS_FLOATS, at least 1) */
+    float *rsbuf;                 /* (W, rs_rows, D) staging of a chunked reduce-scatter */
+    int *rscounts;                /* per worker, its rows in the chunk x D */
     int64_t micro;                /* rows per encoder call */
     int bwd_order[HCL_MAX_VIEWS]; /* encoders' backward order: largest gradient first */
     int packed;                   /* one packed collective for all views (small batches) */
+    int gathered[HCL_MAX_VIEWS];  /* view v is all-gathered (loss_gathered_views; all with one
+                                   * worker); zall, dzall of another hold only (b_max, D) */
+    int gv[HCL_MAX_VIEWS], ngv;   /* the gathered views, in order */
     int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
                                    * worker's gradient turns NaN at that step; -1 off */
 } hcl_worker;

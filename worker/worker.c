@@ -136,11 +136,13 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     pthread_t wd_thread;
     HCL_CHECK(pthread_create(&wd_thread, NULL, watchdog_main, &wd) == 0, "pthread_create (watchdog) failed");
     /* bytes a step's collectives send per worker: the all-gather and the reduce-scatter of
-     * the N x V x D embeddings and the ring all-reduce of the parameter gradient each send
-     * (W-1)/W of their size, the all-reduce twice (docs/SCALING.md) */
-    uint64_t step_bytes = w.size > 1 ? (uint64_t)(4.0 * (w.size - 1) / w.size *
-                                                  (2.0 * su->batch * su->mc.nviews * su->mc.dim +
-                                                   2.0 * w.model.nparams)) : 0;
+     * the N x G x D embeddings of the G gathered views send (W-1)/W of their size, the ring
+     * all-reduces twice that: of the parameter gradient, and per pair of the loss's N column
+     * maxes (float) and sums (double) (docs/SCALING.md) */
+    uint64_t step_bytes = w.size > 1 ? (uint64_t)((double)(w.size - 1) / w.size *
+                                                  (4.0 * 2.0 * su->batch * w.ngv * su->mc.dim +
+                                                   2.0 * 4.0 * w.model.nparams +
+                                                   2.0 * 12.0 * su->batch * loss_pair_count(&su->lc))) : 0;
     /* --data-plane direct: this worker reads its rows from the dataset files itself */
     hcl_dataset dsets[2];
     int nds = 0;
