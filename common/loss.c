@@ -46,15 +46,17 @@ static enum hcl_loss_kind contrastive_kind(const hcl_loss_config *cfg) {
     return cfg->kind == HCL_LOSS_HYBRID ? cfg->base : cfg->kind;
 }
 
-/* Scratch layout. Floats: the (max_b, tile) block, row maxes (max_n), column maxes (max_n), the
+/* Scratch layout. Floats: nblk (max_b, tile) blocks, row maxes (max_n), column maxes (max_n), the
  * tile's column coefficients (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
- * else max_n), the own rows' target logits (max_b), HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps,
- * column sums of exps or SupCon's sums of positive logits, SupCon's positive counts). Ints
+ * else max_n), per pair its row maxes and target logits (max_b each) and column maxes (max_n),
+ * HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps, column
+ * sums of exps or SupCon's sums of positive logits, SupCon's positive counts), per pair its row
+ * sums (max_b) and column sums (max_n). Ints
  * (SupCon): 2 max_n for the count of anchors kept, V max_n positive keys. */
-static int64_t off_rowmax(const hcl_loss_ctx *c) { return c->max_b * c->tile; }
+static int64_t off_rowmax(const hcl_loss_ctx *c) { return c->nblk * c->max_b * c->tile; }
 static int64_t off_colmax(const hcl_loss_ctx *c) { return off_rowmax(c) + c->max_n; }
 static int64_t off_colcoef(const hcl_loss_ctx *c) { return off_colmax(c) + c->max_n; }
-static int64_t off_bias(const hcl_loss_ctx *c) { return off_colcoef(c) + c->tile; }
+static int64_t off_bias(const hcl_loss_ctx *c) { return c->off_bias; }
 
 void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
                         int64_t tile) {
@@ -98,10 +100,16 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
     c->max_b = max_b;
     c->max_n = max_n;
     c->tile = tile;
-    c->off_diag = off_bias(c) + (k == HCL_LOSS_SUPCON ? V * max_n : max_n);
-    c->scratch_len = c->off_diag + max_b + kbuf;
+    /* pairs: each pair's state between its two passes (row maxes, target logits, column maxes;
+     * row and column sums), and all pairs' blocks when they are single tiles that fit together */
+    int64_t P = k == HCL_LOSS_SUPCON ? 0 : loss_pair_count(cfg);
+    c->npairs = P;
+    c->nblk = P > 1 && tile == widest && P * max_b * tile <= HCL_LOSS_ONE_TILE_FLOATS ? P : 1;
+    c->off_bias = off_colcoef(c) + tile;
+    c->off_pair = c->off_bias + (k == HCL_LOSS_SUPCON ? V * max_n : max_n);
+    c->scratch_len = c->off_pair + P * (2 * max_b + max_n) + kbuf;
     c->scratch = hcl_floats((size_t)c->scratch_len);
-    c->dscratch_len = 3 * max_n;
+    c->dscratch_len = 3 * max_n + P * (max_b + max_n);
     c->dscratch = hcl_malloc((size_t)c->dscratch_len * sizeof(double));
 }
 
@@ -413,26 +421,38 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
 /* Both directions of a pair's InfoNCE from the (b, N) block L = s U[R] V^T of this worker's rows
  * R = [r0, r0+b): rows of L are anchors of U against V, its columns anchors of V against U. A tile
  * holds all b rows of T columns, so pass 1 leaves each column's max and sum of exps over this
- * worker's rows; when b < n, in->colreduce combines them over the workers before pass 2 (with one
- * worker they are complete). Returns this worker's part of the row and column sums of
- * [-L_aa + lse] (column c counts on the worker that owns row c); the gradient G = coef (P + Q - 2 I)
- * of its block feeds two sgemms per tile: dU (its rows) and dV (all N rows); adds sum G L to *gl. */
-static double infonce_both(hcl_loss_ctx *c, const hcl_loss_input *in, const float *U, int64_t ufirst,
-                           const float *V, const float *bias, int D, float s, double coef, float *dU, float *dV,
-                           double *gl) {
-    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile, nt = (n + T - 1) / T;
-    float *blk = c->scratch, *m = c->scratch + off_rowmax(c), *cm = c->scratch + off_colmax(c);
-    float *cc = c->scratch + off_colcoef(c), *dg = c->scratch + c->off_diag;
-    double *se = c->dscratch, *cs = c->dscratch + c->max_n;
-    const float *Ur = U + (r0 - ufirst) * D;   /* U and dU hold rows from ufirst on */
-    double rows = 0.0, cols = 0.0, gls = 0.0;
+ * worker's rows; the caller combines them over the workers (in->colreduce, once for all pairs)
+ * before pass 2. Column c's term counts on the worker that owns row c. The gradient
+ * G = coef (P + Q - 2 I) of the block feeds two sgemms per tile: dU (own rows) and dV (all N).
+ * U and dU hold rows from ufirst on (in->z_first). */
+typedef struct {
+    const float *U, *V;
+    int64_t ufirst;
+    float *dU, *dV;
+    double coef;
+    float *blk;                 /* its (b, tile) block: kept from pass 1 when it is a single tile */
+    float *m, *dg, *cm;         /* row maxes, target logits (b); column maxes (n) */
+    double *se, *cs;            /* row sums (b), column sums (n) */
+} infonce_pair;
+
+static void infonce_logits(const hcl_loss_input *in, const infonce_pair *q, int D, float s, int64_t c0,
+                           int64_t tw) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)in->b, (int)tw, D, s,
+                q->U + (in->r0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, q->blk, (int)tw);
+}
+
+/* pass 1: row and column log-sum-exps of this worker's rows */
+static void infonce_pass1(hcl_loss_ctx *c, const hcl_loss_input *in, const infonce_pair *q, const float *bias,
+                          int D, float s) {
+    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile;
+    float *m = q->m, *cm = q->cm, *dg = q->dg;
+    double *se = q->se, *cs = q->cs;
     for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0, dg[a] = 0.0f;
     for (int64_t j = 0; j < n; j++) cm[j] = -INFINITY, cs[j] = 0.0;
-
-    for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row and column log-sum-exps */
+    for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
-                    0.0f, blk, (int)tw);
+        infonce_logits(in, q, D, s, c0, tw);
+        const float *blk = q->blk;
         for (int64_t a = 0; a < b; a++) {
             int64_t row = r0 + a;
             if (bias[row] != 0.0f) continue;
@@ -448,53 +468,68 @@ static double infonce_both(hcl_loss_ctx *c, const hcl_loss_input *in, const floa
         for (int64_t a = 0; a < b; a++)
             if (bias[r0 + a] == 0.0f) seg_colsumexp(blk + a * tw, bias + c0, tw, cm + c0, cs + c0);
     }
-    if (b < n) {
-        HCL_CHECK(in->colreduce, "loss: sharded infonce without a column reduce");
+    if (b < n)
         for (int64_t j = 0; j < n; j++)
-            if (cs[j] == 0.0) cm[j] = -INFINITY;    /* nothing from this worker */
-        in->colreduce(in->colreduce_arg, cm, cs, n);
-        for (int64_t j = 0; j < n; j++)
-            if (cm[j] == -INFINITY) cm[j] = 0.0f;   /* absent everywhere: its coefficient is 0 */
-    }
+            if (cs[j] == 0.0) cm[j] = -INFINITY;    /* nothing from this worker, for the reduce */
+}
+
+/* After the reduce: this worker's part of the row and column sums of [-L_aa + lse]. */
+static double infonce_sums(const hcl_loss_input *in, const infonce_pair *q, const float *bias) {
+    int64_t n = in->n, r0 = in->r0, b = in->b;
+    double rows = 0.0, cols = 0.0;
+    for (int64_t j = 0; j < n; j++)
+        if (q->cm[j] == -INFINITY) q->cm[j] = 0.0f;   /* absent everywhere: its coefficient is 0 */
     for (int64_t a = 0; a < b; a++) {
         int64_t row = r0 + a;
         if (bias[row] != 0.0f) continue;
-        rows += m[a] + log(se[a]) - dg[a];
-        cols += cm[row] + log(cs[row]) - dg[a];
+        rows += q->m[a] + log(q->se[a]) - q->dg[a];
+        cols += q->cm[row] + log(q->cs[row]) - q->dg[a];
     }
+    return rows + cols;
+}
 
-    for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: G = coef (P + Q - 2 I) */
+/* pass 2: G = coef (P + Q - 2 I), pushed into dU and dV; adds sum G L to *gl */
+static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infonce_pair *q, const float *bias,
+                          int D, float s, int recompute, double *gl) {
+    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile;
+    const float *m = q->m, *cm = q->cm;
+    const double *se = q->se, *cs = q->cs;
+    float *cc = c->scratch + off_colcoef(c), *blk = q->blk;
+    const float *Ur = q->U + (r0 - q->ufirst) * D;
+    double coef = q->coef, gls = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
-        if (nt > 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
-                        0.0f, blk, (int)tw);
+        if (recompute) infonce_logits(in, q, D, s, c0, tw);
         for (int64_t j = 0; j < tw; j++) cc[j] = bias[c0 + j] == 0.0f ? (float)(coef / cs[c0 + j]) : 0.0f;
         for (int64_t a = 0; a < b; a++) {
             int64_t row = r0 + a;
             float *l = blk + a * tw;
             if (bias[row] != 0.0f) {
-                if (dU) memset(l, 0, (size_t)tw * sizeof(float));
+                if (q->dU) memset(l, 0, (size_t)tw * sizeof(float));
                 continue;
             }
             int diag = row >= c0 && row < c0 + tw;
             float laa = diag ? l[row - c0] : 0.0f;
             gls += seg_grad_rowcol(l, bias + c0, tw, m[a], (float)(coef / se[a]), cm + c0, cc);
             if (diag) {                               /* the target: coef (p + q - 2), in double */
-                double p = exp((double)laa - m[a]) / se[a], q = exp((double)laa - cm[row]) / cs[row];
-                float g = (float)(coef * (p + q - 2.0));
+                double p = exp((double)laa - m[a]) / se[a], qq = exp((double)laa - cm[row]) / cs[row];
+                float g = (float)(coef * (p + qq - 2.0));
                 gls += ((double)g - l[row - c0]) * laa;
                 l[row - c0] = g;
             }
         }
-        if (dU) {
+        if (q->dU) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
-                        V + c0 * D, D, 1.0f, dU + (r0 - ufirst) * D, D);
+                        q->V + c0 * D, D, 1.0f, q->dU + (r0 - q->ufirst) * D, D);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
-                        1.0f, dV + c0 * D, D);
+                        1.0f, q->dV + c0 * D, D);
         }
     }
     *gl += gls;
-    return rows + cols;
+}
+
+static void pair_bias(float *bias, const hcl_loss_input *in, int nv, int i, int j) {
+    for (int64_t r = 0; r < in->n; r++) bias[r] = present2(in->mask, nv, r, i, j) ? 0.0f : -INFINITY;
 }
 
 /* CLIP / FULL / CORE: the weighted mean over the selected pairs of symmetric InfoNCE. Returns the
@@ -530,35 +565,74 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
             if (k > 0) wsum += kind == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
         }
 
-    double total = 0.0, gl = 0.0;
+    /* The pairs taking part, in order; the two halves when sharded without a column reduce. */
+    int pi[HCL_MAX_VIEWS * HCL_MAX_VIEWS], pj[HCL_MAX_VIEWS * HCL_MAX_VIEWS], np = 0;
+    double pwn[HCL_MAX_VIEWS * HCL_MAX_VIEWS], pinv[HCL_MAX_VIEWS * HCL_MAX_VIEWS];
     for (int i = 0; i < nv; i++)
         for (int j = i + 1; j < nv; j++) {
             if (!sel[i][j] || cnt[i][j] == 0) continue;
-            double w = kind == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
-            double wn = wsum > 0.0 ? w / wsum : 0.0;
-            double inv2n = 1.0 / (2.0 * (double)cnt[i][j]);
-            double coef = wn * inv2n;
             HCL_CHECK(in->z[i] && in->z[j], "loss: z[%d] or z[%d] missing", i, j);
-            if (in->b == 0) {
-                out->pair_loss[i][j] = 0.0;
-                continue;
-            }
-            for (int64_t r = 0; r < n; r++) bias[r] = present2(in->mask, nv, r, i, j) ? 0.0f : -INFINITY;
-            float *di = dz ? dz[i] : NULL, *dj = dz ? dz[j] : NULL;
-            double sum;
             HCL_CHECK(in->z_first[j] == 0 && (in->z_first[i] == 0 || in->z_first[i] == in->r0),
                       "loss: pair (%d, %d) with views holding rows from %lld, %lld", i, j,
                       (long long)in->z_first[i], (long long)in->z_first[j]);
-            if (in->b == n || in->colreduce) {
-                sum = infonce_both(c, in, in->z[i], in->z_first[i], in->z[j], bias, D, s, coef, di, dj, &gl);
-            } else {
-                HCL_CHECK(in->z_first[i] == 0, "loss: view %d holds only its own rows", i);
-                sum = infonce_half(c, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s, coef, di, dj, &gl);
-                sum += infonce_half(c, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s, coef, dj, di, &gl);
-            }
-            out->pair_loss[i][j] = sum * inv2n;
-            total += wn * out->pair_loss[i][j];
+            double w = kind == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
+            pi[np] = i, pj[np] = j;
+            pwn[np] = wsum > 0.0 ? w / wsum : 0.0;
+            pinv[np] = 1.0 / (2.0 * (double)cnt[i][j]);
+            np++;
         }
+    double total = 0.0, gl = 0.0;
+    if (in->b == 0) return 0.0;
+    if (in->b < n && !in->colreduce) {
+        for (int k = 0; k < np; k++) {
+            int i = pi[k], j = pj[k];
+            HCL_CHECK(in->z_first[i] == 0, "loss: view %d holds only its own rows", i);
+            pair_bias(bias, in, nv, i, j);
+            float *di = dz ? dz[i] : NULL, *dj = dz ? dz[j] : NULL;
+            double coef = pwn[k] * pinv[k];
+            double sum = infonce_half(c, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s, coef, di, dj, &gl);
+            sum += infonce_half(c, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s, coef, dj, di, &gl);
+            out->pair_loss[i][j] = sum * pinv[k];
+            total += pwn[k] * out->pair_loss[i][j];
+        }
+        out->dt += gl;
+        return total;
+    }
+    /* Sharded, the column statistics of all pairs go in one reduce between all pass 1s and all
+     * pass 2s, when every pair's block can wait for it (kept, or tiled and recomputed anyway);
+     * else (and with one worker) a pair's two passes follow each other, with its own reduce. */
+    HCL_CHECK(np <= c->npairs, "loss: %d pairs, the context was sized for %lld", np, (long long)c->npairs);
+    int64_t b = in->b;
+    int recompute = n > c->tile, fuse = b < n && (c->nblk >= np || recompute);
+    infonce_pair q[HCL_MAX_VIEWS * HCL_MAX_VIEWS];
+    float *pf = c->scratch + c->off_pair;
+    double *pd = c->dscratch + 3 * c->max_n;
+    for (int k = 0; k < np; k++)
+        q[k] = (infonce_pair){.U = in->z[pi[k]], .V = in->z[pj[k]], .ufirst = in->z_first[pi[k]],
+                              .dU = dz ? dz[pi[k]] : NULL, .dV = dz ? dz[pj[k]] : NULL,
+                              .coef = pwn[k] * pinv[k],
+                              .blk = c->scratch + (c->nblk > 1 ? k * c->max_b * c->tile : 0),
+                              .m = pf + k * 2 * c->max_b, .dg = pf + k * 2 * c->max_b + c->max_b,
+                              .cm = pf + np * 2 * c->max_b + k * n,
+                              .se = pd + k * c->max_b, .cs = pd + np * c->max_b + k * n};
+    if (fuse) {
+        for (int k = 0; k < np; k++) {
+            pair_bias(bias, in, nv, pi[k], pj[k]);
+            infonce_pass1(c, in, &q[k], bias, D, s);
+        }
+        in->colreduce(in->colreduce_arg, q[0].cm, q[0].cs, np * n);
+    }
+    for (int k = 0; k < np; k++) {
+        int i = pi[k], j = pj[k];
+        pair_bias(bias, in, nv, i, j);
+        if (!fuse) {
+            infonce_pass1(c, in, &q[k], bias, D, s);
+            if (b < n) in->colreduce(in->colreduce_arg, q[k].cm, q[k].cs, n);
+        }
+        out->pair_loss[i][j] = infonce_sums(in, &q[k], bias) * pinv[k];
+        total += pwn[k] * out->pair_loss[i][j];
+        infonce_pass2(c, in, &q[k], bias, D, s, recompute, &gl);
+    }
     out->dt += gl;
     return total;
 }

@@ -83,7 +83,10 @@ typedef struct {
     int64_t max_b, max_n;
     int64_t tile;                       /* candidate columns per tile */
     float *scratch;                     /* sized once by loss_ctx_init: (max_b, tile) + vectors */
-    int64_t off_diag;                   /* where the own rows' target logits (max_b) sit in it */
+    int64_t npairs;                     /* InfoNCE pairs it is sized for (loss_pair_count) */
+    int64_t nblk;                       /* blocks of logits held: npairs when every pair is one
+                                         * tile and all fit HCL_LOSS_ONE_TILE_FLOATS, else 1 */
+    int64_t off_bias, off_pair;         /* where the mask bias and the pairs' state sit in it */
     int64_t scratch_len;
     double *dscratch;                   /* per-row and per-column sums, O(max_n) */
     int64_t dscratch_len;

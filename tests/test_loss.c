@@ -691,16 +691,18 @@ static void test_scratch_size(void) {
         CHECK(c4.tile == HCL_LOSS_TILE_MIN, "%s: (32768, 65536) tile %lld", cases[ci].name, (long long)c4.tile);
         loss_ctx_free(&c4);
         int64_t kbuf = cfg.kind == HCL_LOSS_HYBRID ? 8192 * NCLS : 0;
-        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE + 8192;
+        int64_t P = supcon ? 0 : loss_pair_count(&cfg);   /* per pair: 2 max_b + max_n floats, */
+        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE + P * (2 * 8192 + 16384);   /* max_b + max_n doubles */
         CHECK(c1.scratch_len <= 8192 * c1.tile + vec + kbuf, "%s: scratch %lld floats > (max_b, tile) + %lld",
               cases[ci].name, (long long)c1.scratch_len, (long long)(vec + kbuf));
         CHECK(c1.scratch_len - c3.scratch_len == 8192 * (c1.tile - c3.tile) + (c1.tile - c3.tile),
               "%s: scratch %lld with tile %lld, %lld with tile 7", cases[ci].name, (long long)c1.scratch_len,
               (long long)c1.tile, (long long)c3.scratch_len);
-        CHECK(c2.scratch_len - c1.scratch_len <= (supcon ? NV + 3 : 3) * 16384,
+        CHECK(c2.scratch_len - c1.scratch_len <= (supcon ? NV + 3 : 3 + P) * 16384,
               "%s: doubling max_n grows the scratch by %lld floats", cases[ci].name,
               (long long)(c2.scratch_len - c1.scratch_len));
-        CHECK(c1.dscratch_len <= 3 * 16384 && c2.dscratch_len <= 3 * 32768, "%s: dscratch %lld, %lld",
+        CHECK(c1.dscratch_len <= 3 * 16384 + P * (8192 + 16384) && c2.dscratch_len <= 3 * 32768 + P * (8192 + 32768),
+              "%s: dscratch %lld, %lld",
               cases[ci].name, (long long)c1.dscratch_len, (long long)c2.dscratch_len);
         double mb = (4.0 * c1.scratch_len + 8.0 * c1.dscratch_len + 4.0 * c1.iscratch_len) / 1e6;
         CHECK(mb < 12.0, "%s: N = 16384, b = 8192 takes %.1f MB of scratch", cases[ci].name, mb);

@@ -66,10 +66,15 @@ int main(int argc, char **argv) {
 
     const enum hcl_loss_kind kinds[] = {HCL_LOSS_FULL, HCL_LOSS_CORE, HCL_LOSS_CLIP, HCL_LOSS_SUPCON,
                                         HCL_LOSS_HYBRID};
-    /* variant 0: one packed collective, whole-batch encoder calls; variant 1: an all-gather per
-     * view in place, reduce-scatters of 3 rows of every worker at a time, and encoders on
-     * micro-batches of 2 rows (forward run again per micro-batch for the backward) */
-    for (int variant = 0; variant < 2; variant++)
+    /* variant 0: one packed collective, whole-batch encoder calls, the loss's blocks kept and one
+     * column reduce for all pairs; variant 1: an all-gather per view in place, reduce-scatters of
+     * 3 rows of every worker at a time, encoders on micro-batches of 2 rows (forward run again
+     * per micro-batch for the backward), loss tiles of 4 columns (logits computed again in pass
+     * 2, one column reduce); variant 2: one block of logits held, so each pair has its own
+     * column reduce between its two passes */
+    static const char *const variant_name[] = {
+        "packed", "per-view collectives, micro-batches of 2, loss tiles of 4", "a column reduce per pair"};
+    for (int variant = 0; variant < 3; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
         model_config_default(&mc);
@@ -97,7 +102,10 @@ int main(int argc, char **argv) {
             dist.packed = 0;
             dist.micro = 2;
             dist.rs_rows = 3;   /* chunked reduce-scatter, the last chunk partial */
+            loss_ctx_free(&dist.loss);
+            loss_ctx_init_tile(&dist.loss, &lc, dist.b_max, N, 4);
         }
+        if (variant == 2) dist.loss.nblk = 1;
         hcl_step_result rd, rs;
         worker_forward_backward(&dist, buf, &rd);
         /* replicas hold bit-identical summed gradients */
@@ -116,7 +124,7 @@ int main(int argc, char **argv) {
             CHECK(gmax > 0 && dmax <= 2e-5 * gmax + 1e-7, "%s with %d workers (variant %d): max |dg| %g, max |g| %g",
                   loss_kind_name(kinds[k]), size, variant, dmax, gmax);
             printf("%s, %d workers, %s: loss %.7f vs %.7f, max |dg| %.3g of max |g| %.3g\n",
-                   loss_kind_name(kinds[k]), size, variant ? "per-view collectives, micro-batches of 2" : "packed",
+                   loss_kind_name(kinds[k]), size, variant_name[variant],
                    rd.loss, rs.loss, dmax, gmax);
             worker_free(&single);
         }

@@ -69,7 +69,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
         w->zall[v] = hcl_floats((size_t)rows * D);
         w->dzall[v] = hcl_floats((size_t)rows * D);
     }
-    w->colmax = hcl_floats((size_t)n);
+    w->colmax = hcl_floats((size_t)(w->loss.npairs > 0 ? w->loss.npairs : 1) * n);
     w->counts = hcl_calloc((size_t)w->size, sizeof(int));
     w->displs = hcl_calloc((size_t)w->size, sizeof(int));
     w->r0s = hcl_calloc((size_t)w->size, sizeof(int64_t));
@@ -121,7 +121,8 @@ void worker_free(hcl_worker *w) {
 }
 
 /* The loss's column reduce (loss.h): the max of each column over the workers, then each worker's
- * sums of exps rescaled to it and summed: two all-reduces of N values per pair. */
+ * sums of exps rescaled to it and summed: two all-reduces of N values per pair, all pairs in one
+ * call when the loss can wait for them. */
 static void column_reduce(void *arg, float *colmax, double *colsum, int64_t n) {
     hcl_worker *w = arg;
     double t0 = hcl_now();

@@ -46,7 +46,7 @@ typedef struct {
     float *zpack;                 /* (G, b_max, D) own embeddings of the G gathered views (packed) */
     float *zgath;                 /* (N, G, D) ... as gathered, rank-major (packed) */
     float *zall[HCL_MAX_VIEWS];   /* (N, D) per gathered view, (b_max, D) per other */
-    float *colmax;                /* (N) the loss's column maxes over the workers */
+    float *colmax;                /* (pairs, N) the loss's column maxes over the workers */
     double t_colreduce;           /* seconds in the loss's column reduces this step */
     float *dzall[HCL_MAX_VIEWS];  /* the same shapes */
     float *dzpack;                /* (N, G, D) rank-major for the reduce-scatter */
