@@ -46,16 +46,15 @@ static enum hcl_loss_kind contrastive_kind(const hcl_loss_config *cfg) {
     return cfg->kind == HCL_LOSS_HYBRID ? cfg->base : cfg->kind;
 }
 
-/* Scratch layout. Floats: nblk (max_b, tile) blocks, row maxes (max_n), column maxes (max_n), the
- * tile's column coefficients (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
+/* Scratch layout. Floats: nblk (max_b, tile) blocks, row maxes (max_n), the tile's column
+ * coefficients (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
  * else max_n), per pair its row maxes and target logits (max_b each) and column maxes (max_n),
  * HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps, column
  * sums of exps or SupCon's sums of positive logits, SupCon's positive counts), per pair its row
  * sums (max_b) and column sums (max_n). Ints
  * (SupCon): 2 max_n for the count of anchors kept, V max_n positive keys. */
-static int64_t off_rowmax(const hcl_loss_ctx *c) { return c->nblk * c->max_b * c->tile; }
-static int64_t off_colmax(const hcl_loss_ctx *c) { return off_rowmax(c) + c->max_n; }
-static int64_t off_colcoef(const hcl_loss_ctx *c) { return off_colmax(c) + c->max_n; }
+static int64_t off_rowmax(const hcl_loss_ctx *c) { return c->off_rowmax; }
+static int64_t off_colcoef(const hcl_loss_ctx *c) { return c->off_rowmax + c->max_n; }
 static int64_t off_bias(const hcl_loss_ctx *c) { return c->off_bias; }
 
 void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
@@ -104,7 +103,8 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
      * row and column sums), and all pairs' blocks when they are single tiles that fit together */
     int64_t P = k == HCL_LOSS_SUPCON ? 0 : loss_pair_count(cfg);
     c->npairs = P;
-    c->nblk = P > 1 && tile == widest && P * max_b * tile <= HCL_LOSS_ONE_TILE_FLOATS ? P : 1;
+    c->nblk = P > 1 && max_b < max_n && tile == widest && P * max_b * tile <= HCL_LOSS_ONE_TILE_FLOATS ? P : 1;
+    c->off_rowmax = c->nblk * max_b * tile;
     c->off_bias = off_colcoef(c) + tile;
     c->off_pair = c->off_bias + (k == HCL_LOSS_SUPCON ? V * max_n : max_n);
     c->scratch_len = c->off_pair + P * (2 * max_b + max_n) + kbuf;
@@ -437,6 +437,7 @@ typedef struct {
 
 static void infonce_logits(const hcl_loss_input *in, const infonce_pair *q, int D, float s, int64_t c0,
                            int64_t tw) {
+    if (in->b == 0) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)in->b, (int)tw, D, s,
                 q->U + (in->r0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, q->blk, (int)tw);
 }
@@ -518,7 +519,7 @@ static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
                 l[row - c0] = g;
             }
         }
-        if (q->dU) {
+        if (q->dU && b > 0) {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
                         q->V + c0 * D, D, 1.0f, q->dU + (r0 - q->ufirst) * D, D);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
@@ -582,8 +583,8 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
             np++;
         }
     double total = 0.0, gl = 0.0;
-    if (in->b == 0) return 0.0;
     if (in->b < n && !in->colreduce) {
+        if (in->b == 0) return 0.0;
         for (int k = 0; k < np; k++) {
             int i = pi[k], j = pj[k];
             HCL_CHECK(in->z_first[i] == 0, "loss: view %d holds only its own rows", i);
@@ -601,9 +602,9 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
     /* Sharded, the column statistics of all pairs go in one reduce between all pass 1s and all
      * pass 2s, when every pair's block can wait for it (kept, or tiled and recomputed anyway);
      * else (and with one worker) a pair's two passes follow each other, with its own reduce. */
-    HCL_CHECK(np <= c->npairs, "loss: %d pairs, the context was sized for %lld", np, (long long)c->npairs);
+    /* A worker without rows (a small last batch) still takes part in the reduces. */
     int64_t b = in->b;
-    int recompute = n > c->tile, fuse = b < n && (c->nblk >= np || recompute);
+    int recompute = n > c->tile, fuse = np > 0 && b < n && (c->nblk >= np || recompute);
     infonce_pair q[HCL_MAX_VIEWS * HCL_MAX_VIEWS];
     float *pf = c->scratch + c->off_pair;
     double *pd = c->dscratch + 3 * c->max_n;

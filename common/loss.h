@@ -1,6 +1,7 @@
 /* loss: the contrastive objectives, forward and backward in one call, written for the sharded
  * step of ../shared/MATH.md: a worker owns rows [r0, r0+b) of a global batch of N rows and sees
- * all N gathered embeddings of every view. With r0 = 0, b = N it is the single-process loss.
+ * all N gathered embeddings of the views it reads all rows of (loss_gathered_views), its own rows
+ * of the others (z_first). With r0 = 0, b = N it is the single-process loss.
  *
  *   CLIP      symmetric InfoNCE between views a and b
  *   FULL      weighted mean of symmetric InfoNCE over every pair of views (CMC full graph)
@@ -72,7 +73,7 @@ typedef struct {
  * block of up to HCL_LOSS_ONE_TILE_FLOATS (16 MB) is one tile (one pass, nothing recomputed: the
  * W1 shapes); a larger one is cut in tiles of HCL_LOSS_TILE_FLOATS / max_b columns (2 MB of
  * logits), a multiple of 16 in [HCL_LOSS_TILE_MIN, HCL_LOSS_TILE]. Scratch: max_b * tile +
- * O(max_n) floats and O(max_n) doubles, whatever max_b * max_n is. */
+ * O(max_n) floats and O(max_n) doubles per pair, whatever max_b * max_n is. */
 #define HCL_LOSS_TILE 512
 #define HCL_LOSS_TILE_MIN 64
 #define HCL_LOSS_TILE_FLOATS ((int64_t)1 << 19)
@@ -82,13 +83,16 @@ typedef struct {
     hcl_loss_config cfg;
     int64_t max_b, max_n;
     int64_t tile;                       /* candidate columns per tile */
-    float *scratch;                     /* sized once by loss_ctx_init: (max_b, tile) + vectors */
+    float *scratch;                     /* sized once by loss_ctx_init: nblk (max_b, tile) blocks,
+                                         * O(max_n) vectors, per pair 2 max_b + max_n floats */
     int64_t npairs;                     /* InfoNCE pairs it is sized for (loss_pair_count) */
-    int64_t nblk;                       /* blocks of logits held: npairs when every pair is one
-                                         * tile and all fit HCL_LOSS_ONE_TILE_FLOATS, else 1 */
-    int64_t off_bias, off_pair;         /* where the mask bias and the pairs' state sit in it */
+    int64_t nblk;                       /* blocks of logits held: npairs when sharded (max_b <
+                                         * max_n), every pair is one tile and all fit
+                                         * HCL_LOSS_ONE_TILE_FLOATS, else 1 */
+    int64_t off_rowmax, off_bias, off_pair;   /* where vectors, mask bias, pairs' state sit */
     int64_t scratch_len;
-    double *dscratch;                   /* per-row and per-column sums, O(max_n) */
+    double *dscratch;                   /* per-row and per-column sums, O(max_n), and per pair
+                                         * max_b + max_n */
     int64_t dscratch_len;
     int32_t *iscratch;                  /* SUPCON: (label, views present) per row, for the count */
     int64_t iscratch_len;               /* of anchors kept, and positive keys; NULL otherwise */
@@ -103,8 +107,10 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
                         int64_t tile);
 void loss_ctx_free(hcl_loss_ctx *c);
 
-/* dz[v] (N, D): d loss / d z[v] for ALL N rows, accumulated (+=); may be NULL for forward only
- * (then dhead_* are ignored too). dhead_w (K,D), dhead_b (K): accumulated (HYBRID). */
+/* dz[v]: d loss / d z[v] for the rows z[v] holds (all N, or the own rows from z_first[v]),
+ * accumulated (+=); may be NULL for forward only (then dhead_* are ignored too). dhead_w (K,D),
+ * dhead_b (K): accumulated (HYBRID). Sharded with a column reduce, every worker must call it,
+ * one with no rows (b = 0) too: the reduces are collective. */
 void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *const dz[],
                            float *dhead_w, float *dhead_b, hcl_loss_result *out);
 
@@ -114,7 +120,8 @@ void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *con
  * own rows only: no all-gather, no reduce-scatter (a full graph of V views gathers V - 1). */
 void loss_gathered_views(const hcl_loss_config *cfg, int need[HCL_MAX_VIEWS]);
 /* The number of InfoNCE pairs (CLIP 1, FULL V (V-1) / 2, CORE V - 1, SUPCON 0): a sharded step
- * makes one column reduce for each pair a batch has rows of both views in. */
+ * column-reduces N values of each pair a batch has rows of both views in, in one call or one per
+ * pair. */
 int loss_pair_count(const hcl_loss_config *cfg);
 
 const char *loss_kind_name(enum hcl_loss_kind k);

@@ -89,9 +89,9 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     int inj_worker;
     if (inj && sscanf(inj, "%lld:%d", &inj_step, &inj_worker) == 2 && inj_worker == w->rank)
         w->inject_nan_step = inj_step;
-    if ((int64_t)V * n * D > INT32_MAX)
-        return hcl_err(err, "batch-size: %lld rows x %d views x %d dims exceeds one MPI message",
-                       (long long)n, V, D);
+    if ((int64_t)V * n * D > INT32_MAX || w->loss.npairs * n > INT32_MAX)
+        return hcl_err(err, "batch-size: %lld rows x %d views x %d dims (or x %lld loss pairs) exceeds one "
+                       "MPI message", (long long)n, V, D, (long long)w->loss.npairs);
     return 0;
 }
 
@@ -186,7 +186,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     }
     double t1 = hcl_now();
 
-    /* 2. All-gather: every worker gets all N rows of every view. */
+    /* 2. All-gather: every worker gets all N rows of every gathered view. */
     for (int r = 0; r < w->size; r++) {
         batch_split(n, w->size, r, &w->r0s[r], &w->bs[r]);
         w->counts[r] = (int)(w->bs[r] * w->ngv * D);
@@ -213,7 +213,8 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     }
     double t2 = hcl_now();
 
-    /* 3. Loss of own rows against all columns; gradient for all N rows of every view. */
+    /* 3. Loss of own rows against all columns; gradient for all N rows of every gathered view,
+     * for the own rows of the others. */
     hcl_loss_input in = {0};
     in.n = n;
     in.r0 = r0;

@@ -4,9 +4,9 @@
  *   all-gather the embeddings of the views   MPI_Allgatherv -> (N, D) per gathered view (the
  *   the loss reads all rows of               column views of its pairs: V - 1 of a full graph)
  *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per gathered
- *                                            view, (b, D) per other; per pair, the column
- *                                            log-sum-exps' max and sums are all-reduced
- *                                            between its two passes (N values each)
+ *                                            view, (b, D) per other; the pairs' column
+ *                                            log-sum-exps' maxes and sums are all-reduced
+ *                                            between the loss's two passes (N values a pair)
  *   reduce-scatter dz back to the owners     MPI_Reduce_scatter -> own (b, D) per view
  *   backward through the encoders            all-reduce of each encoder's gradient slice
  *                                            starts as soon as its backward is done
