@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -150,26 +151,29 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_hw(uint32_t crc, const 
 }
 #endif
 
-uint32_t hcl_crc32c(uint32_t crc, const void *p, size_t n) {
-    static uint32_t table[256];
-    static int ready, hw;
-    if (!ready) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-            table[i] = c;
-        }
-#if defined(__x86_64__)
-        __builtin_cpu_init();
-        hw = __builtin_cpu_supports("sse4.2");
-#endif
-        ready = 1;
+static uint32_t crc_table[256];
+static int crc_hw;
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void) {
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[i] = c;
     }
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    crc_hw = __builtin_cpu_supports("sse4.2");
+#endif
+}
+
+uint32_t hcl_crc32c(uint32_t crc, const void *p, size_t n) {
+    pthread_once(&crc_once, crc_init);   /* the coordinator's threads may be first at once */
     const uint8_t *b = p;
 #if defined(__x86_64__)
-    if (hw) return ~crc32c_hw(~crc, b, n);
+    if (crc_hw) return ~crc32c_hw(~crc, b, n);
 #endif
     crc = ~crc;
-    for (size_t i = 0; i < n; i++) crc = table[(crc ^ b[i]) & 0xff] ^ (crc >> 8);
+    for (size_t i = 0; i < n; i++) crc = crc_table[(crc ^ b[i]) & 0xff] ^ (crc >> 8);
     return ~crc;
 }
