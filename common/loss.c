@@ -46,8 +46,8 @@ static enum hcl_loss_kind contrastive_kind(const hcl_loss_config *cfg) {
     return cfg->kind == HCL_LOSS_HYBRID ? cfg->base : cfg->kind;
 }
 
-/* Scratch layout. Floats: nblk (max_b, tile) blocks, row maxes (max_n), the tile's column
- * coefficients (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
+/* Scratch layout. Floats: nblk (rows, tile) blocks, row maxes (max_n), the tile's column
+ * coefficients or shifts (tile) and a row chunk's column maxes (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
  * else max_n), per pair its row maxes and target logits (max_b each) and column maxes (max_n),
  * HYBRID's (max_b, K) head logits. Doubles: three vectors of max_n (row sums of exps, column
  * sums of exps or SupCon's sums of positive logits, SupCon's positive counts), per pair its row
@@ -84,12 +84,19 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
 
     int64_t V = cfg->nviews;
     int64_t widest = k == HCL_LOSS_SUPCON ? V * max_n : max_n;   /* candidates of one anchor */
+    /* InfoNCE pairs walk (rows, tile) blocks: column tiles of HCL_LOSS_TILE, row chunks that fill
+     * HCL_LOSS_TILE_FLOATS; SupCon walks (max_b, tile) blocks, tile cut to fit the same budget. */
+    int64_t rows = max_b;
     if (tile == 0 && max_b * widest <= HCL_LOSS_ONE_TILE_FLOATS) tile = widest;
-    if (tile == 0) {
+    if (tile == 0 && k != HCL_LOSS_SUPCON) {
+        tile = HCL_LOSS_TILE;
+        rows = HCL_LOSS_TILE_FLOATS / HCL_LOSS_TILE;
+    } else if (tile == 0) {
         tile = HCL_LOSS_TILE_FLOATS / max_b / 16 * 16;
         tile = tile < HCL_LOSS_TILE_MIN ? HCL_LOSS_TILE_MIN : tile > HCL_LOSS_TILE ? HCL_LOSS_TILE : tile;
     }
     if (tile > widest) tile = widest;
+    if (rows > max_b) rows = max_b;
     if (k == HCL_LOSS_SUPCON) {
         c->iscratch_len = 2 * max_n + V * max_n;   /* (label, present views) per row; keys */
         c->iscratch = hcl_malloc((size_t)c->iscratch_len * sizeof(int32_t));
@@ -99,13 +106,15 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
     c->max_b = max_b;
     c->max_n = max_n;
     c->tile = tile;
+    c->rows = rows;
     /* pairs: each pair's state between its two passes (row maxes, target logits, column maxes;
      * row and column sums), and all pairs' blocks when they are single tiles that fit together */
     int64_t P = k == HCL_LOSS_SUPCON ? 0 : loss_pair_count(cfg);
     c->npairs = P;
-    c->nblk = P > 1 && max_b < max_n && tile == widest && P * max_b * tile <= HCL_LOSS_ONE_TILE_FLOATS ? P : 1;
-    c->off_rowmax = c->nblk * max_b * tile;
-    c->off_bias = off_colcoef(c) + tile;
+    c->nblk = P > 1 && max_b < max_n && tile == widest && rows == max_b && P * max_b * tile <= HCL_LOSS_ONE_TILE_FLOATS
+                  ? P : 1;
+    c->off_rowmax = c->nblk * rows * tile;
+    c->off_bias = off_colcoef(c) + 2 * tile;
     c->off_pair = c->off_bias + (k == HCL_LOSS_SUPCON ? V * max_n : max_n);
     c->scratch_len = c->off_pair + P * (2 * max_b + max_n) + kbuf;
     c->scratch = hcl_floats((size_t)c->scratch_len);
@@ -361,26 +370,28 @@ static inline void online_max(float *m, double *se, float tm) {
  * (all N rows). */
 static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, const float *bias, int64_t n,
                            int64_t r0, int64_t b, int D, float s, double coef, float *dU, float *dV, double *gl) {
-    int64_t T = c->tile, nt = (n + T - 1) / T;
+    int64_t T = c->tile, R = c->rows, nt = (n + T - 1) / T;
     float *blk = c->scratch, *m = c->scratch + off_rowmax(c);
     double *se = c->dscratch;
-    const float *Ur = U + r0 * D;
     double sum = 0.0, gls = 0.0;
     for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0;
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row log-sum-exps */
         int64_t tw = n - c0 < T ? n - c0 : T;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
-                    0.0f, blk, (int)tw);
-        for (int64_t a = 0; a < b; a++) {
-            int64_t row = r0 + a;
-            if (bias[row] != 0.0f) continue;
-            const float *l = blk + a * tw;
-            float tm = seg_max(l, bias + c0, tw);
-            if (tm == -INFINITY) continue;
-            online_max(&m[a], &se[a], tm);
-            se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
-            if (row >= c0 && row < c0 + tw) sum -= l[row - c0];
+        for (int64_t a0 = 0; a0 < b; a0 += R) {
+            int64_t rb = b - a0 < R ? b - a0 : R;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rb, (int)tw, D, s, U + (r0 + a0) * D, D,
+                        V + c0 * D, D, 0.0f, blk, (int)tw);
+            for (int64_t a = a0; a < a0 + rb; a++) {
+                int64_t row = r0 + a;
+                if (bias[row] != 0.0f) continue;
+                const float *l = blk + (a - a0) * tw;
+                float tm = seg_max(l, bias + c0, tw);
+                if (tm == -INFINITY) continue;
+                online_max(&m[a], &se[a], tm);
+                se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
+                if (row >= c0 && row < c0 + tw) sum -= l[row - c0];
+            }
         }
     }
     for (int64_t a = 0; a < b; a++)
@@ -388,30 +399,34 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: gradient */
         int64_t tw = n - c0 < T ? n - c0 : T;
-        if (nt > 1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)tw, D, s, Ur, D, V + c0 * D, D,
-                        0.0f, blk, (int)tw);
-        for (int64_t a = 0; a < b; a++) {
-            int64_t row = r0 + a;
-            float *l = blk + a * tw;
-            if (bias[row] != 0.0f) {
-                if (dU) memset(l, 0, (size_t)tw * sizeof(float));
-                continue;
+        for (int64_t a0 = 0; a0 < b; a0 += R) {
+            int64_t rb = b - a0 < R ? b - a0 : R;
+            const float *Ur = U + (r0 + a0) * D;
+            if (nt > 1 || b > R)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rb, (int)tw, D, s, Ur, D, V + c0 * D, D,
+                            0.0f, blk, (int)tw);
+            for (int64_t a = a0; a < a0 + rb; a++) {
+                int64_t row = r0 + a;
+                float *l = blk + (a - a0) * tw;
+                if (bias[row] != 0.0f) {
+                    if (dU) memset(l, 0, (size_t)tw * sizeof(float));
+                    continue;
+                }
+                double inv = 1.0 / se[a];
+                float lrow = row >= c0 && row < c0 + tw ? l[row - c0] : 0.0f;
+                gls += seg_grad_row(l, bias + c0, tw, m[a], (float)(coef * inv));
+                if (row >= c0 && row < c0 + tw) {     /* the target: coef (p - 1), in double */
+                    float g = (float)(coef * (exp((double)lrow - m[a]) * inv - 1.0));
+                    gls += ((double)g - l[row - c0]) * lrow;
+                    l[row - c0] = g;
+                }
             }
-            double inv = 1.0 / se[a];
-            float lrow = row >= c0 && row < c0 + tw ? l[row - c0] : 0.0f;
-            gls += seg_grad_row(l, bias + c0, tw, m[a], (float)(coef * inv));
-            if (row >= c0 && row < c0 + tw) {     /* the target: coef (p - 1), in double */
-                float g = (float)(coef * (exp((double)lrow - m[a]) * inv - 1.0));
-                gls += ((double)g - l[row - c0]) * lrow;
-                l[row - c0] = g;
+            if (dU) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rb, D, (int)tw, s, blk, (int)tw,
+                            V + c0 * D, D, 1.0f, dU + (r0 + a0) * D, D);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)rb, s, blk, (int)tw, Ur, D,
+                            1.0f, dV + c0 * D, D);
             }
-        }
-        if (dU) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
-                        V + c0 * D, D, 1.0f, dU + r0 * D, D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
-                        1.0f, dV + c0 * D, D);
         }
     }
     *gl += gls;
@@ -435,43 +450,56 @@ typedef struct {
     double *se, *cs;            /* row sums (b), column sums (n) */
 } infonce_pair;
 
-static void infonce_logits(const hcl_loss_input *in, const infonce_pair *q, int D, float s, int64_t c0,
-                           int64_t tw) {
-    if (in->b == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)in->b, (int)tw, D, s,
-                q->U + (in->r0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, q->blk, (int)tw);
+/* The (rb, tw) logits of own rows [a0, a0+rb) against columns [c0, c0+tw), into q->blk. */
+static void infonce_logits(const hcl_loss_input *in, const infonce_pair *q, int D, float s, int64_t a0, int64_t rb,
+                           int64_t c0, int64_t tw) {
+    if (rb == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rb, (int)tw, D, s,
+                q->U + (in->r0 + a0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, q->blk, (int)tw);
 }
 
-/* pass 1: row and column log-sum-exps of this worker's rows */
+/* pass 1: row and column log-sum-exps of this worker's rows. Blocks of R rows: a column's running
+ * max and sum of exps fold in one chunk at a time (its sum rescaled when the max grows). */
 static void infonce_pass1(hcl_loss_ctx *c, const hcl_loss_input *in, const infonce_pair *q, const float *bias,
                           int D, float s) {
-    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile;
+    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile, R = c->rows;
     float *m = q->m, *cm = q->cm, *dg = q->dg;
+    float *sh = c->scratch + off_colcoef(c), *cmt = sh + c->tile;
     double *se = q->se, *cs = q->cs;
     for (int64_t a = 0; a < b; a++) m[a] = -INFINITY, se[a] = 0.0, dg[a] = 0.0f;
     for (int64_t j = 0; j < n; j++) cm[j] = -INFINITY, cs[j] = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
-        infonce_logits(in, q, D, s, c0, tw);
-        const float *blk = q->blk;
-        for (int64_t a = 0; a < b; a++) {
-            int64_t row = r0 + a;
-            if (bias[row] != 0.0f) continue;
-            const float *l = blk + a * tw;
-            float tm = seg_max_colmax(l, bias + c0, tw, cm + c0);
-            if (tm == -INFINITY) continue;
-            online_max(&m[a], &se[a], tm);
-            se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
-            if (row >= c0 && row < c0 + tw) dg[a] = l[row - c0];
+        for (int64_t a0 = 0; a0 < b; a0 += R) {
+            int64_t rb = b - a0 < R ? b - a0 : R;
+            infonce_logits(in, q, D, s, a0, rb, c0, tw);
+            const float *blk = q->blk;
+            for (int64_t j = 0; j < tw; j++) cmt[j] = -INFINITY;
+            for (int64_t a = a0; a < a0 + rb; a++) {
+                int64_t row = r0 + a;
+                if (bias[row] != 0.0f) continue;
+                const float *l = blk + (a - a0) * tw;
+                float tm = seg_max_colmax(l, bias + c0, tw, cmt);
+                if (tm == -INFINITY) continue;
+                online_max(&m[a], &se[a], tm);
+                se[a] += seg_sumexp(l, bias + c0, tw, m[a]);
+                if (row >= c0 && row < c0 + tw) dg[a] = l[row - c0];
+            }
+            for (int64_t j = 0; j < tw; j++) {         /* fold the chunk's column maxes in */
+                float old = cm[c0 + j];
+                if (cmt[j] > old) {
+                    if (old != -INFINITY) cs[c0 + j] *= exp((double)old - (double)cmt[j]);
+                    cm[c0 + j] = cmt[j];
+                }
+                sh[j] = cm[c0 + j] == -INFINITY ? 0.0f : cm[c0 + j];   /* no row yet: exp(-inf) = 0 */
+            }
+            for (int64_t a = a0; a < a0 + rb; a++)
+                if (bias[r0 + a] == 0.0f) seg_colsumexp(blk + (a - a0) * tw, bias + c0, tw, sh, cs + c0);
         }
-        for (int64_t j = 0; j < tw; j++)             /* no row here: exp(-inf - 0) = 0, sum 0 */
-            if (cm[c0 + j] == -INFINITY) cm[c0 + j] = 0.0f;
-        for (int64_t a = 0; a < b; a++)
-            if (bias[r0 + a] == 0.0f) seg_colsumexp(blk + a * tw, bias + c0, tw, cm + c0, cs + c0);
     }
-    if (b < n)
-        for (int64_t j = 0; j < n; j++)
-            if (cs[j] == 0.0) cm[j] = -INFINITY;    /* nothing from this worker, for the reduce */
+    for (int64_t j = 0; j < n; j++)
+        if (b < n ? cs[j] == 0.0 : cm[j] == -INFINITY)
+            cm[j] = b < n ? -INFINITY : 0.0f;       /* nothing from this worker, for the reduce */
 }
 
 /* After the reduce: this worker's part of the row and column sums of [-L_aa + lse]. */
@@ -492,38 +520,41 @@ static double infonce_sums(const hcl_loss_input *in, const infonce_pair *q, cons
 /* pass 2: G = coef (P + Q - 2 I), pushed into dU and dV; adds sum G L to *gl */
 static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infonce_pair *q, const float *bias,
                           int D, float s, int recompute, double *gl) {
-    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile;
+    int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile, R = c->rows;
     const float *m = q->m, *cm = q->cm;
     const double *se = q->se, *cs = q->cs;
     float *cc = c->scratch + off_colcoef(c), *blk = q->blk;
-    const float *Ur = q->U + (r0 - q->ufirst) * D;
     double coef = q->coef, gls = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
-        if (recompute) infonce_logits(in, q, D, s, c0, tw);
         for (int64_t j = 0; j < tw; j++) cc[j] = bias[c0 + j] == 0.0f ? (float)(coef / cs[c0 + j]) : 0.0f;
-        for (int64_t a = 0; a < b; a++) {
-            int64_t row = r0 + a;
-            float *l = blk + a * tw;
-            if (bias[row] != 0.0f) {
-                if (q->dU) memset(l, 0, (size_t)tw * sizeof(float));
-                continue;
+        for (int64_t a0 = 0; a0 < b; a0 += R) {
+            int64_t rb = b - a0 < R ? b - a0 : R;
+            const float *Ur = q->U + (r0 + a0 - q->ufirst) * D;
+            if (recompute) infonce_logits(in, q, D, s, a0, rb, c0, tw);
+            for (int64_t a = a0; a < a0 + rb; a++) {
+                int64_t row = r0 + a;
+                float *l = blk + (a - a0) * tw;
+                if (bias[row] != 0.0f) {
+                    if (q->dU) memset(l, 0, (size_t)tw * sizeof(float));
+                    continue;
+                }
+                int diag = row >= c0 && row < c0 + tw;
+                float laa = diag ? l[row - c0] : 0.0f;
+                gls += seg_grad_rowcol(l, bias + c0, tw, m[a], (float)(coef / se[a]), cm + c0, cc);
+                if (diag) {                               /* the target: coef (p + q - 2), in double */
+                    double p = exp((double)laa - m[a]) / se[a], qq = exp((double)laa - cm[row]) / cs[row];
+                    float g = (float)(coef * (p + qq - 2.0));
+                    gls += ((double)g - l[row - c0]) * laa;
+                    l[row - c0] = g;
+                }
             }
-            int diag = row >= c0 && row < c0 + tw;
-            float laa = diag ? l[row - c0] : 0.0f;
-            gls += seg_grad_rowcol(l, bias + c0, tw, m[a], (float)(coef / se[a]), cm + c0, cc);
-            if (diag) {                               /* the target: coef (p + q - 2), in double */
-                double p = exp((double)laa - m[a]) / se[a], qq = exp((double)laa - cm[row]) / cs[row];
-                float g = (float)(coef * (p + qq - 2.0));
-                gls += ((double)g - l[row - c0]) * laa;
-                l[row - c0] = g;
+            if (q->dU && rb > 0) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rb, D, (int)tw, s, blk, (int)tw,
+                            q->V + c0 * D, D, 1.0f, q->dU + (r0 + a0 - q->ufirst) * D, D);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)rb, s, blk, (int)tw, Ur, D,
+                            1.0f, q->dV + c0 * D, D);
             }
-        }
-        if (q->dU && b > 0) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)tw, s, blk, (int)tw,
-                        q->V + c0 * D, D, 1.0f, q->dU + (r0 - q->ufirst) * D, D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)b, s, blk, (int)tw, Ur, D,
-                        1.0f, q->dV + c0 * D, D);
         }
     }
     *gl += gls;
@@ -604,7 +635,7 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
      * else (and with one worker) a pair's two passes follow each other, with its own reduce. */
     /* A worker without rows (a small last batch) still takes part in the reduces. */
     int64_t b = in->b;
-    int recompute = n > c->tile, fuse = np > 0 && b < n && (c->nblk >= np || recompute);
+    int recompute = n > c->tile || b > c->rows, fuse = np > 0 && b < n && (c->nblk >= np || recompute);
     infonce_pair q[HCL_MAX_VIEWS * HCL_MAX_VIEWS];
     float *pf = c->scratch + c->off_pair;
     double *pd = c->dscratch + 3 * c->max_n;
@@ -612,7 +643,7 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
         q[k] = (infonce_pair){.U = in->z[pi[k]], .V = in->z[pj[k]], .ufirst = in->z_first[pi[k]],
                               .dU = dz ? dz[pi[k]] : NULL, .dV = dz ? dz[pj[k]] : NULL,
                               .coef = pwn[k] * pinv[k],
-                              .blk = c->scratch + (c->nblk > 1 ? k * c->max_b * c->tile : 0),
+                              .blk = c->scratch + (c->nblk > 1 ? k * c->rows * c->tile : 0),
                               .m = pf + k * 2 * c->max_b, .dg = pf + k * 2 * c->max_b + c->max_b,
                               .cm = pf + np * 2 * c->max_b + k * n,
                               .se = pd + k * c->max_b, .cs = pd + np * c->max_b + k * n};

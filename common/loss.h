@@ -68,12 +68,13 @@ typedef struct {
     double dt;                                       /* part of d loss / d t */
 } hcl_loss_result;
 
-/* Logits are held (b, tile) at a time: candidates are walked in tiles of `tile` columns, in two
- * passes (log-sum-exps first, then the gradient, each tile's logits recomputed). By default a
- * block of up to HCL_LOSS_ONE_TILE_FLOATS (16 MB) is one tile (one pass, nothing recomputed: the
- * W1 shapes); a larger one is cut in tiles of HCL_LOSS_TILE_FLOATS / max_b columns (2 MB of
- * logits), a multiple of 16 in [HCL_LOSS_TILE_MIN, HCL_LOSS_TILE]. Scratch: max_b * tile +
- * O(max_n) floats and O(max_n) doubles per pair, whatever max_b * max_n is. */
+/* Logits are held a block at a time: candidates are walked in tiles of `tile` columns, in two
+ * passes (log-sum-exps first, then the gradient, each block's logits recomputed). By default a
+ * (b, N) block of up to HCL_LOSS_ONE_TILE_FLOATS (16 MB) is one block (nothing recomputed: the
+ * W1 shapes); past that, InfoNCE pairs take blocks of HCL_LOSS_TILE_FLOATS / HCL_LOSS_TILE
+ * (1024) own rows x HCL_LOSS_TILE (512) columns (2 MB), SupCon blocks of all own rows x
+ * HCL_LOSS_TILE_FLOATS / max_b columns, a multiple of 16 in [HCL_LOSS_TILE_MIN, HCL_LOSS_TILE].
+ * Scratch: one block + O(max_n) floats and O(max_n) doubles per pair, whatever max_b * max_n is. */
 #define HCL_LOSS_TILE 512
 #define HCL_LOSS_TILE_MIN 64
 #define HCL_LOSS_TILE_FLOATS ((int64_t)1 << 19)
@@ -83,6 +84,7 @@ typedef struct {
     hcl_loss_config cfg;
     int64_t max_b, max_n;
     int64_t tile;                       /* candidate columns per tile */
+    int64_t rows;                       /* own rows per block (InfoNCE; SupCon takes max_b) */
     float *scratch;                     /* sized once by loss_ctx_init: nblk (max_b, tile) blocks,
                                          * O(max_n) vectors, per pair 2 max_b + max_n floats */
     int64_t npairs;                     /* InfoNCE pairs it is sized for (loss_pair_count) */

@@ -223,10 +223,13 @@ typedef struct {
 /* Run the worker owning [r0, r0+b) with a context sized for max_b and tile columns per tile (0:
  * the default); accumulates into o's gradient buffers and returns the result part. dz may be
  * disabled (forward only). */
+static int64_t run_rows;   /* > 0: blocks of at most this many own rows (InfoNCE row chunks) */
+
 static hcl_loss_result c_run_tile(const hcl_loss_config *cfg, const problem *p, int64_t r0, int64_t b,
                                   int64_t max_b, int64_t tile, c_result *o, int backward) {
     hcl_loss_ctx ctx;
     loss_ctx_init_tile(&ctx, cfg, max_b, p->n, tile);
+    if (run_rows > 0 && run_rows < ctx.rows) ctx.rows = run_rows;   /* smaller blocks fit the scratch */
     hcl_loss_input in = {.n = p->n, .r0 = r0, .b = b, .mask = p->mask, .labels = p->labels,
                          .t = (float)p->t, .head_w = p->hwf, .head_b = p->hbf};
     float *dz[NV];
@@ -598,13 +601,15 @@ static void test_torch(void) {
     rmdir(dir);
 }
 
-/* 6: tiles of 1, 3, 7 and 16 (>= N, cut to one tile) columns give the default's values within
- * 1e-6 relative: the same float logits, exps under another running max and double sums in
- * another order. One worker (both directions of a pair from one block) and three workers
- * (one direction per block, uneven shares with an empty one); forward only agrees bit for bit. */
+/* 6: tiles of 1, 3, 7 and 16 (>= N, cut to one tile) columns, and blocks of 2 or 3 own rows,
+ * give the default's values within 1e-6 relative: the same float logits, exps under another
+ * running max and double sums in another order. One worker (both directions of a pair from one
+ * block, the columns' maxes and sums folded in row chunk by row chunk) and three workers (one
+ * direction per block, uneven shares with an empty one); forward only agrees bit for bit. */
 #define TILE_RTOL 1e-6
 static void test_tiles(const loss_case *lc, const problem *p, const char *mname) {
-    static const int64_t tiles[] = {1, 3, 7, 16};
+    static const int64_t tiles[] = {1, 3, 7, 16, 3, 16, 7};
+    static const int64_t rows[] = {0, 0, 0, 0, 2, 3, 1};
     static const int64_t split[] = {4, 0, 6};
     static c_result want, got, fwd;
     const hcl_loss_config *cfg = &lc->cfg;
@@ -626,9 +631,11 @@ static void test_tiles(const loss_case *lc, const problem *p, const char *mname)
             memset(&got, 0, sizeof got);
             for (int w = 0, r0 = 0; w < nw; r0 += (int)(sharded ? split[w] : p->n), w++) {
                 int64_t b = sharded ? split[w] : p->n;
+                run_rows = rows[t];
                 hcl_loss_result r = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &got, 1);
                 memset(&fwd, 0, sizeof fwd);
                 hcl_loss_result rf = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &fwd, 0);
+                run_rows = 0;
                 CHECK(rf.loss == r.loss && rf.dt == r.dt, "%s/%s tile %lld: forward-only loss %.9g dt %.9g vs "
                       "%.9g %.9g", lc->name, mname, (long long)tiles[t], rf.loss, rf.dt, r.loss, r.dt);
                 rg.loss += r.loss, rg.dt += r.dt, rg.supcon += r.supcon, rg.ce += r.ce;
@@ -660,11 +667,13 @@ static void test_tiles(const loss_case *lc, const problem *p, const char *mname)
     }
 }
 
-/* 6: the scratch is (max_b, tile) floats plus O(max_n) vectors: one tile when the whole block fits
- * HCL_LOSS_ONE_TILE_FLOATS, else HCL_LOSS_TILE_FLOATS / max_b columns within [HCL_LOSS_TILE_MIN,
- * HCL_LOSS_TILE]; doubling max_n adds O(max_n), never max_b * max_n; the W1 shape is one tile;
+/* 6: the scratch is one block of logits plus O(max_n) vectors: one (b, N) block when it fits
+ * HCL_LOSS_ONE_TILE_FLOATS; else InfoNCE blocks of HCL_LOSS_TILE_FLOATS / HCL_LOSS_TILE own rows x
+ * HCL_LOSS_TILE columns, SupCon blocks of all own rows x HCL_LOSS_TILE_FLOATS / max_b columns
+ * within [HCL_LOSS_TILE_MIN, HCL_LOSS_TILE]; doubling max_n adds O(max_n), never max_b * max_n;
  * N = 16384, b = 8192 stays within a few MB beyond its O(max_n) vectors. */
 static void test_scratch_size(void) {
+    const int64_t R = HCL_LOSS_TILE_FLOATS / HCL_LOSS_TILE;   /* InfoNCE rows per block */
     for (int ci = 0; ci < ncases; ci++) {
         hcl_loss_config cfg = cases[ci].cfg;
         cfg.dim = 128;
@@ -672,30 +681,36 @@ static void test_scratch_size(void) {
         int64_t widest1 = supcon ? NV * 512 : 512;
         hcl_loss_ctx c1, c2, c3;
         loss_ctx_init(&c1, &cfg, 512, 512);               /* W1, one worker */
-        CHECK(c1.tile == widest1, "%s: W1 tile %lld, want one tile of %lld", cases[ci].name, (long long)c1.tile,
-              (long long)widest1);
+        CHECK(c1.tile == widest1 && c1.rows == 512, "%s: W1 block (%lld, %lld), want one of (512, %lld)",
+              cases[ci].name, (long long)c1.rows, (long long)c1.tile, (long long)widest1);
         loss_ctx_free(&c1);
         loss_ctx_init(&c1, &cfg, 8192, 16384);
         loss_ctx_init(&c2, &cfg, 8192, 32768);
-        loss_ctx_init_tile(&c3, &cfg, 8192, 16384, 7);
-        CHECK(c1.tile == 64 && c2.tile == 64 && c3.tile == 7, "%s: tiles %lld %lld %lld (want 64 64 7)",
-              cases[ci].name, (long long)c1.tile, (long long)c2.tile, (long long)c3.tile);
+        loss_ctx_init_tile(&c3, &cfg, 8192, 16384, 7);    /* a tile given: blocks of all own rows */
+        int64_t wt = supcon ? 64 : HCL_LOSS_TILE, wr = supcon ? 8192 : R;
+        CHECK(c1.tile == wt && c2.tile == wt && c3.tile == 7 && c1.rows == wr && c2.rows == wr && c3.rows == 8192,
+              "%s: blocks (%lld, %lld) (%lld, %lld) (%lld, %lld), want (%lld, %lld) twice and (8192, 7)",
+              cases[ci].name, (long long)c1.rows, (long long)c1.tile, (long long)c2.rows, (long long)c2.tile,
+              (long long)c3.rows, (long long)c3.tile, (long long)wr, (long long)wt);
         hcl_loss_ctx c4;
-        loss_ctx_init(&c4, &cfg, 1024, 8192);             /* 8 Mi floats of logits: tiles of 512 */
-        CHECK(c4.tile == HCL_LOSS_TILE, "%s: (1024, 8192) tile %lld", cases[ci].name, (long long)c4.tile);
+        loss_ctx_init(&c4, &cfg, 1024, 8192);             /* 8 Mi floats of logits */
+        CHECK(c4.tile == HCL_LOSS_TILE && c4.rows == 1024, "%s: (1024, 8192) block (%lld, %lld)", cases[ci].name,
+              (long long)c4.rows, (long long)c4.tile);
         loss_ctx_free(&c4);
-        loss_ctx_init(&c4, &cfg, 2048, 4096);             /* tiles of 256: 2 MB of logits */
-        CHECK(c4.tile == 256, "%s: (2048, 4096) tile %lld", cases[ci].name, (long long)c4.tile);
+        loss_ctx_init(&c4, &cfg, 2048, 4096);
+        CHECK(c4.tile == (supcon ? 256 : HCL_LOSS_TILE) && c4.rows == (supcon ? 2048 : R),
+              "%s: (2048, 4096) block (%lld, %lld)", cases[ci].name, (long long)c4.rows, (long long)c4.tile);
         loss_ctx_free(&c4);
-        loss_ctx_init(&c4, &cfg, 32768, 65536);           /* never below HCL_LOSS_TILE_MIN */
-        CHECK(c4.tile == HCL_LOSS_TILE_MIN, "%s: (32768, 65536) tile %lld", cases[ci].name, (long long)c4.tile);
+        loss_ctx_init(&c4, &cfg, 32768, 65536);           /* SupCon never below HCL_LOSS_TILE_MIN */
+        CHECK(c4.tile == (supcon ? HCL_LOSS_TILE_MIN : HCL_LOSS_TILE), "%s: (32768, 65536) tile %lld",
+              cases[ci].name, (long long)c4.tile);
         loss_ctx_free(&c4);
         int64_t kbuf = cfg.kind == HCL_LOSS_HYBRID ? 8192 * NCLS : 0;
         int64_t P = supcon ? 0 : loss_pair_count(&cfg);   /* per pair: 2 max_b + max_n floats, */
-        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + HCL_LOSS_TILE + P * (2 * 8192 + 16384);   /* max_b + max_n doubles */
-        CHECK(c1.scratch_len <= 8192 * c1.tile + vec + kbuf, "%s: scratch %lld floats > (max_b, tile) + %lld",
+        int64_t vec = (supcon ? NV + 3 : 3) * 16384 + 2 * HCL_LOSS_TILE + P * (2 * 8192 + 16384);   /* max_b + max_n doubles */
+        CHECK(c1.scratch_len <= c1.rows * c1.tile + vec + kbuf, "%s: scratch %lld floats > (rows, tile) + %lld",
               cases[ci].name, (long long)c1.scratch_len, (long long)(vec + kbuf));
-        CHECK(c1.scratch_len - c3.scratch_len == 8192 * (c1.tile - c3.tile) + (c1.tile - c3.tile),
+        CHECK(c1.scratch_len - c3.scratch_len == c1.rows * c1.tile - 8192 * 7 + 2 * (c1.tile - 7),
               "%s: scratch %lld with tile %lld, %lld with tile 7", cases[ci].name, (long long)c1.scratch_len,
               (long long)c1.tile, (long long)c3.scratch_len);
         CHECK(c2.scratch_len - c1.scratch_len <= (supcon ? NV + 3 : 3 + P) * 16384,

@@ -76,11 +76,11 @@ int main(int argc, char **argv) {
     /* variant 0: one packed collective, whole-batch encoder calls, the loss's blocks kept and one
      * column reduce for all pairs; variant 1: an all-gather per view in place, reduce-scatters of
      * 3 rows of every worker at a time, encoders on micro-batches of 2 rows (forward run again
-     * per micro-batch for the backward), loss tiles of 4 columns (logits computed again in pass
-     * 2, one column reduce); variant 2: one block of logits held, so each pair has its own
+     * per micro-batch for the backward), loss blocks of 2 rows x 4 columns (logits computed
+     * again in pass 2, one column reduce); variant 2: one block of logits held, so each pair has its own
      * column reduce between its two passes; variant 3: the batch of W - 1 rows */
     static const char *const variant_name[] = {
-        "packed", "per-view collectives, micro-batches of 2, loss tiles of 4", "a column reduce per pair",
+        "packed", "per-view collectives, micro-batches of 2, loss blocks of 2 x 4", "a column reduce per pair",
         "a batch of W - 1 rows"};
     for (int variant = 0; variant < 4; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
@@ -112,6 +112,7 @@ int main(int argc, char **argv) {
             dist.rs_rows = 3;   /* chunked reduce-scatter, the last chunk partial */
             loss_ctx_free(&dist.loss);
             loss_ctx_init_tile(&dist.loss, &lc, dist.b_max, N, 4);
+            if (dist.loss.rows > 2) dist.loss.rows = 2;   /* blocks of 2 own rows */
         }
         if (variant == 2) dist.loss.nblk = 1;
         hcl_step_result rd, rs;
