@@ -46,6 +46,23 @@ static enum hcl_loss_kind contrastive_kind(const hcl_loss_config *cfg) {
     return cfg->kind == HCL_LOSS_HYBRID ? cfg->base : cfg->kind;
 }
 
+/* The InfoNCE pair (i, j), i < j, is one of the loss's: CLIP's two views, CORE's pairs with the
+ * core view, every pair of FULL; none of SUPCON. */
+static int pair_selected(const hcl_loss_config *cfg, int i, int j) {
+    switch (contrastive_kind(cfg)) {
+    case HCL_LOSS_CLIP:
+        return (i == cfg->view_a && j == cfg->view_b) || (i == cfg->view_b && j == cfg->view_a);
+    case HCL_LOSS_FULL: return 1;
+    case HCL_LOSS_CORE: return i == cfg->core_view || j == cfg->core_view;
+    default: return 0;
+    }
+}
+
+/* Its weight in the mean over pairs: CLIP has one pair, the others pair_weight. */
+static double pair_w(const hcl_loss_config *cfg, int i, int j) {
+    return contrastive_kind(cfg) == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
+}
+
 /* Scratch layout. Floats: nblk (rows, tile) blocks, row maxes (max_n), the tile's column
  * coefficients or shifts (tile) and a row chunk's column maxes (tile), the candidates' mask bias, 0 or -inf (V max_n for SupCon,
  * else max_n), per pair its row maxes and target logits (max_b each) and column maxes (max_n),
@@ -498,8 +515,7 @@ static void infonce_pass1(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
         }
     }
     for (int64_t j = 0; j < n; j++)
-        if (b < n ? cs[j] == 0.0 : cm[j] == -INFINITY)
-            cm[j] = b < n ? -INFINITY : 0.0f;       /* nothing from this worker, for the reduce */
+        if (cs[j] == 0.0) cm[j] = -INFINITY;      /* no row here (a finite max has a sum >= 1) */
 }
 
 /* After the reduce: this worker's part of the row and column sums of [-L_aa + lse]. */
@@ -507,7 +523,7 @@ static double infonce_sums(const hcl_loss_input *in, const infonce_pair *q, cons
     int64_t n = in->n, r0 = in->r0, b = in->b;
     double rows = 0.0, cols = 0.0;
     for (int64_t j = 0; j < n; j++)
-        if (q->cm[j] == -INFINITY) q->cm[j] = 0.0f;   /* absent everywhere: its coefficient is 0 */
+        if (q->cm[j] == -INFINITY) q->cm[j] = 0.0f;   /* no row anywhere: its coefficient is 0 */
     for (int64_t a = 0; a < b; a++) {
         int64_t row = r0 + a;
         if (bias[row] != 0.0f) continue;
@@ -567,34 +583,23 @@ static void pair_bias(float *bias, const hcl_loss_input *in, int nv, int i, int 
 /* CLIP / FULL / CORE: the weighted mean over the selected pairs of symmetric InfoNCE. Returns the
  * worker's part of the total and fills pair_loss, pair_used. */
 static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *const dz[],
-                                     enum hcl_loss_kind kind, hcl_loss_result *out) {
+                                     hcl_loss_result *out) {
     const hcl_loss_config *cfg = &c->cfg;
     int nv = cfg->nviews, D = cfg->dim;
     int64_t n = in->n;
     float s = expf(in->t);
     float *bias = c->scratch + off_bias(c);
 
-    int sel[HCL_MAX_VIEWS][HCL_MAX_VIEWS];
     int64_t cnt[HCL_MAX_VIEWS][HCL_MAX_VIEWS];
-    memset(sel, 0, sizeof sel);
-    if (kind == HCL_LOSS_CLIP) {
-        int i = cfg->view_a < cfg->view_b ? cfg->view_a : cfg->view_b;
-        int j = cfg->view_a < cfg->view_b ? cfg->view_b : cfg->view_a;
-        sel[i][j] = 1;
-    } else {
-        for (int i = 0; i < nv; i++)
-            for (int j = i + 1; j < nv; j++)
-                sel[i][j] = kind == HCL_LOSS_FULL || i == cfg->core_view || j == cfg->core_view;
-    }
     double wsum = 0.0;
     for (int i = 0; i < nv; i++)
         for (int j = i + 1; j < nv; j++) {
-            if (!sel[i][j]) continue;
+            if (!pair_selected(cfg, i, j)) continue;
             int64_t k = 0;
             for (int64_t r = 0; r < n; r++) k += present2(in->mask, nv, r, i, j);
             cnt[i][j] = k;
             out->pair_used[i][j] = k > 0;
-            if (k > 0) wsum += kind == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
+            if (k > 0) wsum += pair_w(cfg, i, j);
         }
 
     /* The pairs taking part, in order; the two halves when sharded without a column reduce. */
@@ -602,12 +607,12 @@ static double pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, 
     double pwn[HCL_MAX_VIEWS * HCL_MAX_VIEWS], pinv[HCL_MAX_VIEWS * HCL_MAX_VIEWS];
     for (int i = 0; i < nv; i++)
         for (int j = i + 1; j < nv; j++) {
-            if (!sel[i][j] || cnt[i][j] == 0) continue;
+            if (!pair_selected(cfg, i, j) || cnt[i][j] == 0) continue;
             HCL_CHECK(in->z[i] && in->z[j], "loss: z[%d] or z[%d] missing", i, j);
             HCL_CHECK(in->z_first[j] == 0 && (in->z_first[i] == 0 || in->z_first[i] == in->r0),
                       "loss: pair (%d, %d) with views holding rows from %lld, %lld", i, j,
                       (long long)in->z_first[i], (long long)in->z_first[j]);
-            double w = kind == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
+            double w = pair_w(cfg, i, j);
             pi[np] = i, pj[np] = j;
             pwn[np] = wsum > 0.0 ? w / wsum : 0.0;
             pinv[np] = 1.0 / (2.0 * (double)cnt[i][j]);
@@ -911,7 +916,7 @@ void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *con
         out->supcon = supcon_forward_backward(c, in, dz, &out->dt);
         base = out->supcon;
     } else {
-        base = pairs_forward_backward(c, in, dz, k, out);
+        base = pairs_forward_backward(c, in, dz, out);
     }
     out->loss = base;
     if (cfg->kind == HCL_LOSS_HYBRID) {
@@ -921,26 +926,18 @@ void loss_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *con
 }
 
 int loss_pair_count(const hcl_loss_config *cfg) {
-    enum hcl_loss_kind k = contrastive_kind(cfg);
-    int nv = cfg->nviews, p = 0;
-    if (k == HCL_LOSS_CLIP) return 1;
-    if (k == HCL_LOSS_SUPCON) return 0;
-    for (int i = 0; i < nv; i++)
-        for (int j = i + 1; j < nv; j++) p += k == HCL_LOSS_FULL || i == cfg->core_view || j == cfg->core_view;
+    int p = 0;
+    for (int i = 0; i < cfg->nviews; i++)
+        for (int j = i + 1; j < cfg->nviews; j++) p += pair_selected(cfg, i, j);
     return p;
 }
 
 void loss_gathered_views(const hcl_loss_config *cfg, int need[HCL_MAX_VIEWS]) {
-    int nv = cfg->nviews;
-    for (int v = 0; v < HCL_MAX_VIEWS; v++) need[v] = v < nv && contrastive_kind(cfg) == HCL_LOSS_SUPCON;
-    if (contrastive_kind(cfg) == HCL_LOSS_CLIP) {
-        need[cfg->view_a > cfg->view_b ? cfg->view_a : cfg->view_b] = 1;
-    } else if (contrastive_kind(cfg) != HCL_LOSS_SUPCON) {
-        for (int i = 0; i < nv; i++)
-            for (int j = i + 1; j < nv; j++)   /* the pairs pairs_forward_backward selects */
-                if (contrastive_kind(cfg) == HCL_LOSS_FULL || i == cfg->core_view || j == cfg->core_view)
-                    need[j] = 1;
-    }
+    int nv = cfg->nviews, supcon = contrastive_kind(cfg) == HCL_LOSS_SUPCON;
+    for (int v = 0; v < HCL_MAX_VIEWS; v++) need[v] = v < nv && supcon;
+    for (int i = 0; i < nv; i++)
+        for (int j = i + 1; j < nv; j++)
+            if (pair_selected(cfg, i, j)) need[j] = 1;   /* a pair reads all rows of view j */
 }
 
 static const char *const kind_names[] = {
