@@ -56,6 +56,7 @@ typedef struct {
     char control_secret[HCL_PATH_MAX];
     char control_clients[HCL_PATH_MAX];
     double worker_timeout;
+    int64_t coordinator_nice;
     char data_plane[16];
     /* machine and logging */
     int64_t threads;

@@ -191,6 +191,8 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     r->st.checkpoint_every = cfg->checkpoint_every;
     r->st.checkpoint_interval_s = cfg->checkpoint_interval;
     if (cfg->worker_timeout <= 0) return hcl_err(err, "--worker-timeout: must be more than 0 seconds");
+    if (cfg->coordinator_nice > 19)
+        return hcl_err(err, "--coordinator-nice: %lld is not a nice value (0-19)", (long long)cfg->coordinator_nice);
     if (cfg->eval_every > 0) {
         if (!r->has_val) return hcl_err(err, "--eval-every: needs --val-data");
         if (evaluator_init(&r->ev, mc, &r->val, cfg->eval_rows, err) != 0) return -1;

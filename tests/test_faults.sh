@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Failures under mpirun: kill -9 of a worker or of the coordinator ends the whole job within 10 s
 # with a non-zero exit and no process left; a NaN gradient on one worker makes every worker skip
-# that update together, and the skip is counted and logged.
+# that update together, and the skip is counted and logged. The coordinator runs at
+# --coordinator-nice 19 (default), the workers at their own priority.
 set -euo pipefail
 B=${HCL_BUILD:-build}
 PY=/usr/bin/python3
@@ -35,6 +36,16 @@ for victim in 1 0; do
     for _ in $(seq 100); do [ -s "$run/metrics.jsonl" ] && break; sleep 0.1; done
     [ -s "$run/metrics.jsonl" ] || { cat "$tmp/out$victim"; fail "job did not start"; }
     pid=$(rank_pid $mp $victim) || fail "no process of rank $victim"
+    if [ $victim = 1 ]; then
+        # --coordinator-nice (default 19): rank 0 and its ZeroMQ threads yield to the workers
+        cpid=$(rank_pid $mp 0) || fail "no process of rank 0"
+        nice0=$(cut -d' ' -f19 /proc/$cpid/stat) nice1=$(cut -d' ' -f19 /proc/$pid/stat)
+        zmq=$(grep -l "ZMQbg" /proc/$cpid/task/*/comm | head -1)
+        nicez=$(cut -d' ' -f19 "$(dirname "$zmq")/stat")
+        [ "$nice0" = 19 ] && [ "$nicez" = 19 ] && [ "$nice1" = 0 ] \
+            || fail "nice values: coordinator $nice0, its ZeroMQ thread $nicez, worker $nice1 (want 19, 19, 0)"
+        echo "coordinator at nice $nice0 (its ZeroMQ I/O thread too), worker at nice $nice1"
+    fi
     t0=$(date +%s.%N)
     kill -9 "$pid"
     rc=0
