@@ -174,6 +174,9 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
         }
     if (cfg->no_shuffle > 1) return hcl_err(err, "--no-shuffle: %lld is not 0 or 1", (long long)cfg->no_shuffle);
     if (cfg->keep < 1) return hcl_err(err, "--keep: must be at least 1");
+    if (strcmp(cfg->grad_allreduce, "shm") == 0) r->shm_grads = 1;
+    else if (strcmp(cfg->grad_allreduce, "mpi") != 0)
+        return hcl_err(err, "--grad-allreduce: '%s' is not shm or mpi", cfg->grad_allreduce);
     if (strcmp(cfg->data_plane, "direct") == 0) r->direct = 1;
     else if (strcmp(cfg->data_plane, "coordinator") != 0)
         return hcl_err(err, "--data-plane: '%s' is not coordinator or direct", cfg->data_plane);
@@ -885,6 +888,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->batch = r->batch;
     su->resume = r->start_step > 0;
     su->direct = r->direct;
+    su->shm_grads = r->shm_grads;
     /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
     if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
     if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))

@@ -63,6 +63,7 @@ typedef struct {
     hcl_evaluator ev;           /* --eval-every */
     int has_ev;
     int direct;                 /* --data-plane direct */
+    int shm_grads;              /* --grad-allreduce shm */
 } hcl_run;
 
 int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);

@@ -78,10 +78,11 @@ int main(int argc, char **argv) {
      * 3 rows of every worker at a time, encoders on micro-batches of 2 rows (forward run again
      * per micro-batch for the backward), loss blocks of 2 rows x 4 columns (logits computed
      * again in pass 2, one column reduce); variant 2: one block of logits held, so each pair has its own
-     * column reduce between its two passes; variant 3: the batch of W - 1 rows */
+     * column reduce between its two passes; variant 3: the batch of W - 1 rows. Variants 0 and 2
+     * sum the parameter gradients through the shared-memory window, 1 and 3 by MPI. */
     static const char *const variant_name[] = {
-        "packed", "per-view collectives, micro-batches of 2, loss blocks of 2 x 4", "a column reduce per pair",
-        "a batch of W - 1 rows"};
+        "packed, shared-memory gradient sum", "per-view collectives, micro-batches of 2, loss blocks of 2 x 4",
+        "a column reduce per pair, shared-memory gradient sum", "a batch of W - 1 rows"};
     for (int variant = 0; variant < 4; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
@@ -115,6 +116,10 @@ int main(int argc, char **argv) {
             if (dist.loss.rows > 2) dist.loss.rows = 2;   /* blocks of 2 own rows */
         }
         if (variant == 2) dist.loss.nblk = 1;
+        /* variants 0 and 2 sum the parameter gradients in the shared-memory window, 1 and 3
+         * with MPI_Iallreduce (what workers on several nodes use) */
+        if (variant == 0 || variant == 2)
+            CHECK(worker_share_grads(&dist) == (size > 1), "worker_share_grads with %d workers on one node", size);
         hcl_step_result rd, rs;
         worker_forward_backward(&dist, variant == 3 ? sbuf : buf, &rd);
         /* replicas hold bit-identical summed gradients */

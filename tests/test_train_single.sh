@@ -93,6 +93,7 @@ expect_error "larger than" --data "$tmp/data" --run-dir "$tmp/x" --batch-size 50
 expect_error "/nonexistent" --data /nonexistent --run-dir "$tmp/x"
 expect_error "--optimizer" --data "$tmp/data" --run-dir "$tmp/x" --optimizer adam
 expect_error "--coordinator-nice: 20 is not a nice value" --data "$tmp/data" --run-dir "$tmp/x" --coordinator-nice 20
+expect_error "--grad-allreduce: 'nccl' is not shm or mpi" --data "$tmp/data" --run-dir "$tmp/x" --grad-allreduce nccl
 [ ! -e "$tmp/x" ] || fail "a failed start created the run directory"
 "$B/hcl-train" --help | grep -q -- "--batch-size" || fail "--help lacks --batch-size"
 echo "test_train_single: ok"

@@ -15,6 +15,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
                 uint64_t seed, int64_t n, char *err) {
     memset(w, 0, sizeof *w);
+    w->gwin = MPI_WIN_NULL;
     w->comm = comm;
     MPI_Comm_rank(comm, &w->rank);
     MPI_Comm_size(comm, &w->size);
@@ -95,7 +96,89 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     return 0;
 }
 
+int worker_share_grads(hcl_worker *w) {
+    if (w->size == 1 || w->gwin != MPI_WIN_NULL) return w->gwin != MPI_WIN_NULL;
+    MPI_Comm node;
+    MPI_OK(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node));
+    int nsize;
+    MPI_Comm_size(node, &nsize);
+    MPI_Comm_free(&node);
+    /* every worker sees nsize == size exactly when all share one node: they decide alike */
+    if (nsize != w->size) return 0;
+    hcl_model *m = &w->model;
+    /* each worker's buffer starts on its own pages (noncontig) and ends on a whole cache line */
+    MPI_Aint bytes = (MPI_Aint)(((size_t)m->nparams * sizeof(float) + 63) / 64 * 64);
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    float *mine = NULL;
+    MPI_Errhandler eh;
+    MPI_Comm_get_errhandler(w->comm, &eh);
+    MPI_Comm_set_errhandler(w->comm, MPI_ERRORS_RETURN);
+    int rc = MPI_Win_allocate_shared(bytes, (int)sizeof(float), info, w->comm, &mine, &w->gwin);
+    MPI_Comm_set_errhandler(w->comm, eh);
+    MPI_Errhandler_free(&eh);
+    MPI_Info_free(&info);
+    int bad = rc != MPI_SUCCESS, anybad = 0;
+    MPI_OK(MPI_Allreduce(&bad, &anybad, 1, MPI_INT, MPI_MAX, w->comm));
+    if (anybad) {
+        if (rc == MPI_SUCCESS) MPI_Win_free(&w->gwin);
+        w->gwin = MPI_WIN_NULL;
+        LOG_WARN("shared-memory window of %lld bytes for the gradients failed; summing them with "
+                 "MPI_Iallreduce", (long long)bytes);
+        return 0;
+    }
+    w->gslot = hcl_malloc(sizeof(float *) * (size_t)w->size);
+    for (int r = 0; r < w->size; r++) {
+        MPI_Aint sz;
+        int du;
+        MPI_OK(MPI_Win_shared_query(w->gwin, r, &sz, &du, &w->gslot[r]));
+    }
+    memcpy(mine, m->grads, sizeof(float) * (size_t)m->nparams);
+    free(m->grads);
+    m->grads = mine;
+    MPI_OK(MPI_Win_lock_all(MPI_MODE_NOCHECK, w->gwin));
+    return 1;
+}
+
+/* The gradient all-reduce through the shared window: after every worker's backward (barrier),
+ * worker r sums its 1/W of the parameters over all buffers in rank order, a cache-sized block
+ * at a time, and stores the sum into every buffer; after the second barrier all buffers hold
+ * the same sum. Each block of each buffer is read and written by one worker only, so nothing
+ * races; the next step's zeroing starts after the second barrier. */
+static void shared_grad_sum(hcl_worker *w) {
+    enum { BLOCK = 2048 };
+    const int64_t P = w->model.nparams;
+    /* slices of whole cache lines */
+    int64_t lines = (P + 15) / 16;
+    int64_t p0 = lines * w->rank / w->size * 16, p1 = lines * (w->rank + 1) / w->size * 16;
+    if (p1 > P) p1 = P;
+    if (p0 > P) p0 = P;
+    MPI_OK(MPI_Win_sync(w->gwin));
+    MPI_OK(MPI_Barrier(w->comm));
+    MPI_OK(MPI_Win_sync(w->gwin));
+    float acc[BLOCK] __attribute__((aligned(64)));
+    for (int64_t i0 = p0; i0 < p1; i0 += BLOCK) {
+        int64_t n = p1 - i0 < BLOCK ? p1 - i0 : BLOCK;
+        memcpy(acc, w->gslot[0] + i0, sizeof(float) * (size_t)n);
+        for (int r = 1; r < w->size; r++) {
+            const float *g = w->gslot[r] + i0;
+            for (int64_t i = 0; i < n; i++) acc[i] += g[i];
+        }
+        for (int r = 0; r < w->size; r++) memcpy(w->gslot[r] + i0, acc, sizeof(float) * (size_t)n);
+    }
+    MPI_OK(MPI_Win_sync(w->gwin));
+    MPI_OK(MPI_Barrier(w->comm));
+    MPI_OK(MPI_Win_sync(w->gwin));
+}
+
 void worker_free(hcl_worker *w) {
+    if (w->gwin != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(w->gwin);
+        w->model.grads = NULL;   /* the window's memory */
+        MPI_Win_free(&w->gwin);
+    }
+    free(w->gslot);
     model_acts_free(&w->acts, &w->model);
     model_free(&w->model);
     loss_ctx_free(&w->loss);
@@ -304,7 +387,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
                 model_encode_backward(m, &w->acts, v, x + c * widths[v], dz[v] + c * D, (int)rows);
             }
             if (h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
-            if (w->size > 1) {
+            if (w->size > 1 && w->gwin == MPI_WIN_NULL) {
                 const hcl_encoder *e = &m->enc[v];
                 MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + e->param_begin,
                                       (int)(e->param_end - e->param_begin), MPI_FLOAT, MPI_SUM,
@@ -314,7 +397,9 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
             }
         }
         t5 = hcl_now();
-        if (w->size > 1) {
+        if (w->gwin != MPI_WIN_NULL) {
+            shared_grad_sum(w);
+        } else if (w->size > 1) {
             int64_t rest = m->enc[V - 1].param_end;
             MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + rest, (int)(m->nparams - rest), MPI_FLOAT,
                                   MPI_SUM, w->comm, &reqs[nreq++]));

@@ -9,7 +9,8 @@
  *                                            between the loss's two passes (N values a pair)
  *   reduce-scatter dz back to the owners     MPI_Reduce_scatter -> own (b, D) per view
  *   backward through the encoders            all-reduce of each encoder's gradient slice
- *                                            starts as soon as its backward is done
+ *                                            starts as soon as its backward is done (or, with
+ *                                            worker_share_grads, one shared-memory sum after)
  *   all-reduce loss parts, finite check, clip, optimizer step, clamp of t
  * With one worker the collectives are skipped. Every buffer is sized in worker_init. */
 #ifndef HCL_STEP_H
@@ -66,6 +67,10 @@ typedef struct {
     int gv[HCL_MAX_VIEWS], ngv;   /* the gathered views, in order */
     int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
                                    * worker's gradient turns NaN at that step; -1 off */
+    MPI_Win gwin;                 /* worker_share_grads: every worker's gradient buffer in one
+                                   * shared-memory window (MPI_WIN_NULL: MPI_Iallreduce instead) */
+    float **gslot;                /* (W) each worker's gradient buffer, as mapped here; gslot[rank]
+                                   * is model.grads */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -74,6 +79,13 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
                 uint64_t seed, int64_t n, char *err);
 void worker_free(hcl_worker *w);
+/* Collective over the workers. When they all share one node (and there are two or more), move
+ * the model's gradient buffer into an MPI-3 shared-memory window: the gradient all-reduce is
+ * then each worker summing 1/W of it over every worker's buffer, in rank order, and writing the
+ * sum into all of them (two barriers; no copies through Open MPI, the same bits everywhere).
+ * Returns 1 if on, 0 if not (another node, one worker, or the window could not be made: the
+ * MPI all-reduce stays). */
+int worker_share_grads(hcl_worker *w);
 
 /* One step on the batch in buf (layout of batch.h): TRAIN updates, EVAL only computes the loss.
  * It is worker_forward_backward (global loss and summed gradients, no update) then, for TRAIN,
