@@ -1,10 +1,14 @@
 /* step: see step.h. */
 #include "step.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -15,7 +19,6 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
                 uint64_t seed, int64_t n, char *err) {
     memset(w, 0, sizeof *w);
-    w->gwin = MPI_WIN_NULL;
     w->comm = comm;
     MPI_Comm_rank(comm, &w->rank);
     MPI_Comm_size(comm, &w->size);
@@ -96,8 +99,38 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     return 0;
 }
 
+/* A worker's shared gradient segment: /dev/shm through shm_open, its pages reserved with
+ * posix_fallocate (a full tmpfs is an error here, not a SIGBUS in a later step). */
+static float *segment_open(const char *name, size_t bytes, int create, char *why, size_t whylen) {
+    int fd = shm_open(name, O_RDWR | (create ? O_CREAT | O_EXCL : 0), 0600);
+    if (fd < 0) {
+        snprintf(why, whylen, "shm_open %s: %s", name, strerror(errno));
+        return NULL;
+    }
+    int rc = create ? posix_fallocate(fd, 0, (off_t)bytes) : 0;
+    if (rc != 0) {
+        snprintf(why, whylen, "%zu bytes in /dev/shm for %s: %s", bytes, name, strerror(rc));
+        close(fd);
+        return NULL;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (p == MAP_FAILED) {
+        snprintf(why, whylen, "mmap of %s: %s", name, strerror(errno));
+        return NULL;
+    }
+    return p;
+}
+
+/* 1 on every worker if ok is 1 on all of them. */
+static int all_ok(hcl_worker *w, int ok) {
+    int all = 0;
+    MPI_OK(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, w->comm));
+    return all;
+}
+
 int worker_share_grads(hcl_worker *w) {
-    if (w->size == 1 || w->gwin != MPI_WIN_NULL) return w->gwin != MPI_WIN_NULL;
+    if (w->size == 1 || w->gslot) return w->gslot != NULL;
     MPI_Comm node;
     MPI_OK(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node));
     int nsize;
@@ -105,43 +138,49 @@ int worker_share_grads(hcl_worker *w) {
     MPI_Comm_free(&node);
     /* every worker sees nsize == size exactly when all share one node: they decide alike */
     if (nsize != w->size) return 0;
+    /* Each worker creates its own segment, then maps the others' by name; every failure is local
+     * and agreed on by an all-reduce, so all fall back together and none waits on another. The
+     * names go as soon as all have been mapped: nothing stays in /dev/shm, even after kill -9. */
     hcl_model *m = &w->model;
-    /* each worker's buffer starts on its own pages (noncontig) and ends on a whole cache line */
-    MPI_Aint bytes = (MPI_Aint)(((size_t)m->nparams * sizeof(float) + 63) / 64 * 64);
-    MPI_Info info;
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "alloc_shared_noncontig", "true");
-    float *mine = NULL;
-    MPI_Errhandler eh;
-    MPI_Comm_get_errhandler(w->comm, &eh);
-    MPI_Comm_set_errhandler(w->comm, MPI_ERRORS_RETURN);
-    int rc = MPI_Win_allocate_shared(bytes, (int)sizeof(float), info, w->comm, &mine, &w->gwin);
-    MPI_Comm_set_errhandler(w->comm, eh);
-    MPI_Errhandler_free(&eh);
-    MPI_Info_free(&info);
-    int bad = rc != MPI_SUCCESS, anybad = 0;
-    MPI_OK(MPI_Allreduce(&bad, &anybad, 1, MPI_INT, MPI_MAX, w->comm));
-    if (anybad) {
-        if (rc == MPI_SUCCESS) MPI_Win_free(&w->gwin);
-        w->gwin = MPI_WIN_NULL;
-        LOG_WARN("shared-memory window of %lld bytes for the gradients failed; summing them with "
-                 "MPI_Iallreduce", (long long)bytes);
+    const size_t bytes = ((size_t)m->nparams * sizeof(float) + 4095) / 4096 * 4096;
+    unsigned long long tag[2] = {(unsigned long long)getpid(), (unsigned long long)(hcl_now() * 1e6)};
+    MPI_OK(MPI_Bcast(tag, 2, MPI_UNSIGNED_LONG_LONG, 0, w->comm));
+    float **slot = hcl_calloc((size_t)w->size, sizeof *slot);
+    char name[96], why[256] = "";
+    snprintf(name, sizeof name, "/hcl-grads-%llu-%llu-%d", tag[0], tag[1], w->rank);
+    const char *inj = getenv("HCL_INJECT_SHM_FAIL");   /* tests: this worker's segment fails */
+    if (inj && atoi(inj) == w->rank) snprintf(why, sizeof why, "HCL_INJECT_SHM_FAIL=%d", w->rank);
+    else slot[w->rank] = segment_open(name, bytes, 1, why, sizeof why);
+    int ok = all_ok(w, slot[w->rank] != NULL);
+    if (ok) {
+        int mapped = 1;
+        for (int r = 0; r < w->size && mapped; r++) {
+            if (r == w->rank) continue;
+            char other[96];
+            snprintf(other, sizeof other, "/hcl-grads-%llu-%llu-%d", tag[0], tag[1], r);
+            slot[r] = segment_open(other, bytes, 0, why, sizeof why);
+            mapped = slot[r] != NULL;
+        }
+        ok = all_ok(w, mapped);
+    }
+    if (slot[w->rank]) shm_unlink(name);
+    if (!ok) {
+        for (int r = 0; r < w->size; r++)
+            if (slot[r]) munmap(slot[r], bytes);
+        free(slot);
+        if (why[0])
+            LOG_WARN("gradients in shared memory: %s; the workers sum them with MPI_Iallreduce", why);
         return 0;
     }
-    w->gslot = hcl_malloc(sizeof(float *) * (size_t)w->size);
-    for (int r = 0; r < w->size; r++) {
-        MPI_Aint sz;
-        int du;
-        MPI_OK(MPI_Win_shared_query(w->gwin, r, &sz, &du, &w->gslot[r]));
-    }
-    memcpy(mine, m->grads, sizeof(float) * (size_t)m->nparams);
+    memcpy(slot[w->rank], m->grads, sizeof(float) * (size_t)m->nparams);
     free(m->grads);
-    m->grads = mine;
-    MPI_OK(MPI_Win_lock_all(MPI_MODE_NOCHECK, w->gwin));
+    m->grads = slot[w->rank];
+    w->gslot = slot;
+    w->gbytes = bytes;
     return 1;
 }
 
-/* The gradient all-reduce through the shared window: after every worker's backward (barrier),
+/* The gradient all-reduce through the shared segments: after every worker's backward (barrier),
  * worker r sums its 1/W of the parameters over all buffers in rank order, a cache-sized block
  * at a time, and stores the sum into every buffer; after the second barrier all buffers hold
  * the same sum. Each block of each buffer is read and written by one worker only, so nothing
@@ -154,9 +193,9 @@ static void shared_grad_sum(hcl_worker *w) {
     int64_t p0 = lines * w->rank / w->size * 16, p1 = lines * (w->rank + 1) / w->size * 16;
     if (p1 > P) p1 = P;
     if (p0 > P) p0 = P;
-    MPI_OK(MPI_Win_sync(w->gwin));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     MPI_OK(MPI_Barrier(w->comm));
-    MPI_OK(MPI_Win_sync(w->gwin));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     float acc[BLOCK] __attribute__((aligned(64)));
     for (int64_t i0 = p0; i0 < p1; i0 += BLOCK) {
         int64_t n = p1 - i0 < BLOCK ? p1 - i0 : BLOCK;
@@ -167,18 +206,17 @@ static void shared_grad_sum(hcl_worker *w) {
         }
         for (int r = 0; r < w->size; r++) memcpy(w->gslot[r] + i0, acc, sizeof(float) * (size_t)n);
     }
-    MPI_OK(MPI_Win_sync(w->gwin));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     MPI_OK(MPI_Barrier(w->comm));
-    MPI_OK(MPI_Win_sync(w->gwin));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
 }
 
 void worker_free(hcl_worker *w) {
-    if (w->gwin != MPI_WIN_NULL) {
-        MPI_Win_unlock_all(w->gwin);
-        w->model.grads = NULL;   /* the window's memory */
-        MPI_Win_free(&w->gwin);
+    if (w->gslot) {
+        w->model.grads = NULL;   /* the segment's memory */
+        for (int r = 0; r < w->size; r++) munmap(w->gslot[r], w->gbytes);
+        free(w->gslot);
     }
-    free(w->gslot);
     model_acts_free(&w->acts, &w->model);
     model_free(&w->model);
     loss_ctx_free(&w->loss);
@@ -387,7 +425,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
                 model_encode_backward(m, &w->acts, v, x + c * widths[v], dz[v] + c * D, (int)rows);
             }
             if (h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
-            if (w->size > 1 && w->gwin == MPI_WIN_NULL) {
+            if (w->size > 1 && !w->gslot) {
                 const hcl_encoder *e = &m->enc[v];
                 MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + e->param_begin,
                                       (int)(e->param_end - e->param_begin), MPI_FLOAT, MPI_SUM,
@@ -397,7 +435,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
             }
         }
         t5 = hcl_now();
-        if (w->gwin != MPI_WIN_NULL) {
+        if (w->gslot) {
             shared_grad_sum(w);
         } else if (w->size > 1) {
             int64_t rest = m->enc[V - 1].param_end;

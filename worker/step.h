@@ -67,10 +67,10 @@ typedef struct {
     int gv[HCL_MAX_VIEWS], ngv;   /* the gathered views, in order */
     int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
                                    * worker's gradient turns NaN at that step; -1 off */
-    MPI_Win gwin;                 /* worker_share_grads: every worker's gradient buffer in one
-                                   * shared-memory window (MPI_WIN_NULL: MPI_Iallreduce instead) */
-    float **gslot;                /* (W) each worker's gradient buffer, as mapped here; gslot[rank]
-                                   * is model.grads */
+    float **gslot;                /* worker_share_grads: (W) every worker's gradient buffer, a
+                                   * shared-memory segment mapped here; gslot[rank] is model.grads.
+                                   * NULL: the gradients are summed with MPI_Iallreduce */
+    size_t gbytes;                /* bytes of each segment */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -80,11 +80,12 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 uint64_t seed, int64_t n, char *err);
 void worker_free(hcl_worker *w);
 /* Collective over the workers. When they all share one node (and there are two or more), move
- * the model's gradient buffer into an MPI-3 shared-memory window: the gradient all-reduce is
- * then each worker summing 1/W of it over every worker's buffer, in rank order, and writing the
- * sum into all of them (two barriers; no copies through Open MPI, the same bits everywhere).
- * Returns 1 if on, 0 if not (another node, one worker, or the window could not be made: the
- * MPI all-reduce stays). */
+ * the model's gradient buffer into a shared-memory segment (POSIX shm, mapped by every worker):
+ * the gradient all-reduce is then each worker summing 1/W of it over every worker's buffer, in
+ * rank order, and writing the sum into all of them (two barriers; no copies through Open MPI,
+ * the same bits everywhere). Returns 1 if on, 0 if not (another node, one worker, or a segment
+ * could not be made on some worker -- /dev/shm full, say: a warning, and all keep the MPI
+ * all-reduce). HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail (tests). */
 int worker_share_grads(hcl_worker *w);
 
 /* One step on the batch in buf (layout of batch.h): TRAIN updates, EVAL only computes the loss.

@@ -139,7 +139,9 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     /* bytes a step's collectives send per worker: the all-gather and the reduce-scatter of
      * the N x G x D embeddings of the G gathered views send (W-1)/W of their size, the ring
      * all-reduces twice that: of the parameter gradient, and per pair of the loss's N column
-     * maxes (float) and sums (double) (docs/SCALING.md) */
+     * maxes (float) and sums (double) (docs/SCALING.md). Summed in shared memory, the
+     * gradient moves the same bytes between workers: (W-1)/W of it read from the others'
+     * buffers and as much written into them. */
     uint64_t step_bytes = w.size > 1 ? (uint64_t)((double)(w.size - 1) / w.size *
                                                   (4.0 * 2.0 * su->batch * w.ngv * su->mc.dim +
                                                    2.0 * 4.0 * w.model.nparams +
