@@ -63,6 +63,18 @@ int cli_parse(const cli_option *opts, int n, int argc, char **argv, const char *
     return 0;
 }
 
+int cli_parse_tool(const cli_option *opts, int n, int argc, char **argv, void (*usage)(FILE *),
+                   char *err) {
+    int npos;
+    cli_defaults(opts, n);
+    int rc = cli_parse(opts, n, argc - 1, argv + 1, NULL, 0, &npos, err);
+    if (rc == 1) {
+        usage(stdout);
+        exit(0);
+    }
+    return rc;
+}
+
 void cli_usage(FILE *fp, const cli_option *opts, int n) {
     for (int i = 0; i < n; i++) {
         const cli_option *o = &opts[i];

@@ -27,6 +27,10 @@ void cli_defaults(const cli_option *opts, int n);
  * err (HCL_ERR_MAX bytes) naming the flag and the value. */
 int cli_parse(const cli_option *opts, int n, int argc, char **argv, const char **pos, int maxpos,
               int *npos, char *err);
+/* A tool's whole argv (argv[0] is the program) without positional arguments: cli_defaults,
+ * then cli_parse; --help/-h prints usage(stdout) and exits 0. Returns 0, or -1 with err. */
+int cli_parse_tool(const cli_option *opts, int n, int argc, char **argv, void (*usage)(FILE *),
+                   char *err);
 /* One line per option: `  --name N   help [default]`, then --help. */
 void cli_usage(FILE *fp, const cli_option *opts, int n);
 

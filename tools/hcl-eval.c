@@ -96,15 +96,7 @@ static void usage(FILE *fp) {
 
 static void parse_args(int argc, char **argv) {
     char err[HCL_ERR_MAX];
-    const char *pos[1];
-    int npos;
-    cli_defaults(options, NOPTIONS);
-    int rc = cli_parse(options, NOPTIONS, argc - 1, argv + 1, pos, 0, &npos, err);
-    if (rc == 1) {
-        usage(stdout);
-        exit(0);
-    }
-    if (rc != 0) fail("%s", err);
+    if (cli_parse_tool(options, NOPTIONS, argc, argv, usage, err) != 0) fail("%s", err);
     int feat = opt_ftrain[0] || opt_ftest[0];
     if (feat && (!opt_ftrain[0] || !opt_ftest[0]))
         fail("--features-train and --features-test go together");
