@@ -9,10 +9,25 @@ void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b) {
     *r0 = r * q + (r < rem ? r : rem);
 }
 
+int64_t batch_share_max(int64_t n, int w, int balance) {
+    int64_t even = (n + w - 1) / w;
+    if (!balance || w == 1) return even;
+    return even + even / 2 < n ? even + even / 2 : n;
+}
+
+int batch_split_ok(const hcl_batch_header *h, const int64_t *split, int rank, int nworkers, int64_t b_max) {
+    if (h->nworkers != nworkers || split[0] != 0 || split[nworkers] != h->n) return 0;
+    for (int r = 0; r < nworkers; r++)
+        if (split[r + 1] < split[r] || split[r + 1] - split[r] > b_max) return 0;
+    return split[rank] == h->r0 && split[rank + 1] - split[rank] == h->b;
+}
+
 static size_t align8(size_t x) { return (x + 7) & ~(size_t)7; }
 
-size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nviews, const int64_t *widths) {
+size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nworkers, int nviews, const int64_t *widths) {
     size_t off = align8(sizeof(hcl_batch_header));
+    l->split = off;
+    off += (size_t)(nworkers + 1) * sizeof(int64_t);
     l->labels = off;
     off = align8(off + (size_t)n * sizeof(int32_t));
     l->mask = off;
@@ -29,16 +44,25 @@ size_t batch_snapshot_floats(int64_t nparams, int64_t nstate) {
     return (size_t)(nparams + nstate) + 4;
 }
 
-size_t batch_index_bytes(int64_t n) {
-    return align8(sizeof(hcl_batch_header)) + (size_t)n * sizeof(int64_t);
+size_t batch_result_bytes(int nworkers) {
+    return align8(sizeof(hcl_step_result)) + (size_t)nworkers * sizeof(double);
+}
+
+size_t batch_index_bytes(int64_t n, int nworkers) {
+    return align8(sizeof(hcl_batch_header)) + (size_t)(nworkers + 1 + n) * sizeof(int64_t);
+}
+
+const int64_t *batch_index_rows(const uint8_t *msg) {
+    const hcl_batch_header *h = (const hcl_batch_header *)msg;
+    return (const int64_t *)(msg + align8(sizeof *h)) + h->nworkers + 1;
 }
 
 void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds) {
     const hcl_batch_header *h = (const hcl_batch_header *)msg;
     const int64_t *idx = batch_index_rows(msg);
     hcl_batch_layout l;
-    batch_layout(&l, h->n, h->b, ds->nviews, ds->widths);
-    memcpy(out, h, sizeof *h);
+    batch_layout(&l, h->n, h->b, h->nworkers, ds->nviews, ds->widths);
+    memcpy(out, h, l.labels);   /* the header and the split */
     dataset_gather_labels(ds, idx, h->n, (int32_t *)(out + l.labels));
     dataset_gather_mask(ds, idx, h->n, out + l.mask);
     for (int v = 0; v < ds->nviews; v++)

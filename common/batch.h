@@ -2,11 +2,13 @@
  *
  * One contiguous byte buffer per worker and step:
  *   hcl_batch_header                      (fixed size, below)
+ *   split    int64  (nworkers + 1)        row bounds: worker r owns rows [split[r], split[r+1])
  *   labels   int32  (n)                   the whole global batch's labels (-1: none)
  *   mask     uint8  (n, nviews)           the whole global batch's presence mask, padded to 8
  *   view v   float  (b, width_v)          this worker's rows of each view, v = 0..nviews-1
  * Labels and mask travel whole because every worker's loss needs them for all N columns; the
- * features travel only to their owner. Commands that must take effect at the same step on
+ * features travel only to their owner; every worker needs the whole split to size its
+ * collectives (even, or --balance adaptive's shares). Commands that must take effect at the same step on
  * every worker ride in the header (`flags`, `lr_scale`). */
 #ifndef HCL_BATCH_H
 #define HCL_BATCH_H
@@ -49,6 +51,8 @@ typedef struct {
     int32_t resume;             /* 1: a snapshot follows by broadcast (batch_snapshot_floats) */
     int32_t direct;             /* --data-plane direct: workers read rows from data_dir/val_dir */
     int32_t shm_grads;          /* --grad-allreduce shm: worker_share_grads when on one node */
+    int32_t balance;            /* --balance adaptive: uneven shares (batch_share_max rows at most) */
+    int32_t pad;
     char data_dir[1024];
     char val_dir[1024];
     int64_t seed;
@@ -74,7 +78,7 @@ typedef struct {
     int32_t nviews;
     int32_t has_labels;
     float lr;           /* learning rate of this step (schedule x operator scale) */
-    float pad;
+    int32_t nworkers;   /* entries of the split, less one */
 } hcl_batch_header;
 
 /* What worker 0 reports to rank 0 after each batch (MPI_Send of the bytes). */
@@ -93,25 +97,33 @@ typedef struct {
     double t_compute, t_allgather, t_reduce_scatter, t_allreduce; /* seconds */
     double t_wait;                                   /* waiting for this batch to arrive */
 } hcl_step_result;
+/* Worker 0's result message is the hcl_step_result followed by every worker's busy seconds in
+ * this step (double, nworkers): its compute without the collectives' waits, from which
+ * --balance adaptive sets the next shares. */
+size_t batch_result_bytes(int nworkers);
 
-/* --data-plane direct: the message is the header and the batch's N dataset row indices
- * (int64); each worker reads labels, mask and its own rows from the dataset files itself
+/* --data-plane direct: the message is the header, the split and the batch's N dataset row
+ * indices (int64); each worker reads labels, mask and its own rows from the dataset files itself
  * (batch_assemble) into the layout above, so the step is the same code either way. */
-size_t batch_index_bytes(int64_t n);
+size_t batch_index_bytes(int64_t n, int nworkers);
 /* Build the full batch (batch_layout of the header's n and b) in out from an index message,
  * reading labels and mask of all n rows and the features of rows [r0, r0+b) from ds. */
 void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds);
-static inline const int64_t *batch_index_rows(const uint8_t *msg) {
-    return (const int64_t *)(msg + ((sizeof(hcl_batch_header) + 7) & ~(size_t)7));
-}
+const int64_t *batch_index_rows(const uint8_t *msg);
 
 /* Worker r of W owns rows [r0, r0+b): as even as possible, the first n % W get one more. */
 void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b);
+/* The most rows one of w workers owns of a batch of n: the even share, or with --balance
+ * adaptive 1.5 times it (buffers are sized for this). */
+int64_t batch_share_max(int64_t n, int w, int balance);
 
 /* Byte offsets of the parts of a batch buffer; returns the total size. */
 typedef struct {
-    size_t labels, mask, view[HCL_MAX_VIEWS], total;
+    size_t split, labels, mask, view[HCL_MAX_VIEWS], total;
 } hcl_batch_layout;
-size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nviews, const int64_t *widths);
+size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nworkers, int nviews, const int64_t *widths);
+/* 1 if a received split is sound: nworkers + 1 bounds from 0 to the header's n, none
+ * decreasing, no share above b_max, and the header's r0 and b are worker rank's share. */
+int batch_split_ok(const hcl_batch_header *h, const int64_t *split, int rank, int nworkers, int64_t b_max);
 
 #endif

@@ -59,6 +59,7 @@ typedef struct {
     int64_t coordinator_nice;
     char data_plane[16];
     char grad_allreduce[16];
+    char balance[16];
     /* machine and logging */
     int64_t threads;
     int64_t log_every;

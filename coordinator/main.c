@@ -72,7 +72,7 @@ int main(int argc, char **argv) {
         } else {
             run.world_size = size;
             run_setup(&run, &su);
-            su.max_batch_bytes = run.direct ? batch_index_bytes(run.batch)
+            su.max_batch_bytes = run.direct ? batch_index_bytes(run.batch, size > 1 ? size - 1 : 1)
                                              : run_batch_bytes(&run, run.batch, size > 1 ? size - 1 : 1);
         }
     }

@@ -177,6 +177,9 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     if (strcmp(cfg->grad_allreduce, "shm") == 0) r->shm_grads = 1;
     else if (strcmp(cfg->grad_allreduce, "mpi") != 0)
         return hcl_err(err, "--grad-allreduce: '%s' is not shm or mpi", cfg->grad_allreduce);
+    if (strcmp(cfg->balance, "adaptive") == 0) r->balance = 1;
+    else if (strcmp(cfg->balance, "even") != 0)
+        return hcl_err(err, "--balance: '%s' is not even or adaptive", cfg->balance);
     if (strcmp(cfg->data_plane, "direct") == 0) r->direct = 1;
     else if (strcmp(cfg->data_plane, "coordinator") != 0)
         return hcl_err(err, "--data-plane: '%s' is not coordinator or direct", cfg->data_plane);
@@ -241,16 +244,16 @@ static void batch_widths(const hcl_run *r, int64_t *widths) {
 }
 
 size_t run_batch_bytes(const hcl_run *r, int64_t n, int nw) {
-    int64_t r0, b, widths[HCL_MAX_VIEWS];
-    batch_split(n, nw, 0, &r0, &b);
+    int64_t widths[HCL_MAX_VIEWS];
     batch_widths(r, widths);
     hcl_batch_layout l;
-    return batch_layout(&l, n, b, r->mc.nviews, widths);
+    return batch_layout(&l, n, batch_share_max(n, nw, r->balance), nw, r->mc.nviews, widths);
 }
 
-/* The header of worker w's (of nw) share of a batch of n rows. */
+/* The header and split of worker w's (of nw) share of a batch of n rows. */
 static hcl_batch_header *fill_header(uint8_t *buf, const hcl_run *r, const hcl_dataset *ds, int64_t n,
-                                     int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr) {
+                                     const int64_t *split, int w, int nw, uint32_t flags, int64_t step,
+                                     int64_t epoch, float lr) {
     hcl_batch_header *h = (hcl_batch_header *)buf;
     memset(h, 0, sizeof *h);
     h->magic = HCL_BATCH_MAGIC;
@@ -258,26 +261,34 @@ static hcl_batch_header *fill_header(uint8_t *buf, const hcl_run *r, const hcl_d
     h->step = step;
     h->epoch = epoch;
     h->n = n;
-    batch_split(n, nw, w, &h->r0, &h->b);
+    h->r0 = split[w];
+    h->b = split[w + 1] - split[w];
     h->nviews = r->mc.nviews;
     h->has_labels = ds->has_labels;
     h->lr = lr;
+    h->nworkers = nw;
+    hcl_batch_layout l;
+    int64_t widths[HCL_MAX_VIEWS];
+    batch_widths(r, widths);
+    batch_layout(&l, n, h->b, nw, r->mc.nviews, widths);
+    memcpy(buf + l.split, split, sizeof(int64_t) * (size_t)(nw + 1));
     return h;
 }
 
-void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
-                    int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr,
-                    uint8_t *buf) {
-    const hcl_batch_header *h = fill_header(buf, r, ds, n, w, nw, flags, step, epoch, lr);
+size_t run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
+                      const int64_t *split, int w, int nw, uint32_t flags, int64_t step, int64_t epoch,
+                      float lr, uint8_t *buf) {
+    const hcl_batch_header *h = fill_header(buf, r, ds, n, split, w, nw, flags, step, epoch, lr);
     const int64_t r0 = h->r0, b = h->b;
     int64_t widths[HCL_MAX_VIEWS];
     batch_widths(r, widths);
     hcl_batch_layout l;
-    batch_layout(&l, n, b, r->mc.nviews, widths);
+    batch_layout(&l, n, b, nw, r->mc.nviews, widths);
     dataset_gather_labels(ds, rows, n, (int32_t *)(buf + l.labels));
     dataset_gather_mask(ds, rows, n, buf + l.mask);
     for (int v = 0; v < r->mc.nviews; v++)
         dataset_gather_view(ds, v, rows + r0, b, (float *)(buf + l.view[v]));
+    return l.total;
 }
 
 /* ---- logging ------------------------------------------------------------------------------ */
@@ -312,6 +323,13 @@ static void metrics_line(hcl_run *r, int64_t step, int64_t epoch, const hcl_step
     json_num(f, "logit_scale", res->logit_scale);
     json_num(f, "grad_norm", res->grad_norm);
     fprintf(f, ", \"samples_per_s\": %.1f", samples_per_s);
+    if (r->bal.adaptive) {
+        /* --balance adaptive: the rows each worker had in this step */
+        fprintf(f, ", \"shares\": [");
+        for (int w = 0; w < r->bal.nw; w++)
+            fprintf(f, "%s%lld", w ? ", " : "", (long long)(r->last_split[w + 1] - r->last_split[w]));
+        fprintf(f, "]");
+    }
     if (!isnan(val_loss)) json_num(f, "val_loss", val_loss);
     fprintf(f, ", \"skipped\": %lld, \"time\": %.3f}\n", (long long)skipped, hcl_wall());
     fflush(f);
@@ -372,6 +390,8 @@ typedef struct {
     uint8_t *buf[2];             /* (max(nw,1) * bytes) per slot */
     MPI_Request *sreq[2];        /* nw per slot */
     job jobs[2];
+    int64_t *split[2];           /* (nw + 1) the split each slot's batch was sent with */
+    uint8_t *res_msg;            /* worker 0's result message (batch_result_bytes) */
     hcl_step_result local_res[2];
 } transport;
 
@@ -430,8 +450,10 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
     float lr = (j->flags & HCL_BATCH_TRAIN) ? (float)(optim_lr_at(&r->oc, j->step) * r->lr_scale) : 0.0f;
     int nw = tp->nw ? tp->nw : 1;
     if (tp->nw) wait_all(r, tp->sreq[slot], tp->nw);
+    if (data) balance_split(&r->bal, j->n, tp->split[slot]);
     for (int w = 0; w < nw; w++) {
         uint8_t *b = tp->buf[slot] + (size_t)w * tp->bytes;
+        size_t len = sizeof(hcl_batch_header);
         if (!data) {
             /* STOP and SNAPSHOT: a header alone */
             hcl_batch_header *h = (hcl_batch_header *)b;
@@ -441,14 +463,14 @@ static void submit(hcl_run *r, transport *tp, int slot, const job *j) {
             h->step = j->step;
         } else if (tp->nw && r->direct) {
             /* the workers read the rows themselves: the header and the row indices */
-            fill_header(b, r, ds, j->n, w, nw, j->flags, j->step, j->epoch, lr);
+            fill_header(b, r, ds, j->n, tp->split[slot], w, nw, j->flags, j->step, j->epoch, lr);
             memcpy((int64_t *)batch_index_rows(b), r->rows, sizeof(int64_t) * (size_t)j->n);
+            len = batch_index_bytes(j->n, nw);
         } else {
-            run_fill_batch(r, ds, r->rows, j->n, w, nw, j->flags, j->step, j->epoch, lr, b);
+            len = run_fill_batch(r, ds, r->rows, j->n, tp->split[slot], w, nw, j->flags, j->step, j->epoch,
+                                 lr, b);
         }
         if (tp->nw) {
-            size_t len = !data ? sizeof(hcl_batch_header)
-                               : r->direct ? batch_index_bytes(j->n) : run_batch_bytes(r, j->n, nw);
             MPI_Isend(b, (int)len, MPI_BYTE, w + 1, HCL_TAG_BATCH, MPI_COMM_WORLD, &tp->sreq[slot][w]);
         }
     }
@@ -480,11 +502,17 @@ static void await_result(hcl_run *r, transport *tp, int slot, hcl_step_result *r
         return;
     }
     MPI_Request req;
-    MPI_Irecv(res, (int)sizeof *res, MPI_BYTE, 1, HCL_TAG_RESULT, MPI_COMM_WORLD, &req);
+    MPI_Irecv(tp->res_msg, (int)batch_result_bytes(tp->nw), MPI_BYTE, 1, HCL_TAG_RESULT, MPI_COMM_WORLD, &req);
     coord_wait(r, &req);
+    memcpy(res, tp->res_msg, sizeof *res);
     HCL_CHECK(res->step == tp->jobs[slot].step && res->flags == tp->jobs[slot].flags,
               "result of step %lld (flags %u) arrived for step %lld (flags %u)", (long long)res->step,
               res->flags, (long long)tp->jobs[slot].step, tp->jobs[slot].flags);
+    if (tp->jobs[slot].flags & HCL_BATCH_TRAIN) {
+        size_t bytes = batch_result_bytes(tp->nw), busy = sizeof(double) * (size_t)tp->nw;
+        balance_observe(&r->bal, tp->split[slot], (const double *)(tp->res_msg + bytes - busy));
+        memcpy(r->last_split, tp->split[slot], sizeof(int64_t) * (size_t)(tp->nw + 1));
+    }
 }
 
 /* The sequence of jobs: steps; after each logged step the validation batches; then STOP. */
@@ -889,6 +917,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->resume = r->start_step > 0;
     su->direct = r->direct;
     su->shm_grads = r->shm_grads;
+    su->balance = r->balance;
     /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
     if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
     if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))
@@ -912,7 +941,7 @@ int run_train(hcl_run *r, int nw) {
         if (threads <= 0) threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
         kernels_set_threads(threads);
         if (worker_init(&local, MPI_COMM_SELF, &r->mc, &r->lc, &r->oc, r->learn_t,
-                        (uint64_t)r->cfg.seed, r->batch, err) != 0) {
+                        (uint64_t)r->cfg.seed, r->batch, 0, err) != 0) {
             LOG_ERROR("%s", err);
             return 1;
         }
@@ -932,7 +961,11 @@ int run_train(hcl_run *r, int nw) {
                        r->tel_setup.tel_client_secret, 0, err) != 0)
         LOG_WARN("telemetry of the in-process worker: %s", err);
     tp.bytes = run_batch_bytes(r, r->batch, nw ? nw : 1);
+    balance_init(&r->bal, nw ? nw : 1, r->balance);
+    r->last_split = hcl_calloc((size_t)(nw ? nw : 1) + 1, sizeof(int64_t));
+    tp.res_msg = hcl_malloc(batch_result_bytes(nw));
     for (int s = 0; s < 2; s++) {
+        tp.split[s] = hcl_calloc((size_t)(nw ? nw : 1) + 1, sizeof(int64_t));
         tp.buf[s] = hcl_malloc(tp.bytes * (size_t)(nw ? nw : 1));
         tp.sreq[s] = hcl_malloc(sizeof(MPI_Request) * (size_t)(nw ? nw : 1));
         for (int w = 0; w < (nw ? nw : 1); w++) tp.sreq[s][w] = MPI_REQUEST_NULL;
@@ -1035,7 +1068,12 @@ int run_train(hcl_run *r, int nw) {
         if (nw) wait_all(r, tp.sreq[s], nw);
         free(tp.buf[s]);
         free(tp.sreq[s]);
+        free(tp.split[s]);
     }
+    free(tp.res_msg);
+    balance_free(&r->bal);
+    free(r->last_split);
+    r->last_split = NULL;
     if (tty) fputc('\n', stderr);
     if (r->has_ev) {
         write_eval_line(r, 1);

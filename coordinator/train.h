@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 
+#include "balance.h"
 #include "batch.h"
 #include "ckpt.h"
 #include "control.h"
@@ -64,6 +65,9 @@ typedef struct {
     int has_ev;
     int direct;                 /* --data-plane direct */
     int shm_grads;              /* --grad-allreduce shm */
+    int balance;                /* --balance adaptive */
+    hcl_balance bal;            /* the workers' shares of each batch (during run_train) */
+    int64_t *last_split;        /* (workers + 1) the split of the last step's result */
 } hcl_run;
 
 int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);
@@ -71,10 +75,12 @@ void run_free(hcl_run *r);
 
 /* Dataset rows of global batch `step` (0-based) into r->rows; returns its epoch. */
 int64_t run_batch_rows(hcl_run *r, int64_t step);
-/* Pack worker w (of nw) share of the batch of rows[0..n) from ds into buf (batch_layout size). */
-void run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
-                    int w, int nw, uint32_t flags, int64_t step, int64_t epoch, float lr,
-                    uint8_t *buf);
+/* Pack worker w's share (of nw, split: nw + 1 bounds) of the batch of rows[0..n) from ds
+ * into buf; returns the message's bytes (batch_layout). */
+size_t run_fill_batch(const hcl_run *r, const hcl_dataset *ds, const int64_t *rows, int64_t n,
+                      const int64_t *split, int w, int nw, uint32_t flags, int64_t step, int64_t epoch,
+                      float lr, uint8_t *buf);
+/* The largest message of a batch of n rows for one of nw workers (the largest share). */
 size_t run_batch_bytes(const hcl_run *r, int64_t n, int nw);
 
 /* --resume: find and load the checkpoint (into ck_model and snap), check it matches the data

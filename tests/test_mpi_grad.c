@@ -16,14 +16,22 @@
 enum { V = 3, N = 13 };
 static const int widths[V] = {20, 12, 8};
 
-/* The first n rows of the global batch, worker r's share of them. */
-static void make_batch(uint8_t *buf, int n, int nw, int r, const float *x[V], const uint8_t *mask,
+/* The first n rows of the global batch, worker r's share of them: the even split, or with
+ * skew the first worker as many rows as --balance adaptive allows and the others the rest. */
+static void make_batch(uint8_t *buf, int n, int nw, int r, int skew, const float *x[V], const uint8_t *mask,
                        const int32_t *labels) {
-    int64_t r0, b, w64[V];
+    int64_t split[65], w64[V], rows;
     for (int v = 0; v < V; v++) w64[v] = widths[v];
-    batch_split(n, nw, r, &r0, &b);
+    const int64_t first = skew && nw > 1 ? batch_share_max(n, nw, 1) : 0;
+    for (int k = 0; k < nw; k++) {
+        if (first) batch_split(n - first, nw - 1, k - 1, &split[k], &rows), split[k] += first;
+        else batch_split(n, nw, k, &split[k], &rows);
+    }
+    split[0] = 0;
+    split[nw] = n;
+    int64_t r0 = split[r], b = split[r + 1] - split[r];
     hcl_batch_layout l;
-    batch_layout(&l, n, b, V, w64);
+    batch_layout(&l, n, b, nw, V, w64);
     hcl_batch_header *h = (hcl_batch_header *)buf;
     memset(h, 0, sizeof *h);
     h->magic = HCL_BATCH_MAGIC;
@@ -34,6 +42,8 @@ static void make_batch(uint8_t *buf, int n, int nw, int r, const float *x[V], co
     h->nviews = V;
     h->has_labels = 1;
     h->lr = 1e-3f;
+    h->nworkers = nw;
+    memcpy(buf + l.split, split, sizeof(int64_t) * (size_t)(nw + 1));
     memcpy(buf + l.labels, labels, sizeof(int32_t) * n);
     memcpy(buf + l.mask, mask, (size_t)n * V);
     for (int v = 0; v < V; v++)
@@ -62,14 +72,17 @@ int main(int argc, char **argv) {
         mask[i * V + (i % V)] = 1;
     }
     uint8_t *buf = hcl_malloc(1 << 16), *full = hcl_malloc(1 << 16);
-    make_batch(buf, N, size, rank, (const float **)x, mask, labels);
-    make_batch(full, N, 1, 0, (const float **)x, mask, labels);
+    make_batch(buf, N, size, rank, 0, (const float **)x, mask, labels);
+    make_batch(full, N, 1, 0, 0, (const float **)x, mask, labels);
     /* A batch of fewer rows than workers (a small last validation batch): some workers have no
      * rows and must still take part in the loss's column reduces. */
     int ns = size > 1 ? size - 1 : 1;
     uint8_t *sbuf = hcl_malloc(1 << 16), *sfull = hcl_malloc(1 << 16);
-    make_batch(sbuf, ns, size, rank, (const float **)x, mask, labels);
-    make_batch(sfull, ns, 1, 0, (const float **)x, mask, labels);
+    make_batch(sbuf, ns, size, rank, 0, (const float **)x, mask, labels);
+    make_batch(sfull, ns, 1, 0, 0, (const float **)x, mask, labels);
+    /* --balance adaptive's uneven shares: worker 0 has 1.5 times the even share */
+    uint8_t *kbuf = hcl_malloc(1 << 16);
+    make_batch(kbuf, N, size, rank, 1, (const float **)x, mask, labels);
 
     const enum hcl_loss_kind kinds[] = {HCL_LOSS_FULL, HCL_LOSS_CORE, HCL_LOSS_CLIP, HCL_LOSS_SUPCON,
                                         HCL_LOSS_HYBRID};
@@ -79,11 +92,13 @@ int main(int argc, char **argv) {
      * per micro-batch for the backward), loss blocks of 2 rows x 4 columns (logits computed
      * again in pass 2, one column reduce); variant 2: one block of logits held, so each pair has its own
      * column reduce between its two passes; variant 3: the batch of W - 1 rows. Variants 0 and 2
-     * sum the parameter gradients through the shared-memory window, 1 and 3 by MPI. */
+     * sum the parameter gradients through the shared-memory window, 1 and 3 by MPI; variant 4:
+     * uneven shares (--balance adaptive), worker 0 with 1.5 times the even share. */
     static const char *const variant_name[] = {
         "packed, shared-memory gradient sum", "per-view collectives, micro-batches of 2, loss blocks of 2 x 4",
-        "a column reduce per pair, shared-memory gradient sum", "a batch of W - 1 rows"};
-    for (int variant = 0; variant < 4; variant++)
+        "a column reduce per pair, shared-memory gradient sum", "a batch of W - 1 rows",
+        "uneven shares, shared-memory gradient sum"};
+    for (int variant = 0; variant < 5; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
         model_config_default(&mc);
@@ -106,7 +121,7 @@ int main(int argc, char **argv) {
         optim_config_default(&oc);
         char err[HCL_ERR_MAX];
         hcl_worker dist, single;
-        CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, err) == 0, "init: %s", err);
+        CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, variant == 4, err) == 0, "init: %s", err);
         if (variant == 1) {
             dist.packed = 0;
             dist.micro = 2;
@@ -118,16 +133,16 @@ int main(int argc, char **argv) {
         if (variant == 2) dist.loss.nblk = 1;
         /* variants 0 and 2 sum the parameter gradients in the shared-memory window, 1 and 3
          * with MPI_Iallreduce (what workers on several nodes use) */
-        if (variant == 0 || variant == 2)
+        if (variant == 0 || variant == 2 || variant == 4)
             CHECK(worker_share_grads(&dist) == (size > 1), "worker_share_grads with %d workers on one node", size);
         hcl_step_result rd, rs;
-        worker_forward_backward(&dist, variant == 3 ? sbuf : buf, &rd);
+        worker_forward_backward(&dist, variant == 3 ? sbuf : variant == 4 ? kbuf : buf, &rd);
         /* replicas hold bit-identical summed gradients */
         uint32_t mine = hcl_crc32c(0, dist.model.grads, sizeof(float) * dist.model.nparams), all[64];
         MPI_Allgather(&mine, 1, MPI_UINT32_T, all, 1, MPI_UINT32_T, MPI_COMM_WORLD);
         for (int r = 0; r < size; r++) CHECK(all[r] == all[0], "%s: worker %d gradient differs", loss_kind_name(kinds[k]), r);
         if (rank == 0) {
-            CHECK(worker_init(&single, MPI_COMM_SELF, &mc, &lc, &oc, 1, 5, N, err) == 0, "init: %s", err);
+            CHECK(worker_init(&single, MPI_COMM_SELF, &mc, &lc, &oc, 1, 5, N, 0, err) == 0, "init: %s", err);
             worker_forward_backward(&single, variant == 3 ? sfull : full, &rs);
             CHECK_CLOSE(rd.loss, rs.loss, 1e-5, 0, loss_kind_name(kinds[k]));
             double gmax = 0, dmax = 0;
@@ -149,6 +164,7 @@ int main(int argc, char **argv) {
     free(full);
     free(sbuf);
     free(sfull);
+    free(kbuf);
     int failed = check_failures, any;
     MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     MPI_Finalize();

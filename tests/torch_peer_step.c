@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
     oc.lr = 1e-3f;
     oc.weight_decay = 1e-4f;
     hcl_worker w;
-    HCL_CHECK(worker_init(&w, MPI_COMM_SELF, &mc, &lc, &oc, 1, 0, N, err) == 0, "%s", err);
+    HCL_CHECK(worker_init(&w, MPI_COMM_SELF, &mc, &lc, &oc, 1, 0, N, 0, err) == 0, "%s", err);
     for (int i = 0; i < w.model.ntensors; i++) {
         const hcl_tensor *t = &w.model.tensors[i];
         npy_file f;
@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
     int64_t widths[HCL_MAX_VIEWS];
     for (int v = 0; v < V; v++) widths[v] = mc.in_width[v];
     hcl_batch_layout l;
-    uint8_t *buf = hcl_malloc(batch_layout(&l, N, N, V, widths));
+    uint8_t *buf = hcl_malloc(batch_layout(&l, N, N, 1, V, widths));
     hcl_batch_header *h = (hcl_batch_header *)buf;
     memset(h, 0, sizeof *h);
     h->magic = HCL_BATCH_MAGIC;
@@ -63,6 +63,9 @@ int main(int argc, char **argv) {
     h->b = N;
     h->nviews = V;
     h->lr = oc.lr;
+    h->nworkers = 1;
+    ((int64_t *)(buf + l.split))[0] = 0;
+    ((int64_t *)(buf + l.split))[1] = N;
     memset(buf + l.mask, 1, (size_t)N * V);
     for (int64_t i = 0; i < N; i++) ((int32_t *)(buf + l.labels))[i] = -1;
     for (int v = 0; v < V; v++) memcpy(buf + l.view[v], x[v].data, sizeof(float) * N * widths[v]);

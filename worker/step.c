@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -17,7 +18,7 @@
 
 int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
-                uint64_t seed, int64_t n, char *err) {
+                uint64_t seed, int64_t n, int balance, char *err) {
     memset(w, 0, sizeof *w);
     w->comm = comm;
     MPI_Comm_rank(comm, &w->rank);
@@ -27,9 +28,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                        (long long)n, w->size);
     if (model_init(&w->model, mc, seed, err) != 0) return -1;
     w->n = n;
-    int64_t r0, b;
-    batch_split(n, w->size, 0, &r0, &b);
-    w->b_max = b;
+    w->b_max = batch_share_max(n, w->size, balance);
     /* Encoders run on at most HCL_MICRO_ROWS rows at a time: with more own rows the forward is
      * run twice (once for the embeddings, again chunk by chunk for the backward), so activation
      * memory does not grow with the batch. */
@@ -78,6 +77,8 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->displs = hcl_calloc((size_t)w->size, sizeof(int));
     w->r0s = hcl_calloc((size_t)w->size, sizeof(int64_t));
     w->bs = hcl_calloc((size_t)w->size, sizeof(int64_t));
+    w->scal = hcl_calloc((size_t)(3 + V * V + w->size), sizeof(double));
+    w->busy = hcl_calloc((size_t)w->size, sizeof(double));
     for (int v = 0; v < V; v++) w->bwd_order[v] = v;   /* encoders by size, largest first */
     for (int i = 1; i < V; i++)
         for (int j = i; j > 0; j--) {
@@ -93,6 +94,10 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     int inj_worker;
     if (inj && sscanf(inj, "%lld:%d", &inj_step, &inj_worker) == 2 && inj_worker == w->rank)
         w->inject_nan_step = inj_step;
+    const char *slow = getenv("HCL_INJECT_SLOW");
+    int slow_us;
+    if (slow && sscanf(slow, "%d:%d", &inj_worker, &slow_us) == 2 && inj_worker == w->rank && slow_us > 0)
+        w->inject_slow_us = slow_us;
     if ((int64_t)V * n * D > INT32_MAX || w->loss.npairs * n > INT32_MAX)
         return hcl_err(err, "batch-size: %lld rows x %d views x %d dims (or x %lld loss pairs) exceeds one "
                        "MPI message", (long long)n, V, D, (long long)w->loss.npairs);
@@ -238,6 +243,8 @@ void worker_free(hcl_worker *w) {
     free(w->vdispls);
     free(w->r0s);
     free(w->bs);
+    free(w->scal);
+    free(w->busy);
     memset(w, 0, sizeof *w);
 }
 
@@ -284,7 +291,12 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     int64_t widths[HCL_MAX_VIEWS] = {0};
     for (int v = 0; v < V; v++) widths[v] = m->cfg.in_width[v];
     hcl_batch_layout lay;
-    batch_layout(&lay, h->n, h->b, V, widths);
+    batch_layout(&lay, h->n, h->b, w->size, V, widths);
+    const int64_t *split = (const int64_t *)(buf + lay.split);
+    HCL_CHECK(batch_split_ok(h, split, w->rank, w->size, w->b_max),
+              "batch of step %lld: its split of %lld rows over %d workers is not sound for worker %d "
+              "(rows [%lld,+%lld), at most %lld)", (long long)h->step, (long long)h->n, h->nworkers, w->rank,
+              (long long)h->r0, (long long)h->b, (long long)w->b_max);
     const int32_t *labels = (const int32_t *)(buf + lay.labels);
     const uint8_t *mask = buf + lay.mask;
     const int64_t n = h->n, b = h->b, r0 = h->r0;
@@ -305,18 +317,22 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
             memcpy(w->zall[v] + (r0 - first[v] + c) * D, z, sizeof(float) * (size_t)rows * D);
         }
     }
+    if (w->inject_slow_us) {
+        long long ns = 1000LL * w->inject_slow_us * b;
+        struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+        nanosleep(&ts, NULL);
+    }
     double t1 = hcl_now();
 
     /* 2. All-gather: every worker gets all N rows of every gathered view. */
     for (int r = 0; r < w->size; r++) {
-        batch_split(n, w->size, r, &w->r0s[r], &w->bs[r]);
+        w->r0s[r] = split[r];
+        w->bs[r] = split[r + 1] - split[r];
         w->counts[r] = (int)(w->bs[r] * w->ngv * D);
         w->displs[r] = (int)(w->r0s[r] * w->ngv * D);
         w->vcounts[r] = (int)(w->bs[r] * D);
         w->vdispls[r] = (int)(w->r0s[r] * D);
     }
-    HCL_CHECK(w->r0s[w->rank] == r0 && w->bs[w->rank] == b, "batch rows [%lld,+%lld) are not this worker's share",
-              (long long)r0, (long long)b);
     if (w->size > 1 && w->packed) {
         for (int g = 0; g < w->ngv; g++)
             memcpy(w->zpack + (size_t)g * b * D, w->zall[w->gv[g]] + r0 * D, sizeof(float) * (size_t)b * D);
@@ -369,7 +385,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     }
     double t3 = hcl_now();
 
-    double scal[3 + HCL_MAX_VIEWS * HCL_MAX_VIEWS];
+    double *scal = w->scal;
     int ns = pack_scalars(scal, &lr, V);
     double t4 = t3, t5 = t3, t6 = t3;
     MPI_Request reqs[HCL_MAX_VIEWS + 2];
@@ -443,10 +459,14 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
                                   MPI_SUM, w->comm, &reqs[nreq++]));
         }
     }
+    /* every worker's busy time (its compute without the collectives' waits) rides along */
+    const double busy = (t1 - t0) + (t3 - t2 - w->t_colreduce) + (t5 - t4);
+    for (int r = 0; r < w->size; r++) scal[ns + r] = r == w->rank ? busy : 0.0;
     if (w->size > 1) {
-        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns, MPI_DOUBLE, MPI_SUM, w->comm));
+        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns + w->size, MPI_DOUBLE, MPI_SUM, w->comm));
         if (nreq) MPI_OK(MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE));
     }
+    memcpy(w->busy, scal + ns, sizeof(double) * (size_t)w->size);
     t6 = hcl_now();
 
     /* Unpack the global scalars. */
@@ -469,7 +489,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     res->t_allgather = t2 - t1;
     res->t_reduce_scatter = t4 - t3;
     res->t_allreduce = (t6 - t5) + w->t_colreduce;
-    res->t_compute = (t1 - t0) + (t3 - t2 - w->t_colreduce) + (t5 - t4);
+    res->t_compute = busy;
 }
 
 void worker_update(hcl_worker *w, hcl_step_result *res) {

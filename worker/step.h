@@ -53,7 +53,9 @@ typedef struct {
     float *dzpack;                /* (N, G, D) rank-major for the reduce-scatter */
     float *dzown;                 /* (G, b_max, D) */
     int *counts, *displs;         /* per worker, in floats of (b_r * G * D) */
-    int64_t *r0s, *bs;
+    int64_t *r0s, *bs;            /* every worker's rows this step: the batch's split */
+    double *scal;                 /* (3 + V V + W) the loss's scalars and the busy times, summed */
+    double *busy;                 /* (W) every worker's busy seconds in the last step */
     int *vcounts, *vdispls;       /* per worker, in floats of (b_r * D): one view's collectives */
     int64_t rs_rows;              /* rows of each worker per chunked reduce-scatter (W rs_rows D
                                    * <= HCL_RS_FLOATS, at least 1) */
@@ -67,6 +69,8 @@ typedef struct {
     int gv[HCL_MAX_VIEWS], ngv;   /* the gathered views, in order */
     int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
                                    * worker's gradient turns NaN at that step; -1 off */
+    int inject_slow_us;           /* HCL_INJECT_SLOW=WORKER:US (tests): that worker's encode takes
+                                   * US microseconds longer per own row, a slower core */
     float **gslot;                /* worker_share_grads: (W) every worker's gradient buffer, a
                                    * shared-memory segment mapped here; gslot[rank] is model.grads.
                                    * NULL: the gradients are summed with MPI_Iallreduce */
@@ -74,10 +78,11 @@ typedef struct {
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
- * step will see, train or eval). learn_t 0: t stays at mc->t_init (a fixed temperature). */
+ * step will see, train or eval). learn_t 0: t stays at mc->t_init (a fixed temperature).
+ * balance 1: shares up to batch_share_max(n, W, 1) rows (--balance adaptive). */
 int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
-                uint64_t seed, int64_t n, char *err);
+                uint64_t seed, int64_t n, int balance, char *err);
 void worker_free(hcl_worker *w);
 /* Collective over the workers. When they all share one node (and there are two or more), move
  * the model's gradient buffer into a shared-memory segment (POSIX shm, mapped by every worker):

@@ -108,7 +108,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     kernels_set_threads(threads);
     hcl_worker w;
     if (worker_init(&w, workers, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed,
-                    su->batch, err) != 0) {
+                    su->batch, su->balance, err) != 0) {
         LOG_ERROR("%s", err);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
@@ -168,7 +168,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         int64_t wd64[HCL_MAX_VIEWS];
         for (int v = 0; v < su->mc.nviews; v++) wd64[v] = su->mc.in_width[v];
         hcl_batch_layout fl;
-        full = hcl_malloc(batch_layout(&fl, su->batch, w.b_max, su->mc.nviews, wd64));
+        full = hcl_malloc(batch_layout(&fl, su->batch, w.b_max, w.size, su->mc.nviews, wd64));
     }
     uint8_t *buf[2];
     buf[0] = hcl_malloc(su->max_batch_bytes);
@@ -178,7 +178,8 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     /* Worker 0's result goes out without blocking: a blocking send waits whenever rank 0,
      * asleep between its polls, has not yet returned the shared-memory fragments, which
      * held worker 0 back 1-9 ms a step while worker 1 waited for it in the all-gather. */
-    hcl_step_result sent;
+    const size_t res_bytes = batch_result_bytes(w.size);
+    uint8_t *sent = hcl_malloc(res_bytes);
     MPI_Request sreq = MPI_REQUEST_NULL;
     MPI_Irecv(buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
     int cur = 0, code = 0;
@@ -187,6 +188,8 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         wd.last_batch = hcl_now();
         const hcl_batch_header *h = (const hcl_batch_header *)buf[cur];
         HCL_CHECK(h->magic == HCL_BATCH_MAGIC, "batch message without the batch magic");
+        HCL_CHECK((h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) == 0 || h->nworkers == w.size,
+                  "batch of step %lld split over %d workers, not %d", (long long)h->step, h->nworkers, w.size);
         if (h->flags & HCL_BATCH_STOP) break;
         /* Prefetch: the next batch arrives while this one is computed. */
         MPI_Irecv(buf[cur ^ 1], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
@@ -202,6 +205,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
             memset(&res, 0, sizeof res);
             res.step = h->step;
             res.flags = h->flags;
+            memset(w.busy, 0, sizeof(double) * (size_t)w.size);
         }
         res.t_wait = waited;
         if (tel && (h->flags & HCL_BATCH_TRAIN)) {
@@ -225,8 +229,9 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         wd.last_batch = hcl_now();
         if (w.rank == 0) {
             if (sreq != MPI_REQUEST_NULL) worker_wait_polite(&sreq, MPI_STATUS_IGNORE);
-            sent = res;
-            MPI_Isend(&sent, (int)sizeof sent, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD, &sreq);
+            memcpy(sent, &res, sizeof res);
+            memcpy(sent + res_bytes - sizeof(double) * (size_t)w.size, w.busy, sizeof(double) * (size_t)w.size);
+            MPI_Isend(sent, (int)res_bytes, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD, &sreq);
             if (h->flags & HCL_BATCH_SNAPSHOT) {
                 worker_snapshot_pack(&w, snap);
                 MPI_Request rq;
@@ -241,6 +246,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     pthread_join(wd_thread, NULL);
     telemetry_close(tel);
     free(sums);
+    free(sent);
     free(snap);
     free(full);
     for (int k = 0; k < nds; k++) dataset_close(&dsets[k]);
