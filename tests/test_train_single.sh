@@ -94,6 +94,8 @@ expect_error "/nonexistent" --data /nonexistent --run-dir "$tmp/x"
 expect_error "--optimizer" --data "$tmp/data" --run-dir "$tmp/x" --optimizer adam
 expect_error "--coordinator-nice: 20 is not a nice value" --data "$tmp/data" --run-dir "$tmp/x" --coordinator-nice 20
 expect_error "--grad-allreduce: 'nccl' is not shm or mpi" --data "$tmp/data" --run-dir "$tmp/x" --grad-allreduce nccl
+expect_error "--balance: 'dynamic' is not even or adaptive" --data "$tmp/data" --run-dir "$tmp/x" --balance dynamic
 [ ! -e "$tmp/x" ] || fail "a failed start created the run directory"
-"$B/hcl-train" --help | grep -q -- "--batch-size" || fail "--help lacks --batch-size"
+"$B/hcl-train" --help >"$tmp/help" || fail "--help failed"
+grep -q -- "--batch-size" "$tmp/help" || fail "--help lacks --batch-size"
 echo "test_train_single: ok"
