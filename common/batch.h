@@ -50,7 +50,7 @@ typedef struct {
     int32_t threads;            /* OpenBLAS threads per worker, 0: cores / workers on the node */
     int32_t resume;             /* 1: a snapshot follows by broadcast (batch_snapshot_floats) */
     int32_t direct;             /* --data-plane direct: workers read rows from data_dir/val_dir */
-    int32_t shm_grads;          /* --grad-allreduce shm: worker_share_grads when on one node */
+    int32_t shm_grads;          /* --grad-allreduce shm: worker_share_memory when on one node */
     int32_t balance;            /* --balance adaptive: uneven shares (batch_share_max rows at most) */
     int32_t pad;
     char data_dir[1024];

@@ -73,12 +73,12 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 assert [r["skipped"] for r in rows[5:8]] == [0, 1, 1], [r["skipped"] for r in rows]
 assert rows[-1]["skipped"] == 1 and all(math.isfinite(r["loss"]) for r in rows)
 PY
-# No shared gradient segment left behind by the killed jobs (their names go once all are mapped).
-[ -z "$(ls /dev/shm | grep hcl-grads || true)" ] || fail "hcl-grads segments left in /dev/shm: $(ls /dev/shm | grep hcl-grads)"
+# No shared step segment left behind by the killed jobs (their names go once all are mapped).
+[ -z "$(ls /dev/shm | grep hcl-step || true)" ] || fail "hcl-step segments left in /dev/shm: $(ls /dev/shm | grep hcl-step)"
 
-# One worker cannot make its shared gradient segment (/dev/shm full, say): every worker falls
-# back to MPI_Iallreduce together, the job finishes, one warning names the cause, and the
-# losses are those of the shared-memory run.
+# One worker cannot make its shared segment (/dev/shm full, say): every worker falls back to
+# the MPI collectives together, the job finishes, one warning names the cause, and the losses
+# are those of the shared-memory run.
 for mode in ok fail; do
     inj=-1
     [ $mode = fail ] && inj=1
@@ -86,7 +86,7 @@ for mode in ok fail; do
         --steps 20 --log-every 1 --run-dir "$tmp/run_shm_$mode" >"$tmp/out_shm_$mode" 2>&1 \
         || { cat "$tmp/out_shm_$mode"; fail "shared-memory $mode run failed"; }
 done
-grep -q "gradients in shared memory: HCL_INJECT_SHM_FAIL=1; the workers sum them with MPI_Iallreduce" \
+grep -q "shared memory between the workers: HCL_INJECT_SHM_FAIL=1; they use MPI collectives instead" \
     "$tmp/out_shm_fail" || { cat "$tmp/out_shm_fail"; fail "no warning for the failed segment"; }
 ! grep -q "HCL_INJECT_SHM_FAIL" "$tmp/out_shm_ok" || fail "warning without a failure"
 $PY - "$tmp/run_shm_ok/metrics.jsonl" "$tmp/run_shm_fail/metrics.jsonl" <<'PY' || fail "fallback losses differ"
@@ -96,5 +96,5 @@ b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
 assert len(a) == len(b) == 20, (len(a), len(b))
 assert all(abs(x - y) <= 1e-5 * abs(x) for x, y in zip(a, b)), list(zip(a, b))
 PY
-echo "a worker without its shared segment: all fell back to MPI_Iallreduce, same 20 losses"
+echo "a worker without its shared segment: all fell back to the MPI collectives, same 20 losses"
 echo "test_faults: ok"

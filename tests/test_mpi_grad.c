@@ -91,14 +91,15 @@ int main(int argc, char **argv) {
      * 3 rows of every worker at a time, encoders on micro-batches of 2 rows (forward run again
      * per micro-batch for the backward), loss blocks of 2 rows x 4 columns (logits computed
      * again in pass 2, one column reduce); variant 2: one block of logits held, so each pair has its own
-     * column reduce between its two passes; variant 3: the batch of W - 1 rows. Variants 0 and 2
-     * sum the parameter gradients through the shared-memory window, 1 and 3 by MPI; variant 4:
-     * uneven shares (--balance adaptive), worker 0 with 1.5 times the even share. */
+     * column reduce between its two passes; variants 3 and 5: the batch of W - 1 rows; 4 and 6:
+     * uneven shares (--balance adaptive), worker 0 with 1.5 times the even share. Variants 0, 2,
+     * 4 and 5 exchange through shared memory (worker_share_memory), the others by MPI
+     * collectives (what workers on several nodes use). */
     static const char *const variant_name[] = {
-        "packed, shared-memory gradient sum", "per-view collectives, micro-batches of 2, loss blocks of 2 x 4",
-        "a column reduce per pair, shared-memory gradient sum", "a batch of W - 1 rows",
-        "uneven shares, shared-memory gradient sum"};
-    for (int variant = 0; variant < 5; variant++)
+        "shared memory", "per-view collectives, micro-batches of 2, loss blocks of 2 x 4",
+        "a column reduce per pair, shared memory", "a batch of W - 1 rows, MPI",
+        "uneven shares, shared memory", "a batch of W - 1 rows, shared memory", "uneven shares, MPI"};
+    for (int variant = 0; variant < 7; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
         model_config_default(&mc);
@@ -121,7 +122,7 @@ int main(int argc, char **argv) {
         optim_config_default(&oc);
         char err[HCL_ERR_MAX];
         hcl_worker dist, single;
-        CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, variant == 4, err) == 0, "init: %s", err);
+        CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, variant == 4 || variant == 6, err) == 0, "init: %s", err);
         if (variant == 1) {
             dist.packed = 0;
             dist.micro = 2;
@@ -131,26 +132,25 @@ int main(int argc, char **argv) {
             if (dist.loss.rows > 2) dist.loss.rows = 2;   /* blocks of 2 own rows */
         }
         if (variant == 2) dist.loss.nblk = 1;
-        /* variants 0 and 2 sum the parameter gradients in the shared-memory window, 1 and 3
-         * with MPI_Iallreduce (what workers on several nodes use) */
-        if (variant == 0 || variant == 2 || variant == 4)
-            CHECK(worker_share_grads(&dist) == (size > 1), "worker_share_grads with %d workers on one node", size);
+        if (variant == 0 || variant == 2 || variant == 4 || variant == 5)
+            CHECK(worker_share_memory(&dist) == (size > 1), "worker_share_memory with %d workers on one node", size);
         hcl_step_result rd, rs;
-        worker_forward_backward(&dist, variant == 3 ? sbuf : variant == 4 ? kbuf : buf, &rd);
+        const int small = variant == 3 || variant == 5, uneven = variant == 4 || variant == 6;
+        worker_forward_backward(&dist, small ? sbuf : uneven ? kbuf : buf, &rd);
         /* replicas hold bit-identical summed gradients */
         uint32_t mine = hcl_crc32c(0, dist.model.grads, sizeof(float) * dist.model.nparams), all[64];
         MPI_Allgather(&mine, 1, MPI_UINT32_T, all, 1, MPI_UINT32_T, MPI_COMM_WORLD);
         for (int r = 0; r < size; r++) CHECK(all[r] == all[0], "%s: worker %d gradient differs", loss_kind_name(kinds[k]), r);
         if (rank == 0) {
             CHECK(worker_init(&single, MPI_COMM_SELF, &mc, &lc, &oc, 1, 5, N, 0, err) == 0, "init: %s", err);
-            worker_forward_backward(&single, variant == 3 ? sfull : full, &rs);
+            worker_forward_backward(&single, small ? sfull : full, &rs);
             CHECK_CLOSE(rd.loss, rs.loss, 1e-5, 0, loss_kind_name(kinds[k]));
             double gmax = 0, dmax = 0;
             for (int64_t i = 0; i < single.model.nparams; i++) {
                 gmax = fmax(gmax, fabs(single.model.grads[i]));
                 dmax = fmax(dmax, fabs(single.model.grads[i] - dist.model.grads[i]));
             }
-            CHECK((gmax > 0 || variant == 3) && dmax <= 2e-5 * gmax + 1e-7, "%s with %d workers (variant %d): max |dg| %g, max |g| %g",
+            CHECK((gmax > 0 || small) && dmax <= 2e-5 * gmax + 1e-7, "%s with %d workers (variant %d): max |dg| %g, max |g| %g",
                   loss_kind_name(kinds[k]), size, variant, dmax, gmax);
             printf("%s, %d workers, %s: loss %.7f vs %.7f, max |dg| %.3g of max |g| %.3g\n",
                    loss_kind_name(kinds[k]), size, variant_name[variant],

@@ -79,11 +79,20 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->bs = hcl_calloc((size_t)w->size, sizeof(int64_t));
     w->scal = hcl_calloc((size_t)(3 + V * V + w->size), sizeof(double));
     w->busy = hcl_calloc((size_t)w->size, sizeof(double));
-    for (int v = 0; v < V; v++) w->bwd_order[v] = v;   /* encoders by size, largest first */
+    /* encode the gathered views first (their all-gather runs while the others are encoded) */
+    for (int g = 0, k = 0; g < 2; g++)
+        for (int v = 0; v < V; v++)
+            if ((w->gathered[v] == 0) == g) w->enc_order[k++] = v;
+    /* backward: the views not gathered first (while the reduce-scatter runs), by size, the
+     * largest first */
+    for (int v = 0; v < V; v++) w->bwd_order[v] = v;
     for (int i = 1; i < V; i++)
         for (int j = i; j > 0; j--) {
-            const hcl_encoder *a = &w->model.enc[w->bwd_order[j - 1]], *c = &w->model.enc[w->bwd_order[j]];
-            if (c->param_end - c->param_begin <= a->param_end - a->param_begin) break;
+            const int va = w->bwd_order[j - 1], vc = w->bwd_order[j];
+            const hcl_encoder *a = &w->model.enc[va], *c = &w->model.enc[vc];
+            if (w->gathered[vc] > w->gathered[va] ||
+                (w->gathered[vc] == w->gathered[va] && c->param_end - c->param_begin <= a->param_end - a->param_begin))
+                break;
             int t = w->bwd_order[j];
             w->bwd_order[j] = w->bwd_order[j - 1];
             w->bwd_order[j - 1] = t;
@@ -134,8 +143,20 @@ static int all_ok(hcl_worker *w, int ok) {
     return all;
 }
 
-int worker_share_grads(hcl_worker *w) {
-    if (w->size == 1 || w->gslot) return w->gslot != NULL;
+/* Bytes of worker r's segment: its gradients (nparams, to a page), the (n, D) gradients of each
+ * gathered view; on worker 0 also the (n, D) embeddings of each gathered view, common to all. */
+static size_t segment_bytes(const hcl_worker *w, int r) {
+    const size_t views = ((size_t)w->ngv * w->n * w->model.cfg.dim * sizeof(float) + 4095) / 4096 * 4096;
+    return w->seg_grad_bytes + views * (r == 0 ? 2 : 1);
+}
+
+/* Worker k's (n, D) gradient of gathered view g (the g-th of gv) in its segment. */
+static float *segment_dz(const hcl_worker *w, int k, int g) {
+    return (float *)((char *)w->seg[k] + w->seg_grad_bytes) + (size_t)g * w->n * w->model.cfg.dim;
+}
+
+int worker_share_memory(hcl_worker *w) {
+    if (w->size == 1 || w->seg) return w->seg != NULL;
     MPI_Comm node;
     MPI_OK(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node));
     int nsize;
@@ -147,42 +168,78 @@ int worker_share_grads(hcl_worker *w) {
      * and agreed on by an all-reduce, so all fall back together and none waits on another. The
      * names go as soon as all have been mapped: nothing stays in /dev/shm, even after kill -9. */
     hcl_model *m = &w->model;
-    const size_t bytes = ((size_t)m->nparams * sizeof(float) + 4095) / 4096 * 4096;
+    w->seg_grad_bytes = ((size_t)m->nparams * sizeof(float) + 4095) / 4096 * 4096;
     unsigned long long tag[2] = {(unsigned long long)getpid(), (unsigned long long)(hcl_now() * 1e6)};
     MPI_OK(MPI_Bcast(tag, 2, MPI_UNSIGNED_LONG_LONG, 0, w->comm));
-    float **slot = hcl_calloc((size_t)w->size, sizeof *slot);
+    float **seg = hcl_calloc((size_t)w->size, sizeof *seg);
     char name[96], why[256] = "";
-    snprintf(name, sizeof name, "/hcl-grads-%llu-%llu-%d", tag[0], tag[1], w->rank);
+    snprintf(name, sizeof name, "/hcl-step-%llu-%llu-%d", tag[0], tag[1], w->rank);
     const char *inj = getenv("HCL_INJECT_SHM_FAIL");   /* tests: this worker's segment fails */
     if (inj && atoi(inj) == w->rank) snprintf(why, sizeof why, "HCL_INJECT_SHM_FAIL=%d", w->rank);
-    else slot[w->rank] = segment_open(name, bytes, 1, why, sizeof why);
-    int ok = all_ok(w, slot[w->rank] != NULL);
+    else seg[w->rank] = segment_open(name, segment_bytes(w, w->rank), 1, why, sizeof why);
+    int ok = all_ok(w, seg[w->rank] != NULL);
     if (ok) {
         int mapped = 1;
         for (int r = 0; r < w->size && mapped; r++) {
             if (r == w->rank) continue;
             char other[96];
-            snprintf(other, sizeof other, "/hcl-grads-%llu-%llu-%d", tag[0], tag[1], r);
-            slot[r] = segment_open(other, bytes, 0, why, sizeof why);
-            mapped = slot[r] != NULL;
+            snprintf(other, sizeof other, "/hcl-step-%llu-%llu-%d", tag[0], tag[1], r);
+            seg[r] = segment_open(other, segment_bytes(w, r), 0, why, sizeof why);
+            mapped = seg[r] != NULL;
         }
         ok = all_ok(w, mapped);
     }
-    if (slot[w->rank]) shm_unlink(name);
+    if (seg[w->rank]) shm_unlink(name);
     if (!ok) {
         for (int r = 0; r < w->size; r++)
-            if (slot[r]) munmap(slot[r], bytes);
-        free(slot);
+            if (seg[r]) munmap(seg[r], segment_bytes(w, r));
+        free(seg);
         if (why[0])
-            LOG_WARN("gradients in shared memory: %s; the workers sum them with MPI_Iallreduce", why);
+            LOG_WARN("shared memory between the workers: %s; they use MPI collectives instead", why);
         return 0;
     }
-    memcpy(slot[w->rank], m->grads, sizeof(float) * (size_t)m->nparams);
+    w->seg = seg;
+    memcpy(seg[w->rank], m->grads, sizeof(float) * (size_t)m->nparams);
     free(m->grads);
-    m->grads = slot[w->rank];
-    w->gslot = slot;
-    w->gbytes = bytes;
+    m->grads = seg[w->rank];
+    /* the gathered views' embeddings: one buffer in worker 0's segment, each worker writes its
+     * rows there; their gradients: each worker's own, in its segment */
+    const size_t views = segment_bytes(w, 1 % w->size) - w->seg_grad_bytes;
+    for (int g = 0; g < w->ngv; g++) {
+        int v = w->gv[g];
+        free(w->zall[v]);
+        free(w->dzall[v]);
+        w->dzall[v] = segment_dz(w, w->rank, g);
+        w->zall[v] = (float *)((char *)seg[0] + w->seg_grad_bytes + views) + (size_t)g * w->n * m->cfg.dim;
+    }
+    /* the packing buffers of the MPI collectives are not needed */
+    free(w->zpack);
+    free(w->zgath);
+    free(w->dzpack);
+    free(w->dzown);
+    w->zpack = w->zgath = w->dzpack = w->dzown = NULL;
     return 1;
+}
+
+/* The reduce-scatter through the shared segments (after the barrier): the summed gradient of
+ * this worker's rows [r0, r0+b) of each gathered view, over every worker's buffer in rank order,
+ * into its own buffer's rows. Only this worker reads or writes those rows of its buffer; the
+ * others read their rows of it. */
+static void shared_dz_sum(hcl_worker *w, int64_t r0, int64_t b) {
+    enum { BLOCK = 2048 };
+    const int64_t D = w->model.cfg.dim, len = b * D;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    float acc[BLOCK] __attribute__((aligned(64)));
+    for (int g = 0; g < w->ngv; g++)
+        for (int64_t i0 = 0; i0 < len; i0 += BLOCK) {
+            int64_t n = len - i0 < BLOCK ? len - i0 : BLOCK;
+            memcpy(acc, segment_dz(w, 0, g) + r0 * D + i0, sizeof(float) * (size_t)n);
+            for (int k = 1; k < w->size; k++) {
+                const float *d = segment_dz(w, k, g) + r0 * D + i0;
+                for (int64_t i = 0; i < n; i++) acc[i] += d[i];
+            }
+            memcpy(segment_dz(w, w->rank, g) + r0 * D + i0, acc, sizeof(float) * (size_t)n);
+        }
 }
 
 /* The gradient all-reduce through the shared segments: after every worker's backward (barrier),
@@ -204,12 +261,12 @@ static void shared_grad_sum(hcl_worker *w) {
     float acc[BLOCK] __attribute__((aligned(64)));
     for (int64_t i0 = p0; i0 < p1; i0 += BLOCK) {
         int64_t n = p1 - i0 < BLOCK ? p1 - i0 : BLOCK;
-        memcpy(acc, w->gslot[0] + i0, sizeof(float) * (size_t)n);
+        memcpy(acc, w->seg[0] + i0, sizeof(float) * (size_t)n);
         for (int r = 1; r < w->size; r++) {
-            const float *g = w->gslot[r] + i0;
+            const float *g = w->seg[r] + i0;
             for (int64_t i = 0; i < n; i++) acc[i] += g[i];
         }
-        for (int r = 0; r < w->size; r++) memcpy(w->gslot[r] + i0, acc, sizeof(float) * (size_t)n);
+        for (int r = 0; r < w->size; r++) memcpy(w->seg[r] + i0, acc, sizeof(float) * (size_t)n);
     }
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     MPI_OK(MPI_Barrier(w->comm));
@@ -217,10 +274,11 @@ static void shared_grad_sum(hcl_worker *w) {
 }
 
 void worker_free(hcl_worker *w) {
-    if (w->gslot) {
-        w->model.grads = NULL;   /* the segment's memory */
-        for (int r = 0; r < w->size; r++) munmap(w->gslot[r], w->gbytes);
-        free(w->gslot);
+    if (w->seg) {
+        w->model.grads = NULL;   /* the segments' memory */
+        for (int g = 0; g < w->ngv; g++) w->zall[w->gv[g]] = w->dzall[w->gv[g]] = NULL;
+        for (int r = 0; r < w->size; r++) munmap(w->seg[r], segment_bytes(w, r));
+        free(w->seg);
     }
     model_acts_free(&w->acts, &w->model);
     model_free(&w->model);
@@ -266,6 +324,30 @@ float worker_logit_scale(const hcl_worker *w) {
     return expf(w->model.params[w->model.logit_t]);
 }
 
+/* Start the all-gather of the own rows of the gathered views (all encoded): one packed
+ * collective or one in place per view. Returns the requests made (0 with one worker). */
+static int allgather_start(hcl_worker *w, int64_t b, int64_t r0, MPI_Request *req) {
+    const int D = w->model.cfg.dim;
+    if (w->size == 1) return 0;
+    if (w->seg) {
+        /* the own rows are in the common buffer already: a barrier tells all are there */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        MPI_OK(MPI_Ibarrier(w->comm, &req[0]));
+        return 1;
+    }
+    if (w->packed) {
+        for (int g = 0; g < w->ngv; g++)
+            memcpy(w->zpack + (size_t)g * b * D, w->zall[w->gv[g]] + r0 * D, sizeof(float) * (size_t)b * D);
+        MPI_OK(MPI_Iallgatherv(w->zpack, w->counts[w->rank], MPI_FLOAT, w->zgath, w->counts, w->displs,
+                               MPI_FLOAT, w->comm, &req[0]));
+        return 1;
+    }
+    for (int g = 0; g < w->ngv; g++)
+        MPI_OK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, w->zall[w->gv[g]], w->vcounts, w->vdispls,
+                               MPI_FLOAT, w->comm, &req[g]));
+    return w->ngv;
+}
+
 /* Scalars of the loss packed for one all-reduce: loss, supcon, ce, pair losses (i < j). */
 static int pack_scalars(double *s, const hcl_loss_result *r, int V) {
     int k = 0;
@@ -301,15 +383,33 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     const uint8_t *mask = buf + lay.mask;
     const int64_t n = h->n, b = h->b, r0 = h->r0;
 
+    /* every worker's rows, in floats of the collectives */
+    for (int r = 0; r < w->size; r++) {
+        w->r0s[r] = split[r];
+        w->bs[r] = split[r + 1] - split[r];
+        w->counts[r] = (int)(w->bs[r] * w->ngv * D);
+        w->displs[r] = (int)(w->r0s[r] * w->ngv * D);
+        w->vcounts[r] = (int)(w->bs[r] * D);
+        w->vdispls[r] = (int)(w->r0s[r] * D);
+    }
+
     double t0 = hcl_now();
     if (train) model_zero_grad(m);
 
     /* 1. Encode own rows, micro-batch by micro-batch, into the own rows of the embeddings: (N, D)
-     * of a gathered view, (b, D) of another (its rows start at first[v]). */
+     * of a gathered view, (b, D) of another (its rows start at first[v]). The gathered views
+     * first: 2. their all-gather starts, nonblocking, before the other views are encoded (the
+     * row view of a full graph or of CLIP), so a worker that is ahead computes while the one
+     * behind catches up instead of waiting for it. */
     int64_t first[HCL_MAX_VIEWS];
     for (int v = 0; v < V; v++) first[v] = w->gathered[v] ? 0 : r0;
     const int64_t mb = w->micro;
-    for (int v = 0; v < V; v++) {
+    MPI_Request agreq[HCL_MAX_VIEWS];
+    int nag = 0;
+    for (int k = 0; k <= V; k++) {
+        if (k == w->ngv) nag = allgather_start(w, b, r0, agreq);
+        if (k == V) break;
+        const int v = w->enc_order[k];
         const float *x = (const float *)(buf + lay.view[v]);
         for (int64_t c = 0; c < b; c += mb) {
             int64_t rows = b - c < mb ? b - c : mb;
@@ -323,31 +423,14 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         nanosleep(&ts, NULL);
     }
     double t1 = hcl_now();
-
-    /* 2. All-gather: every worker gets all N rows of every gathered view. */
-    for (int r = 0; r < w->size; r++) {
-        w->r0s[r] = split[r];
-        w->bs[r] = split[r + 1] - split[r];
-        w->counts[r] = (int)(w->bs[r] * w->ngv * D);
-        w->displs[r] = (int)(w->r0s[r] * w->ngv * D);
-        w->vcounts[r] = (int)(w->bs[r] * D);
-        w->vdispls[r] = (int)(w->r0s[r] * D);
-    }
-    if (w->size > 1 && w->packed) {
-        for (int g = 0; g < w->ngv; g++)
-            memcpy(w->zpack + (size_t)g * b * D, w->zall[w->gv[g]] + r0 * D, sizeof(float) * (size_t)b * D);
-        MPI_OK(MPI_Allgatherv(w->zpack, w->counts[w->rank], MPI_FLOAT, w->zgath, w->counts, w->displs,
-                              MPI_FLOAT, w->comm));
+    if (nag) MPI_OK(MPI_Waitall(nag, agreq, MPI_STATUSES_IGNORE));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (w->size > 1 && w->packed && !w->seg)
         for (int r = 0; r < w->size; r++)
             for (int g = 0; g < w->ngv; g++)
                 if (r != w->rank)
                     memcpy(w->zall[w->gv[g]] + w->r0s[r] * D, w->zgath + w->displs[r] + (size_t)g * w->bs[r] * D,
                            sizeof(float) * (size_t)w->bs[r] * D);
-    } else if (w->size > 1) {
-        for (int g = 0; g < w->ngv; g++)
-            MPI_OK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, w->zall[w->gv[g]], w->vcounts, w->vdispls,
-                                  MPI_FLOAT, w->comm));
-    }
     double t2 = hcl_now();
 
     /* 3. Loss of own rows against all columns; gradient for all N rows of every gathered view,
@@ -387,7 +470,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
 
     double *scal = w->scal;
     int ns = pack_scalars(scal, &lr, V);
-    double t4 = t3, t5 = t3, t6 = t3;
+    double t4 = t3, t5 = t3, t6 = t3, t_rswait = 0.0;
     MPI_Request reqs[HCL_MAX_VIEWS + 2];
     int nreq = 0;
     if (train) {
@@ -396,13 +479,19 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
          * complete here. */
         const float *dz[HCL_MAX_VIEWS];
         for (int v = 0; v < V; v++) dz[v] = w->dzall[v];
+        MPI_Request rsreq = MPI_REQUEST_NULL;
         if (w->size == 1) {
+        } else if (w->seg) {
+            /* every worker's dz is in its segment: after a barrier each sums its own rows */
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            MPI_OK(MPI_Ibarrier(w->comm, &rsreq));
+            for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzall[w->gv[g]] + r0 * D;
         } else if (w->packed) {
             for (int r = 0; r < w->size; r++)
                 for (int g = 0; g < w->ngv; g++)
                     memcpy(w->dzpack + w->displs[r] + (size_t)g * w->bs[r] * D, w->dzall[w->gv[g]] + w->r0s[r] * D,
                            sizeof(float) * (size_t)w->bs[r] * D);
-            MPI_OK(MPI_Reduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm));
+            MPI_OK(MPI_Ireduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm, &rsreq));
             for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzown + (size_t)g * b * D;
         } else {
             /* rs_rows rows of every worker's share at a time, through a staging buffer, so
@@ -428,12 +517,20 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         }
         t4 = hcl_now();
 
-        /* 5. Backward through each encoder, the largest first; its gradient slice is all-reduced
-         * while the next encoder's backward runs (each MPI_Testall moves the all-reduces on), so
-         * the one left to wait for at the end is the smallest. With more own rows than one
-         * micro-batch, each micro-batch's forward is run again right before its backward. */
+        /* 5. Backward through each encoder: first those of views not gathered, whose gradient is
+         * complete here, while the packed reduce-scatter runs; then the others. In each group
+         * the largest first: its gradient slice is all-reduced while the next encoder's
+         * backward runs (each MPI_Testall moves the all-reduces on), so the one left to wait
+         * for at the end is the smallest. With more own rows than one micro-batch, each
+         * micro-batch's forward is run again right before its backward. */
         for (int k = 0; k < V; k++) {
             int v = w->bwd_order[k];
+            if (w->gathered[v] && rsreq != MPI_REQUEST_NULL) {
+                double tw = hcl_now();
+                MPI_OK(MPI_Wait(&rsreq, MPI_STATUS_IGNORE));
+                if (w->seg) shared_dz_sum(w, r0, b);
+                t_rswait = hcl_now() - tw;
+            }
             const float *x = (const float *)(buf + lay.view[v]);
             for (int64_t c = 0; c < b; c += mb) {
                 int64_t rows = b - c < mb ? b - c : mb;
@@ -441,7 +538,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
                 model_encode_backward(m, &w->acts, v, x + c * widths[v], dz[v] + c * D, (int)rows);
             }
             if (h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
-            if (w->size > 1 && !w->gslot) {
+            if (w->size > 1 && !w->seg) {
                 const hcl_encoder *e = &m->enc[v];
                 MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + e->param_begin,
                                       (int)(e->param_end - e->param_begin), MPI_FLOAT, MPI_SUM,
@@ -451,7 +548,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
             }
         }
         t5 = hcl_now();
-        if (w->gslot) {
+        if (w->seg) {
             shared_grad_sum(w);
         } else if (w->size > 1) {
             int64_t rest = m->enc[V - 1].param_end;
@@ -460,7 +557,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         }
     }
     /* every worker's busy time (its compute without the collectives' waits) rides along */
-    const double busy = (t1 - t0) + (t3 - t2 - w->t_colreduce) + (t5 - t4);
+    const double busy = (t1 - t0) + (t3 - t2 - w->t_colreduce) + (t5 - t4 - t_rswait);
     for (int r = 0; r < w->size; r++) scal[ns + r] = r == w->rank ? busy : 0.0;
     if (w->size > 1) {
         MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns + w->size, MPI_DOUBLE, MPI_SUM, w->comm));
@@ -484,10 +581,11 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     res->logit_scale = worker_logit_scale(w);
     LOG_DEBUG("step %lld phases (ms): encode %.2f all-gather %.2f loss %.2f (column reduces %.2f) "
               "reduce-scatter %.2f backward %.2f all-reduce wait %.2f", (long long)h->step, (t1 - t0) * 1e3,
-              (t2 - t1) * 1e3, (t3 - t2) * 1e3, w->t_colreduce * 1e3, (t4 - t3) * 1e3, (t5 - t4) * 1e3,
+              (t2 - t1) * 1e3, (t3 - t2) * 1e3, w->t_colreduce * 1e3, (t4 - t3 + t_rswait) * 1e3,
+              (t5 - t4 - t_rswait) * 1e3,
               (t6 - t5) * 1e3);
     res->t_allgather = t2 - t1;
-    res->t_reduce_scatter = t4 - t3;
+    res->t_reduce_scatter = t4 - t3 + t_rswait;
     res->t_allreduce = (t6 - t5) + w->t_colreduce;
     res->t_compute = busy;
 }

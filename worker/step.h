@@ -1,18 +1,22 @@
 /* step: one worker's replica of the model and the exact sharded training step (MATH.md).
  *
  *   encode own rows of every view            model_encode, (b, D) per view
- *   all-gather the embeddings of the views   MPI_Allgatherv -> (N, D) per gathered view (the
- *   the loss reads all rows of               column views of its pairs: V - 1 of a full graph)
+ *   all-gather the embeddings of the views   MPI_Iallgatherv -> (N, D) per gathered view (the
+ *   the loss reads all rows of               column views of its pairs: V - 1 of a full graph),
+ *                                            started when they are encoded, the other views
+ *                                            encoded meanwhile
  *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per gathered
  *                                            view, (b, D) per other; the pairs' column
  *                                            log-sum-exps' maxes and sums are all-reduced
  *                                            between the loss's two passes (N values a pair)
- *   reduce-scatter dz back to the owners     MPI_Reduce_scatter -> own (b, D) per view
+ *   reduce-scatter dz back to the owners     MPI_Ireduce_scatter -> own (b, D) per view, while
+ *                                            the other views' encoders run backward
  *   backward through the encoders            all-reduce of each encoder's gradient slice
- *                                            starts as soon as its backward is done (or, with
- *                                            worker_share_grads, one shared-memory sum after)
+ *                                            starts as soon as its backward is done
  *   all-reduce loss parts, finite check, clip, optimizer step, clamp of t
- * With one worker the collectives are skipped. Every buffer is sized in worker_init. */
+ * With worker_share_memory (all workers on one node) the all-gather, the reduce-scatter and the
+ * gradient all-reduce go through shared memory instead. With one worker the collectives are
+ * skipped. Every buffer is sized in worker_init. */
 #ifndef HCL_STEP_H
 #define HCL_STEP_H
 
@@ -62,7 +66,8 @@ typedef struct {
     float *rsbuf;                 /* (W, rs_rows, D) staging of a chunked reduce-scatter */
     int *rscounts;                /* per worker, its rows in the chunk x D */
     int64_t micro;                /* rows per encoder call */
-    int bwd_order[HCL_MAX_VIEWS]; /* encoders' backward order: largest gradient first */
+    int enc_order[HCL_MAX_VIEWS]; /* encoders' forward order: the gathered views first */
+    int bwd_order[HCL_MAX_VIEWS]; /* encoders' backward order: views not gathered first, then by gradient size, largest first */
     int packed;                   /* one packed collective for all views (small batches) */
     int gathered[HCL_MAX_VIEWS];  /* view v is all-gathered (loss_gathered_views; all with one
                                    * worker); zall, dzall of another hold only (b_max, D) */
@@ -71,10 +76,12 @@ typedef struct {
                                    * worker's gradient turns NaN at that step; -1 off */
     int inject_slow_us;           /* HCL_INJECT_SLOW=WORKER:US (tests): that worker's encode takes
                                    * US microseconds longer per own row, a slower core */
-    float **gslot;                /* worker_share_grads: (W) every worker's gradient buffer, a
-                                   * shared-memory segment mapped here; gslot[rank] is model.grads.
-                                   * NULL: the gradients are summed with MPI_Iallreduce */
-    size_t gbytes;                /* bytes of each segment */
+    float **seg;                  /* worker_share_memory: (W) every worker's shared-memory segment,
+                                   * mapped here: its gradient buffer (seg[rank] is model.grads),
+                                   * its gradients of the gathered views' embeddings (its dzall);
+                                   * worker 0's also holds the gathered views' embeddings (everyone's
+                                   * zall). NULL: MPI collectives */
+    size_t seg_grad_bytes;        /* bytes of a segment's gradient part (a whole page) */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -84,14 +91,18 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
                 uint64_t seed, int64_t n, int balance, char *err);
 void worker_free(hcl_worker *w);
-/* Collective over the workers. When they all share one node (and there are two or more), move
- * the model's gradient buffer into a shared-memory segment (POSIX shm, mapped by every worker):
- * the gradient all-reduce is then each worker summing 1/W of it over every worker's buffer, in
- * rank order, and writing the sum into all of them (two barriers; no copies through Open MPI,
- * the same bits everywhere). Returns 1 if on, 0 if not (another node, one worker, or a segment
- * could not be made on some worker -- /dev/shm full, say: a warning, and all keep the MPI
- * all-reduce). HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail (tests). */
-int worker_share_grads(hcl_worker *w);
+/* Collective over the workers. When they all share one node (and there are two or more), the
+ * step's exchanges go through shared memory (POSIX shm segments, one per worker, mapped by
+ * every worker) instead of MPI's copies: the gathered views' embeddings are one buffer each
+ * worker writes its rows into (the all-gather is a barrier); each worker's gradients of them
+ * stay in its segment and each sums its own rows over all of them (the reduce-scatter is a
+ * barrier and that sum); the gradient all-reduce is each worker summing 1/W of the parameters
+ * over every worker's buffer, in rank order, and writing the sum into all of them (two
+ * barriers). The same bits on every worker. Returns 1 if on, 0 if not (another node, one
+ * worker, or a segment could not be made on some worker -- /dev/shm full, say: a warning, and
+ * all keep the MPI collectives). HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail
+ * (tests). */
+int worker_share_memory(hcl_worker *w);
 
 /* One step on the batch in buf (layout of batch.h): TRAIN updates, EVAL only computes the loss.
  * It is worker_forward_backward (global loss and summed gradients, no update) then, for TRAIN,

@@ -112,7 +112,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         LOG_ERROR("%s", err);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    int shm = su->shm_grads && worker_share_grads(&w);
+    int shm = su->shm_grads && worker_share_memory(&w);
     LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters, gradients summed %s", w.rank, w.size, threads,
               (long long)w.model.nparams, shm ? "in shared memory" : w.size > 1 ? "by MPI_Iallreduce" : "(one worker)");
     size_t snap_n = worker_snapshot_floats(&w);
