@@ -143,9 +143,11 @@ static int all_ok(hcl_worker *w, int ok) {
     return all;
 }
 
-/* Bytes of worker r's segment: its gradients (nparams, to a page), the (n, D) gradients of each
- * gathered view; on worker 0 also the (n, D) embeddings of each gathered view, common to all. */
+/* Bytes of worker r's segment: its gradients (nparams, to a page); with shm_views the (n, D)
+ * gradients of each gathered view, and on worker 0 also the (n, D) embeddings of each gathered
+ * view, common to all. */
 static size_t segment_bytes(const hcl_worker *w, int r) {
+    if (!w->shm_views) return w->seg_grad_bytes;
     const size_t views = ((size_t)w->ngv * w->n * w->model.cfg.dim * sizeof(float) + 4095) / 4096 * 4096;
     return w->seg_grad_bytes + views * (r == 0 ? 2 : 1);
 }
@@ -169,6 +171,11 @@ int worker_share_memory(hcl_worker *w) {
      * names go as soon as all have been mapped: nothing stays in /dev/shm, even after kill -9. */
     hcl_model *m = &w->model;
     w->seg_grad_bytes = ((size_t)m->nparams * sizeof(float) + 4095) / 4096 * 4096;
+    /* The embeddings and their gradients too while they are small (one packed collective's
+     * worth): a worker reads the rows of the others from their segments, and every page it
+     * reads counts in its resident memory, so for large batches (where the loss's O(N^2)
+     * dwarfs the copies anyway) MPI's collectives keep that memory flat in N. */
+    w->shm_views = w->packed;
     unsigned long long tag[2] = {(unsigned long long)getpid(), (unsigned long long)(hcl_now() * 1e6)};
     MPI_OK(MPI_Bcast(tag, 2, MPI_UNSIGNED_LONG_LONG, 0, w->comm));
     float **seg = hcl_calloc((size_t)w->size, sizeof *seg);
@@ -194,6 +201,7 @@ int worker_share_memory(hcl_worker *w) {
         for (int r = 0; r < w->size; r++)
             if (seg[r]) munmap(seg[r], segment_bytes(w, r));
         free(seg);
+        w->shm_views = 0;
         if (why[0])
             LOG_WARN("shared memory between the workers: %s; they use MPI collectives instead", why);
         return 0;
@@ -202,6 +210,7 @@ int worker_share_memory(hcl_worker *w) {
     memcpy(seg[w->rank], m->grads, sizeof(float) * (size_t)m->nparams);
     free(m->grads);
     m->grads = seg[w->rank];
+    if (!w->shm_views) return 1;
     /* the gathered views' embeddings: one buffer in worker 0's segment, each worker writes its
      * rows there; their gradients: each worker's own, in its segment */
     const size_t views = segment_bytes(w, 1 % w->size) - w->seg_grad_bytes;
@@ -276,7 +285,7 @@ static void shared_grad_sum(hcl_worker *w) {
 void worker_free(hcl_worker *w) {
     if (w->seg) {
         w->model.grads = NULL;   /* the segments' memory */
-        for (int g = 0; g < w->ngv; g++) w->zall[w->gv[g]] = w->dzall[w->gv[g]] = NULL;
+        for (int g = 0; w->shm_views && g < w->ngv; g++) w->zall[w->gv[g]] = w->dzall[w->gv[g]] = NULL;
         for (int r = 0; r < w->size; r++) munmap(w->seg[r], segment_bytes(w, r));
         free(w->seg);
     }
@@ -329,7 +338,7 @@ float worker_logit_scale(const hcl_worker *w) {
 static int allgather_start(hcl_worker *w, int64_t b, int64_t r0, MPI_Request *req) {
     const int D = w->model.cfg.dim;
     if (w->size == 1) return 0;
-    if (w->seg) {
+    if (w->shm_views) {
         /* the own rows are in the common buffer already: a barrier tells all are there */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
         MPI_OK(MPI_Ibarrier(w->comm, &req[0]));
@@ -425,7 +434,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     double t1 = hcl_now();
     if (nag) MPI_OK(MPI_Waitall(nag, agreq, MPI_STATUSES_IGNORE));
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    if (w->size > 1 && w->packed && !w->seg)
+    if (w->size > 1 && w->packed && !w->shm_views)
         for (int r = 0; r < w->size; r++)
             for (int g = 0; g < w->ngv; g++)
                 if (r != w->rank)
@@ -481,7 +490,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         for (int v = 0; v < V; v++) dz[v] = w->dzall[v];
         MPI_Request rsreq = MPI_REQUEST_NULL;
         if (w->size == 1) {
-        } else if (w->seg) {
+        } else if (w->shm_views) {
             /* every worker's dz is in its segment: after a barrier each sums its own rows */
             __atomic_thread_fence(__ATOMIC_SEQ_CST);
             MPI_OK(MPI_Ibarrier(w->comm, &rsreq));
@@ -528,7 +537,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
             if (w->gathered[v] && rsreq != MPI_REQUEST_NULL) {
                 double tw = hcl_now();
                 MPI_OK(MPI_Wait(&rsreq, MPI_STATUS_IGNORE));
-                if (w->seg) shared_dz_sum(w, r0, b);
+                if (w->shm_views) shared_dz_sum(w, r0, b);
                 t_rswait = hcl_now() - tw;
             }
             const float *x = (const float *)(buf + lay.view[v]);

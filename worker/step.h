@@ -78,10 +78,12 @@ typedef struct {
                                    * US microseconds longer per own row, a slower core */
     float **seg;                  /* worker_share_memory: (W) every worker's shared-memory segment,
                                    * mapped here: its gradient buffer (seg[rank] is model.grads),
-                                   * its gradients of the gathered views' embeddings (its dzall);
-                                   * worker 0's also holds the gathered views' embeddings (everyone's
-                                   * zall). NULL: MPI collectives */
-    size_t seg_grad_bytes;        /* bytes of a segment's gradient part (a whole page) */
+                                   * with shm_views its gradients of the gathered views' embeddings
+                                   * (its dzall), and worker 0's the gathered views' embeddings
+                                   * (everyone's zall). NULL: MPI collectives */
+    size_t seg_grad_bytes;        /* bytes of a segment's gradient part (whole pages) */
+    int shm_views;                /* the all-gather and reduce-scatter through the segments too
+                                   * (batches of one packed collective's size) */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -93,12 +95,13 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
 void worker_free(hcl_worker *w);
 /* Collective over the workers. When they all share one node (and there are two or more), the
  * step's exchanges go through shared memory (POSIX shm segments, one per worker, mapped by
- * every worker) instead of MPI's copies: the gathered views' embeddings are one buffer each
- * worker writes its rows into (the all-gather is a barrier); each worker's gradients of them
- * stay in its segment and each sums its own rows over all of them (the reduce-scatter is a
- * barrier and that sum); the gradient all-reduce is each worker summing 1/W of the parameters
- * over every worker's buffer, in rank order, and writing the sum into all of them (two
- * barriers). The same bits on every worker. Returns 1 if on, 0 if not (another node, one
+ * every worker) instead of MPI's copies: the gradient all-reduce is each worker summing 1/W of
+ * the parameters over every worker's buffer, in rank order, and writing the sum into all of
+ * them (two barriers); for batches of one packed collective's size (shm_views) also the
+ * gathered views' embeddings are one buffer each worker writes its rows into (the all-gather is
+ * a barrier), and each worker's gradients of them stay in its segment, each summing its own
+ * rows over all of them (the reduce-scatter is a barrier and that sum). The same bits on every
+ * worker. Returns 1 if on, 0 if not (another node, one
  * worker, or a segment could not be made on some worker -- /dev/shm full, say: a warning, and
  * all keep the MPI collectives). HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail
  * (tests). */

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -253,5 +254,7 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     free(buf[0]);
     free(buf[1]);
     worker_free(&w);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) LOG_DEBUG("peak resident memory %ld kB", ru.ru_maxrss);
     return code;
 }
