@@ -11,7 +11,9 @@
 #include "optim.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
+#include "util.h"
 
 void optim_config_default(hcl_optim_config *c) {
     memset(c, 0, sizeof(*c));
@@ -49,7 +51,7 @@ float optim_lr_at(const hcl_optim_config *c, int64_t step) {
 /* Sixteen double partial sums (two vectors of eight: the loop has no serial dependency chain and
  * vectorises), combined in a fixed order: the result depends only on n and the values. */
 #define NORM_LANES 16
-double optim_grad_norm(const float *grads, int64_t n) {
+double optim_sum_squares(const float *grads, int64_t n) {
     double acc[NORM_LANES] = {0};
     int64_t i = 0;
     for (; i + NORM_LANES <= n; i += NORM_LANES)
@@ -57,7 +59,11 @@ double optim_grad_norm(const float *grads, int64_t n) {
     for (int l = 0; i < n; i++, l++) acc[l] += (double)grads[i] * (double)grads[i];
     for (int w = NORM_LANES / 2; w >= 1; w /= 2)
         for (int l = 0; l < w; l++) acc[l] += acc[l + w];
-    return sqrt(acc[0]);
+    return acc[0];
+}
+
+double optim_grad_norm(const float *grads, int64_t n) {
+    return sqrt(optim_sum_squares(grads, n));
 }
 
 void optim_clip(float *grads, int64_t n, double norm, float max_norm) {
@@ -98,11 +104,19 @@ static void momentum_tensor(float *p, const float *g, float *buf, int64_t n, flo
 
 void optim_step(const hcl_optim_config *c, float lr, int64_t t, float *params, const float *grads,
                 float *state, const hcl_tensor *tensors, int ntensors) {
+    optim_step_range(c, lr, t, params, grads, state, tensors, ntensors, 0, INT64_MAX);
+}
+
+void optim_step_range(const hcl_optim_config *c, float lr, int64_t t, float *params, const float *grads,
+                      float *state, const hcl_tensor *tensors, int ntensors, int64_t lo, int64_t hi) {
     int64_t nparams = 0;
     for (int k = 0; k < ntensors; k++)
         if (tensors[k].offset + tensors[k].numel > nparams)
             nparams = tensors[k].offset + tensors[k].numel;
     if (t < 1) t = 1;
+    HCL_CHECK(c->kind != HCL_OPTIM_LARS || (lo <= 0 && hi >= nparams),
+              "optim: LARS updates whole tensors only (range [%lld, %lld) of %lld)", (long long)lo,
+              (long long)hi, (long long)nparams);
 
     if (c->kind == HCL_OPTIM_ADAMW) {
         double bc1 = 1.0 - pow((double)c->beta1, (double)t);
@@ -110,8 +124,10 @@ void optim_step(const hcl_optim_config *c, float lr, int64_t t, float *params, c
         float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
         for (int k = 0; k < ntensors; k++) {
             const hcl_tensor *tn = &tensors[k];
-            int64_t o = tn->offset;
-            adamw_tensor(params + o, grads + o, state + o, state + nparams + o, tn->numel, lr,
+            int64_t a = tn->offset > lo ? tn->offset : lo;
+            int64_t e = tn->offset + tn->numel < hi ? tn->offset + tn->numel : hi;
+            if (a >= e) continue;
+            adamw_tensor(params + a, grads + a, state + a, state + nparams + a, e - a, lr,
                          tn->decay ? c->weight_decay : 0.0f, c->beta1, c->beta2, c->eps,
                          step_size, bc2_sqrt);
         }
@@ -120,7 +136,9 @@ void optim_step(const hcl_optim_config *c, float lr, int64_t t, float *params, c
 
     for (int k = 0; k < ntensors; k++) {
         const hcl_tensor *tn = &tensors[k];
-        int64_t o = tn->offset, n = tn->numel;
+        int64_t o = tn->offset > lo ? tn->offset : lo;
+        int64_t n = (tn->offset + tn->numel < hi ? tn->offset + tn->numel : hi) - o;
+        if (n <= 0) continue;
         float wd = tn->decay ? c->weight_decay : 0.0f, scale = 1.0f;
         if (c->kind == HCL_OPTIM_LARS && tn->decay) {
             double pn = 0.0, gn = 0.0;

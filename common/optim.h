@@ -40,12 +40,18 @@ int64_t optim_state_floats(const hcl_optim_config *c, int64_t nparams);
 float optim_lr_at(const hcl_optim_config *c, int64_t step);
 
 double optim_grad_norm(const float *grads, int64_t n);
+/* The sum of squares optim_grad_norm takes the root of (the same fixed order of partial sums). */
+double optim_sum_squares(const float *grads, int64_t n);
 /* Scale grads so their norm is at most max_norm (no-op when norm <= max_norm or max_norm <= 0). */
 void optim_clip(float *grads, int64_t n, double norm, float max_norm);
 
 /* One update. t is the 1-based count of updates taken (bias correction, first momentum step). */
 void optim_step(const hcl_optim_config *c, float lr, int64_t t, float *params, const float *grads,
                 float *state, const hcl_tensor *tensors, int ntensors);
+/* The same update of the parameters [lo, hi) only (AdamW and SGD are elementwise: a partition
+ * of the buffer into ranges gives optim_step's bits; LARS needs whole tensors and refuses). */
+void optim_step_range(const hcl_optim_config *c, float lr, int64_t t, float *params, const float *grads,
+                      float *state, const hcl_tensor *tensors, int ntensors, int64_t lo, int64_t hi);
 
 const char *optim_kind_name(enum hcl_optim_kind k);
 int optim_kind_parse(const char *s, enum hcl_optim_kind *k);

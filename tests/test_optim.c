@@ -538,8 +538,33 @@ static void test_config(void) {
     CHECK(optim_kind_parse("", &k) == -1, "parse rejects empty");
 }
 
+/* optim_step_range over a partition of the buffer (ranges cutting tensors, as workers' slices
+ * do) gives optim_step's bits, for AdamW and SGD with Nesterov, over three steps. */
+static void test_ranges(void) {
+    enum { P = 103 };
+    hcl_tensor tn[3] = {tensor_make("w", 0, 60, 1), tensor_make("b", 60, 3, 0), tensor_make("v", 63, 40, 1)};
+    const int64_t cuts[][2] = {{0, 17}, {17, 61}, {61, 62}, {62, 103}};
+    for (int kind = 0; kind < 2; kind++) {
+        hcl_optim_config c;
+        optim_config_default(&c);
+        c.kind = kind ? HCL_OPTIM_SGD : HCL_OPTIM_ADAMW;
+        c.nesterov = 1;
+        c.weight_decay = 0.01f;
+        float pa[P], pb[P], g[P], sa[2 * P] = {0}, sb[2 * P] = {0};
+        for (int i = 0; i < P; i++) pa[i] = pb[i] = 0.01f * (float)(i % 17) - 0.05f;
+        for (int t = 1; t <= 3; t++) {
+            for (int i = 0; i < P; i++) g[i] = 0.003f * (float)((i * 7 + t) % 23) - 0.03f;
+            optim_step(&c, 0.01f, t, pa, g, sa, tn, 3);
+            for (int k = 0; k < 4; k++) optim_step_range(&c, 0.01f, t, pb, g, sb, tn, 3, cuts[k][0], cuts[k][1]);
+        }
+        CHECK(memcmp(pa, pb, sizeof pa) == 0 && memcmp(sa, sb, sizeof sa) == 0,
+              "%s: optim_step_range over a partition differs from optim_step", optim_kind_name(c.kind));
+    }
+}
+
 int main(void) {
     test_config();
+    test_ranges();
     test_hand_adamw();
     test_hand_sgd();
     test_hand_lars();
