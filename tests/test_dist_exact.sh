@@ -44,6 +44,27 @@ print(f"{loss}: 50 steps agree for 1 process and 1, 2, 4 workers (worst rel {wor
       f"loss {ref[0]:.4f} -> {ref[-1]:.4f}")
 PY
 done
+# The optimizers with 2 workers: SGD with clipping (each worker updates its slice of the one shared
+# copy of the parameters, scaled by the norm summed over the slices) and LARS (whole tensors: every
+# worker updates all of its own replica), 50 losses within 1e-5 of one process.
+for opt in "sgd --clip-norm 0.5 --momentum 0.9 --nesterov 1" "lars --lr 0.5"; do
+    name=${opt%% *}
+    "$B/hcl-train" "${common[@]}" --loss full --optimizer $opt --run-dir "$tmp/opt-$name-single" 2>"$tmp/log" \
+        || { cat "$tmp/log"; fail "--optimizer $name: single process"; }
+    timeout 300 mpirun --oversubscribe -np 3 "$B/hcl-train" "${common[@]}" --loss full --optimizer $opt \
+        --run-dir "$tmp/opt-$name-np3" 2>"$tmp/log" || { cat "$tmp/log"; fail "--optimizer $name: 2 workers"; }
+    $PY - "$tmp/opt-$name-single/metrics.jsonl" "$tmp/opt-$name-np3/metrics.jsonl" $name <<'PY' || fail "--optimizer $name: losses differ"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 50
+worst = max(abs(x["loss"] - y["loss"]) / abs(x["loss"]) for x, y in zip(a, b))
+gn = max(abs(x["grad_norm"] - y["grad_norm"]) / x["grad_norm"] for x, y in zip(a, b))
+assert worst <= 1e-5 and gn <= 1e-4, (worst, gn)
+print(f"--optimizer {sys.argv[3]}: 50 losses of 2 workers agree with one process (worst rel {worst:.1e}; "
+      f"gradient norms {gn:.1e}); loss {a[0]['loss']:.4f} -> {a[-1]['loss']:.4f}")
+PY
+done
 # --data-plane direct: the workers read their rows from the files and get the same batches,
 # so the losses (training and validation) are the same bits as with the coordinator's data plane.
 "$B/hcl-data" synth "$tmp/val" --rows 200 --widths 24,16,8 --classes 5 --seed 9 --split 1 --missing-rate 0.2 >/dev/null

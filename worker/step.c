@@ -77,7 +77,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->displs = hcl_calloc((size_t)w->size, sizeof(int));
     w->r0s = hcl_calloc((size_t)w->size, sizeof(int64_t));
     w->bs = hcl_calloc((size_t)w->size, sizeof(int64_t));
-    w->scal = hcl_calloc((size_t)(3 + V * V + w->size), sizeof(double));
+    w->scal = hcl_calloc((size_t)(3 + V * V + w->size + 1), sizeof(double));
     w->busy = hcl_calloc((size_t)w->size, sizeof(double));
     /* encode the gathered views first (their all-gather runs while the others are encoded) */
     for (int g = 0, k = 0; g < 2; g++)
@@ -136,6 +136,13 @@ static float *segment_open(const char *name, size_t bytes, int create, char *why
     return p;
 }
 
+/* A barrier whose writes before are seen by every worker after (shared memory). */
+static void shared_barrier(hcl_worker *w) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    MPI_OK(MPI_Barrier(w->comm));
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
 /* 1 on every worker if ok is 1 on all of them. */
 static int all_ok(hcl_worker *w, int ok) {
     int all = 0;
@@ -143,13 +150,30 @@ static int all_ok(hcl_worker *w, int ok) {
     return all;
 }
 
+static size_t page_round(size_t bytes) { return (bytes + 4095) / 4096 * 4096; }
+
+/* Worker k's (of W) slice [p0, p1) of P parameters: whole cache lines. */
+static void param_slice(int64_t P, int k, int W, int64_t *p0, int64_t *p1) {
+    const int64_t lines = (P + 15) / 16, a = lines * k / W * 16, e = lines * (k + 1) / W * 16;
+    *p0 = a < P ? a : P;
+    *p1 = e < P ? e : P;
+}
+
+/* Bytes of the (n, D) buffers of the gathered views (with shm_views), to a page. */
+static size_t segment_views_bytes(const hcl_worker *w) {
+    return w->shm_views ? page_round((size_t)w->ngv * w->n * w->model.cfg.dim * sizeof(float)) : 0;
+}
+
 /* Bytes of worker r's segment: its gradients (nparams, to a page); with shm_views the (n, D)
  * gradients of each gathered view, and on worker 0 also the (n, D) embeddings of each gathered
- * view, common to all. */
+ * view, common to all; with zero, worker 0's ends with the parameters and the optimizer state,
+ * common to all. */
 static size_t segment_bytes(const hcl_worker *w, int r) {
-    if (!w->shm_views) return w->seg_grad_bytes;
-    const size_t views = ((size_t)w->ngv * w->n * w->model.cfg.dim * sizeof(float) + 4095) / 4096 * 4096;
-    return w->seg_grad_bytes + views * (r == 0 ? 2 : 1);
+    size_t bytes = w->seg_grad_bytes + segment_views_bytes(w) * (r == 0 ? 2 : 1);
+    if (r == 0 && w->zero)
+        bytes += page_round((size_t)w->model.nparams * sizeof(float)) +
+                 page_round((size_t)optim_state_floats(&w->opt, w->model.nparams) * sizeof(float));
+    return bytes;
 }
 
 /* Worker k's (n, D) gradient of gathered view g (the g-th of gv) in its segment. */
@@ -176,6 +200,9 @@ int worker_share_memory(hcl_worker *w) {
      * reads counts in its resident memory, so for large batches (where the loss's O(N^2)
      * dwarfs the copies anyway) MPI's collectives keep that memory flat in N. */
     w->shm_views = w->packed;
+    /* ZeRO-1 (elementwise optimizers): one copy of the parameters and the optimizer state, each
+     * worker updating its slice of them */
+    w->zero = w->opt.kind != HCL_OPTIM_LARS;
     unsigned long long tag[2] = {(unsigned long long)getpid(), (unsigned long long)(hcl_now() * 1e6)};
     MPI_OK(MPI_Bcast(tag, 2, MPI_UNSIGNED_LONG_LONG, 0, w->comm));
     float **seg = hcl_calloc((size_t)w->size, sizeof *seg);
@@ -201,7 +228,7 @@ int worker_share_memory(hcl_worker *w) {
         for (int r = 0; r < w->size; r++)
             if (seg[r]) munmap(seg[r], segment_bytes(w, r));
         free(seg);
-        w->shm_views = 0;
+        w->shm_views = w->zero = 0;
         if (why[0])
             LOG_WARN("shared memory between the workers: %s; they use MPI collectives instead", why);
         return 0;
@@ -210,6 +237,23 @@ int worker_share_memory(hcl_worker *w) {
     memcpy(seg[w->rank], m->grads, sizeof(float) * (size_t)m->nparams);
     free(m->grads);
     m->grads = seg[w->rank];
+    const int64_t P = m->nparams;
+    param_slice(P, w->rank, w->size, &w->p0, &w->p1);
+    if (w->zero) {
+        /* worker 0's replica becomes everyone's (all are the same: one seed) */
+        const size_t S = (size_t)optim_state_floats(&w->opt, P);
+        char *tail = (char *)seg[0] + w->seg_grad_bytes + 2 * segment_views_bytes(w);
+        float *params = (float *)tail, *state = (float *)(tail + page_round((size_t)P * sizeof(float)));
+        if (w->rank == 0) {
+            memcpy(params, m->params, sizeof(float) * (size_t)P);
+            memcpy(state, w->opt_state, sizeof(float) * S);
+        }
+        shared_barrier(w);
+        free(m->params);
+        free(w->opt_state);
+        m->params = params;
+        w->opt_state = state;
+    }
     if (!w->shm_views) return 1;
     /* the gathered views' embeddings: one buffer in worker 0's segment, each worker writes its
      * rows there; their gradients: each worker's own, in its segment */
@@ -258,33 +302,33 @@ static void shared_dz_sum(hcl_worker *w, int64_t r0, int64_t b) {
  * races; the next step's zeroing starts after the second barrier. */
 static void shared_grad_sum(hcl_worker *w) {
     enum { BLOCK = 2048 };
-    const int64_t P = w->model.nparams;
-    /* slices of whole cache lines */
-    int64_t lines = (P + 15) / 16;
-    int64_t p0 = lines * w->rank / w->size * 16, p1 = lines * (w->rank + 1) / w->size * 16;
-    if (p1 > P) p1 = P;
-    if (p0 > P) p0 = P;
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    MPI_OK(MPI_Barrier(w->comm));
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    shared_barrier(w);
     float acc[BLOCK] __attribute__((aligned(64)));
-    for (int64_t i0 = p0; i0 < p1; i0 += BLOCK) {
-        int64_t n = p1 - i0 < BLOCK ? p1 - i0 : BLOCK;
+    /* with zero the sum stays in this worker's buffer (its update reads only its slice), and
+     * its sum of squares goes into the loss scalars' all-reduce for the global norm */
+    const int copies = w->zero ? 1 : w->size;
+    double ss = 0.0;
+    for (int64_t i0 = w->p0; i0 < w->p1; i0 += BLOCK) {
+        int64_t n = w->p1 - i0 < BLOCK ? w->p1 - i0 : BLOCK;
         memcpy(acc, w->seg[0] + i0, sizeof(float) * (size_t)n);
         for (int r = 1; r < w->size; r++) {
             const float *g = w->seg[r] + i0;
             for (int64_t i = 0; i < n; i++) acc[i] += g[i];
         }
-        for (int r = 0; r < w->size; r++) memcpy(w->seg[r] + i0, acc, sizeof(float) * (size_t)n);
+        if (w->zero) ss += optim_sum_squares(acc, n);
+        for (int k = 0; k < copies; k++) {
+            int r = w->zero ? w->rank : k;
+            memcpy(w->seg[r] + i0, acc, sizeof(float) * (size_t)n);
+        }
     }
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    MPI_OK(MPI_Barrier(w->comm));
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    w->norm2 = ss;
+    if (!w->zero) shared_barrier(w);
 }
 
 void worker_free(hcl_worker *w) {
     if (w->seg) {
         w->model.grads = NULL;   /* the segments' memory */
+        if (w->zero) w->model.params = w->opt_state = NULL;
         for (int g = 0; w->shm_views && g < w->ngv; g++) w->zall[w->gv[g]] = w->dzall[w->gv[g]] = NULL;
         for (int r = 0; r < w->size; r++) munmap(w->seg[r], segment_bytes(w, r));
         free(w->seg);
@@ -568,11 +612,13 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     /* every worker's busy time (its compute without the collectives' waits) rides along */
     const double busy = (t1 - t0) + (t3 - t2 - w->t_colreduce) + (t5 - t4 - t_rswait);
     for (int r = 0; r < w->size; r++) scal[ns + r] = r == w->rank ? busy : 0.0;
+    scal[ns + w->size] = train && w->zero ? w->norm2 : 0.0;   /* the slices' squared gradient norms */
     if (w->size > 1) {
-        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns + w->size, MPI_DOUBLE, MPI_SUM, w->comm));
+        MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns + w->size + 1, MPI_DOUBLE, MPI_SUM, w->comm));
         if (nreq) MPI_OK(MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE));
     }
     memcpy(w->busy, scal + ns, sizeof(double) * (size_t)w->size);
+    w->norm2 = scal[ns + w->size];
     t6 = hcl_now();
 
     /* Unpack the global scalars. */
@@ -602,26 +648,32 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
 void worker_update(hcl_worker *w, hcl_step_result *res) {
     hcl_model *m = &w->model;
     double t0 = hcl_now();
-    /* Same decision and same update on every replica: the loss and gradients are global. */
-    double norm = optim_grad_norm(m->grads, m->nparams);
+    /* Same decision and same update on every replica: the loss and gradients are global. With
+     * zero the replica is one shared copy, each worker updating its slice [p0, p1) from its sum
+     * of the gradients there; the norm is the all-reduced sum of the slices' squares. */
+    const int64_t lo = w->zero ? w->p0 : 0, hi = w->zero ? w->p1 : m->nparams;
+    double norm = w->zero ? sqrt(w->norm2) : optim_grad_norm(m->grads, m->nparams);
     res->grad_norm = norm;
     if (!isfinite(res->loss) || !isfinite(norm)) {
         res->skipped = 1;
         w->skipped++;
     } else {
-        if (w->opt.clip_norm > 0) optim_clip(m->grads, m->nparams, norm, w->opt.clip_norm);
-        float t_before = m->params[m->logit_t];
+        if (w->opt.clip_norm > 0) optim_clip(m->grads + lo, hi - lo, norm, w->opt.clip_norm);
+        const int own_t = m->logit_t >= lo && m->logit_t < hi;
+        float t_before = own_t ? m->params[m->logit_t] : 0.0f;
         w->updates++;
-        optim_step(&w->opt, res->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
-                   m->ntensors);
+        optim_step_range(&w->opt, res->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
+                         m->ntensors, lo, hi);
         float *t = &m->params[m->logit_t];
-        if (!w->learn_t) {
+        if (!own_t) {
+        } else if (!w->learn_t) {
             *t = t_before;
         } else {
             if (*t < w->t_min) *t = w->t_min;
             if (*t > w->t_max) *t = w->t_max;
         }
     }
+    if (w->zero) shared_barrier(w);   /* every slice updated before anyone reads the parameters */
     res->logit_scale = worker_logit_scale(w);
     res->t_compute += hcl_now() - t0;
 }
@@ -629,6 +681,19 @@ void worker_update(hcl_worker *w, hcl_step_result *res) {
 void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
     worker_forward_backward(w, buf, res);
     if (((const hcl_batch_header *)buf)->flags & HCL_BATCH_TRAIN) worker_update(w, res);
+}
+
+void worker_summed_grads(const hcl_worker *w, float *out) {
+    const int64_t P = w->model.nparams;
+    if (!w->zero) {
+        memcpy(out, w->model.grads, sizeof(float) * (size_t)P);
+        return;
+    }
+    for (int k = 0; k < w->size; k++) {
+        int64_t a, e;
+        param_slice(P, k, w->size, &a, &e);
+        memcpy(out + a, w->seg[k] + a, sizeof(float) * (size_t)(e - a));
+    }
 }
 
 uint32_t worker_param_checksum(const hcl_worker *w) {
@@ -649,8 +714,11 @@ void worker_snapshot_pack(const hcl_worker *w, float *buf) {
 
 void worker_snapshot_unpack(hcl_worker *w, const float *buf) {
     int64_t np = w->model.nparams, ns = optim_state_floats(&w->opt, np);
-    memcpy(w->model.params, buf, sizeof(float) * (size_t)np);
-    memcpy(w->opt_state, buf + np, sizeof(float) * (size_t)ns);
+    if (!w->zero || w->rank == 0) {   /* with zero one copy, written once */
+        memcpy(w->model.params, buf, sizeof(float) * (size_t)np);
+        memcpy(w->opt_state, buf + np, sizeof(float) * (size_t)ns);
+    }
+    if (w->zero) shared_barrier(w);
     int64_t counters[2];
     memcpy(counters, buf + np + ns, sizeof counters);
     w->updates = counters[0];

@@ -84,6 +84,12 @@ typedef struct {
     size_t seg_grad_bytes;        /* bytes of a segment's gradient part (whole pages) */
     int shm_views;                /* the all-gather and reduce-scatter through the segments too
                                    * (batches of one packed collective's size) */
+    int zero;                     /* ZeRO-1 in the segments (AdamW, SGD): the parameters and the
+                                   * optimizer state are one copy at the end of worker 0's segment;
+                                   * each worker sums the gradients of its slice [p0, p1) only and
+                                   * updates that slice; a barrier after the update */
+    int64_t p0, p1;               /* this worker's slice of the parameters (whole cache lines) */
+    double norm2;                 /* zero: the squared gradient norm (this slice's, then global) */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -118,6 +124,10 @@ void worker_update(hcl_worker *w, hcl_step_result *res);
 size_t worker_snapshot_floats(const hcl_worker *w);
 void worker_snapshot_pack(const hcl_worker *w, float *buf);
 void worker_snapshot_unpack(hcl_worker *w, const float *buf);
+
+/* The summed parameter gradient after worker_forward_backward, nparams floats into out (with
+ * zero each worker holds only its slice's sum; read from every worker's segment). */
+void worker_summed_grads(const hcl_worker *w, float *out);
 
 /* CRC-32C of the parameters: replicas compare it to prove they are bit-identical. */
 uint32_t worker_param_checksum(const hcl_worker *w);
