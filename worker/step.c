@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +184,8 @@ static float *segment_dz(const hcl_worker *w, int k, int g) {
 
 int worker_share_memory(hcl_worker *w) {
     if (w->size == 1 || w->seg) return w->seg != NULL;
+    HCL_CHECK(w->updates == 0, "worker_share_memory after %lld updates: it is for a fresh worker",
+              (long long)w->updates);
     MPI_Comm node;
     MPI_OK(MPI_Comm_split_type(w->comm, MPI_COMM_TYPE_SHARED, w->rank, MPI_INFO_NULL, &node));
     int nsize;
@@ -233,44 +236,45 @@ int worker_share_memory(hcl_worker *w) {
             LOG_WARN("shared memory between the workers: %s; they use MPI collectives instead", why);
         return 0;
     }
+    /* The segments start zeroed, as a fresh worker's gradients and optimizer state are: the
+     * private ones go first, so no moment holds both (peak memory). */
     w->seg = seg;
-    memcpy(seg[w->rank], m->grads, sizeof(float) * (size_t)m->nparams);
     free(m->grads);
     m->grads = seg[w->rank];
     const int64_t P = m->nparams;
     param_slice(P, w->rank, w->size, &w->p0, &w->p1);
     if (w->zero) {
         /* worker 0's replica becomes everyone's (all are the same: one seed) */
-        const size_t S = (size_t)optim_state_floats(&w->opt, P);
         char *tail = (char *)seg[0] + w->seg_grad_bytes + 2 * segment_views_bytes(w);
-        float *params = (float *)tail, *state = (float *)(tail + page_round((size_t)P * sizeof(float)));
-        if (w->rank == 0) {
-            memcpy(params, m->params, sizeof(float) * (size_t)P);
-            memcpy(state, w->opt_state, sizeof(float) * S);
-        }
+        float *params = (float *)tail;
+        free(w->opt_state);
+        w->opt_state = (float *)(tail + page_round((size_t)P * sizeof(float)));
+        if (w->rank == 0) memcpy(params, m->params, sizeof(float) * (size_t)P);
         shared_barrier(w);
         free(m->params);
-        free(w->opt_state);
         m->params = params;
-        w->opt_state = state;
     }
-    if (!w->shm_views) return 1;
-    /* the gathered views' embeddings: one buffer in worker 0's segment, each worker writes its
-     * rows there; their gradients: each worker's own, in its segment */
-    const size_t views = segment_bytes(w, 1 % w->size) - w->seg_grad_bytes;
-    for (int g = 0; g < w->ngv; g++) {
-        int v = w->gv[g];
-        free(w->zall[v]);
-        free(w->dzall[v]);
-        w->dzall[v] = segment_dz(w, w->rank, g);
-        w->zall[v] = (float *)((char *)seg[0] + w->seg_grad_bytes + views) + (size_t)g * w->n * m->cfg.dim;
+    if (w->shm_views) {
+        /* the gathered views' embeddings: one buffer in worker 0's segment, each worker writes
+         * its rows there; their gradients: each worker's own, in its segment */
+        const size_t views = segment_views_bytes(w);
+        for (int g = 0; g < w->ngv; g++) {
+            int v = w->gv[g];
+            free(w->zall[v]);
+            free(w->dzall[v]);
+            w->dzall[v] = segment_dz(w, w->rank, g);
+            w->zall[v] = (float *)((char *)seg[0] + w->seg_grad_bytes + views) + (size_t)g * w->n * m->cfg.dim;
+        }
+        /* the packing buffers of the MPI collectives are not needed */
+        free(w->zpack);
+        free(w->zgath);
+        free(w->dzpack);
+        free(w->dzown);
+        w->zpack = w->zgath = w->dzpack = w->dzown = NULL;
     }
-    /* the packing buffers of the MPI collectives are not needed */
-    free(w->zpack);
-    free(w->zgath);
-    free(w->dzpack);
-    free(w->dzown);
-    w->zpack = w->zgath = w->dzpack = w->dzown = NULL;
+    /* glibc keeps freed heap blocks resident: the private buffers just replaced must not count
+     * on top of the segments' pages */
+    malloc_trim(0);
     return 1;
 }
 

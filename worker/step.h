@@ -107,7 +107,9 @@ void worker_free(hcl_worker *w);
  * gathered views' embeddings are one buffer each worker writes its rows into (the all-gather is
  * a barrier), and each worker's gradients of them stay in its segment, each summing its own
  * rows over all of them (the reduce-scatter is a barrier and that sum). The same bits on every
- * worker. Returns 1 if on, 0 if not (another node, one
+ * worker; with AdamW or SGD the parameters and optimizer state are one copy, each worker updating
+ * its slice (zero). Call it right after worker_init, before any step or resume. Returns 1 if on,
+ * 0 if not (another node, one
  * worker, or a segment could not be made on some worker -- /dev/shm full, say: a warning, and
  * all keep the MPI collectives). HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail
  * (tests). */
