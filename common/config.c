@@ -63,7 +63,7 @@ static const opt_def options[] = {
     O_STR("control-clients", control_clients, "", "file of authorised client public keys, one a line"),
     O_FLT("worker-timeout", worker_timeout, "60", "seconds a worker may be silent (or without a batch) before the job is aborted"),
     O_INT("coordinator-nice", coordinator_nice, "19", "with workers, rank 0 runs at this nice value (0-19): sharing a core with a worker, it then runs in the worker's waits instead of preempting its compute"),
-    O_STR("grad-allreduce", grad_allreduce, "shm", "shm: workers that share one node sum gradients in shared memory (/dev/shm); mpi: MPI_Iallreduce (always across nodes)"),
+    O_STR("grad-allreduce", grad_allreduce, "shm", "shm: workers that share one node exchange gradients, parameters (ZeRO-1) and small batches' embeddings in shared memory (/dev/shm); mpi: MPI collectives (always across nodes)"),
     O_STR("balance", balance, "even", "even: the same split of every batch (bitwise reproducible); adaptive: shares follow the workers' measured speeds (unequal cores; the float sums then vary in the last bits)"),
     O_STR("data-plane", data_plane, "coordinator", "coordinator: rank 0 sends every worker its rows; direct: workers read their rows from the dataset files (shared storage), rank 0 sends row indices"),
     O_INT("threads", threads, "0", "OpenBLAS threads per worker (0: the cores divided among the workers)"),
