@@ -123,15 +123,12 @@ static float *segment_open(const char *name, size_t bytes, int create, char *why
         return NULL;
     }
     int rc = create ? posix_fallocate(fd, 0, (off_t)bytes) : 0;
-    if (rc != 0) {
-        snprintf(why, whylen, "%zu bytes in /dev/shm for %s: %s", bytes, name, strerror(rc));
-        close(fd);
-        return NULL;
-    }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *p = rc == 0 ? mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+    if (rc != 0) snprintf(why, whylen, "%zu bytes in /dev/shm for %s: %s", bytes, name, strerror(rc));
+    else if (p == MAP_FAILED) snprintf(why, whylen, "mmap of %s: %s", name, strerror(errno));
     close(fd);
     if (p == MAP_FAILED) {
-        snprintf(why, whylen, "mmap of %s: %s", name, strerror(errno));
+        if (create) shm_unlink(name);   /* a segment that failed leaves no name behind */
         return NULL;
     }
     return p;
@@ -527,7 +524,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
 
     double *scal = w->scal;
     int ns = pack_scalars(scal, &lr, V);
-    double t4 = t3, t5 = t3, t6 = t3, t_rswait = 0.0;
+    double t4 = t3, t5 = t3, t6 = t3, t_rswait = 0.0, t_rssum = 0.0;
     MPI_Request reqs[HCL_MAX_VIEWS + 2];
     int nreq = 0;
     if (train) {
@@ -585,8 +582,10 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
             if (w->gathered[v] && rsreq != MPI_REQUEST_NULL) {
                 double tw = hcl_now();
                 MPI_OK(MPI_Wait(&rsreq, MPI_STATUS_IGNORE));
+                double ts = hcl_now();
                 if (w->shm_views) shared_dz_sum(w, r0, b);
-                t_rswait = hcl_now() - tw;
+                t_rswait = ts - tw;               /* a wait */
+                t_rssum = hcl_now() - ts;         /* compute: busy, reported with the reduce-scatter */
             }
             const float *x = (const float *)(buf + lay.view[v]);
             for (int64_t c = 0; c < b; c += mb) {
@@ -621,6 +620,8 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         MPI_OK(MPI_Allreduce(MPI_IN_PLACE, scal, ns + w->size + 1, MPI_DOUBLE, MPI_SUM, w->comm));
         if (nreq) MPI_OK(MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE));
     }
+    /* all reads of this step's shared embeddings are done everywhere (the next step writes) */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
     memcpy(w->busy, scal + ns, sizeof(double) * (size_t)w->size);
     w->norm2 = scal[ns + w->size];
     t6 = hcl_now();
@@ -637,11 +638,12 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         }
     res->lr = h->lr;
 
-    res->logit_scale = worker_logit_scale(w);
+    /* after an update worker_update reads it (with zero another worker may be writing it now) */
+    if (!train) res->logit_scale = worker_logit_scale(w);
     LOG_DEBUG("step %lld phases (ms): encode %.2f all-gather %.2f loss %.2f (column reduces %.2f) "
               "reduce-scatter %.2f backward %.2f all-reduce wait %.2f", (long long)h->step, (t1 - t0) * 1e3,
-              (t2 - t1) * 1e3, (t3 - t2) * 1e3, w->t_colreduce * 1e3, (t4 - t3 + t_rswait) * 1e3,
-              (t5 - t4 - t_rswait) * 1e3,
+              (t2 - t1) * 1e3, (t3 - t2) * 1e3, w->t_colreduce * 1e3, (t4 - t3 + t_rswait + t_rssum) * 1e3,
+              (t5 - t4 - t_rswait - t_rssum) * 1e3,
               (t6 - t5) * 1e3);
     res->t_allgather = t2 - t1;
     res->t_reduce_scatter = t4 - t3 + t_rswait;
