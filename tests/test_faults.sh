@@ -3,7 +3,7 @@
 # with a non-zero exit and no process left; a NaN gradient on one worker makes every worker skip
 # that update together, and the skip is counted and logged. The coordinator runs at
 # --coordinator-nice 19 (default), the workers at their own priority. A worker that cannot make
-# its shared gradient segment makes all fall back to MPI together.
+# its shared-memory segment makes all fall back to MPI together.
 set -euo pipefail
 B=${HCL_BUILD:-build}
 PY=/usr/bin/python3
