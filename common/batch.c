@@ -54,7 +54,7 @@ size_t batch_index_bytes(int64_t n, int nworkers) {
 
 const int64_t *batch_index_rows(const uint8_t *msg) {
     const hcl_batch_header *h = (const hcl_batch_header *)msg;
-    return (const int64_t *)(msg + align8(sizeof *h)) + h->nworkers + 1;
+    return batch_split_bounds((uint8_t *)msg) + h->nworkers + 1;
 }
 
 void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds) {

@@ -110,6 +110,10 @@ size_t batch_index_bytes(int64_t n, int nworkers);
  * reading labels and mask of all n rows and the features of rows [r0, r0+b) from ds. */
 void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds);
 const int64_t *batch_index_rows(const uint8_t *msg);
+/* The split of a batch message (either layout): right after the header, whatever n and b. */
+static inline int64_t *batch_split_bounds(uint8_t *msg) {
+    return (int64_t *)(msg + ((sizeof(hcl_batch_header) + 7) & ~(size_t)7));
+}
 
 /* Worker r of W owns rows [r0, r0+b): as even as possible, the first n % W get one more. */
 void batch_split(int64_t n, int w, int r, int64_t *r0, int64_t *b);

@@ -267,11 +267,7 @@ static hcl_batch_header *fill_header(uint8_t *buf, const hcl_run *r, const hcl_d
     h->has_labels = ds->has_labels;
     h->lr = lr;
     h->nworkers = nw;
-    hcl_batch_layout l;
-    int64_t widths[HCL_MAX_VIEWS];
-    batch_widths(r, widths);
-    batch_layout(&l, n, h->b, nw, r->mc.nviews, widths);
-    memcpy(buf + l.split, split, sizeof(int64_t) * (size_t)(nw + 1));
+    memcpy(batch_split_bounds(buf), split, sizeof(int64_t) * (size_t)(nw + 1));
     return h;
 }
 

@@ -194,7 +194,7 @@ int worker_share_memory(hcl_worker *w) {
      * and agreed on by an all-reduce, so all fall back together and none waits on another. The
      * names go as soon as all have been mapped: nothing stays in /dev/shm, even after kill -9. */
     hcl_model *m = &w->model;
-    w->seg_grad_bytes = ((size_t)m->nparams * sizeof(float) + 4095) / 4096 * 4096;
+    w->seg_grad_bytes = page_round((size_t)m->nparams * sizeof(float));
     /* The embeddings and their gradients too while they are small (one packed collective's
      * worth): a worker reads the rows of the others from their segments, and every page it
      * reads counts in its resident memory, so for large batches (where the loss's O(N^2)
@@ -236,6 +236,7 @@ int worker_share_memory(hcl_worker *w) {
     /* The segments start zeroed, as a fresh worker's gradients and optimizer state are: the
      * private ones go first, so no moment holds both (peak memory). */
     w->seg = seg;
+    w->sum_src = hcl_calloc((size_t)w->size, sizeof *w->sum_src);
     free(m->grads);
     m->grads = seg[w->rank];
     const int64_t P = m->nparams;
@@ -275,25 +276,39 @@ int worker_share_memory(hcl_worker *w) {
     return 1;
 }
 
+/* dst[d][0, len) = the sum over the workers' src[k][0, len), in rank order, a cache-sized block
+ * at a time (every worker gets the same bits), for each of the ndst destinations (which may be
+ * the sources: a block is read whole before it is written). Returns the sum of squares of the
+ * sums if squares, else 0. */
+static double sum_over_workers(float *const *src, int W, int64_t len, float *const *dst, int ndst, int squares) {
+    enum { BLOCK = 2048 };
+    float acc[BLOCK] __attribute__((aligned(64)));
+    double ss = 0.0;
+    for (int64_t i0 = 0; i0 < len; i0 += BLOCK) {
+        int64_t n = len - i0 < BLOCK ? len - i0 : BLOCK;
+        memcpy(acc, src[0] + i0, sizeof(float) * (size_t)n);
+        for (int k = 1; k < W; k++) {
+            const float *s = src[k] + i0;
+            for (int64_t i = 0; i < n; i++) acc[i] += s[i];
+        }
+        if (squares) ss += optim_sum_squares(acc, n);
+        for (int d = 0; d < ndst; d++) memcpy(dst[d] + i0, acc, sizeof(float) * (size_t)n);
+    }
+    return ss;
+}
+
 /* The reduce-scatter through the shared segments (after the barrier): the summed gradient of
  * this worker's rows [r0, r0+b) of each gathered view, over every worker's buffer in rank order,
  * into its own buffer's rows. Only this worker reads or writes those rows of its buffer; the
  * others read their rows of it. */
 static void shared_dz_sum(hcl_worker *w, int64_t r0, int64_t b) {
-    enum { BLOCK = 2048 };
-    const int64_t D = w->model.cfg.dim, len = b * D;
+    const int64_t D = w->model.cfg.dim;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
-    float acc[BLOCK] __attribute__((aligned(64)));
-    for (int g = 0; g < w->ngv; g++)
-        for (int64_t i0 = 0; i0 < len; i0 += BLOCK) {
-            int64_t n = len - i0 < BLOCK ? len - i0 : BLOCK;
-            memcpy(acc, segment_dz(w, 0, g) + r0 * D + i0, sizeof(float) * (size_t)n);
-            for (int k = 1; k < w->size; k++) {
-                const float *d = segment_dz(w, k, g) + r0 * D + i0;
-                for (int64_t i = 0; i < n; i++) acc[i] += d[i];
-            }
-            memcpy(segment_dz(w, w->rank, g) + r0 * D + i0, acc, sizeof(float) * (size_t)n);
-        }
+    for (int g = 0; g < w->ngv; g++) {
+        for (int k = 0; k < w->size; k++) w->sum_src[k] = segment_dz(w, k, g) + r0 * D;
+        float *own = w->sum_src[w->rank];
+        sum_over_workers(w->sum_src, w->size, b * D, &own, 1, 0);
+    }
 }
 
 /* The gradient all-reduce through the shared segments: after every worker's backward (barrier),
@@ -302,28 +317,17 @@ static void shared_dz_sum(hcl_worker *w, int64_t r0, int64_t b) {
  * the same sum. Each block of each buffer is read and written by one worker only, so nothing
  * races; the next step's zeroing starts after the second barrier. */
 static void shared_grad_sum(hcl_worker *w) {
-    enum { BLOCK = 2048 };
     shared_barrier(w);
-    float acc[BLOCK] __attribute__((aligned(64)));
+    for (int k = 0; k < w->size; k++) w->sum_src[k] = w->seg[k] + w->p0;
     /* with zero the sum stays in this worker's buffer (its update reads only its slice), and
      * its sum of squares goes into the loss scalars' all-reduce for the global norm */
-    const int copies = w->zero ? 1 : w->size;
-    double ss = 0.0;
-    for (int64_t i0 = w->p0; i0 < w->p1; i0 += BLOCK) {
-        int64_t n = w->p1 - i0 < BLOCK ? w->p1 - i0 : BLOCK;
-        memcpy(acc, w->seg[0] + i0, sizeof(float) * (size_t)n);
-        for (int r = 1; r < w->size; r++) {
-            const float *g = w->seg[r] + i0;
-            for (int64_t i = 0; i < n; i++) acc[i] += g[i];
-        }
-        if (w->zero) ss += optim_sum_squares(acc, n);
-        for (int k = 0; k < copies; k++) {
-            int r = w->zero ? w->rank : k;
-            memcpy(w->seg[r] + i0, acc, sizeof(float) * (size_t)n);
-        }
+    if (w->zero) {
+        float *own = w->sum_src[w->rank];
+        w->norm2 = sum_over_workers(w->sum_src, w->size, w->p1 - w->p0, &own, 1, 1);
+    } else {
+        sum_over_workers(w->sum_src, w->size, w->p1 - w->p0, w->sum_src, w->size, 0);
+        shared_barrier(w);
     }
-    w->norm2 = ss;
-    if (!w->zero) shared_barrier(w);
 }
 
 void worker_free(hcl_worker *w) {
@@ -333,6 +337,7 @@ void worker_free(hcl_worker *w) {
         for (int g = 0; w->shm_views && g < w->ngv; g++) w->zall[w->gv[g]] = w->dzall[w->gv[g]] = NULL;
         for (int r = 0; r < w->size; r++) munmap(w->seg[r], segment_bytes(w, r));
         free(w->seg);
+        free(w->sum_src);
     }
     model_acts_free(&w->acts, &w->model);
     model_free(&w->model);
@@ -671,13 +676,8 @@ void worker_update(hcl_worker *w, hcl_step_result *res) {
         optim_step_range(&w->opt, res->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
                          m->ntensors, lo, hi);
         float *t = &m->params[m->logit_t];
-        if (!own_t) {
-        } else if (!w->learn_t) {
-            *t = t_before;
-        } else {
-            if (*t < w->t_min) *t = w->t_min;
-            if (*t > w->t_max) *t = w->t_max;
-        }
+        if (own_t && !w->learn_t) *t = t_before;
+        if (own_t && w->learn_t) *t = *t < w->t_min ? w->t_min : *t > w->t_max ? w->t_max : *t;
     }
     if (w->zero) shared_barrier(w);   /* every slice updated before anyone reads the parameters */
     res->logit_scale = worker_logit_scale(w);

@@ -82,6 +82,7 @@ typedef struct {
                                    * (its dzall), and worker 0's the gathered views' embeddings
                                    * (everyone's zall). NULL: MPI collectives */
     size_t seg_grad_bytes;        /* bytes of a segment's gradient part (whole pages) */
+    float **sum_src;              /* (W) scratch: the buffers a shared-memory sum reads */
     int shm_views;                /* the all-gather and reduce-scatter through the segments too
                                    * (batches of one packed collective's size) */
     int zero;                     /* ZeRO-1 in the segments (AdamW, SGD): the parameters and the

@@ -114,8 +114,8 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     int shm = su->shm_grads && worker_share_memory(&w);
-    LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters, gradients summed %s", w.rank, w.size, threads,
-              (long long)w.model.nparams, shm ? "in shared memory" : w.size > 1 ? "by MPI_Iallreduce" : "(one worker)");
+    LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters, exchanges %s", w.rank, w.size, threads,
+              (long long)w.model.nparams, shm ? "in shared memory" : w.size > 1 ? "by MPI collectives" : "none (one worker)");
     size_t snap_n = worker_snapshot_floats(&w);
     float *snap = hcl_malloc(sizeof(float) * snap_n);
     if (su->resume) {
@@ -140,9 +140,8 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     /* bytes a step's collectives send per worker: the all-gather and the reduce-scatter of
      * the N x G x D embeddings of the G gathered views send (W-1)/W of their size, the ring
      * all-reduces twice that: of the parameter gradient, and per pair of the loss's N column
-     * maxes (float) and sums (double) (docs/SCALING.md). Summed in shared memory, the
-     * gradient moves the same bytes between workers: (W-1)/W of it read from the others'
-     * buffers and as much written into them. */
+     * maxes (float) and sums (double) (docs/SCALING.md): the model of the MPI collectives, also
+     * reported when the workers exchange through shared memory instead. */
     uint64_t step_bytes = w.size > 1 ? (uint64_t)((double)(w.size - 1) / w.size *
                                                   (4.0 * 2.0 * su->batch * w.ngv * su->mc.dim +
                                                    2.0 * 4.0 * w.model.nparams +
