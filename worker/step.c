@@ -162,16 +162,26 @@ static size_t segment_views_bytes(const hcl_worker *w) {
     return w->shm_views ? page_round((size_t)w->ngv * w->n * w->model.cfg.dim * sizeof(float)) : 0;
 }
 
+/* Bytes of the loss's column statistics (with shm_views): (pairs, n) sums, then maxes. */
+static size_t segment_cols_bytes(const hcl_worker *w) {
+    return w->shm_views ? page_round((size_t)w->loss.npairs * w->n * (sizeof(double) + sizeof(float))) : 0;
+}
+
 /* Bytes of worker r's segment: its gradients (nparams, to a page); with shm_views the (n, D)
  * gradients of each gathered view, and on worker 0 also the (n, D) embeddings of each gathered
- * view, common to all; with zero, worker 0's ends with the parameters and the optimizer state,
- * common to all. */
+ * view, common to all, then its column statistics; with zero, worker 0's ends with the
+ * parameters and the optimizer state, common to all. */
 static size_t segment_bytes(const hcl_worker *w, int r) {
-    size_t bytes = w->seg_grad_bytes + segment_views_bytes(w) * (r == 0 ? 2 : 1);
+    size_t bytes = w->seg_grad_bytes + segment_views_bytes(w) * (r == 0 ? 2 : 1) + segment_cols_bytes(w);
     if (r == 0 && w->zero)
         bytes += page_round((size_t)w->model.nparams * sizeof(float)) +
                  page_round((size_t)optim_state_floats(&w->opt, w->model.nparams) * sizeof(float));
     return bytes;
+}
+
+/* Worker k's column statistics in its segment: (pairs, n) sums of exps, then (pairs, n) maxes. */
+static double *segment_cols(const hcl_worker *w, int k) {
+    return (double *)((char *)w->seg[k] + w->seg_grad_bytes + segment_views_bytes(w) * (k == 0 ? 2 : 1));
 }
 
 /* Worker k's (n, D) gradient of gathered view g (the g-th of gv) in its segment. */
@@ -243,7 +253,7 @@ int worker_share_memory(hcl_worker *w) {
     param_slice(P, w->rank, w->size, &w->p0, &w->p1);
     if (w->zero) {
         /* worker 0's replica becomes everyone's (all are the same: one seed) */
-        char *tail = (char *)seg[0] + w->seg_grad_bytes + 2 * segment_views_bytes(w);
+        char *tail = (char *)seg[0] + w->seg_grad_bytes + 2 * segment_views_bytes(w) + segment_cols_bytes(w);
         float *params = (float *)tail;
         free(w->opt_state);
         w->opt_state = (float *)(tail + page_round((size_t)P * sizeof(float)));
@@ -367,10 +377,40 @@ void worker_free(hcl_worker *w) {
 
 /* The loss's column reduce (loss.h): the max of each column over the workers, then each worker's
  * sums of exps rescaled to it and summed: two all-reduces of N values per pair, all pairs in one
- * call when the loss can wait for them. */
+ * call when the loss can wait for them. Through the shared segments it is one barrier: each
+ * worker publishes its maxes and sums, then every worker combines all of them in rank order
+ * (the same bits everywhere). A worker's statistics are next written in the next step's loss,
+ * after collectives that every worker enters only once done reading them. */
 static void column_reduce(void *arg, float *colmax, double *colsum, int64_t n) {
     hcl_worker *w = arg;
     double t0 = hcl_now();
+    if (w->shm_views) {
+        /* a step's reduces (one per pair when not all at once) fill the area one after
+         * another, so none overwrites statistics another worker may still be reading */
+        const size_t cap = (size_t)w->loss.npairs * w->n, off = (size_t)w->col_off;
+        HCL_CHECK(off + (size_t)n <= cap, "column reduce of %lld values at %zu of %zu", (long long)n, off, cap);
+        w->col_off += n;
+        memcpy(segment_cols(w, w->rank) + off, colsum, sizeof(double) * (size_t)n);
+        memcpy((float *)(segment_cols(w, w->rank) + cap) + off, colmax, sizeof(float) * (size_t)n);
+        shared_barrier(w);
+        for (int64_t j = 0; j < n; j++) {
+            float m = -INFINITY;
+            for (int k = 0; k < w->size; k++) {
+                float x = ((const float *)(segment_cols(w, k) + cap))[off + j];
+                m = x > m ? x : m;
+            }
+            double sum = 0.0;
+            for (int k = 0; k < w->size; k++) {
+                const double *cs = segment_cols(w, k);
+                float x = ((const float *)(cs + cap))[off + j];
+                sum += x == -INFINITY ? 0.0 : cs[off + j] * exp((double)x - (double)m);
+            }
+            colmax[j] = m;
+            colsum[j] = sum;
+        }
+        w->t_colreduce += hcl_now() - t0;
+        return;
+    }
     MPI_OK(MPI_Allreduce(colmax, w->colmax, (int)n, MPI_FLOAT, MPI_MAX, w->comm));
     for (int64_t j = 0; j < n; j++)
         colsum[j] = colmax[j] == -INFINITY ? 0.0 : colsum[j] * exp((double)colmax[j] - (double)w->colmax[j]);
@@ -508,6 +548,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         in.colreduce_arg = w;
     }
     w->t_colreduce = 0.0;
+    w->col_off = 0;
     in.labels = h->has_labels ? labels : NULL;
     in.t = m->params[m->logit_t];
     if (m->head_w >= 0) {

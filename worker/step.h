@@ -53,6 +53,7 @@ typedef struct {
     float *zall[HCL_MAX_VIEWS];   /* (N, D) per gathered view, (b_max, D) per other */
     float *colmax;                /* (pairs, N) the loss's column maxes over the workers */
     double t_colreduce;           /* seconds in the loss's column reduces this step */
+    int64_t col_off;              /* values column-reduced so far this step (shared memory) */
     float *dzall[HCL_MAX_VIEWS];  /* the same shapes */
     float *dzpack;                /* (N, G, D) rank-major for the reduce-scatter */
     float *dzown;                 /* (G, b_max, D) */
