@@ -383,12 +383,12 @@ typedef struct {
     int nw;                      /* workers reached over MPI; 0: a worker in this process */
     hcl_worker *local;
     size_t bytes;                /* one worker's buffer */
-    uint8_t *buf[2];             /* (max(nw,1) * bytes) per slot */
-    MPI_Request *sreq[2];        /* nw per slot */
-    job jobs[2];
-    int64_t *split[2];           /* (nw + 1) the split each slot's batch was sent with */
+    uint8_t *buf[HCL_BATCHES_IN_FLIGHT];         /* (max(nw,1) * bytes) per slot */
+    MPI_Request *sreq[HCL_BATCHES_IN_FLIGHT];    /* nw per slot */
+    job jobs[HCL_BATCHES_IN_FLIGHT];
+    int64_t *split[HCL_BATCHES_IN_FLIGHT];       /* (nw + 1) the split each slot's batch was sent with */
     uint8_t *res_msg;            /* worker 0's result message (batch_result_bytes) */
-    hcl_step_result local_res[2];
+    hcl_step_result local_res[HCL_BATCHES_IN_FLIGHT];
 } transport;
 
 /* ---- waiting: the control socket is the coordinator's sleep -------------------------------- */
@@ -960,7 +960,7 @@ int run_train(hcl_run *r, int nw) {
     balance_init(&r->bal, nw ? nw : 1, r->balance);
     r->last_split = hcl_calloc((size_t)(nw ? nw : 1) + 1, sizeof(int64_t));
     tp.res_msg = hcl_malloc(batch_result_bytes(nw));
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < HCL_BATCHES_IN_FLIGHT; s++) {
         tp.split[s] = hcl_calloc((size_t)(nw ? nw : 1) + 1, sizeof(int64_t));
         tp.buf[s] = hcl_malloc(tp.bytes * (size_t)(nw ? nw : 1));
         tp.sreq[s] = hcl_malloc(sizeof(MPI_Request) * (size_t)(nw ? nw : 1));
@@ -990,13 +990,15 @@ int run_train(hcl_run *r, int nw) {
     r->st.lr_scale = r->lr_scale;
     double t_last_step = hcl_now(), step_s = 0;
     for (;;) {
-        /* Keep two jobs in flight: the workers never wait for the coordinator to pack. */
+        /* Keep HCL_BATCHES_IN_FLIGHT jobs in flight: the workers never wait for the coordinator
+         * to pack. A worker in this process computes at submit time, where one ahead is enough
+         * (and a SNAPSHOT job is answered, from r->snap, before the next one is packed). */
         int idle = 0;
-        while (more && pending < 2) {
+        while (more && pending < (nw ? HCL_BATCHES_IN_FLIGHT : 2)) {
             int k = next_job(r, &gen, nw, &j);
             if (k == 0) { more = 0; break; }
             if (k == 2) { idle = 1; break; }
-            submit(r, &tp, (head + pending) % 2, &j);
+            submit(r, &tp, (head + pending) % HCL_BATCHES_IN_FLIGHT, &j);
             if (j.flags & HCL_BATCH_STOP) { more = 0; break; }
             pending++;
         }
@@ -1014,7 +1016,7 @@ int run_train(hcl_run *r, int nw) {
         job *cur = &tp.jobs[head];
         if (r->has_ev) write_eval_line(r, 0);
         await_result(r, &tp, head, &res);
-        head = (head + 1) % 2;
+        head = (head + 1) % HCL_BATCHES_IN_FLIGHT;
         pending--;
         if (cur->flags & HCL_BATCH_TRAIN) {
             window_steps++;
@@ -1060,7 +1062,7 @@ int run_train(hcl_run *r, int nw) {
         t_window = hcl_now();
         window_steps = 0;
     }
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < HCL_BATCHES_IN_FLIGHT; s++) {
         if (nw) wait_all(r, tp.sreq[s], nw);
         free(tp.buf[s]);
         free(tp.sreq[s]);
