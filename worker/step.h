@@ -14,8 +14,8 @@
  *   backward through the encoders            all-reduce of each encoder's gradient slice
  *                                            starts as soon as its backward is done
  *   all-reduce loss parts, finite check, clip, optimizer step, clamp of t
- * With worker_share_memory (all workers on one node) the all-gather, the reduce-scatter and the
- * gradient all-reduce go through shared memory instead. With one worker the collectives are
+ * With worker_share_memory (all workers on one node) the all-gather, the reduce-scatter, the
+ * column reduce and the gradient all-reduce go through shared memory instead. With one worker the collectives are
  * skipped. Every buffer is sized in worker_init. */
 #ifndef HCL_STEP_H
 #define HCL_STEP_H
