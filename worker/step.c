@@ -169,8 +169,8 @@ static size_t segment_cols_bytes(const hcl_worker *w) {
 
 /* Bytes of worker r's segment: its gradients (nparams, to a page); with shm_views the (n, D)
  * gradients of each gathered view, and on worker 0 also the (n, D) embeddings of each gathered
- * view, common to all, then its column statistics; with zero, worker 0's ends with the
- * parameters and the optimizer state, common to all. */
+ * view, common to all; then (every worker's) its column statistics; with zero, worker 0's ends
+ * with the parameters and the optimizer state, common to all. */
 static size_t segment_bytes(const hcl_worker *w, int r) {
     size_t bytes = w->seg_grad_bytes + segment_views_bytes(w) * (r == 0 ? 2 : 1) + segment_cols_bytes(w);
     if (r == 0 && w->zero)
