@@ -253,7 +253,7 @@ int worker_share_memory(hcl_worker *w) {
     param_slice(P, w->rank, w->size, &w->p0, &w->p1);
     if (w->zero) {
         /* worker 0's replica becomes everyone's (all are the same: one seed) */
-        char *tail = (char *)seg[0] + w->seg_grad_bytes + 2 * segment_views_bytes(w) + segment_cols_bytes(w);
+        char *tail = (char *)segment_cols(w, 0) + segment_cols_bytes(w);
         float *params = (float *)tail;
         free(w->opt_state);
         w->opt_state = (float *)(tail + page_round((size_t)P * sizeof(float)));
@@ -393,20 +393,20 @@ static void column_reduce(void *arg, float *colmax, double *colsum, int64_t n) {
         memcpy(segment_cols(w, w->rank) + off, colsum, sizeof(double) * (size_t)n);
         memcpy((float *)(segment_cols(w, w->rank) + cap) + off, colmax, sizeof(float) * (size_t)n);
         shared_barrier(w);
+        /* own inputs are published: colmax and colsum now take the combined values */
         for (int64_t j = 0; j < n; j++) {
-            float m = -INFINITY;
-            for (int k = 0; k < w->size; k++) {
-                float x = ((const float *)(segment_cols(w, k) + cap))[off + j];
-                m = x > m ? x : m;
-            }
-            double sum = 0.0;
-            for (int k = 0; k < w->size; k++) {
-                const double *cs = segment_cols(w, k);
-                float x = ((const float *)(cs + cap))[off + j];
-                sum += x == -INFINITY ? 0.0 : cs[off + j] * exp((double)x - (double)m);
-            }
-            colmax[j] = m;
-            colsum[j] = sum;
+            colmax[j] = -INFINITY;
+            colsum[j] = 0.0;
+        }
+        for (int k = 0; k < w->size; k++) {
+            const float *cm = (const float *)(segment_cols(w, k) + cap) + off;
+            for (int64_t j = 0; j < n; j++) colmax[j] = cm[j] > colmax[j] ? cm[j] : colmax[j];
+        }
+        for (int k = 0; k < w->size; k++) {
+            const double *cs = segment_cols(w, k) + off;
+            const float *cm = (const float *)(segment_cols(w, k) + cap) + off;
+            for (int64_t j = 0; j < n; j++)
+                colsum[j] += cm[j] == -INFINITY ? 0.0 : cs[j] * exp((double)cm[j] - (double)colmax[j]);
         }
         w->t_colreduce += hcl_now() - t0;
         return;
