@@ -22,6 +22,25 @@ int batch_split_ok(const hcl_batch_header *h, const int64_t *split, int rank, in
     return split[rank] == h->r0 && split[rank + 1] - split[rank] == h->b;
 }
 
+void batch_header_init(uint8_t *msg, uint32_t flags, int64_t step, int64_t epoch, int64_t n,
+                       const int64_t *split, int w, int nw, int nviews, int has_labels, float lr) {
+    hcl_batch_header *h = (hcl_batch_header *)msg;
+    memset(h, 0, sizeof *h);
+    h->magic = HCL_BATCH_MAGIC;
+    h->flags = flags;
+    h->step = step;
+    h->epoch = epoch;
+    h->n = n;
+    h->nviews = nviews;
+    h->has_labels = has_labels;
+    h->lr = lr;
+    h->nworkers = nw;
+    if (!split) return;
+    h->r0 = split[w];
+    h->b = split[w + 1] - split[w];
+    memcpy(batch_split_bounds(msg), split, sizeof(int64_t) * (size_t)(nw + 1));
+}
+
 static size_t align8(size_t x) { return (x + 7) & ~(size_t)7; }
 
 size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nworkers, int nviews, const int64_t *widths) {

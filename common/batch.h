@@ -89,6 +89,13 @@ typedef struct {
     int32_t nworkers;   /* entries of the split, less one */
 } hcl_batch_header;
 
+/* The one builder of batch headers, for the coordinator and the tests alike: the header of
+ * worker w's (of nw) message for a batch of n rows split by split (nw + 1 bounds, copied right
+ * after the header). A job without data (STOP, SNAPSHOT, PING) passes n = 0, split = NULL,
+ * nw = 0. Every other field is zero. */
+void batch_header_init(uint8_t *msg, uint32_t flags, int64_t step, int64_t epoch, int64_t n,
+                       const int64_t *split, int w, int nw, int nviews, int has_labels, float lr);
+
 /* What worker 0 reports to rank 0 after each batch (MPI_Send of the bytes). */
 typedef struct {
     int64_t step;                                    /* the header's step and flags, echoed */

@@ -1,0 +1,71 @@
+/* test_json: the one JSON writer: nesting and separators, escaping, numbers that read back to
+ * the same double bits (and null for non-finite ones), reuse of the buffer after json_reset. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "json.h"
+
+int main(void) {
+    hcl_json j;
+    json_init(&j);
+    CHECK(strcmp(json_text(&j), "") == 0, "an empty writer's text is \"\"");
+    json_begin_object(&j, NULL);
+    json_int(&j, "step", 3);
+    json_number(&j, "loss", 2.5);
+    json_begin_object(&j, "pair_loss");
+    json_number(&j, "a:b", 0.1);
+    json_number(&j, "a:c", NAN);
+    json_end_object(&j);
+    json_begin_array(&j, "shares");
+    json_int(&j, NULL, 256);
+    json_int(&j, NULL, -4);
+    json_end_array(&j);
+    json_string(&j, "name", "q\"b\\s\n\x01");
+    json_bool(&j, "ok", 1);
+    json_null(&j, "none");
+    json_raw(&j, "eval", "{\"knn\": 0.5}");
+    json_uint(&j, "bytes", 18446744073709551615ull);
+    json_number(&j, "inf", INFINITY);
+    json_end_object(&j);
+    const char *want = "{\"step\": 3, \"loss\": 2.5, \"pair_loss\": {\"a:b\": 0.1, \"a:c\": null}, "
+                       "\"shares\": [256, -4], \"name\": \"q\\\"b\\\\s\\n\\u0001\", \"ok\": true, "
+                       "\"none\": null, \"eval\": {\"knn\": 0.5}, \"bytes\": 18446744073709551615, "
+                       "\"inf\": null}";
+    CHECK(strcmp(json_text(&j), want) == 0, "text\n got  %s\n want %s", json_text(&j), want);
+    CHECK(json_len(&j) == strlen(want), "json_len %zu, want %zu", json_len(&j), strlen(want));
+
+    /* Numbers: the shortest of 15, 16, 17 digits that reads back to the same double. */
+    uint64_t x = 0x243F6A8885A308D3ull;
+    int bad = 0, longer = 0;
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        double v;
+        uint64_t bits = x & 0x7FEFFFFFFFFFFFFFull;   /* finite, either sign */
+        memcpy(&v, &bits, sizeof v);
+        if (i % 2) v = (double)(float)(v * 1e-300);  /* floats too (lr, logit scale) */
+        json_reset(&j);
+        json_number(&j, NULL, v);
+        bad += strtod(json_text(&j), NULL) != v;
+        longer += json_len(&j) > 24;
+    }
+    CHECK(bad == 0, "%d of 100000 numbers do not read back to the same double", bad);
+    CHECK(longer == 0, "%d numbers longer than 24 characters", longer);
+    json_reset(&j);
+    json_number(&j, NULL, 0.1);
+    CHECK(strcmp(json_text(&j), "0.1") == 0, "0.1 is written as %s", json_text(&j));
+    json_reset(&j);
+    json_number(&j, NULL, (double)0.001f);
+    CHECK(strcmp(json_text(&j), "0.0010000000474974513") == 0, "0.001f is written as %s", json_text(&j));
+
+    /* A reset writer reuses its buffer and starts a fresh top level. */
+    char *before = j.buf;
+    json_reset(&j);
+    json_begin_array(&j, NULL);
+    json_end_array(&j);
+    CHECK(strcmp(json_text(&j), "[]") == 0 && j.buf == before, "after reset: %s", json_text(&j));
+    json_free(&j);
+    CHECK_DONE();
+}
