@@ -335,3 +335,22 @@ int dataset_present(const hcl_dataset *ds, int64_t row, int v) {
     if (!ds->has_mask) return 1;
     return ((const uint8_t *)ds->mask_file.data)[row * ds->nviews + v];
 }
+
+int dataset_check_views(const hcl_dataset *ds, int nviews, const char (*names)[HCL_NAME_MAX],
+                        const int *widths, int *index_of, const char *what, char *err) {
+    if (ds->nviews != nviews)
+        return hcl_err(err, "%s: %s has %d views, expected %d", what, ds->dir, ds->nviews, nviews);
+    for (int v = 0; v < nviews; v++) {
+        int dv = index_of ? dataset_view_index(ds, names[v]) : v;
+        if (dv < 0)
+            return hcl_err(err, "%s: %s has no view '%s'", what, ds->dir, names[v]);
+        if (strcmp(ds->names[dv], names[v]) != 0)
+            return hcl_err(err, "%s: view %d of %s is '%s', expected '%s' (the same views in the same order)",
+                           what, v, ds->dir, ds->names[dv], names[v]);
+        if (ds->widths[dv] != widths[v])
+            return hcl_err(err, "%s: view '%s' of %s is %lld wide, expected %d", what, names[v], ds->dir,
+                           (long long)ds->widths[dv], widths[v]);
+        if (index_of) index_of[v] = dv;
+    }
+    return 0;
+}

@@ -37,6 +37,14 @@ void dataset_close(hcl_dataset *ds);
 
 int dataset_view_index(const hcl_dataset *ds, const char *name);   /* -1 when absent */
 
+/* The one "same views" check: ds holds exactly the nviews views names[v] of input widths[v]
+ * (a model's, a checkpoint's, the training set's). With index_of NULL they must also be in the
+ * same order (batches are laid out by view index); otherwise index_of[v] gets ds's index of
+ * view v. Returns 0, or -1 with one line in err naming what (e.g. "--val-data"), ds->dir, the
+ * view and both widths or names. */
+int dataset_check_views(const hcl_dataset *ds, int nviews, const char (*names)[HCL_NAME_MAX],
+                        const int *widths, int *index_of, const char *what, char *err);
+
 /* Gather rows idx[0..count) of view v into out (count, d_v) as float32. */
 void dataset_gather_view(const hcl_dataset *ds, int v, const int64_t *idx, int64_t count, float *out);
 /* Gather the mask rows (count, nviews) as 0/1 bytes; all ones when the dataset has no mask. */
