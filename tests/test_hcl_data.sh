@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_hcl_data: the hcl-data tool end to end. synth is seeded (same seed, same bytes), inspect
 # validates, numpy reads what we write, --missing-rate writes a sane mask, bad usage exits 2,
-# and fashion-mnist (when the Debian package is installed) matches the images it came from.
+# (fashion-mnist: tests/test_fashion_mnist.sh).
 #   HCL_BUILD=build-data bash tests/test_hcl_data.sh
 set -euo pipefail
 
@@ -106,39 +106,5 @@ rm bad/manifest.txt
 expect_exit 1 "bad/manifest.txt: missing" "$tool" inspect bad
 expect_exit 1 "/nonexistent: not found (install dataset-fashion-mnist" \
     "$tool" fashion-mnist fm --source /nonexistent
-
-# ---- fashion-mnist (when the Debian package is installed) ----------------------------------
-src=/usr/share/datasets/fashion-mnist
-if [ -d "$src" ]; then
-    "$tool" fashion-mnist fm >/dev/null
-    "$tool" inspect fm/train | grep -Eq '^rows +60000$' || fail "inspect fm/train: rows"
-    "$tool" inspect fm/test | grep -Eq '^view +thumb +width 49 ' || fail "inspect fm/test: thumb"
-    "$py" - fm <<'EOF' || fail "numpy check of fashion-mnist"
-import sys, numpy as np
-d = sys.argv[1]
-for split, n in (("train", 60000), ("test", 10000)):
-    top, bot, thumb = (np.load(f"{d}/{split}/{v}.npy", mmap_mode="r")
-                       for v in ("top", "bottom", "thumb"))
-    y = np.load(f"{d}/{split}/labels.npy")
-    assert top.shape == (n, 392) and bot.shape == (n, 392) and thumb.shape == (n, 49), \
-        (split, top.shape, bot.shape, thumb.shape)
-    assert top.dtype == bot.dtype == thumb.dtype == np.float32, top.dtype
-    assert y.shape == (n,) and y.dtype == np.int64, (y.shape, y.dtype)
-    assert y.min() == 0 and y.max() == 9, (y.min(), y.max())
-    assert (np.bincount(y, minlength=10) == n // 10).all(), np.bincount(y)
-    k = np.arange(0, n, 7)   # a subset keeps this fast; still thousands of images
-    t, b, th = np.asarray(top[k]), np.asarray(bot[k]), np.asarray(thumb[k])
-    for a in (t, b, th):
-        assert a.min() >= 0 and a.max() <= 1, (a.min(), a.max())
-    assert t.max() == 1.0 and b.max() == 1.0, "no pixel reaches 255/255"
-    img = np.concatenate([t, b], 1).reshape(-1, 28, 28).astype(np.float64)
-    assert np.allclose(img * 255, np.round(img * 255), atol=1e-4), "pixels are not k/255"
-    pool = img.reshape(-1, 7, 4, 7, 4).mean(axis=(2, 4)).reshape(-1, 49)
-    err = np.abs(pool - th).max()
-    assert err < 1e-6, f"{split}: thumb differs from the 4x4 mean pool of top+bottom by {err}"
-EOF
-else
-    echo "test_hcl_data: $src absent, fashion-mnist part skipped"
-fi
 
 echo "test_hcl_data: ok"
