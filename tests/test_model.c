@@ -647,7 +647,7 @@ int main(void) {
         test_torch(HCL_ACT_RELU, 0);
         test_torch(HCL_ACT_GELU, 1);
     } else {
-        printf("SKIP torch comparison: python3-torch not installed\n");
+        CHECK_SKIP("torch comparison: python3-torch not installed");
     }
     CHECK_DONE();
 }

@@ -260,7 +260,7 @@ static void ref_data(float *p0, float *G, float *lrs, hcl_tensor *tn, const hcl_
 static void test_torch(void) {
     if (access("/usr/bin/python3", X_OK) != 0 ||
         system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
-        printf("SKIP torch comparison: python3-torch not installed\n");
+        CHECK_SKIP("torch comparison: python3-torch not installed");
         return;
     }
     hcl_optim_config c;

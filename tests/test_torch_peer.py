@@ -26,7 +26,7 @@ try:
     import torch_ref
 except ImportError as e:
     print(f"SKIP torch peer comparison: {e} (install python3-torch; ../shared/bench/torch_ref.py)")
-    sys.exit(0)
+    sys.exit(77)
 
 torch.set_num_threads(1)
 model, opt = torch_ref.build(seed=0)
