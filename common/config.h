@@ -1,7 +1,12 @@
-/* config: every hcl-train option in one declarative table (name, type, default, help, field),
- * which drives flag parsing (`--name value` or `--name=value`), the config file (`key = value`
- * lines, `#` comments), `--help`, and the text snapshot stored with checkpoints.
- * Precedence: defaults < --config FILE < flags on the command line. */
+/* config: hcl-train's options, one typed table (common/opts.h: name, type, allowed values,
+ * default, help, field of hcl_config) that drives flag parsing (`--name value` or
+ * `--name=value`), the config file (`key = value` lines, `#` comments), `--help`, and the text
+ * snapshot stored with checkpoints (config.txt). Every value is checked against its type,
+ * range or allowed words when it is set, so a parsed hcl_config holds only valid values.
+ * Enums stay words (the snapshot stores words); config_enum gives a word's index.
+ * Precedence: defaults < --config FILE < flags on the command line.
+ * Exports: hcl_config, config_defaults, config_parse_args, config_parse_file, config_set,
+ * config_print_help, config_to_text, config_enum, config_log_level, config_ints. */
 #ifndef HCL_CONFIG_H
 #define HCL_CONFIG_H
 
@@ -75,5 +80,13 @@ int config_set(hcl_config *c, const char *key, const char *value, char *err);
 void config_print_help(FILE *out, const char *prog);
 /* `key = value` lines of every option, in table order; returns bytes written (snprintf-like). */
 size_t config_to_text(const hcl_config *c, char *buf, size_t len);
+/* Index of an enum option's word among its allowed words (as listed in --help; e.g.
+ * grad-allreduce: shm 0, mpi 1). key must name an enum option (else it aborts). */
+int config_enum(const hcl_config *c, const char *key);
+/* --log-level as an enum hcl_log_level (common/log.h): debug, info, warn, error. */
+int config_log_level(const hcl_config *c);
+/* The integers of a list option (e.g. "hidden": 512,256; none gives 0): at most max into out,
+ * returns how many. key must name a list option (else it aborts). */
+int config_ints(const hcl_config *c, const char *key, int64_t *out, int max);
 
 #endif

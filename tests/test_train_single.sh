@@ -92,10 +92,19 @@ expect_error "no view named 'nope'" --data "$tmp/data" --run-dir "$tmp/x" --loss
 expect_error "larger than" --data "$tmp/data" --run-dir "$tmp/x" --batch-size 5000
 expect_error "/nonexistent" --data /nonexistent --run-dir "$tmp/x"
 expect_error "--optimizer" --data "$tmp/data" --run-dir "$tmp/x" --optimizer adam
-expect_error "--coordinator-nice: 20 is not a nice value" --data "$tmp/data" --run-dir "$tmp/x" --coordinator-nice 20
-expect_error "--grad-allreduce: 'nccl' is not shm or mpi" --data "$tmp/data" --run-dir "$tmp/x" --grad-allreduce nccl
-expect_error "--balance: 'dynamic' is not even or adaptive" --data "$tmp/data" --run-dir "$tmp/x" --balance dynamic
+expect_error "--coordinator-nice: bad value '20' (want an integer from 0 to 19)" --data "$tmp/data" --run-dir "$tmp/x" --coordinator-nice 20
+expect_error "--grad-allreduce: 'nccl' is not one of shm, mpi" --data "$tmp/data" --run-dir "$tmp/x" --grad-allreduce nccl
+expect_error "--balance: 'dynamic' is not one of even, adaptive" --data "$tmp/data" --run-dir "$tmp/x" --balance dynamic
+expect_error "--log-level: 'loud' is not one of debug, info, warn, error" --data "$tmp/data" --run-dir "$tmp/x" --log-level loud
+expect_error "--act: 'tanh' is not one of relu, gelu" --data "$tmp/data" --run-dir "$tmp/x" --act tanh
+expect_error "--layernorm: bad value '2' (want 0 or 1)" --data "$tmp/data" --run-dir "$tmp/x" --layernorm 2
+expect_error "--epochs: bad value '9223372036854775807'" --data "$tmp/data" --run-dir "$tmp/x" --epochs 9223372036854775807
+expect_error "--worker-timeout: bad value '0' (want a number > 0)" --data "$tmp/data" --run-dir "$tmp/x" --worker-timeout 0
+expect_error "$tmp: is a directory" --data "$tmp/data" --run-dir "$tmp/x" --config "$tmp"
+printf 'log-level = loud\n' > "$tmp/bad.conf"
+expect_error "bad.conf:1: log-level: 'loud' is not one of" --data "$tmp/data" --run-dir "$tmp/x" --config "$tmp/bad.conf"
 [ ! -e "$tmp/x" ] || fail "a failed start created the run directory"
 "$B/hcl-train" --help >"$tmp/help" || fail "--help failed"
-grep -q -- "--batch-size" "$tmp/help" || fail "--help lacks --batch-size"
+grep -q -- "--batch-size N .*an integer from 2 to .*\[256\]" "$tmp/help" || fail "--help lacks --batch-size's range"
+grep -q -- "--log-level debug|info|warn|error" "$tmp/help" || fail "--help lacks --log-level's words"
 echo "test_train_single: ok"

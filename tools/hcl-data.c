@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "opts.h"
 #include "dataset.h"
 #include "npy.h"
 #include "rng.h"
@@ -39,13 +39,13 @@ static void fail(int code, const char *fmt, ...) {
 
 /* ---- option tables ----------------------------------------------------------------------- */
 
-#define OPT_STR_MAX CLI_STR_MAX
+#define OPT_STR_MAX 1024
 
 typedef struct {
     const char *name;
     const char *arg;       /* positional argument name */
     const char *summary;
-    cli_option *opts;
+    const hcl_opt *opts;
     int nopts;
     int (*run)(const char *arg);
 } cli_command;
@@ -55,29 +55,38 @@ static double synth_missing;
 static char synth_widths[OPT_STR_MAX];
 static char fm_source[OPT_STR_MAX];
 
-static cli_option synth_opts[] = {
-    {"rows", CLI_INT, "2048", "number of rows (samples)", &synth_rows, 1, 1e9},
-    {"widths", CLI_STR, "64,32,16", "comma-separated view widths, one per view (at most 8)",
-     synth_widths, 0, 0},
-    {"classes", CLI_INT, "10", "number of classes in the shared latent", &synth_classes, 1, 1e6},
-    {"latent", CLI_INT, "16", "dimension of the shared latent", &synth_latent, 1, 4096},
-    {"missing-rate", CLI_FLOAT, "0", "probability that a view is absent from a row; > 0 writes "
-     "mask.npy (every row keeps at least one view)", &synth_missing, 0, 1},
-    {"seed", CLI_INT, "0", "random seed (same seed, same bytes)", &synth_seed, 0, 9.2e18},
-    {"split", CLI_INT, "0", "sample stream: splits of one seed share the class means and view "
-     "maps but draw other rows (e.g. 0 train, 1 validation)", &synth_split, 0, 1e6},
+static const hcl_opt synth_opts[] = {
+    {"rows", HCL_OPT_INT, "2048", "number of rows (samples)", HCL_OPT_AT(synth_rows), .lo = 1,
+     .hi = 1000000000},
+    {"widths", HCL_OPT_INTS, "64,32,16", "view widths, one per view", HCL_OPT_AT(synth_widths),
+     .lo = 1, .hi = 1000000, .min_items = 1, .max_items = HCL_MAX_VIEWS},
+    {"classes", HCL_OPT_INT, "10", "number of classes in the shared latent", HCL_OPT_AT(synth_classes),
+     .lo = 1, .hi = 1000000},
+    {"latent", HCL_OPT_INT, "16", "dimension of the shared latent", HCL_OPT_AT(synth_latent), .lo = 1,
+     .hi = 4096},
+    {"missing-rate", HCL_OPT_FLOAT, "0", "probability that a view is absent from a row; > 0 writes "
+     "mask.npy (every row keeps at least one view)", HCL_OPT_AT(synth_missing), .max = 1},
+    {"seed", HCL_OPT_INT, "0", "random seed (same seed, same bytes)", HCL_OPT_AT(synth_seed)},
+    {"split", HCL_OPT_INT, "0", "sample stream: splits of one seed share the class means and view "
+     "maps but draw other rows (e.g. 0 train, 1 validation)", HCL_OPT_AT(synth_split), .hi = 1000000},
 };
 
-static cli_option fm_opts[] = {
-    {"source", CLI_STR, "/usr/share/datasets/fashion-mnist",
-     "directory with the gzipped IDX files of Debian's dataset-fashion-mnist", fm_source, 0, 0},
+static const hcl_opt fm_opts[] = {
+    {"source", HCL_OPT_PATH, "/usr/share/datasets/fashion-mnist",
+     "directory with the gzipped IDX files of Debian's dataset-fashion-mnist", HCL_OPT_AT(fm_source),
+     .meta = "DIR"},
 };
+
+static hcl_optset cmd_optset(const cli_command *c) {
+    return (hcl_optset){c->opts, c->nopts, NULL, NULL};
+}
 
 static void cmd_usage(FILE *fp, const cli_command *c) {
     fprintf(fp, "usage: hcl-data %s %s%s\n  %s\n", c->name, c->arg, c->nopts ? " [flags]" : "",
             c->summary);
     if (c->nopts) fprintf(fp, "flags (default in brackets):\n");
-    cli_usage(fp, c->opts, c->nopts);
+    hcl_optset s = cmd_optset(c);
+    opts_help(fp, &s);
 }
 
 /* Parse argv[0..argc) of a command: flags from its table and exactly one positional. */
@@ -85,8 +94,9 @@ static const char *cmd_parse(const cli_command *c, int argc, char **argv) {
     char err[HCL_ERR_MAX];
     const char *pos[1];
     int npos;
-    cli_defaults(c->opts, c->nopts);
-    int rc = cli_parse(c->opts, c->nopts, argc, argv, pos, 1, &npos, err);
+    hcl_optset s = cmd_optset(c);
+    opts_defaults(&s);
+    int rc = opts_parse_argv(&s, argc, argv, pos, 1, &npos, err);
     if (rc == 1) {
         cmd_usage(stdout, c);
         exit(0);
@@ -182,28 +192,10 @@ static void out_verify(const char *dir) {
 #define SYNTH_CLASS_SCALE 1.5
 #define SYNTH_VIEW_NOISE 0.3
 
-static int synth_parse_widths(const char *s, int64_t *w) {
-    int n = 0;
-    const char *p = s;
-    for (;;) {
-        char *end;
-        errno = 0;
-        long long x = strtoll(p, &end, 10);
-        if (end == p || errno || x < 1 || x > 1000000 || (*end && *end != ','))
-            fail(EXIT_USAGE, "synth: --widths: bad value '%s' (want comma-separated integers in "
-                 "[1, 1000000], e.g. 64,32,16)", s);
-        if (n == HCL_MAX_VIEWS)
-            fail(EXIT_USAGE, "synth: --widths: '%s' has more than %d views", s, HCL_MAX_VIEWS);
-        w[n++] = x;
-        if (!*end) break;
-        p = end + 1;
-    }
-    return n;
-}
-
 static int synth_run(const char *out) {
     int64_t w[HCL_MAX_VIEWS];
-    int nv = synth_parse_widths(synth_widths, w);
+    const hcl_optset set = {synth_opts, (int)(sizeof synth_opts / sizeof synth_opts[0]), NULL, NULL};
+    int nv = opts_ints(opts_find(&set, "widths"), synth_widths, w, HCL_MAX_VIEWS);  /* checked */
     int64_t n = synth_rows, k = synth_classes, L = synth_latent, H = SYNTH_HIDDEN;
     uint64_t seed = (uint64_t)synth_seed, split = (uint64_t)synth_split;
     char names_buf[HCL_MAX_VIEWS][16];

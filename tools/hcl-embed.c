@@ -19,11 +19,11 @@
 #include "eval.h"
 #include "kernels.h"
 #include "model_io.h"
-#include "cli.h"
+#include "opts.h"
 #include "util.h"
 
 #define EXIT_ERROR 2
-#define OPT_STR_MAX CLI_STR_MAX
+#define OPT_STR_MAX 1024
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
@@ -41,29 +41,31 @@ static void fail(const char *fmt, ...) {
 static char opt_checkpoint[OPT_STR_MAX], opt_data[OPT_STR_MAX], opt_out[OPT_STR_MAX];
 static int64_t opt_features, opt_batch, opt_threads;
 
-static cli_option options[] = {
-    {"checkpoint", CLI_STR, "", "checkpoint directory, its model.safetensors, or a run directory "
-     "(then RUN/checkpoints/latest)", opt_checkpoint, 0, 0},
-    {"data", CLI_STR, "", "dataset directory; view names and widths must match the model",
-     opt_data, 0, 0},
-    {"out", CLI_STR, "", "output directory (VIEW.npy, fused.npy, labels.npy, mask.npy, "
-     "manifest.txt)", opt_out, 0, 0},
-    {"features", CLI_FLAG, "0", "also write VIEW.features.npy: the last hidden layer's "
-     "activations", &opt_features, 0, 1},
-    {"batch-size", CLI_INT, "1024", "rows per encoder call", &opt_batch, 1, 1 << 20},
-    {"threads", CLI_INT, "0", "OpenBLAS threads (0: OpenBLAS's default)", &opt_threads, 0, 1024},
+static const hcl_opt options[] = {
+    {"checkpoint", HCL_OPT_PATH, "", "checkpoint directory, its model.safetensors, or a run "
+     "directory (then RUN/checkpoints/latest)", HCL_OPT_AT(opt_checkpoint)},
+    {"data", HCL_OPT_PATH, "", "dataset directory; view names and widths must match the model",
+     HCL_OPT_AT(opt_data), .meta = "DIR"},
+    {"out", HCL_OPT_PATH, "", "output directory (VIEW.npy, fused.npy, labels.npy, mask.npy, "
+     "manifest.txt)", HCL_OPT_AT(opt_out), .meta = "DIR"},
+    {"features", HCL_OPT_FLAG, "0", "also write VIEW.features.npy: the last hidden layer's "
+     "activations", HCL_OPT_AT(opt_features)},
+    {"batch-size", HCL_OPT_INT, "1024", "rows per encoder call", HCL_OPT_AT(opt_batch), .lo = 1,
+     .hi = 1 << 20},
+    {"threads", HCL_OPT_INT, "0", "OpenBLAS threads (0: OpenBLAS's default)", HCL_OPT_AT(opt_threads),
+     .hi = 1024},
 };
-#define NOPTIONS ((int)(sizeof options / sizeof options[0]))
+static const hcl_optset optset = {options, (int)(sizeof options / sizeof options[0]), NULL, NULL};
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: hcl-embed --checkpoint PATH --data DIR --out DIR [options]\n\noptions "
             "(default in brackets):\n");
-    cli_usage(fp, options, NOPTIONS);
+    opts_help(fp, &optset);
 }
 
 static void parse_args(int argc, char **argv) {
     char err[HCL_ERR_MAX];
-    if (cli_parse_tool(options, NOPTIONS, argc, argv, usage, err) != 0) fail("%s", err);
+    if (opts_parse_tool(&optset, argc, argv, usage, err) != 0) fail("%s", err);
     if (!opt_checkpoint[0]) fail("missing --checkpoint PATH (see --help)");
     if (!opt_data[0]) fail("missing --data DIR (see --help)");
     if (!opt_out[0]) fail("missing --out DIR (see --help)");

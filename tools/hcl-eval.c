@@ -22,11 +22,11 @@
 #include "eval.h"
 #include "kernels.h"
 #include "model_io.h"
-#include "cli.h"
+#include "opts.h"
 #include "util.h"
 
 #define EXIT_ERROR 2
-#define OPT_STR_MAX CLI_STR_MAX
+#define OPT_STR_MAX 1024
 #define MAX_REPS (HCL_MAX_VIEWS + 3)
 #define MAX_PAIRS (HCL_MAX_VIEWS * (HCL_MAX_VIEWS - 1) / 2)
 
@@ -50,53 +50,56 @@ static int64_t opt_raw, opt_json, opt_no_probe, opt_no_knn, opt_no_retrieval, op
 static int64_t opt_max_iter, opt_seed, opt_batch, opt_threads, opt_verbose;
 static double opt_holdout, opt_probe_tol;
 
-static cli_option options[] = {
-    {"checkpoint", CLI_STR, "", "checkpoint directory, its model.safetensors, or a run directory",
-     opt_checkpoint, 0, 0},
-    {"train", CLI_STR, "", "training split: a dataset directory (embedded with --checkpoint; "
-     "raw inputs with --raw)", opt_train, 0, 0},
-    {"test", CLI_STR, "", "test split: a dataset directory", opt_test, 0, 0},
-    {"features-train", CLI_STR, "", "training split's embeddings (hcl-embed's layout: "
-     "manifest.txt, VIEW.npy, fused.npy, labels.npy, mask.npy)", opt_ftrain, 0, 0},
-    {"features-test", CLI_STR, "", "test split's embeddings, same layout", opt_ftest, 0, 0},
-    {"raw", CLI_FLAG, "0", "also probe the raw concatenated input views of --train/--test (the "
-     "baseline); alone: only that", &opt_raw, 0, 1},
-    {"json", CLI_FLAG, "0", "print one JSON object with every number instead of the table",
-     &opt_json, 0, 1},
-    {"no-probe", CLI_FLAG, "0", "skip the linear probes", &opt_no_probe, 0, 1},
-    {"no-knn", CLI_FLAG, "0", "skip kNN", &opt_no_knn, 0, 1},
-    {"no-retrieval", CLI_FLAG, "0", "skip cross-view retrieval", &opt_no_retrieval, 0, 1},
-    {"probe-on", CLI_STR, "all", "representations to probe: all, or a comma list of view names, "
-     "concat, fused, raw", opt_probe_on, 0, 0},
-    {"knn-on", CLI_STR, "all", "representations for kNN (raw only when named)", opt_knn_on, 0, 0},
-    {"knn-k", CLI_INT, "20", "neighbours of kNN (votes weighted exp(sim/0.07))", &opt_knn_k, 1,
-     100000},
-    {"holdout", CLI_FLOAT, "0.15", "fraction of the training split held out to choose the "
-     "probe's L2 strength", &opt_holdout, 1e-6, 0.9},
-    {"max-iter", CLI_INT, "300", "L-BFGS iterations per probe fit", &opt_max_iter, 1, 100000},
-    {"probe-tol", CLI_FLOAT, "1e-4", "a probe fit stops when max |gradient| <= this",
-     &opt_probe_tol, 1e-9, 1},
-    {"seed", CLI_INT, "0", "seed of the held-out split and of the uniformity subsample",
-     &opt_seed, 0, 9e18},
-    {"batch-size", CLI_INT, "1024", "rows per encoder call (--checkpoint)", &opt_batch, 1,
-     1 << 20},
-    {"threads", CLI_INT, "0", "threads (OpenBLAS and the probe; 0: OpenBLAS's default)",
-     &opt_threads, 0, 1024},
-    {"verbose", CLI_FLAG, "0", "one line per probe fit on stderr", &opt_verbose, 0, 1},
+static const hcl_opt options[] = {
+    {"checkpoint", HCL_OPT_PATH, "", "checkpoint directory, its model.safetensors, or a run "
+     "directory", HCL_OPT_AT(opt_checkpoint)},
+    {"train", HCL_OPT_PATH, "", "training split: a dataset directory (embedded with --checkpoint; "
+     "raw inputs with --raw)", HCL_OPT_AT(opt_train), .meta = "DIR"},
+    {"test", HCL_OPT_PATH, "", "test split: a dataset directory", HCL_OPT_AT(opt_test), .meta = "DIR"},
+    {"features-train", HCL_OPT_PATH, "", "training split's embeddings (hcl-embed's layout: "
+     "manifest.txt, VIEW.npy, fused.npy, labels.npy, mask.npy)", HCL_OPT_AT(opt_ftrain), .meta = "DIR"},
+    {"features-test", HCL_OPT_PATH, "", "test split's embeddings, same layout", HCL_OPT_AT(opt_ftest),
+     .meta = "DIR"},
+    {"raw", HCL_OPT_FLAG, "0", "also probe the raw concatenated input views of --train/--test (the "
+     "baseline); alone: only that", HCL_OPT_AT(opt_raw)},
+    {"json", HCL_OPT_FLAG, "0", "print one JSON object with every number instead of the table",
+     HCL_OPT_AT(opt_json)},
+    {"no-probe", HCL_OPT_FLAG, "0", "skip the linear probes", HCL_OPT_AT(opt_no_probe)},
+    {"no-knn", HCL_OPT_FLAG, "0", "skip kNN", HCL_OPT_AT(opt_no_knn)},
+    {"no-retrieval", HCL_OPT_FLAG, "0", "skip cross-view retrieval", HCL_OPT_AT(opt_no_retrieval)},
+    {"probe-on", HCL_OPT_NAMES, "all", "representations to probe: all, or view names, concat, "
+     "fused, raw", HCL_OPT_AT(opt_probe_on), .min_items = 1, .meta = "all|NAME,..."},
+    {"knn-on", HCL_OPT_NAMES, "all", "representations for kNN (raw only when named)",
+     HCL_OPT_AT(opt_knn_on), .min_items = 1, .meta = "all|NAME,..."},
+    {"knn-k", HCL_OPT_INT, "20", "neighbours of kNN (votes weighted exp(sim/0.07))",
+     HCL_OPT_AT(opt_knn_k), .lo = 1, .hi = 100000},
+    {"holdout", HCL_OPT_FLOAT, "0.15", "fraction of the training split held out to choose the "
+     "probe's L2 strength", HCL_OPT_AT(opt_holdout), .min = 1e-6, .max = 0.9},
+    {"max-iter", HCL_OPT_INT, "300", "L-BFGS iterations per probe fit", HCL_OPT_AT(opt_max_iter),
+     .lo = 1, .hi = 100000},
+    {"probe-tol", HCL_OPT_FLOAT, "1e-4", "a probe fit stops when max |gradient| <= this",
+     HCL_OPT_AT(opt_probe_tol), .min = 1e-9, .max = 1},
+    {"seed", HCL_OPT_INT, "0", "seed of the held-out split and of the uniformity subsample",
+     HCL_OPT_AT(opt_seed)},
+    {"batch-size", HCL_OPT_INT, "1024", "rows per encoder call (--checkpoint)", HCL_OPT_AT(opt_batch),
+     .lo = 1, .hi = 1 << 20},
+    {"threads", HCL_OPT_INT, "0", "threads (OpenBLAS and the probe; 0: OpenBLAS's default)",
+     HCL_OPT_AT(opt_threads), .hi = 1024},
+    {"verbose", HCL_OPT_FLAG, "0", "one line per probe fit on stderr", HCL_OPT_AT(opt_verbose)},
 };
-#define NOPTIONS ((int)(sizeof options / sizeof options[0]))
+static const hcl_optset optset = {options, (int)(sizeof options / sizeof options[0]), NULL, NULL};
 
 static void usage(FILE *fp) {
     fprintf(fp, "usage: hcl-eval --checkpoint PATH --train DIR --test DIR [options]\n"
                 "       hcl-eval --features-train DIR --features-test DIR [options]\n"
                 "       hcl-eval --raw --train DIR --test DIR [options]\n\n"
                 "options (default in brackets):\n");
-    cli_usage(fp, options, NOPTIONS);
+    opts_help(fp, &optset);
 }
 
 static void parse_args(int argc, char **argv) {
     char err[HCL_ERR_MAX];
-    if (cli_parse_tool(options, NOPTIONS, argc, argv, usage, err) != 0) fail("%s", err);
+    if (opts_parse_tool(&optset, argc, argv, usage, err) != 0) fail("%s", err);
     int feat = opt_ftrain[0] || opt_ftest[0];
     if (feat && (!opt_ftrain[0] || !opt_ftest[0]))
         fail("--features-train and --features-test go together");

@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "control.pb-c.h"
+#include "opts.h"
 #include "util.h"
 
 #define EXIT_ERROR 1
@@ -44,45 +45,36 @@ static void fail(int code, const char *fmt, ...) {
 
 /* ---- flags ----------------------------------------------------------------------------------- */
 
-enum opt_type { OPT_STR, OPT_INT, OPT_FLAG };
-
-typedef struct {
-    const char *name;     /* without the leading -- */
-    const char *arg;      /* NULL for a flag */
-    enum opt_type type;
-    const char *def;
-    const char *only;     /* the one command it applies to, NULL all */
-    const char *help;
-    void *dst;            /* char[PATH_MAX], int64_t or int */
-    int64_t min, max;
-} cli_option;
+typedef hcl_opt cli_option;
 
 static char o_endpoint[PATH_MAX], o_run_dir[PATH_MAX], o_curve_key[PATH_MAX], o_server_key[PATH_MAX];
 static char o_name[PATH_MAX];
-static int o_json, o_no_checkpoint, o_help;
+static int64_t o_json, o_no_checkpoint;
+static int o_help;
 static int64_t o_timeout, o_count;
 
-static cli_option options[] = {
-    {"run-dir", "DIR", OPT_STR, ".", NULL, "run directory of the job: reads DIR/control.endpoint",
-     o_run_dir, 0, 0},
-    {"endpoint", "E", OPT_STR, "", NULL, "control endpoint (ipc://PATH, tcp://HOST:PORT) instead of "
-     "the run directory's", o_endpoint, 0, 0},
-    {"json", NULL, OPT_FLAG, "0", NULL, "print JSON (watch: one object per line)", &o_json, 0, 1},
-    {"timeout", "MS", OPT_INT, "2000", NULL, "how long to wait for an answer", &o_timeout, 1,
-     86400000},
-    {"curve-key", "FILE", OPT_STR, "", NULL, "this client's CURVE secret key (hclctl keygen)",
-     o_curve_key, 0, 0},
-    {"server-key", "FILE", OPT_STR, "", NULL, "the coordinator's CURVE public key (default: from "
-     "control.endpoint)", o_server_key, 0, 0},
-    {"no-checkpoint", NULL, OPT_FLAG, "0", "stop", "stop without writing a final checkpoint",
-     &o_no_checkpoint, 0, 1},
-    {"count", "N", OPT_INT, "0", "watch", "stop after N events (0: until interrupted)", &o_count, 0,
-     INT64_MAX},
-    {"name", "NAME", OPT_STR, "hcl", "keygen", "key file names: DIR/NAME.key, DIR/NAME.pub", o_name,
-     0, 0},
-    {"help", NULL, OPT_FLAG, "0", NULL, "print this help", &o_help, 0, 1},
+/* run-dir and endpoint first: main checks that they are not both given by their index */
+static const cli_option options[] = {
+    {"run-dir", HCL_OPT_PATH, ".", "run directory of the job: reads DIR/control.endpoint",
+     HCL_OPT_AT(o_run_dir), .meta = "DIR"},
+    {"endpoint", HCL_OPT_STR, "", "control endpoint (ipc://PATH, tcp://HOST:PORT) instead of the run "
+     "directory's", HCL_OPT_AT(o_endpoint), .meta = "E"},
+    {"json", HCL_OPT_FLAG, "0", "print JSON (watch: one object per line)", HCL_OPT_AT(o_json)},
+    {"timeout", HCL_OPT_INT, "2000", "how long to wait for an answer, in ms", HCL_OPT_AT(o_timeout),
+     .lo = 1, .hi = 86400000, .meta = "MS"},
+    {"curve-key", HCL_OPT_PATH, "", "this client's CURVE secret key (hclctl keygen)",
+     HCL_OPT_AT(o_curve_key), .meta = "FILE"},
+    {"server-key", HCL_OPT_PATH, "", "the coordinator's CURVE public key (default: from "
+     "control.endpoint)", HCL_OPT_AT(o_server_key), .meta = "FILE"},
+    {"no-checkpoint", HCL_OPT_FLAG, "0", "stop without writing a final checkpoint",
+     HCL_OPT_AT(o_no_checkpoint), .only = "stop"},
+    {"count", HCL_OPT_INT, "0", "stop after N events (0: until interrupted)", HCL_OPT_AT(o_count),
+     .only = "watch"},
+    {"name", HCL_OPT_STR, "hcl", "key file names: DIR/NAME.key, DIR/NAME.pub", HCL_OPT_AT(o_name),
+     .meta = "NAME", .only = "keygen"},
 };
 #define NOPTS ((int)(sizeof options / sizeof options[0]))
+static const hcl_optset optset = {options, NOPTS, NULL, NULL};
 
 typedef struct {
     const char *name, *arg, *help;
@@ -118,15 +110,7 @@ static void usage(FILE *fp) {
                 "  checkpoint_interval=S  a checkpoint every S seconds (0: off)\n"
                 "  checkpoint_every=N     a checkpoint every N steps (0: off)\n");
     fprintf(fp, "options (default in brackets):\n");
-    for (int i = 0; i < NOPTS; i++) {
-        char head[64];
-        snprintf(head, sizeof head, "--%s%s%s", options[i].name, options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        fprintf(fp, "  %-22s %s%s%s", head, options[i].only ? options[i].only : "",
-                options[i].only ? ": " : "", options[i].help);
-        if (options[i].type != OPT_FLAG && options[i].def[0]) fprintf(fp, " [%s]", options[i].def);
-        fputc('\n', fp);
-    }
+    opts_help(fp, &optset);
     fprintf(fp, "exit status:\n"
                 "  0  ok\n"
                 "  1  the job answered with an error (or keygen could not write its files)\n"
@@ -134,49 +118,19 @@ static void usage(FILE *fp) {
                 "  3  no answer, or no connection (no control.endpoint: is the job running?)\n");
 }
 
-static void set_option(const cli_option *o, const char *v) {
-    if (o->type == OPT_STR) {
-        if (snprintf(o->dst, PATH_MAX, "%s", v) >= PATH_MAX) fail(EXIT_USAGE, "--%s: too long", o->name);
-        return;
-    }
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < o->min || x > o->max)
-        fail(EXIT_USAGE, "--%s: bad value '%s' (want an integer, %lld to %lld)", o->name, v,
-             (long long)o->min, (long long)o->max);
-    if (o->type == OPT_FLAG) *(int *)o->dst = (int)x;
-    else *(int64_t *)o->dst = x;
-}
-
-/* Parse argv: flags anywhere, positionals in order into pos[]. Returns the positional count. */
+/* Parse argv: flags anywhere, positionals in order into pos[]; seen[i] is &options[i] when the
+ * command line gave it. --help sets o_help. Returns the positional count. */
 static int parse_args(int argc, char **argv, const char **pos, int maxpos, const cli_option **seen) {
-    for (int i = 0; i < NOPTS; i++) set_option(&options[i], options[i].def);
-    int npos = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strncmp(a, "--", 2) != 0 || !a[2]) {
-            if (npos == maxpos) fail(EXIT_USAGE, "unexpected argument '%s' (see hclctl --help)", a);
-            pos[npos++] = a;
-            continue;
-        }
-        const char *eq = strchr(a + 2, '=');
-        size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
-        const cli_option *o = NULL;
-        for (int k = 0; k < NOPTS; k++)
-            if (strlen(options[k].name) == nl && !strncmp(options[k].name, a + 2, nl)) o = &options[k];
-        if (!o) fail(EXIT_USAGE, "unknown flag '%s' (see hclctl --help)", a);
-        seen[o - options] = o;
-        if (o->type == OPT_FLAG) {
-            if (eq) fail(EXIT_USAGE, "--%s takes no value", o->name);
-            *(int *)o->dst = 1;
-        } else if (eq) {
-            set_option(o, eq + 1);
-        } else {
-            if (i + 1 >= argc) fail(EXIT_USAGE, "--%s needs a value %s", o->name, o->arg);
-            set_option(o, argv[++i]);
-        }
-    }
+    unsigned char given[NOPTS] = {0};
+    hcl_optset s = optset;
+    s.given = given;
+    char err[HCL_ERR_MAX];
+    int npos;
+    opts_defaults(&s);
+    int rc = opts_parse_argv(&s, argc - 1, argv + 1, pos, maxpos, &npos, err);
+    if (rc < 0) fail(EXIT_USAGE, "%s", err);
+    o_help = rc == 1;
+    for (int i = 0; i < NOPTS; i++) seen[i] = given[i] ? &options[i] : NULL;
     return npos;
 }
 
