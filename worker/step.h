@@ -136,19 +136,6 @@ void worker_summed_grads(const hcl_worker *w, float *out);
 /* CRC-32C of the parameters: replicas compare it to prove they are bit-identical. */
 uint32_t worker_param_checksum(const hcl_worker *w);
 
-/* Wait for a request without spinning a core: MPI_Test, then sleeps growing to 1 ms.
- * Returns the seconds waited. */
-double worker_wait_polite(MPI_Request *req, MPI_Status *status);
-
-/* Workers leave signals to the coordinator (mpirun forwards SIGUSR1/2 to every rank): a
- * checkpoint or a stop reaches them in the batch stream. Call right after MPI_Init. */
-void worker_ignore_signals(void);
-
-/* The loop of ranks 1..N-1: receive batches from rank 0 (prefetching the next), step, report
- * (worker 0 sends each result to rank 0), compare parameter checksums when asked, until STOP.
- * Returns the exit code. */
-int worker_main(MPI_Comm workers, const hcl_setup *su);
-
 /* The logit scale exp(t) now. */
 float worker_logit_scale(const hcl_worker *w);
 
