@@ -32,18 +32,7 @@ static void make_batch(uint8_t *buf, int n, int nw, int r, int skew, const float
     int64_t r0 = split[r], b = split[r + 1] - split[r];
     hcl_batch_layout l;
     batch_layout(&l, n, b, nw, V, w64);
-    hcl_batch_header *h = (hcl_batch_header *)buf;
-    memset(h, 0, sizeof *h);
-    h->magic = HCL_BATCH_MAGIC;
-    h->flags = HCL_BATCH_TRAIN;
-    h->n = n;
-    h->r0 = r0;
-    h->b = b;
-    h->nviews = V;
-    h->has_labels = 1;
-    h->lr = 1e-3f;
-    h->nworkers = nw;
-    memcpy(buf + l.split, split, sizeof(int64_t) * (size_t)(nw + 1));
+    batch_header_init(buf, HCL_BATCH_TRAIN, 0, 0, n, split, r, nw, V, 1, 1e-3f);
     memcpy(buf + l.labels, labels, sizeof(int32_t) * n);
     memcpy(buf + l.mask, mask, (size_t)n * V);
     for (int v = 0; v < V; v++)
