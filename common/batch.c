@@ -87,3 +87,18 @@ void batch_assemble(uint8_t *out, const uint8_t *msg, const hcl_dataset *ds) {
     for (int v = 0; v < ds->nviews; v++)
         dataset_gather_view(ds, v, idx + h->r0, h->b, (float *)(out + l.view[v]));
 }
+
+void batch_header_check(const uint8_t *msg, int rank, int nworkers, int nviews, int64_t n_max, int64_t b_max) {
+    const hcl_batch_header *h = (const hcl_batch_header *)msg;
+    HCL_CHECK(h->magic == HCL_BATCH_MAGIC, "batch message without the batch magic");
+    if ((h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) == 0) return;   /* a header alone */
+    HCL_CHECK(h->nworkers == nworkers, "batch of step %lld split over %d workers, not %d", (long long)h->step,
+              h->nworkers, nworkers);
+    HCL_CHECK(h->nviews == nviews && h->n <= n_max && h->b <= b_max,
+              "malformed batch header (step %lld, n %lld, b %lld)", (long long)h->step, (long long)h->n,
+              (long long)h->b);
+    HCL_CHECK(batch_split_ok(h, batch_split_bounds((uint8_t *)msg), rank, nworkers, b_max),
+              "batch of step %lld: its split of %lld rows over %d workers is not sound for worker %d "
+              "(rows [%lld,+%lld), at most %lld)", (long long)h->step, (long long)h->n, h->nworkers, rank,
+              (long long)h->r0, (long long)h->b, (long long)b_max);
+}

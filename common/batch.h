@@ -145,4 +145,11 @@ size_t batch_layout(hcl_batch_layout *l, int64_t n, int64_t b, int nworkers, int
  * decreasing, no share above b_max, and the header's r0 and b are worker rank's share. */
 int batch_split_ok(const hcl_batch_header *h, const int64_t *split, int rank, int nworkers, int64_t b_max);
 
+/* The one check of a received batch message's header (either layout: the split follows the
+ * header in both), before anything is read by it: the magic; for a TRAIN or EVAL batch also its
+ * worker count, its views, its rows (n at most n_max, b at most b_max) and its split
+ * (batch_split_ok for worker rank of nworkers). A message that fails it is a programmer error:
+ * HCL_CHECK aborts with one line naming the step and the values. */
+void batch_header_check(const uint8_t *msg, int rank, int nworkers, int nviews, int64_t n_max, int64_t b_max);
+
 #endif

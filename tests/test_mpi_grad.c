@@ -32,22 +32,31 @@ static void make_batch(uint8_t *buf, int n, int nw, int r, int skew, const float
     int64_t r0 = split[r], b = split[r + 1] - split[r];
     hcl_batch_layout l;
     batch_layout(&l, n, b, nw, V, w64);
-    hcl_batch_header *h = (hcl_batch_header *)buf;
-    memset(h, 0, sizeof *h);
-    h->magic = HCL_BATCH_MAGIC;
-    h->flags = HCL_BATCH_TRAIN;
-    h->n = n;
-    h->r0 = r0;
-    h->b = b;
-    h->nviews = V;
-    h->has_labels = 1;
-    h->lr = 1e-3f;
-    h->nworkers = nw;
-    memcpy(buf + l.split, split, sizeof(int64_t) * (size_t)(nw + 1));
+    batch_header_init(buf, HCL_BATCH_TRAIN, 0, 0, n, split, r, nw, V, 1, 1e-3f);
     memcpy(buf + l.labels, labels, sizeof(int32_t) * n);
     memcpy(buf + l.mask, mask, (size_t)n * V);
     for (int v = 0; v < V; v++)
         memcpy(buf + l.view[v], x[v] + r0 * widths[v], sizeof(float) * b * widths[v]);
+}
+
+/* A small model of the V views, the loss of the kind (with pair weights), AdamW. */
+static void make_configs(enum hcl_loss_kind kind, hcl_model_config *mc, hcl_loss_config *lc, hcl_optim_config *oc) {
+    model_config_default(mc);
+    mc->nviews = V;
+    for (int v = 0; v < V; v++) {
+        snprintf(mc->names[v], sizeof mc->names[v], "v%d", v);
+        mc->in_width[v] = widths[v];
+    }
+    mc->nhidden = 1;
+    mc->hidden[0] = 16;
+    mc->dim = 8;
+    mc->nclasses = kind == HCL_LOSS_HYBRID ? 4 : 0;
+    loss_config_default(lc, V, mc->dim);
+    lc->kind = kind;
+    lc->core_view = 1;
+    lc->nclasses = mc->nclasses;
+    lc->pair_weight[0][2] = 2.0f;
+    optim_config_default(oc);
 }
 
 int main(int argc, char **argv) {
@@ -102,24 +111,9 @@ int main(int argc, char **argv) {
     for (int variant = 0; variant < 7; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
-        model_config_default(&mc);
-        mc.nviews = V;
-        for (int v = 0; v < V; v++) {
-            snprintf(mc.names[v], sizeof mc.names[v], "v%d", v);
-            mc.in_width[v] = widths[v];
-        }
-        mc.nhidden = 1;
-        mc.hidden[0] = 16;
-        mc.dim = 8;
-        mc.nclasses = kinds[k] == HCL_LOSS_HYBRID ? 4 : 0;
         hcl_loss_config lc;
-        loss_config_default(&lc, V, mc.dim);
-        lc.kind = kinds[k];
-        lc.core_view = 1;
-        lc.nclasses = mc.nclasses;
-        lc.pair_weight[0][2] = 2.0f;
         hcl_optim_config oc;
-        optim_config_default(&oc);
+        make_configs(kinds[k], &mc, &lc, &oc);
         char err[HCL_ERR_MAX];
         hcl_worker dist, single;
         CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, variant == 4 || variant == 6, err) == 0, "init: %s", err);
@@ -127,6 +121,7 @@ int main(int argc, char **argv) {
             dist.packed = 0;
             dist.micro = 2;
             dist.rs_rows = 3;   /* chunked reduce-scatter, the last chunk partial */
+            worker_select_exchange(&dist);   /* the per-view collectives, packed now 0 */
             loss_ctx_free(&dist.loss);
             loss_ctx_init_tile(&dist.loss, &lc, dist.b_max, N, 4);
             if (dist.loss.rows > 2) dist.loss.rows = 2;   /* blocks of 2 own rows */

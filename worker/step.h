@@ -1,22 +1,23 @@
-/* step: one worker's replica of the model and the exact sharded training step (MATH.md).
+/* step: one worker's replica of the model and the exact sharded training step (MATH.md), as
+ * phases (step.c), each exchange going through the worker's hcl_exchange (exchange.h):
  *
- *   encode own rows of every view            model_encode, (b, D) per view
- *   all-gather the embeddings of the views   MPI_Iallgatherv -> (N, D) per gathered view (the
- *   the loss reads all rows of               column views of its pairs: V - 1 of a full graph),
- *                                            started when they are encoded, the other views
- *                                            encoded meanwhile
- *   loss of own rows against all columns     loss_forward_backward -> dz (N, D) per gathered
- *                                            view, (b, D) per other; the pairs' column
- *                                            log-sum-exps' maxes and sums are all-reduced
- *                                            between the loss's two passes (N values a pair)
- *   reduce-scatter dz back to the owners     MPI_Ireduce_scatter -> own (b, D) per view, while
- *                                            the other views' encoders run backward
- *   backward through the encoders            all-reduce of each encoder's gradient slice
- *                                            starts as soon as its backward is done
- *   all-reduce loss parts, finite check, clip, optimizer step, clamp of t
- * With worker_share_memory (all workers on one node) the all-gather, the reduce-scatter, the
- * column reduce and the gradient all-reduce go through shared memory instead. With one worker the collectives are
- * skipped. Every buffer is sized in worker_init. */
+ *   1. encode            own rows of every view, model_encode: (b, D) per view; the gathered
+ *                        views (the loss reads all N rows of: loss_gathered_views, the column
+ *                        views of its pairs) first
+ *   2. all-gather        the gathered views' embeddings -> (N, D) each, started when they are
+ *                        encoded, the other views encoded meanwhile
+ *   3. loss              own rows against all columns, loss_forward_backward -> dz (N, D) per
+ *                        gathered view, (b, D) per other; the pairs' column log-sum-exps' maxes
+ *                        and sums are reduced over the workers between the loss's two passes
+ *   4. reduce-scatter    dz back to the owners -> own (b, D) per gathered view, while the
+ *                        other views' encoders run backward
+ *   5. backward          through the encoders; the all-reduce of each encoder's gradient
+ *                        slice starts as soon as its backward is done
+ *   6. reduce            the gradient all-reduce completes; loss parts and busy times summed
+ *   7. update            finite check, clip, optimizer step, clamp of t (TRAIN only)
+ * With one worker nothing is exchanged; with worker_share_memory (all workers on one node) the
+ * exchanges go through shared memory instead of MPI's collectives. Every buffer is sized in
+ * worker_init. */
 #ifndef HCL_STEP_H
 #define HCL_STEP_H
 
@@ -24,6 +25,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "exchange.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
@@ -33,9 +35,30 @@
 #define HCL_PACKED_MAX_BYTES (4 << 20)    /* one packed collective up to this N x G x D size */
 #define HCL_RS_FLOATS (1 << 16)           /* staging of one reduce-scatter beyond it (256 KB) */
 
-typedef struct {
+/* Who owns the replica's buffers. worker_init allocates every one on the private heap, sized
+ * for the largest batch (nothing is allocated per step). worker_share_memory (exchange_shm.c)
+ * then moves some into the workers' shared segments: it frees the private buffer and points
+ * the field into a segment.
+ *
+ *   buffer                        private: MPI or one worker     shared memory (seg)
+ *   model.params                  model_init                     zero: worker 0's segment, one
+ *   opt_state                     worker_init                      copy for all workers
+ *   model.grads                   model_init                     this worker's segment
+ *   zall[v], v gathered (N, D)    worker_init                    shm_views: worker 0's segment
+ *   dzall[v], v gathered (N, D)   worker_init                    shm_views: this worker's segment
+ *   zall, dzall of other views    worker_init, (b_max, D)        private
+ *   zpack, zgath, dzpack, dzown   worker_init when packed        shm_views: freed, NULL
+ *   seg, sum_src, the segments    -                              exchange_shm_init
+ *   acts, loss, and the rest      worker_init                    private
+ *     (counts, rsbuf, colmax, scal, busy, ...)
+ *
+ * worker_free is the one place that frees them: exchange_shm_free unmaps the segments and sets
+ * every field that pointed into them to NULL; what is left set is private heap. No MPI request
+ * is outstanding between steps. */
+typedef struct hcl_worker {
     MPI_Comm comm;                /* the workers' communicator */
     int rank, size;
+    hcl_exchange xch;             /* how each exchange is done (worker_select_exchange) */
     hcl_model model;
     hcl_model_acts acts;
     hcl_loss_config loss_cfg;
@@ -46,37 +69,47 @@ typedef struct {
     int64_t skipped;              /* steps skipped for a non-finite loss or gradient */
     int learn_t;                  /* 0: the logit scale is fixed */
     float t_min, t_max;           /* clamp of t after each update: [0, ln 100] */
+    int64_t upd0, upd1;           /* the parameters this worker updates: all, or with zero its slice */
     int64_t n;                    /* global batch rows */
     int64_t b_max;
+    int64_t micro;                /* rows per encoder call */
+    int enc_order[HCL_MAX_VIEWS]; /* encoders' forward order: the gathered views first */
+    int bwd_order[HCL_MAX_VIEWS]; /* encoders' backward order: views not gathered first, then by gradient size, largest first */
+    int gathered[HCL_MAX_VIEWS];  /* view v is all-gathered (loss_gathered_views; all with one
+                                   * worker); zall, dzall of another hold only (b_max, D) */
+    int gv[HCL_MAX_VIEWS], ngv;   /* the gathered views, in order */
+    float *zall[HCL_MAX_VIEWS];   /* (N, D) per gathered view, (b_max, D) per other */
+    float *dzall[HCL_MAX_VIEWS];  /* the same shapes */
+    int64_t *r0s, *bs;            /* every worker's rows this step: the batch's split */
+    double *scal;                 /* (3 + V V + W + 1) the loss's scalars, the busy times and the
+                                   * slices' squared gradient norms, summed */
+    double *busy;                 /* (W) every worker's busy seconds in the last step */
+    double t_colreduce;           /* seconds in the loss's column reduces this step */
+    double t_rswait, t_rssum;     /* seconds waiting for the reduce-scatter, summing it, this step */
+    int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
+                                   * worker's gradient turns NaN at that step; -1 off */
+    int inject_slow_us;           /* HCL_INJECT_SLOW=WORKER:US (tests): that worker's encode takes
+                                   * US microseconds longer per own row, a slower core */
+
+    /* MPI collectives (exchange_mpi.c) */
+    int packed;                   /* one packed collective for all views (small batches) */
     float *zpack;                 /* (G, b_max, D) own embeddings of the G gathered views (packed) */
     float *zgath;                 /* (N, G, D) ... as gathered, rank-major (packed) */
-    float *zall[HCL_MAX_VIEWS];   /* (N, D) per gathered view, (b_max, D) per other */
-    float *colmax;                /* (pairs, N) the loss's column maxes over the workers */
-    double t_colreduce;           /* seconds in the loss's column reduces this step */
-    int64_t col_off;              /* values column-reduced so far this step (shared memory) */
-    float *dzall[HCL_MAX_VIEWS];  /* the same shapes */
     float *dzpack;                /* (N, G, D) rank-major for the reduce-scatter */
     float *dzown;                 /* (G, b_max, D) */
     int *counts, *displs;         /* per worker, in floats of (b_r * G * D) */
-    int64_t *r0s, *bs;            /* every worker's rows this step: the batch's split */
-    double *scal;                 /* (3 + V V + W) the loss's scalars and the busy times, summed */
-    double *busy;                 /* (W) every worker's busy seconds in the last step */
     int *vcounts, *vdispls;       /* per worker, in floats of (b_r * D): one view's collectives */
     int64_t rs_rows;              /* rows of each worker per chunked reduce-scatter (W rs_rows D
                                    * <= HCL_RS_FLOATS, at least 1) */
     float *rsbuf;                 /* (W, rs_rows, D) staging of a chunked reduce-scatter */
     int *rscounts;                /* per worker, its rows in the chunk x D */
-    int64_t micro;                /* rows per encoder call */
-    int enc_order[HCL_MAX_VIEWS]; /* encoders' forward order: the gathered views first */
-    int bwd_order[HCL_MAX_VIEWS]; /* encoders' backward order: views not gathered first, then by gradient size, largest first */
-    int packed;                   /* one packed collective for all views (small batches) */
-    int gathered[HCL_MAX_VIEWS];  /* view v is all-gathered (loss_gathered_views; all with one
-                                   * worker); zall, dzall of another hold only (b_max, D) */
-    int gv[HCL_MAX_VIEWS], ngv;   /* the gathered views, in order */
-    int64_t inject_nan_step;      /* fault injection for tests (HCL_INJECT_NAN=STEP:WORKER): this
-                                   * worker's gradient turns NaN at that step; -1 off */
-    int inject_slow_us;           /* HCL_INJECT_SLOW=WORKER:US (tests): that worker's encode takes
-                                   * US microseconds longer per own row, a slower core */
+    float *colmax;                /* (pairs, N) the loss's column maxes over the workers */
+    MPI_Request agreq[HCL_MAX_VIEWS];     /* the all-gather's requests, nag of them */
+    MPI_Request rsreq;                    /* the reduce-scatter's (or its barrier's) */
+    MPI_Request gradreq[HCL_MAX_VIEWS + 1]; /* the gradient all-reduces', ngradreq of them */
+    int nag, ngradreq;
+
+    /* shared memory (exchange_shm.c) */
     float **seg;                  /* worker_share_memory: (W) every worker's shared-memory segment,
                                    * mapped here: its gradient buffer (seg[rank] is model.grads),
                                    * with shm_views its gradients of the gathered views' embeddings
@@ -92,6 +125,7 @@ typedef struct {
                                    * updates that slice; a barrier after the update */
     int64_t p0, p1;               /* this worker's slice of the parameters (whole cache lines) */
     double norm2;                 /* zero: the squared gradient norm (this slice's, then global) */
+    int64_t col_off;              /* values column-reduced so far this step (shared memory) */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a
@@ -101,25 +135,29 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
                 uint64_t seed, int64_t n, int balance, char *err);
 void worker_free(hcl_worker *w);
+/* Choose the exchange of each operation from the worker's mode (size, packed, seg, shm_views,
+ * zero). worker_init and worker_share_memory call it; so does a test that changes packed. */
+void worker_select_exchange(hcl_worker *w);
 /* Collective over the workers. When they all share one node (and there are two or more), the
  * step's exchanges go through shared memory (POSIX shm segments, one per worker, mapped by
- * every worker) instead of MPI's copies: the gradient all-reduce is each worker summing 1/W of
- * the parameters over every worker's buffer, in rank order, and writing the sum into all of
- * them (two barriers); for batches of one packed collective's size (shm_views) also the
- * gathered views' embeddings are one buffer each worker writes its rows into (the all-gather is
- * a barrier), and each worker's gradients of them stay in its segment, each summing its own
- * rows over all of them (the reduce-scatter is a barrier and that sum). The same bits on every
- * worker; with AdamW or SGD the parameters and optimizer state are one copy, each worker updating
- * its slice (zero). Call it right after worker_init, before any step or resume. Returns 1 if on,
- * 0 if not (another node, one
- * worker, or a segment could not be made on some worker -- /dev/shm full, say: a warning, and
- * all keep the MPI collectives). HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail
- * (tests). */
+ * every worker; exchange_shm.c) instead of MPI's copies: the gradient all-reduce is each worker
+ * summing 1/W of the parameters over every worker's buffer, in rank order, and writing the sum
+ * into all of them (two barriers); for batches of one packed collective's size (shm_views) also
+ * the gathered views' embeddings are one buffer each worker writes its rows into (the
+ * all-gather is a barrier), and each worker's gradients of them stay in its segment, each
+ * summing its own rows over all of them (the reduce-scatter is a barrier and that sum). The
+ * same bits on every worker; with AdamW or SGD the parameters and optimizer state are one copy,
+ * each worker updating its slice (zero). Call it right after worker_init, before any step or
+ * resume. Returns 1 if on, 0 if not (another node, one worker, or a segment could not be made
+ * on some worker -- /dev/shm full, say: a warning, and all keep the MPI collectives).
+ * HCL_INJECT_SHM_FAIL=RANK makes that worker's segment fail (tests). */
 int worker_share_memory(hcl_worker *w);
 
 /* One step on the batch in buf (layout of batch.h): TRAIN updates, EVAL only computes the loss.
- * It is worker_forward_backward (global loss and summed gradients, no update) then, for TRAIN,
- * worker_update (finite check, clipping, optimizer, clamp of t) with the lr of the header. */
+ * It is worker_forward_backward (phases 1-6: global loss and summed gradients, no update) then,
+ * for TRAIN, worker_update (phase 7: finite check, clipping, optimizer, clamp of t) with the lr
+ * of the header. The header is trusted: the worker loop checks what it receives
+ * (batch_header_check), every other caller builds it with batch_header_init. */
 void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res);
 void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result *res);
 void worker_update(hcl_worker *w, hcl_step_result *res);
@@ -135,19 +173,6 @@ void worker_summed_grads(const hcl_worker *w, float *out);
 
 /* CRC-32C of the parameters: replicas compare it to prove they are bit-identical. */
 uint32_t worker_param_checksum(const hcl_worker *w);
-
-/* Wait for a request without spinning a core: MPI_Test, then sleeps growing to 1 ms.
- * Returns the seconds waited. */
-double worker_wait_polite(MPI_Request *req, MPI_Status *status);
-
-/* Workers leave signals to the coordinator (mpirun forwards SIGUSR1/2 to every rank): a
- * checkpoint or a stop reaches them in the batch stream. Call right after MPI_Init. */
-void worker_ignore_signals(void);
-
-/* The loop of ranks 1..N-1: receive batches from rank 0 (prefetching the next), step, report
- * (worker 0 sends each result to rank 0), compare parameter checksums when asked, until STOP.
- * Returns the exit code. */
-int worker_main(MPI_Comm workers, const hcl_setup *su);
 
 /* The logit scale exp(t) now. */
 float worker_logit_scale(const hcl_worker *w);

@@ -1,5 +1,6 @@
-/* worker: the receive-step-report loop of ranks 1..N-1 (see step.h: worker_main). */
-#include <pthread.h>
+/* worker: the receive-step-report loop of ranks 1..N-1 (see worker.h). */
+#include "worker.h"
+
 #include <signal.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -11,6 +12,7 @@
 #include "step.h"
 #include "telemetry.h"
 #include "util.h"
+#include "watchdog.h"
 
 double worker_wait_polite(MPI_Request *req, MPI_Status *status) {
     double t0 = hcl_now();
@@ -31,58 +33,31 @@ double worker_wait_polite(MPI_Request *req, MPI_Status *status) {
     return hcl_now() - t0;
 }
 
-/* The watchdog thread: it owns the telemetry socket, sending each step's numbers as the main
- * thread posts them and a heartbeat (step -1) every second, so the coordinator tells a worker
- * whose process stopped (no heartbeat) from one waiting in a collective for a lost peer (still
- * beating). And a worker that receives no batch for --worker-timeout seconds ends itself, even
- * when stuck inside a collective (a cut network: mpirun alone would wait forever). A paused
- * job's coordinator sends PING batches well within the timeout. */
-typedef struct {
-    pthread_mutex_t lock;
-    hcl_telemetry_msg pending;
-    int has_pending;
-    _Atomic double last_batch;
-    double timeout;
-    _Atomic int quit;
-    hcl_telemetry *tel;
-} watchdog;
-
-static void *watchdog_main(void *arg) {
-    watchdog *wd = arg;
-    double last_sent = 0;
-    while (!wd->quit) {
-        struct timespec ts = {0, 100000000};
-        nanosleep(&ts, NULL);
-        double now = hcl_now();
-        double silent = now - wd->last_batch;
-        if (silent > wd->timeout) {
-            LOG_ERROR("no batch from the coordinator for %.0f s (--worker-timeout %.0f + 3): coordinator "
-                      "or network lost, aborting", silent, wd->timeout - 3);
-            _exit(4);
-        }
-        if (!wd->tel) continue;
-        hcl_telemetry_msg m;
-        int have = 0;
-        pthread_mutex_lock(&wd->lock);
-        if (wd->has_pending) {
-            m = wd->pending;
-            wd->has_pending = 0;
-            have = 1;
-        }
-        pthread_mutex_unlock(&wd->lock);
-        if (!have && now - last_sent >= 1.0) {
-            memset(&m, 0, sizeof m);
-            m.step = -1;
-            m.rss_bytes = telemetry_rss_bytes();
-            have = 1;
-        }
-        if (have) {
-            telemetry_send(wd->tel, &m);
-            last_sent = now;
-        }
-    }
-    return NULL;
+void worker_ignore_signals(void) {
+    signal(SIGUSR1, SIG_IGN);
+    signal(SIGUSR2, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
 }
+
+/* What the loop holds from its start to STOP: all of it made before the first batch. */
+typedef struct {
+    const hcl_setup *su;
+    MPI_Comm workers;
+    hcl_worker w;
+    size_t snap_n;
+    float *snap;                  /* the replica's state (worker_snapshot_floats) */
+    uint64_t step_bytes;          /* what a step's collectives send, for the telemetry */
+    int telemetry;                /* the watchdog sends telemetry */
+    hcl_dataset dsets[2];         /* --data-plane direct: train and validation sets, nds of them */
+    int nds;
+    uint8_t *full;                /* --data-plane direct: the batch assembled from an index message */
+    uint8_t *buf[2];              /* the batch being computed and the next, prefetched */
+    uint32_t *sums;               /* (W) every worker's parameter checksum */
+    size_t res_bytes;
+    uint8_t *sent;                /* worker 0: the result being sent, sreq */
+    MPI_Request sreq;
+} worker_loop;
 
 static int default_threads(MPI_Comm workers) {
     /* The cores of this node divided among the workers on it (the coordinator sleeps). */
@@ -96,164 +71,183 @@ static int default_threads(MPI_Comm workers) {
     return t < 1 ? 1 : t;
 }
 
-void worker_ignore_signals(void) {
-    signal(SIGUSR1, SIG_IGN);
-    signal(SIGUSR2, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
-}
-
-int worker_main(MPI_Comm workers, const hcl_setup *su) {
+/* The replica: threads, init, shared memory when asked for, and with --resume rank 0's state. */
+static void replica_open(worker_loop *L) {
+    const hcl_setup *su = L->su;
+    hcl_worker *w = &L->w;
     char err[HCL_ERR_MAX];
-    int threads = su->threads > 0 ? su->threads : default_threads(workers);
+    int threads = su->threads > 0 ? su->threads : default_threads(L->workers);
     kernels_set_threads(threads);
-    hcl_worker w;
-    if (worker_init(&w, workers, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed,
+    if (worker_init(w, L->workers, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed,
                     su->batch, su->balance, err) != 0) {
         LOG_ERROR("%s", err);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
-    int shm = su->shm_grads && worker_share_memory(&w);
-    LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters, exchanges %s", w.rank, w.size, threads,
-              (long long)w.model.nparams, shm ? "in shared memory" : w.size > 1 ? "by MPI collectives" : "none (one worker)");
-    size_t snap_n = worker_snapshot_floats(&w);
-    float *snap = hcl_malloc(sizeof(float) * snap_n);
+    int shm = su->shm_grads && worker_share_memory(w);
+    LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters, exchanges %s", w->rank, w->size, threads,
+              (long long)w->model.nparams, shm ? "in shared memory" : w->size > 1 ? "by MPI collectives" : "none (one worker)");
+    L->snap_n = worker_snapshot_floats(w);
+    L->snap = hcl_malloc(sizeof(float) * L->snap_n);
     if (su->resume) {
         MPI_Request rq;
-        MPI_Ibcast(snap, (int)snap_n, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq);
+        MPI_Ibcast(L->snap, (int)L->snap_n, MPI_FLOAT, 0, MPI_COMM_WORLD, &rq);
         worker_wait_polite(&rq, MPI_STATUS_IGNORE);
-        worker_snapshot_unpack(&w, snap);
+        worker_snapshot_unpack(w, L->snap);
     }
+}
+
+/* The telemetry socket, handed to the watchdog thread, which starts now. */
+static void watchdog_open(worker_loop *L) {
+    const hcl_setup *su = L->su;
+    char err[HCL_ERR_MAX];
     hcl_telemetry *tel = NULL;
     if (su->tel_endpoint[0] &&
-        telemetry_open(&tel, su->tel_endpoint, su->tel_server_public, su->tel_client_secret, w.rank, err) != 0)
+        telemetry_open(&tel, su->tel_endpoint, su->tel_server_public, su->tel_client_secret, L->w.rank, err) != 0)
         LOG_WARN("telemetry: %s (the coordinator will see this worker as silent)", err);
-    static watchdog wd;
-    pthread_mutex_init(&wd.lock, NULL);
-    wd.last_batch = hcl_now();
+    L->telemetry = tel != NULL;
     /* 3 s of grace over the coordinator's limit: heartbeats come every second and it checks
      * every second, so when it is alive it names the lost worker before anyone gives up */
-    wd.timeout = (su->worker_timeout > 0 ? su->worker_timeout : 60) + 3;
-    wd.tel = tel;   /* from here on the watchdog thread alone uses the socket */
-    pthread_t wd_thread;
-    HCL_CHECK(pthread_create(&wd_thread, NULL, watchdog_main, &wd) == 0, "pthread_create (watchdog) failed");
-    /* bytes a step's collectives send per worker: the all-gather and the reduce-scatter of
-     * the N x G x D embeddings of the G gathered views send (W-1)/W of their size, the ring
-     * all-reduces twice that: of the parameter gradient, and per pair of the loss's N column
-     * maxes (float) and sums (double) (docs/SCALING.md): the model of the MPI collectives, also
-     * reported when the workers exchange through shared memory instead. */
-    uint64_t step_bytes = w.size > 1 ? (uint64_t)((double)(w.size - 1) / w.size *
-                                                  (4.0 * 2.0 * su->batch * w.ngv * su->mc.dim +
-                                                   2.0 * 4.0 * w.model.nparams +
-                                                   2.0 * 12.0 * su->batch * loss_pair_count(&su->lc))) : 0;
-    /* --data-plane direct: this worker reads its rows from the dataset files itself */
-    hcl_dataset dsets[2];
-    int nds = 0;
-    uint8_t *full = NULL;
-    if (su->direct) {
-        const char *dirs[2] = {su->data_dir, su->val_dir};
-        for (int k = 0; k < 2 && dirs[k][0]; k++, nds++) {
-            if (dataset_open(&dsets[k], dirs[k], err) != 0) {
-                LOG_ERROR("--data-plane direct: %s", err);
-                MPI_Abort(MPI_COMM_WORLD, 2);
-            }
-            int same = dsets[k].nviews == su->mc.nviews;
-            for (int v = 0; same && v < su->mc.nviews; v++)
-                same = !strcmp(dsets[k].names[v], su->mc.names[v]) && dsets[k].widths[v] == su->mc.in_width[v];
-            if (!same) {
-                LOG_ERROR("--data-plane direct: %s on this host does not have the views rank 0 sees", dirs[k]);
-                MPI_Abort(MPI_COMM_WORLD, 2);
-            }
+    watchdog_start((su->worker_timeout > 0 ? su->worker_timeout : 60) + 3, tel);
+}
+
+/* Bytes a step's collectives send per worker: the all-gather and the reduce-scatter of the
+ * N x G x D embeddings of the G gathered views send (W-1)/W of their size, the ring all-reduces
+ * twice that: of the parameter gradient, and per pair of the loss's N column maxes (float) and
+ * sums (double) (docs/SCALING.md): the model of the MPI collectives, also reported when the
+ * workers exchange through shared memory instead. */
+static uint64_t step_bytes_model(const hcl_worker *w, const hcl_setup *su) {
+    if (w->size == 1) return 0;
+    return (uint64_t)((double)(w->size - 1) / w->size *
+                      (4.0 * 2.0 * su->batch * w->ngv * su->mc.dim + 2.0 * 4.0 * w->model.nparams +
+                       2.0 * 12.0 * su->batch * loss_pair_count(&su->lc)));
+}
+
+/* --data-plane direct: this worker reads its rows from the dataset files itself; they must
+ * hold the model's views. */
+static void direct_open(worker_loop *L) {
+    const hcl_setup *su = L->su;
+    char err[HCL_ERR_MAX];
+    const char *dirs[2] = {su->data_dir, su->val_dir};
+    for (int k = 0; k < 2 && dirs[k][0]; k++, L->nds++) {
+        if (dataset_open(&L->dsets[k], dirs[k], err) != 0) {
+            LOG_ERROR("--data-plane direct: %s", err);
+            MPI_Abort(MPI_COMM_WORLD, 2);
         }
-        int64_t wd64[HCL_MAX_VIEWS];
-        for (int v = 0; v < su->mc.nviews; v++) wd64[v] = su->mc.in_width[v];
-        hcl_batch_layout fl;
-        full = hcl_malloc(batch_layout(&fl, su->batch, w.b_max, w.size, su->mc.nviews, wd64));
+        if (dataset_check_views(&L->dsets[k], su->mc.nviews, su->mc.names, su->mc.in_width, NULL,
+                                "--data-plane direct (on this worker's host)", err) != 0) {
+            LOG_ERROR("%s", err);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
     }
-    uint8_t *buf[2];
-    buf[0] = hcl_malloc(su->max_batch_bytes);
-    buf[1] = hcl_malloc(su->max_batch_bytes);
-    uint32_t *sums = hcl_calloc((size_t)w.size, sizeof(uint32_t));
-    MPI_Request req;
-    /* Worker 0's result goes out without blocking: a blocking send waits whenever rank 0,
-     * asleep between its polls, has not yet returned the shared-memory fragments, which
-     * held worker 0 back 1-9 ms a step while worker 1 waited for it in the all-gather. */
-    const size_t res_bytes = batch_result_bytes(w.size);
-    uint8_t *sent = hcl_malloc(res_bytes);
-    MPI_Request sreq = MPI_REQUEST_NULL;
-    MPI_Irecv(buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
-    int cur = 0, code = 0;
-    for (;;) {
-        double waited = worker_wait_polite(&req, MPI_STATUS_IGNORE);
-        wd.last_batch = hcl_now();
-        const hcl_batch_header *h = (const hcl_batch_header *)buf[cur];
-        HCL_CHECK(h->magic == HCL_BATCH_MAGIC, "batch message without the batch magic");
-        HCL_CHECK((h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) == 0 || h->nworkers == w.size,
-                  "batch of step %lld split over %d workers, not %d", (long long)h->step, h->nworkers, w.size);
-        if (h->flags & HCL_BATCH_STOP) break;
-        /* Prefetch: the next batch arrives while this one is computed. */
-        MPI_Irecv(buf[cur ^ 1], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
-        hcl_step_result res;
-        if (h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) {
-            if (full) {
-                batch_assemble(full, buf[cur], &dsets[(h->flags & HCL_BATCH_EVAL) && nds > 1 ? 1 : 0]);
-                worker_step(&w, full, &res);
-            } else {
-                worker_step(&w, buf[cur], &res);
-            }
+    int64_t wd64[HCL_MAX_VIEWS];
+    for (int v = 0; v < su->mc.nviews; v++) wd64[v] = su->mc.in_width[v];
+    hcl_batch_layout fl;
+    L->full = hcl_malloc(batch_layout(&fl, su->batch, L->w.b_max, L->w.size, su->mc.nviews, wd64));
+}
+
+/* Every replica's parameter checksum must be worker 0's: else abort, naming the step. */
+static void replicas_compare(worker_loop *L, int64_t step) {
+    const hcl_worker *w = &L->w;
+    uint32_t mine = worker_param_checksum(w);
+    MPI_Allgather(&mine, 1, MPI_UINT32_T, L->sums, 1, MPI_UINT32_T, L->workers);
+    for (int r = 0; r < w->size; r++)
+        if (L->sums[r] != L->sums[0]) {
+            LOG_ERROR("replicas diverged after step %lld: worker %d parameter checksum %08x, "
+                      "worker 0 has %08x", (long long)step + 1, r, L->sums[r], L->sums[0]);
+            MPI_Abort(MPI_COMM_WORLD, 3);
+        }
+}
+
+/* The step of a TRAIN or EVAL batch (assembled from the dataset files with --data-plane direct);
+ * of a header alone (PING, SNAPSHOT, CHECK) an empty result. */
+static void batch_run(worker_loop *L, const uint8_t *msg, hcl_step_result *res) {
+    const hcl_batch_header *h = (const hcl_batch_header *)msg;
+    if (h->flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) {
+        if (L->full) {
+            batch_assemble(L->full, msg, &L->dsets[(h->flags & HCL_BATCH_EVAL) && L->nds > 1 ? 1 : 0]);
+            worker_step(&L->w, L->full, res);
         } else {
-            memset(&res, 0, sizeof res);
-            res.step = h->step;
-            res.flags = h->flags;
-            memset(w.busy, 0, sizeof(double) * (size_t)w.size);
+            worker_step(&L->w, msg, res);
         }
-        res.t_wait = waited;
-        if (tel && (h->flags & HCL_BATCH_TRAIN)) {
-            hcl_telemetry_msg m = {h->step, res.t_compute, res.t_allgather, res.t_reduce_scatter,
-                                   res.t_allreduce, waited, step_bytes, telemetry_rss_bytes()};
-            pthread_mutex_lock(&wd.lock);
-            wd.pending = m;
-            wd.has_pending = 1;
-            pthread_mutex_unlock(&wd.lock);
-        }
-        if (h->flags & HCL_BATCH_CHECK) {
-            uint32_t mine = worker_param_checksum(&w);
-            MPI_Allgather(&mine, 1, MPI_UINT32_T, sums, 1, MPI_UINT32_T, workers);
-            for (int r = 0; r < w.size; r++)
-                if (sums[r] != sums[0]) {
-                    LOG_ERROR("replicas diverged after step %lld: worker %d parameter checksum %08x, "
-                              "worker 0 has %08x", (long long)h->step + 1, r, sums[r], sums[0]);
-                    MPI_Abort(MPI_COMM_WORLD, 3);
-                }
-        }
-        wd.last_batch = hcl_now();
-        if (w.rank == 0) {
-            if (sreq != MPI_REQUEST_NULL) worker_wait_polite(&sreq, MPI_STATUS_IGNORE);
-            memcpy(sent, &res, sizeof res);
-            memcpy(sent + res_bytes - sizeof(double) * (size_t)w.size, w.busy, sizeof(double) * (size_t)w.size);
-            MPI_Isend(sent, (int)res_bytes, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD, &sreq);
-            if (h->flags & HCL_BATCH_SNAPSHOT) {
-                worker_snapshot_pack(&w, snap);
-                MPI_Request rq;
-                MPI_Isend(snap, (int)snap_n, MPI_FLOAT, 0, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &rq);
-                worker_wait_polite(&rq, MPI_STATUS_IGNORE);
-            }
-        }
-        cur ^= 1;
+    } else {
+        memset(res, 0, sizeof *res);
+        res->step = h->step;
+        res->flags = h->flags;
+        memset(L->w.busy, 0, sizeof(double) * (size_t)L->w.size);
     }
-    if (sreq != MPI_REQUEST_NULL) worker_wait_polite(&sreq, MPI_STATUS_IGNORE);
-    wd.quit = 1;
-    pthread_join(wd_thread, NULL);
-    telemetry_close(tel);
-    free(sums);
-    free(sent);
-    free(snap);
-    free(full);
-    for (int k = 0; k < nds; k++) dataset_close(&dsets[k]);
-    free(buf[0]);
-    free(buf[1]);
-    worker_free(&w);
+}
+
+/* Worker 0's result (and every worker's busy seconds) to rank 0, without blocking: a blocking
+ * send waits whenever rank 0, asleep between its polls, has not yet returned the shared-memory
+ * fragments, which held worker 0 back 1-9 ms a step while worker 1 waited for it in the
+ * all-gather. After a SNAPSHOT job its replica's state follows. */
+static void result_send(worker_loop *L, const hcl_step_result *res) {
+    const int W = L->w.size;
+    if (L->sreq != MPI_REQUEST_NULL) worker_wait_polite(&L->sreq, MPI_STATUS_IGNORE);
+    memcpy(L->sent, res, sizeof *res);
+    memcpy(L->sent + L->res_bytes - sizeof(double) * (size_t)W, L->w.busy, sizeof(double) * (size_t)W);
+    MPI_Isend(L->sent, (int)L->res_bytes, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD, &L->sreq);
+    if (res->flags & HCL_BATCH_SNAPSHOT) {
+        worker_snapshot_pack(&L->w, L->snap);
+        MPI_Request rq;
+        MPI_Isend(L->snap, (int)L->snap_n, MPI_FLOAT, 0, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &rq);
+        worker_wait_polite(&rq, MPI_STATUS_IGNORE);
+    }
+}
+
+static void loop_close(worker_loop *L) {
+    if (L->sreq != MPI_REQUEST_NULL) worker_wait_polite(&L->sreq, MPI_STATUS_IGNORE);
+    watchdog_stop();
+    free(L->sums);
+    free(L->sent);
+    free(L->snap);
+    free(L->full);
+    for (int k = 0; k < L->nds; k++) dataset_close(&L->dsets[k]);
+    free(L->buf[0]);
+    free(L->buf[1]);
+    worker_free(&L->w);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) LOG_DEBUG("peak resident memory %ld kB", ru.ru_maxrss);
-    return code;
+}
+
+int worker_main(MPI_Comm workers, const hcl_setup *su) {
+    worker_loop loop = {0};
+    worker_loop *L = &loop;
+    L->su = su;
+    L->workers = workers;
+    replica_open(L);
+    watchdog_open(L);
+    hcl_worker *w = &L->w;
+    L->step_bytes = step_bytes_model(w, su);
+    if (su->direct) direct_open(L);
+    L->buf[0] = hcl_malloc(su->max_batch_bytes);
+    L->buf[1] = hcl_malloc(su->max_batch_bytes);
+    L->sums = hcl_calloc((size_t)w->size, sizeof(uint32_t));
+    L->res_bytes = batch_result_bytes(w->size);
+    L->sent = hcl_malloc(L->res_bytes);
+    L->sreq = MPI_REQUEST_NULL;
+    MPI_Request req;
+    MPI_Irecv(L->buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
+    for (int cur = 0;; cur ^= 1) {
+        double waited = worker_wait_polite(&req, MPI_STATUS_IGNORE);
+        watchdog_fed();
+        const hcl_batch_header *h = (const hcl_batch_header *)L->buf[cur];
+        batch_header_check(L->buf[cur], w->rank, w->size, su->mc.nviews, w->n, w->b_max);
+        if (h->flags & HCL_BATCH_STOP) break;
+        /* Prefetch: the next batch arrives while this one is computed. */
+        MPI_Irecv(L->buf[cur ^ 1], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
+        hcl_step_result res;
+        batch_run(L, L->buf[cur], &res);
+        res.t_wait = waited;
+        if (L->telemetry && (h->flags & HCL_BATCH_TRAIN)) {
+            hcl_telemetry_msg m = {h->step, res.t_compute, res.t_allgather, res.t_reduce_scatter,
+                                   res.t_allreduce, waited, L->step_bytes, telemetry_rss_bytes()};
+            watchdog_post(&m);
+        }
+        if (h->flags & HCL_BATCH_CHECK) replicas_compare(L, h->step);
+        watchdog_fed();
+        if (w->rank == 0) result_send(L, &res);
+    }
+    loop_close(L);
+    return 0;
 }
