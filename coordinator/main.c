@@ -12,6 +12,7 @@
 #include "log.h"
 #include "step.h"
 #include "train.h"
+#include "worker.h"
 
 static int log_level_parse(const char *s) {
     if (strcmp(s, "debug") == 0) return HCL_LOG_DEBUG;
