@@ -111,6 +111,8 @@ typedef struct {
     uint64_t bytes, rss_bytes;
     double last_seen;               /* hcl_now() of the last message (telemetry start if none) */
     uint64_t messages;              /* step messages received (heartbeats not counted) */
+    uint64_t telemetry_dropped;     /* messages the worker dropped, its send queue full: the
+                                     * running count its last message carried */
     double compute_median_s;        /* over the last CONTROL_STRAGGLER_WINDOW messages */
     int straggler;
 } hcl_worker_stat;

@@ -90,6 +90,7 @@ static void fill_workers(const hcl_control *c, Hcl__WorkerStat *ws, Hcl__WorkerS
         ws[i].straggler = s->straggler;
         ws[i].compute_median_s = s->compute_median_s;
         ws[i].messages = s->messages;
+        ws[i].telemetry_dropped = s->telemetry_dropped;
         wp[i] = &ws[i];
     }
 }

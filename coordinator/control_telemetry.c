@@ -57,6 +57,9 @@ static void take_message(control_worker_slot *w, const Hcl__Telemetry *t) {
     hcl_worker_stat *s = &w->s;
     s->last_seen = hcl_now();
     s->rss_bytes = t->rss_bytes;
+    /* a running count: the largest one seen, so a message overtaken by a later one (after a
+     * reconnect) cannot make it go back */
+    if (t->dropped > s->telemetry_dropped) s->telemetry_dropped = t->dropped;
     if (t->step < 0) return;
     s->step = t->step;
     s->compute_s = t->compute_s;
