@@ -664,13 +664,6 @@ typedef struct {
 /* The request for cmd (arg: set's KEY=VALUE); its body lives in *b. */
 static void build_request(Hcl__ControlRequest *rq, request_bodies *b, const char *cmd, const char *arg) {
     hcl__control_request__init(rq);
-    hcl__status_request__init(&b->status);
-    hcl__watch_request__init(&b->watch);
-    hcl__pause_request__init(&b->pause);
-    hcl__resume_request__init(&b->resume);
-    hcl__checkpoint_request__init(&b->ckpt);
-    hcl__stop_request__init(&b->stop);
-    hcl__set_request__init(&b->set);
     if (!strcmp(cmd, "status")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_STATUS; rq->status = &b->status; }
     else if (!strcmp(cmd, "watch")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_WATCH; rq->watch = &b->watch; }
     else if (!strcmp(cmd, "pause")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_PAUSE; rq->pause = &b->pause; }
@@ -722,7 +715,9 @@ static void report_ack(const char *cmd, const char *arg, const Hcl__ControlReply
 /* Send cmd's request, print what comes back (or follow the watch stream). The exit code. */
 static int run_command(const char *cmd, const char *arg) {
     Hcl__ControlRequest rq;
-    request_bodies bodies;
+    request_bodies bodies = {HCL__STATUS_REQUEST__INIT, HCL__WATCH_REQUEST__INIT, HCL__PAUSE_REQUEST__INIT,
+                             HCL__RESUME_REQUEST__INIT, HCL__CHECKPOINT_REQUEST__INIT,
+                             HCL__STOP_REQUEST__INIT, HCL__SET_REQUEST__INIT, "", ""};
     build_request(&rq, &bodies, cmd, arg);
     client cl;
     memset(&cl, 0, sizeof cl);
