@@ -1,7 +1,10 @@
 /* control: the coordinator's control plane (proto/control.proto): operator requests from
- * hclctl, the per-step watch stream, and the workers' telemetry. Everything runs in the
- * coordinator's own thread: control_service() polls every socket once (this is also how the
- * coordinator sleeps without spinning) and never blocks on a send.
+ * hclctl, the per-step watch stream, and the workers' telemetry. The loop of the coordinator
+ * (coordinator/train.c) opens it, sleeps in control_service(), pops the commands it must act on
+ * with control_next() and answers them, publishes one event per step, and reads the per-worker
+ * table to find silent workers. Everything runs in the coordinator's own thread:
+ * control_service() polls every socket once (this is also how the coordinator sleeps without
+ * spinning) and never blocks on a send.
  *
  *   ROUTER  control endpoint   any number of clients; STATUS and WATCH answered at once from
  *                              the hcl_status the loop passes in; PAUSE, RESUME, CHECKPOINT,
@@ -11,6 +14,10 @@
  *   PULL    telemetry          workers PUSH Telemetry (worker/telemetry.h); fills the
  *                              per-worker table; doubles as heartbeat (control_silent_worker)
  *   REP     ZAP handler        inproc://zeromq.zap.01: CURVE keys allowed on each socket
+ *
+ * The code: control.c (open, service, publish, close), control_bind.c (endpoints),
+ * control_auth.c (CURVE keys, ZAP), control_request.c (requests and replies),
+ * control_telemetry.c (the worker table); what they share is control_internal.h.
  *
  * Endpoints. NULL (the default): ipc://RUN_DIR/control.sock, mode 0600, watch on
  * RUN_DIR/watch.sock. When that path is over the 107-byte limit of a unix socket (or the run
@@ -40,9 +47,10 @@
  * (the trusted channel of the job); a process that did not get them over MPI can neither
  * connect nor read the stream. Nothing of it is written to disk.
  *
- * Who fills what: the loop owns hcl_status and fills all of it; control.c only reads it.
- * control.c owns the per-worker table (hcl_worker_stat, from Telemetry messages) and the loop
- * only reads it (control_worker, control_silent_worker). STATUS replies carry both.
+ * Who fills what: the loop owns hcl_status and fills all of it; the control plane only reads
+ * it. The control plane owns the per-worker table (hcl_worker_stat, from Telemetry messages)
+ * and the loop only reads it (control_worker, control_silent_worker). STATUS replies carry
+ * both.
  *
  * The reply contract: every request popped by control_next() must be answered exactly once
  * with control_reply_ok() (the step at which the command takes or took effect) or
@@ -96,13 +104,15 @@ typedef struct {
 /* state STARTING, loss NaN, lr_scale 1, eta -1, last_checkpoint_step -1, the rest 0. */
 void control_status_init(hcl_status *st);
 
-/* One worker's telemetry; filled by control.c. */
+/* One worker's telemetry; filled by control_telemetry.c. */
 typedef struct {
     int64_t step;                   /* -1: nothing received yet */
     double compute_s, allgather_s, reduce_scatter_s, allreduce_s, wait_s;  /* last step */
     uint64_t bytes, rss_bytes;
     double last_seen;               /* hcl_now() of the last message (telemetry start if none) */
-    uint64_t messages;
+    uint64_t messages;              /* step messages received (heartbeats not counted) */
+    uint64_t telemetry_dropped;     /* messages the worker dropped, its send queue full: the
+                                     * running count its last message carried */
     double compute_median_s;        /* over the last CONTROL_STRAGGLER_WINDOW messages */
     int straggler;
 } hcl_worker_stat;
@@ -116,9 +126,9 @@ enum ctl_cmd {
     CTL_CMD_SET,
 };
 
-/* Keys of CTL_CMD_SET, checked by control.c. `set lr=X` arrives as CTL_KEY_LR_SCALE with
- * value X / (status lr / status lr_scale), i.e. X over the unscaled schedule at the time of
- * the request, so the schedule goes on from the new lr. */
+/* Keys of CTL_CMD_SET, checked by control_request.c. `set lr=X` arrives as CTL_KEY_LR_SCALE
+ * with value X / (status lr / status lr_scale), i.e. X over the unscaled schedule at the time
+ * of the request, so the schedule goes on from the new lr. */
 enum ctl_key {
     CTL_KEY_LR_SCALE = 1,           /* value > 0 and <= 1e6 */
     CTL_KEY_LOG_EVERY,              /* integer, 1..1e9 */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The control plane against a real mpirun job (coordinator + 2 workers) over real sockets:
-# status while training (answered within 100 ms), pause (no progress, no CPU on any rank),
+# status while training (answered within 100 ms; the worker table with each worker's dropped
+# telemetry count), pause (no progress, no CPU on any rank),
 # resume, checkpoint on request, set lr visible in metrics at the reported step, 10,000 random
 # and truncated messages, stop (exit 0 after a checkpoint); CURVE on a non-loopback endpoint
 # (authorised key answered, unknown key refused, no keys refused); a SIGSTOPped worker ends
@@ -10,7 +11,22 @@ B=${HCL_BUILD:-build}
 PY=/usr/bin/python3
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 tmp=$(mktemp -d /tmp/hcl_ctljob.XXXXXX)
-cleanup() { pkill -CONT -f "$tmp" 2>/dev/null || true; pkill -9 -f "$tmp" 2>/dev/null || true; rm -rf "$tmp"; }
+# Every process this script starts (mpirun, hcl-train), by id; at exit those still running and
+# their children (the ranks) are woken (a SIGSTOPped one) and killed. A process is ours only if
+# its command line names $tmp (an id may have been reused once ours ended).
+started=()
+proc_tree() { local c; for c in $(pgrep -P "$1" 2>/dev/null); do proc_tree "$c"; done; echo "$1"; }
+ours() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$tmp"; }
+cleanup() {
+    local p q
+    for p in "${started[@]}"; do
+        ours "$p" || continue
+        for q in $(proc_tree "$p"); do
+            ours "$q" && { kill -CONT "$q" 2>/dev/null || true; kill -9 "$q" 2>/dev/null || true; }
+        done
+    done
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 fail() { echo "FAIL: $*" >&2; [ -f "$tmp/job.log" ] && tail -20 "$tmp/job.log" >&2; exit 1; }
 ctl() { "$B/hclctl" --run-dir "$tmp/run" "$@"; }
@@ -21,6 +37,7 @@ job=(--data "$tmp/data" --hidden 256,256 --dim 32 --batch-size 256 --steps 10000
      --worker-timeout 5)
 mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run" >"$tmp/job.log" 2>&1 &
 mp=$!
+started+=("$mp")
 for _ in $(seq 100); do [ -s "$tmp/run/metrics.jsonl" ] && [ -f "$tmp/run/control.endpoint" ] && break; sleep 0.1; done
 [ -f "$tmp/run/control.endpoint" ] || fail "the job wrote no control.endpoint"
 [ "$(stat -c %a "$(sed -n '1s|^ipc://||p' "$tmp/run/control.endpoint")")" = 600 ] || fail "control socket is not owner-only"
@@ -30,7 +47,9 @@ for _ in $(seq 100); do [ -s "$tmp/run/metrics.jsonl" ] && [ -f "$tmp/run/contro
 ctl --json status > "$tmp/s.json"
 [ "$(jget 'd["state"]' < "$tmp/s.json")" = running ] || fail "state is not running: $(cat "$tmp/s.json")"
 [ "$(jget 'len(d["workers"])' < "$tmp/s.json")" = 2 ] || fail "status lacks the 2-worker table"
-ctl status | grep -q "^rank" || fail "human status lacks the worker table"
+ctl status | grep -q "^rank.* dropped straggler$" || fail "human status lacks the worker table"
+[ "$(jget 'all(w["telemetry_dropped"] >= 0 and w["messages"] > 0 for w in d["workers"])' < "$tmp/s.json")" = True ] ||
+    fail "status lacks the workers' telemetry (messages, telemetry_dropped): $(cat "$tmp/s.json")"
 
 # pause: the reply names the step; no progress and no CPU on any rank
 P=$(ctl --json pause | jget 'd["step"]')
@@ -96,6 +115,7 @@ set -e
 mpirun --oversubscribe -np 2 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run2" --control 'tcp://0.0.0.0:*' \
     --control-secret "$tmp/keys/server.key" --control-clients "$tmp/keys/authorized" >"$tmp/job.log" 2>&1 &
 mp=$!
+started+=("$mp")
 for _ in $(seq 100); do [ -f "$tmp/run2/control.endpoint" ] && break; sleep 0.1; done
 "$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" status >/dev/null || fail "authorised CURVE client not answered"
 set +e
@@ -111,6 +131,7 @@ echo "CURVE: authorised key answered, unknown key refused, no keys refused"
 # a worker that stops answering (SIGSTOP) is declared lost within --worker-timeout
 mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --checkpoint-every 50 --run-dir "$tmp/run3" >"$tmp/job.log" 2>&1 &
 mp=$!
+started+=("$mp")
 for _ in $(seq 100); do [ -f "$tmp/run3/checkpoints/latest" ] && break; sleep 0.1; done
 victim=""
 for p in $(pgrep -f "$tmp/run3"); do
@@ -130,17 +151,20 @@ grep -q "worker 1 (rank 2) silent for" "$tmp/job.log" || fail "no line names the
 latest="$tmp/run3/checkpoints/$(cat "$tmp/run3/checkpoints/latest")"
 "$B/hcl-train" "${job[@]}" --resume "$latest" --run-dir "$tmp/run4" --steps 1 >/dev/null 2>&1 &
 p=$!
+started+=("$p")
 for _ in $(seq 100); do kill -0 $p 2>/dev/null || break; sleep 0.1; done
 # (the resume with --steps 1 is refused: the checkpoint is past step 1; the message proves it was read)
 wait $p 2>/dev/null || true
 "$B/hcl-train" "${job[@]}" --resume "$latest" --run-dir "$tmp/run4" --steps 100000 >"$tmp/r4.log" 2>&1 &
 p=$!
+started+=("$p")
 for _ in $(seq 100); do grep -q "resuming from" "$tmp/r4.log" && break; sleep 0.1; done
 kill -INT $p; wait $p || fail "resume from the last checkpoint of the lost job failed"
 echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2); last checkpoint intact"
 # a coordinator that stops (SIGSTOP): the workers get no batch and end the job themselves
 mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run5" >"$tmp/job.log" 2>&1 &
 mp=$!
+started+=("$mp")
 for _ in $(seq 100); do [ -s "$tmp/run5/metrics.jsonl" ] && break; sleep 0.1; done
 coord=""
 for p in $(pgrep -f "$tmp/run5"); do

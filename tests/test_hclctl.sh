@@ -2,8 +2,10 @@
 # test_hclctl: the hclctl client end to end. Usage errors exit 2 with one line; keygen writes a
 # Z85 key pair with modes 0600/0644 and never overwrites; nothing listening is exit 3 with the
 # "no answer ... within N ms (is the job running?)" line; then against a fake job
-# (test_control --serve: the real control plane behind a fake step loop) every command, --json,
-# watch, stop, and CURVE (listed key answered, unknown key exit 3, keys required off loopback).
+# (test_control --serve: the real control plane behind a fake step loop whose worker 0 sends
+# telemetry, after dropping its first messages) every command, --json, the worker table with
+# its dropped-telemetry column, watch, stop, and CURVE (listed key answered, unknown key exit 3,
+# keys required off loopback).
 #   HCL_BUILD=build-ctl bash tests/test_hclctl.sh
 set -euo pipefail
 
@@ -110,9 +112,14 @@ grep -q "^ipc://$tmp/job/control.sock$" job/control.endpoint || fail "job endpoi
 [ "$(stat -c %a job/control.sock)" = 600 ] || fail "control.sock mode $(stat -c %a job/control.sock)"
 
 run 0 "$ctl" --run-dir job status
-for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' '^rank +compute ms' '^ +1 .* never'; do
+for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' '^rank +compute ms.* dropped straggler$' \
+           '^ +1 .* never +0 *$'; do
     grep -Eq "$pat" out || fail "status lacks /$pat/: $(cat out)"
 done
+# worker 0 dropped its first telemetry messages (sent before its connection was up): the count
+# reached the coordinator with a later message
+awk '$1 == "0" && $10 ~ /^[0-9]+$/ && $10 >= 50 { ok = 1 } END { exit !ok }' out ||
+    fail "status: worker 0's dropped count is not >= 50: $(cat out)"
 run 0 "$ctl" --run-dir job --json status
 "$py" - <<'EOF' || fail "status --json: $(cat out)"
 import json
@@ -120,6 +127,9 @@ d = json.load(open("out"))
 assert d["ok"] and d["state"] == "running" and d["step"] > 0 and d["nworkers"] == 2, d
 assert [w["rank"] for w in d["workers"]] == [0, 1] and d["workers"][0]["straggler"] is False, d
 assert d["lr_scale"] == 1 and d["log_every"] == 10, d
+w0, w1 = d["workers"]
+assert w0["messages"] > 0 and w0["telemetry_dropped"] >= 50 and w0["compute_s"] > 0, w0
+assert w1["messages"] == 0 and w1["telemetry_dropped"] == 0, w1
 EOF
 run 0 "$ctl" --run-dir job pause
 grep -Eq '^ok: pause at step [0-9]+$' out || fail "pause: $(cat out)"

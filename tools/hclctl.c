@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "control.pb-c.h"
+#include "json.h"
 #include "opts.h"
 #include "util.h"
 
@@ -188,24 +189,38 @@ static int write_new_file(const char *dir, const char *name, const char *data, m
     return 0;
 }
 
-static int cmd_keygen(const char *dir) {
-    if (!zmq_has("curve")) fail(EXIT_ERROR, "keygen: this libzmq has no CURVE support");
-    char pub[41], sec[41], err[HCL_ERR_MAX];
-    if (zmq_curve_keypair(pub, sec) != 0) fail(EXIT_ERROR, "keygen: zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
-    if (!o_name[0] || strchr(o_name, '/')) fail(EXIT_USAGE, "--name: bad name '%s'", o_name);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) fail(EXIT_ERROR, "%s: mkdir: %s", dir, strerror(errno));
-    char kname[PATH_MAX], pname[PATH_MAX], path[PATH_MAX * 2];
-    if (snprintf(kname, sizeof kname, "%s.key", o_name) >= (int)sizeof kname ||
-        snprintf(pname, sizeof pname, "%s.pub", o_name) >= (int)sizeof pname)
-        fail(EXIT_USAGE, "--name: too long");
+/* ---- output ---------------------------------------------------------------------------------- */
+
+/* Every --json line is built by the one JSON writer (common/json.h) in this buffer, reused
+ * (a zeroed hcl_json is an empty writer, as json_init makes it). */
+static hcl_json json_out;
+
+static hcl_json *json_line(void) {
+    json_reset(&json_out);
+    json_begin_object(&json_out, NULL);
+    return &json_out;
+}
+
+static void json_print(void) {
+    json_end_object(&json_out);
+    json_write_line(&json_out, stdout);
+}
+
+/* ---- keygen ---------------------------------------------------------------------------------- */
+
+/* DIR/NAME.key (secret, 0600) then DIR/NAME.pub; neither may exist. */
+static void keygen_write(const char *dir, const char *kname, const char *pname, const char *pub,
+                         const char *sec) {
+    char path[PATH_MAX * 2], text[256], err[HCL_ERR_MAX];
     for (int i = 0; i < 2; i++) {
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", dir, i ? pname : kname);
         if (lstat(path, &st) == 0) fail(EXIT_ERROR, "%s: exists (refusing to overwrite a key)", path);
     }
-    char text[256];
     snprintf(text, sizeof text, "# hcl CURVE secret key (Z85); keep it private\n%s\n", sec);
-    if (write_new_file(dir, kname, text, 0600, err) != 0) fail(EXIT_ERROR, "%s", err);
+    int rc = write_new_file(dir, kname, text, 0600, err);
+    memset(text, 0, sizeof text);
+    if (rc != 0) fail(EXIT_ERROR, "%s", err);
     snprintf(text, sizeof text, "%s\n", pub);
     if (write_new_file(dir, pname, text, 0644, err) != 0) {
         snprintf(path, sizeof path, "%s/%s", dir, kname);
@@ -213,13 +228,32 @@ static int cmd_keygen(const char *dir) {
         fail(EXIT_ERROR, "%s", err);
     }
     if (hcl_fsync_dir(dir, err) != 0) fail(EXIT_ERROR, "%s", err);
+}
+
+static int cmd_keygen(const char *dir) {
+    if (!zmq_has("curve")) fail(EXIT_ERROR, "keygen: this libzmq has no CURVE support");
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) != 0) fail(EXIT_ERROR, "keygen: zmq_curve_keypair: %s", zmq_strerror(zmq_errno()));
+    if (!o_name[0] || strchr(o_name, '/')) fail(EXIT_USAGE, "--name: bad name '%s'", o_name);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) fail(EXIT_ERROR, "%s: mkdir: %s", dir, strerror(errno));
+    char kname[PATH_MAX], pname[PATH_MAX];
+    if (snprintf(kname, sizeof kname, "%s.key", o_name) >= (int)sizeof kname ||
+        snprintf(pname, sizeof pname, "%s.pub", o_name) >= (int)sizeof pname)
+        fail(EXIT_USAGE, "--name: too long");
+    keygen_write(dir, kname, pname, pub, sec);
     memset(sec, 0, sizeof sec);
-    memset(text, 0, sizeof text);
-    if (o_json)
-        printf("{\"secret_key_file\": \"%s/%s\", \"public_key_file\": \"%s/%s\", \"public_key\": \"%s\"}\n",
-               dir, kname, dir, pname, pub);
-    else
-        printf("wrote %s/%s (secret, mode 0600) and %s/%s (public: %s)\n", dir, kname, dir, pname, pub);
+    char kpath[PATH_MAX * 2], ppath[PATH_MAX * 2];
+    snprintf(kpath, sizeof kpath, "%s/%s", dir, kname);
+    snprintf(ppath, sizeof ppath, "%s/%s", dir, pname);
+    if (o_json) {
+        hcl_json *j = json_line();
+        json_string(j, "secret_key_file", kpath);
+        json_string(j, "public_key_file", ppath);
+        json_string(j, "public_key", pub);
+        json_print();
+    } else {
+        printf("wrote %s (secret, mode 0600) and %s (public: %s)\n", kpath, ppath, pub);
+    }
     return 0;
 }
 
@@ -233,6 +267,12 @@ typedef struct {
     uint64_t next_id;
 } client;
 
+static volatile sig_atomic_t interrupted;
+static void on_signal(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
 /* tcp://HOST:PORT with HOST other than loopback */
 static int endpoint_open(const char *ep) {
     if (strncmp(ep, "tcp://", 6) != 0) return 0;
@@ -240,29 +280,35 @@ static int endpoint_open(const char *ep) {
     return !(strncmp(h, "127.", 4) == 0 || strncmp(h, "localhost:", 10) == 0 || strncmp(h, "[::1]:", 6) == 0);
 }
 
+/* RUN_DIR/control.endpoint: line 1 the endpoint, maybe a `curve-server-key KEY` line. */
+static void read_endpoint_file(client *cl, char file_key[41]) {
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/control.endpoint", o_run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail(EXIT_NOANSWER, "%s: %s (is the job running? pass --run-dir DIR or --endpoint E)", path,
+             errno == ENOENT ? "not found" : strerror(errno));
+    char line[EP_MAX + 64];
+    int n = 0;
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = 0;
+        if (n++ == 0 && snprintf(cl->endpoint, sizeof cl->endpoint, "%s", line) >= (int)sizeof cl->endpoint)
+            fail(EXIT_NOANSWER, "%s: endpoint longer than %d bytes", path, EP_MAX - 1);
+        else if (!strncmp(line, "curve-server-key ", 17) && strlen(line + 17) == 40)
+            memcpy(file_key, line + 17, 41);
+    }
+    fclose(f);
+    if (!cl->endpoint[0]) fail(EXIT_NOANSWER, "%s: empty (is the job starting?)", path);
+}
+
+/* Where to connect (--endpoint or the run directory's file) and with which keys. */
 static void client_resolve(client *cl) {
     char file_key[41] = "";
     if (o_endpoint[0]) {
         if (snprintf(cl->endpoint, sizeof cl->endpoint, "%s", o_endpoint) >= (int)sizeof cl->endpoint)
             fail(EXIT_USAGE, "--endpoint: longer than %d bytes", EP_MAX - 1);
     } else {
-        char path[PATH_MAX + 32];
-        snprintf(path, sizeof path, "%s/control.endpoint", o_run_dir);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            fail(EXIT_NOANSWER, "%s: %s (is the job running? pass --run-dir DIR or --endpoint E)", path,
-                 errno == ENOENT ? "not found" : strerror(errno));
-        char line[EP_MAX + 64];
-        int n = 0;
-        while (fgets(line, sizeof line, f)) {
-            line[strcspn(line, "\r\n")] = 0;
-            if (n++ == 0 && snprintf(cl->endpoint, sizeof cl->endpoint, "%s", line) >= (int)sizeof cl->endpoint)
-                fail(EXIT_NOANSWER, "%s: endpoint longer than %d bytes", path, EP_MAX - 1);
-            else if (!strncmp(line, "curve-server-key ", 17) && strlen(line + 17) == 40)
-                memcpy(file_key, line + 17, 41);
-        }
-        fclose(f);
-        if (!cl->endpoint[0]) fail(EXIT_NOANSWER, "%s: empty (is the job starting?)", path);
+        read_endpoint_file(cl, file_key);
     }
     if (o_curve_key[0]) {
         read_key_file(o_curve_key, 1, cl->secret_key);
@@ -306,8 +352,11 @@ static void client_open(client *cl) {
     cl->next_id = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL);
 }
 
-static volatile sig_atomic_t interrupted;
-static void on_signal(int sig) { (void)sig; interrupted = 1; }
+static void client_close(client *cl) {
+    zmq_close(cl->dealer);
+    zmq_ctx_term(cl->ctx);
+    memset(cl->secret_key, 0, sizeof cl->secret_key);
+}
 
 /* Send rq and wait for its reply: the reply, or NULL after the timeout (or an interrupt). */
 static Hcl__ControlReply *client_call(client *cl, Hcl__ControlRequest *rq) {
@@ -339,7 +388,7 @@ static void no_answer(const client *cl) {
          (long long)o_timeout, cl->curve ? " is this client's key in its client list?" : "");
 }
 
-/* ---- printing -------------------------------------------------------------------------------- */
+/* ---- status ---------------------------------------------------------------------------------- */
 
 static const char *state_name(int s) {
     static const char *names[] = {"unknown", "starting", "running", "paused", "checkpointing",
@@ -353,22 +402,6 @@ static const char *error_name(int e) {
     return e >= 0 && e <= 8 ? names[e] : "error";
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (; s && *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') printf("\\%c", ch);
-        else if (ch < 0x20) printf("\\u%04x", ch);
-        else putchar(ch);
-    }
-    putchar('"');
-}
-
-static void json_num(double x) {
-    if (isfinite(x)) printf("%.9g", x);
-    else fputs("null", stdout);
-}
-
 static void duration(char *out, size_t cap, double s) {
     if (!(s >= 0) || !isfinite(s)) { snprintf(out, cap, "unknown"); return; }
     long t = (long)(s + 0.5);
@@ -377,38 +410,69 @@ static void duration(char *out, size_t cap, double s) {
     else snprintf(out, cap, "%.1fs", s);
 }
 
+static void worker_json(hcl_json *j, const Hcl__WorkerStat *w) {
+    json_begin_object(j, NULL);
+    json_int(j, "rank", w->rank);
+    json_int(j, "step", w->step);
+    json_number(j, "compute_s", w->compute_s);
+    json_number(j, "allgather_s", w->allgather_s);
+    json_number(j, "reduce_scatter_s", w->reduce_scatter_s);
+    json_number(j, "allreduce_s", w->allreduce_s);
+    json_number(j, "wait_s", w->wait_s);
+    json_uint(j, "bytes", w->bytes);
+    json_uint(j, "rss_bytes", w->rss_bytes);
+    json_number(j, "last_seen_s", w->last_seen_s);
+    json_number(j, "compute_median_s", w->compute_median_s);
+    json_uint(j, "messages", w->messages);
+    json_uint(j, "telemetry_dropped", w->telemetry_dropped);
+    json_bool(j, "straggler", w->straggler);
+    json_end_object(j);
+}
+
 static void print_status_json(const Hcl__StatusBody *b) {
-    printf("{\"ok\": true, \"state\": \"%s\", \"step\": %" PRId64 ", \"total_steps\": %" PRId64
-           ", \"epoch\": %" PRId64 ", \"loss\": ", state_name(b->state), b->step, b->total_steps, b->epoch);
-    json_num(b->loss);
-    printf(", \"lr\": "); json_num(b->lr);
-    printf(", \"lr_scale\": "); json_num(b->lr_scale);
-    printf(", \"logit_scale\": "); json_num(b->logit_scale);
-    printf(", \"samples_per_s\": "); json_num(b->samples_per_s);
-    printf(", \"eta_s\": "); json_num(b->eta_s >= 0 ? b->eta_s : NAN);
-    printf(", \"elapsed_s\": "); json_num(b->elapsed_s);
-    printf(", \"last_checkpoint_path\": "); json_str(b->last_checkpoint_path);
-    printf(", \"last_checkpoint_step\": %" PRId64 ", \"last_checkpoint_error\": ", b->last_checkpoint_step);
-    json_str(b->last_checkpoint_error);
-    printf(", \"log_every\": %" PRId64 ", \"checkpoint_interval_s\": ", b->log_every);
-    json_num(b->checkpoint_interval_s);
-    printf(", \"checkpoint_every\": %" PRId64 ", \"run_dir\": ", b->checkpoint_every);
-    json_str(b->run_dir);
-    printf(", \"nworkers\": %d, \"workers\": [", b->nworkers);
+    hcl_json *j = json_line();
+    json_bool(j, "ok", 1);
+    json_string(j, "state", state_name(b->state));
+    json_int(j, "step", b->step);
+    json_int(j, "total_steps", b->total_steps);
+    json_int(j, "epoch", b->epoch);
+    json_number(j, "loss", b->loss);
+    json_number(j, "lr", b->lr);
+    json_number(j, "lr_scale", b->lr_scale);
+    json_number(j, "logit_scale", b->logit_scale);
+    json_number(j, "samples_per_s", b->samples_per_s);
+    json_number(j, "eta_s", b->eta_s >= 0 ? b->eta_s : NAN);
+    json_number(j, "elapsed_s", b->elapsed_s);
+    json_string(j, "last_checkpoint_path", b->last_checkpoint_path);
+    json_int(j, "last_checkpoint_step", b->last_checkpoint_step);
+    json_string(j, "last_checkpoint_error", b->last_checkpoint_error);
+    json_int(j, "log_every", b->log_every);
+    json_number(j, "checkpoint_interval_s", b->checkpoint_interval_s);
+    json_int(j, "checkpoint_every", b->checkpoint_every);
+    json_string(j, "run_dir", b->run_dir);
+    json_int(j, "nworkers", b->nworkers);
+    json_begin_array(j, "workers");
+    for (size_t i = 0; i < b->n_workers; i++) worker_json(j, b->workers[i]);
+    json_end_array(j);
+    json_print();
+}
+
+/* The per-worker table: the last step's timings, traffic, memory, when last heard from, the
+ * telemetry messages the worker had to drop, stragglers. */
+static void print_worker_table(const Hcl__StatusBody *b) {
+    printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %8s %9s\n", "rank", "compute ms", "allgather ms",
+           "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB", "last seen", "dropped",
+           "straggler");
     for (size_t i = 0; i < b->n_workers; i++) {
         const Hcl__WorkerStat *w = b->workers[i];
-        printf("%s{\"rank\": %d, \"step\": %" PRId64 ", \"compute_s\": ", i ? ", " : "", w->rank, w->step);
-        json_num(w->compute_s);
-        printf(", \"allgather_s\": "); json_num(w->allgather_s);
-        printf(", \"reduce_scatter_s\": "); json_num(w->reduce_scatter_s);
-        printf(", \"allreduce_s\": "); json_num(w->allreduce_s);
-        printf(", \"wait_s\": "); json_num(w->wait_s);
-        printf(", \"bytes\": %" PRIu64 ", \"rss_bytes\": %" PRIu64 ", \"last_seen_s\": ", w->bytes, w->rss_bytes);
-        json_num(w->last_seen_s);
-        printf(", \"compute_median_s\": "); json_num(w->compute_median_s);
-        printf(", \"messages\": %" PRIu64 ", \"straggler\": %s}", w->messages, w->straggler ? "true" : "false");
+        char seen[32];
+        if (w->messages) snprintf(seen, sizeof seen, "%.1fs", w->last_seen_s);
+        else snprintf(seen, sizeof seen, "never");
+        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s\n", w->rank,
+               w->compute_s * 1e3, w->allgather_s * 1e3, w->reduce_scatter_s * 1e3,
+               w->allreduce_s * 1e3, w->wait_s * 1e3, w->bytes / 1e6, w->rss_bytes / 1048576.0, seen,
+               w->telemetry_dropped, w->straggler ? "yes" : "");
     }
-    printf("]}\n");
 }
 
 static void print_status(const Hcl__StatusBody *b) {
@@ -436,33 +500,25 @@ static void print_status(const Hcl__StatusBody *b) {
     else printf("%-14s off\n", "ckpt interval");
     printf("%-14s %s\n", "run dir", b->run_dir);
     printf("%-14s %d\n", "workers", b->nworkers);
-    if (!b->n_workers) return;
-    printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %9s\n", "rank", "compute ms", "allgather ms",
-           "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB", "last seen", "straggler");
-    for (size_t i = 0; i < b->n_workers; i++) {
-        const Hcl__WorkerStat *w = b->workers[i];
-        char seen[32];
-        if (w->messages) snprintf(seen, sizeof seen, "%.1fs", w->last_seen_s);
-        else snprintf(seen, sizeof seen, "never");
-        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %9s\n", w->rank,
-               w->compute_s * 1e3, w->allgather_s * 1e3, w->reduce_scatter_s * 1e3,
-               w->allreduce_s * 1e3, w->wait_s * 1e3, w->bytes / 1e6, w->rss_bytes / 1048576.0, seen,
-               w->straggler ? "yes" : "");
-    }
+    if (b->n_workers) print_worker_table(b);
 }
+
+/* ---- watch ----------------------------------------------------------------------------------- */
 
 static void print_event(const Hcl__StepEvent *e) {
     if (o_json) {
-        printf("{\"step\": %" PRId64 ", \"total_steps\": %" PRId64 ", \"epoch\": %" PRId64 ", \"loss\": ",
-               e->step, e->total_steps, e->epoch);
-        json_num(e->loss);
-        printf(", \"lr\": "); json_num(e->lr);
-        printf(", \"logit_scale\": "); json_num(e->logit_scale);
-        printf(", \"samples_per_s\": "); json_num(e->samples_per_s);
-        printf(", \"eta_s\": "); json_num(e->eta_s >= 0 ? e->eta_s : NAN);
-        printf(", \"state\": \"%s\", \"time\": ", state_name(e->state));
-        json_num(e->time);
-        printf("}\n");
+        hcl_json *j = json_line();
+        json_int(j, "step", e->step);
+        json_int(j, "total_steps", e->total_steps);
+        json_int(j, "epoch", e->epoch);
+        json_number(j, "loss", e->loss);
+        json_number(j, "lr", e->lr);
+        json_number(j, "logit_scale", e->logit_scale);
+        json_number(j, "samples_per_s", e->samples_per_s);
+        json_number(j, "eta_s", e->eta_s >= 0 ? e->eta_s : NAN);
+        json_string(j, "state", state_name(e->state));
+        json_number(j, "time", e->time);
+        json_print();
     } else {
         char eta[32];
         duration(eta, sizeof eta, e->eta_s);
@@ -473,107 +529,152 @@ static void print_event(const Hcl__StepEvent *e) {
     fflush(stdout);
 }
 
-/* ---- commands -------------------------------------------------------------------------------- */
-
-static int report_error(const char *cmd, const Hcl__ControlReply *r) {
-    if (o_json) {
-        printf("{\"ok\": false, \"error\": \"%s\", \"message\": ", error_name(r->error));
-        json_str(r->message);
-        printf("}\n");
+/* The watch endpoint to connect to. A tcp watch socket on a wildcard address: reach it through
+ * the host we reached control on. */
+static void watch_endpoint(const client *cl, const char *watch_ep, char ep[EP_MAX]) {
+    snprintf(ep, EP_MAX, "%s", watch_ep);
+    if (strncmp(ep, "tcp://", 6) || strncmp(cl->endpoint, "tcp://", 6)) return;
+    const char *port = strrchr(ep, ':'), *chost = cl->endpoint + 6, *cport = strrchr(chost, ':');
+    if (port && cport) {
+        char tmp[EP_MAX];
+        snprintf(tmp, sizeof tmp, "tcp://%.*s%s", (int)(cport - chost), chost, port);
+        snprintf(ep, EP_MAX, "%s", tmp);
     }
-    fprintf(stderr, "hclctl: %s: %s: %s\n", cmd, error_name(r->error), r->message);
-    return EXIT_ERROR;
+}
+
+/* One event off sub, if one is there: 1 printed, 0 not. */
+static int watch_take(void *sub) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    int got = 0;
+    if (zmq_msg_recv(&m, sub, ZMQ_DONTWAIT) >= 0) {
+        Hcl__StepEvent *e = hcl__step_event__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+        if (e) {
+            print_event(e);
+            got = 1;
+            hcl__step_event__free_unpacked(e, NULL);
+        }
+    }
+    zmq_msg_close(&m);
+    return got;
+}
+
+/* No event for --timeout ms: is the job still there? 1 when it is done (watch ends). */
+static int watch_job_done(client *cl) {
+    Hcl__ControlRequest rq = HCL__CONTROL_REQUEST__INIT;
+    Hcl__StatusRequest sr = HCL__STATUS_REQUEST__INIT;
+    rq.body_case = HCL__CONTROL_REQUEST__BODY_STATUS;
+    rq.status = &sr;
+    Hcl__ControlReply *r = client_call(cl, &rq);
+    if (!r) {
+        if (interrupted) return 1;
+        fail(EXIT_NOANSWER, "the job at %s stopped answering (no answer within %lld ms)",
+             cl->endpoint, (long long)o_timeout);
+    }
+    int done = r->body_case == HCL__CONTROL_REPLY__BODY_STATUS &&
+               r->status->state == HCL__RUN_STATE__RUN_STATE_DONE;
+    hcl__control_reply__free_unpacked(r, NULL);
+    return done;
 }
 
 /* watch: the PUB endpoint, then events until interrupted or --count. While no event comes for
  * --timeout ms, a status request checks that the job is still there. */
 static int cmd_watch(client *cl, const char *watch_ep) {
     char ep[EP_MAX];
-    snprintf(ep, sizeof ep, "%s", watch_ep);
-    /* A tcp watch socket on a wildcard address: reach it through the host we reached control on. */
-    if (!strncmp(ep, "tcp://", 6) && !strncmp(cl->endpoint, "tcp://", 6)) {
-        const char *port = strrchr(ep, ':'), *chost = cl->endpoint + 6, *cport = strrchr(chost, ':');
-        if (port && cport) {
-            char tmp[EP_MAX];
-            snprintf(tmp, sizeof tmp, "tcp://%.*s%s", (int)(cport - chost), chost, port);
-            snprintf(ep, sizeof ep, "%s", tmp);
-        }
-    }
+    watch_endpoint(cl, watch_ep, ep);
     void *sub = client_socket(cl, ZMQ_SUB, ep);
     zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "", 0);
     int64_t seen = 0;
     double quiet_since = hcl_now();
     while (!interrupted && (o_count == 0 || seen < o_count)) {
         zmq_pollitem_t it = {sub, 0, ZMQ_POLLIN, 0};
-        int rc = zmq_poll(&it, 1, 200);
-        if (rc > 0) {
-            zmq_msg_t m;
-            zmq_msg_init(&m);
-            if (zmq_msg_recv(&m, sub, ZMQ_DONTWAIT) >= 0) {
-                Hcl__StepEvent *e = hcl__step_event__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
-                if (e) {
-                    print_event(e);
-                    seen++;
-                    hcl__step_event__free_unpacked(e, NULL);
-                }
-                quiet_since = hcl_now();
-            }
-            zmq_msg_close(&m);
+        if (zmq_poll(&it, 1, 200) > 0) {
+            seen += watch_take(sub);
+            quiet_since = hcl_now();
             continue;
         }
         if (hcl_now() - quiet_since < o_timeout / 1e3) continue;
-        Hcl__ControlRequest rq = HCL__CONTROL_REQUEST__INIT;
-        Hcl__StatusRequest sr = HCL__STATUS_REQUEST__INIT;
-        rq.body_case = HCL__CONTROL_REQUEST__BODY_STATUS;
-        rq.status = &sr;
-        Hcl__ControlReply *r = client_call(cl, &rq);
-        if (!r) {
-            if (interrupted) break;
-            fail(EXIT_NOANSWER, "the job at %s stopped answering (no answer within %lld ms)",
-                 cl->endpoint, (long long)o_timeout);
-        }
-        int done = r->body_case == HCL__CONTROL_REPLY__BODY_STATUS &&
-                   r->status->state == HCL__RUN_STATE__RUN_STATE_DONE;
-        hcl__control_reply__free_unpacked(r, NULL);
-        if (done) break;
+        if (watch_job_done(cl)) break;
         quiet_since = hcl_now();
     }
     zmq_close(sub);
     return 0;
 }
 
-static int run_command(const char *cmd, const char *arg) {
-    client cl;
-    memset(&cl, 0, sizeof cl);
-    Hcl__ControlRequest rq = HCL__CONTROL_REQUEST__INIT;
-    Hcl__StatusRequest status = HCL__STATUS_REQUEST__INIT;
-    Hcl__WatchRequest watch = HCL__WATCH_REQUEST__INIT;
-    Hcl__PauseRequest pause = HCL__PAUSE_REQUEST__INIT;
-    Hcl__ResumeRequest resume = HCL__RESUME_REQUEST__INIT;
-    Hcl__CheckpointRequest ckpt = HCL__CHECKPOINT_REQUEST__INIT;
-    Hcl__StopRequest stop = HCL__STOP_REQUEST__INIT;
-    Hcl__SetRequest set = HCL__SET_REQUEST__INIT;
+/* ---- commands -------------------------------------------------------------------------------- */
+
+/* The bodies a request may point to. */
+typedef struct {
+    Hcl__StatusRequest status;
+    Hcl__WatchRequest watch;
+    Hcl__PauseRequest pause;
+    Hcl__ResumeRequest resume;
+    Hcl__CheckpointRequest ckpt;
+    Hcl__StopRequest stop;
+    Hcl__SetRequest set;
     char key[256], value[256];
-    if (!strcmp(cmd, "status")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_STATUS; rq.status = &status; }
-    else if (!strcmp(cmd, "watch")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_WATCH; rq.watch = &watch; }
-    else if (!strcmp(cmd, "pause")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_PAUSE; rq.pause = &pause; }
-    else if (!strcmp(cmd, "resume")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_RESUME; rq.resume = &resume; }
-    else if (!strcmp(cmd, "checkpoint")) { rq.body_case = HCL__CONTROL_REQUEST__BODY_CHECKPOINT; rq.checkpoint = &ckpt; }
+} request_bodies;
+
+/* The request for cmd (arg: set's KEY=VALUE); its body lives in *b. */
+static void build_request(Hcl__ControlRequest *rq, request_bodies *b, const char *cmd, const char *arg) {
+    hcl__control_request__init(rq);
+    if (!strcmp(cmd, "status")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_STATUS; rq->status = &b->status; }
+    else if (!strcmp(cmd, "watch")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_WATCH; rq->watch = &b->watch; }
+    else if (!strcmp(cmd, "pause")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_PAUSE; rq->pause = &b->pause; }
+    else if (!strcmp(cmd, "resume")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_RESUME; rq->resume = &b->resume; }
+    else if (!strcmp(cmd, "checkpoint")) { rq->body_case = HCL__CONTROL_REQUEST__BODY_CHECKPOINT; rq->checkpoint = &b->ckpt; }
     else if (!strcmp(cmd, "stop")) {
-        stop.no_checkpoint = o_no_checkpoint;
-        rq.body_case = HCL__CONTROL_REQUEST__BODY_STOP;
-        rq.stop = &stop;
+        b->stop.no_checkpoint = o_no_checkpoint;
+        rq->body_case = HCL__CONTROL_REQUEST__BODY_STOP;
+        rq->stop = &b->stop;
     } else if (!strcmp(cmd, "set")) {
         const char *eq = arg ? strchr(arg, '=') : NULL;
-        if (!eq || eq == arg || !eq[1] || strlen(arg) >= sizeof key)
+        if (!eq || eq == arg || !eq[1] || strlen(arg) >= sizeof b->key)
             fail(EXIT_USAGE, "set: want KEY=VALUE, got '%s'", arg ? arg : "");
-        snprintf(key, sizeof key, "%.*s", (int)(eq - arg), arg);
-        snprintf(value, sizeof value, "%s", eq + 1);
-        set.key = key;
-        set.value = value;
-        rq.body_case = HCL__CONTROL_REQUEST__BODY_SET;
-        rq.set = &set;
+        snprintf(b->key, sizeof b->key, "%.*s", (int)(eq - arg), arg);
+        snprintf(b->value, sizeof b->value, "%s", eq + 1);
+        b->set.key = b->key;
+        b->set.value = b->value;
+        rq->body_case = HCL__CONTROL_REQUEST__BODY_SET;
+        rq->set = &b->set;
     }
+}
+
+static int report_error(const char *cmd, const Hcl__ControlReply *r) {
+    if (o_json) {
+        hcl_json *j = json_line();
+        json_bool(j, "ok", 0);
+        json_string(j, "error", error_name(r->error));
+        json_string(j, "message", r->message);
+        json_print();
+    }
+    fprintf(stderr, "hclctl: %s: %s: %s\n", cmd, error_name(r->error), r->message);
+    return EXIT_ERROR;
+}
+
+static void report_ack(const char *cmd, const char *arg, const Hcl__ControlReply *r) {
+    if (o_json) {
+        hcl_json *j = json_line();
+        json_bool(j, "ok", 1);
+        json_string(j, "command", cmd);
+        json_int(j, "step", r->ack->step);
+        json_string(j, "message", r->message);
+        json_print();
+    } else {
+        printf("ok: %s%s%s at step %" PRId64 "%s%s\n", cmd, arg ? " " : "", arg ? arg : "",
+               r->ack->step, r->message[0] ? ": " : "", r->message);
+    }
+}
+
+/* Send cmd's request, print what comes back (or follow the watch stream). The exit code. */
+static int run_command(const char *cmd, const char *arg) {
+    Hcl__ControlRequest rq;
+    request_bodies bodies = {HCL__STATUS_REQUEST__INIT, HCL__WATCH_REQUEST__INIT, HCL__PAUSE_REQUEST__INIT,
+                             HCL__RESUME_REQUEST__INIT, HCL__CHECKPOINT_REQUEST__INIT,
+                             HCL__STOP_REQUEST__INIT, HCL__SET_REQUEST__INIT, "", ""};
+    build_request(&rq, &bodies, cmd, arg);
+    client cl;
+    memset(&cl, 0, sizeof cl);
     client_resolve(&cl);
     client_open(&cl);
     Hcl__ControlReply *r = client_call(&cl, &rq);
@@ -590,22 +691,13 @@ static int run_command(const char *cmd, const char *arg) {
     } else if (r->body_case == HCL__CONTROL_REPLY__BODY_WATCH && !strcmp(cmd, "watch")) {
         code = cmd_watch(&cl, r->watch->endpoint);
     } else if (r->body_case == HCL__CONTROL_REPLY__BODY_ACK) {
-        if (o_json) {
-            printf("{\"ok\": true, \"command\": \"%s\", \"step\": %" PRId64 ", \"message\": ", cmd, r->ack->step);
-            json_str(r->message);
-            printf("}\n");
-        } else {
-            printf("ok: %s%s%s at step %" PRId64 "%s%s\n", cmd, arg ? " " : "", arg ? arg : "",
-                   r->ack->step, r->message[0] ? ": " : "", r->message);
-        }
+        report_ack(cmd, arg, r);
     } else {
         fprintf(stderr, "hclctl: %s: the job sent a reply of the wrong kind\n", cmd);
         code = EXIT_NOANSWER;
     }
     hcl__control_reply__free_unpacked(r, NULL);
-    zmq_close(cl.dealer);
-    zmq_ctx_term(cl.ctx);
-    memset(cl.secret_key, 0, sizeof cl.secret_key);
+    client_close(&cl);
     return code;
 }
 

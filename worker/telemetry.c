@@ -1,4 +1,5 @@
-/* telemetry: see telemetry.h. */
+/* telemetry: the worker's sending end of the telemetry stream (telemetry.h): a PUSH socket
+ * that never blocks, and the running count of what it had to drop, carried in every message. */
 #include "telemetry.h"
 
 #include <stdio.h>
@@ -12,7 +13,7 @@
 struct hcl_telemetry {
     void *ctx, *push;
     int rank;
-    uint64_t sent, dropped;
+    uint64_t dropped;           /* messages zmq_send could not queue, since telemetry_open */
 };
 
 static int z85_key_ok(const char *k) {
@@ -79,6 +80,7 @@ int telemetry_send(hcl_telemetry *t, const hcl_telemetry_msg *m) {
     msg.wait_s = m->wait_s;
     msg.bytes = m->bytes;
     msg.rss_bytes = m->rss_bytes;
+    msg.dropped = t->dropped;   /* the drops before this message reach rank 0 with it */
     uint8_t buf[256];
     size_t n = hcl__telemetry__get_packed_size(&msg);
     HCL_CHECK(n <= sizeof buf, "Telemetry of %zu bytes", n);
@@ -87,7 +89,6 @@ int telemetry_send(hcl_telemetry *t, const hcl_telemetry_msg *m) {
         t->dropped++;
         return 1;
     }
-    t->sent++;
     return 0;
 }
 

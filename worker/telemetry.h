@@ -1,9 +1,14 @@
 /* telemetry: a worker's per-step report to the coordinator (proto Telemetry), over a ZeroMQ
- * PUSH socket to the coordinator's PULL (coordinator/control.h, control_telemetry_open).
+ * PUSH socket to the coordinator's PULL (coordinator/control.h, control_telemetry_open). The
+ * coordinator keeps the last report of each worker for `hclctl status` and takes any message
+ * as the worker's heartbeat. Exports: telemetry_open/send/close, telemetry_dropped and
+ * telemetry_rss_bytes.
  *
  * telemetry_send NEVER blocks the worker: a small send queue (high-water mark 4), ZMQ_DONTWAIT,
  * ZMQ_IMMEDIATE (nothing is queued for a coordinator that is not connected); when the message
- * cannot be queued it is dropped and counted. Telemetry doubles as the workers' heartbeat.
+ * cannot be queued it is dropped and counted. Every message carries that running count, so the
+ * coordinator learns how many were dropped with the next one that gets through (the status
+ * reply's telemetry_dropped, the `dropped` column of `hclctl status`).
  *
  * Security: the coordinator makes a per-job CURVE server key pair and one per-job client key
  * pair, and hands the endpoint, the server public key and the client secret key to the workers
@@ -36,6 +41,7 @@ int telemetry_open(hcl_telemetry **t, const char *endpoint, const char *server_p
                    const char *client_secret, int rank, char *err);
 /* Queue one message: 0, or 1 when it was dropped (queue full, coordinator not connected). */
 int telemetry_send(hcl_telemetry *t, const hcl_telemetry_msg *m);
+/* Messages dropped since telemetry_open (the count the next message will carry). */
 uint64_t telemetry_dropped(const hcl_telemetry *t);
 /* Closes at once (unsent messages are discarded). NULL is fine. */
 void telemetry_close(hcl_telemetry *t);
