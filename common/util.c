@@ -126,13 +126,6 @@ int hcl_durable_commit(hcl_durable *d, char *err) {
     return hcl_fsync_dir(dirname(dcopy), err);
 }
 
-void hcl_durable_abort(hcl_durable *d) {
-    if (d->fd < 0) return;
-    close(d->fd);
-    d->fd = -1;
-    unlink(d->tmp);
-}
-
 int hcl_write_file_durable(const char *path, const void *data, size_t len, char *err) {
     hcl_durable d;
     if (hcl_durable_open(&d, path, err) || hcl_durable_write(&d, data, len, err)) return -1;

@@ -41,15 +41,14 @@ int hcl_write_file_durable(const char *path, const void *data, size_t len, char 
  *       || hcl_durable_commit(&d, err)) return -1;
  * open creates PATH.tmp.PID; write appends; commit fsyncs, closes, renames over PATH and fsyncs
  * the directory. A step that fails removes the temp file and names itself in err; the later
- * calls then do nothing and return -1. hcl_durable_abort gives up a file still open. */
+ * calls then do nothing and return -1. */
 typedef struct {
-    int fd;                    /* -1 once committed, aborted or failed */
+    int fd;                    /* -1 once committed or failed */
     char path[4096], tmp[4096 + 32];
 } hcl_durable;
 int hcl_durable_open(hcl_durable *d, const char *path, char *err);
 int hcl_durable_write(hcl_durable *d, const void *data, size_t len, char *err);
 int hcl_durable_commit(hcl_durable *d, char *err);
-void hcl_durable_abort(hcl_durable *d);
 
 /* A whole file into a malloc'd buffer with a NUL after its last byte (so text can be read as a
  * string); *len (may be NULL) gets its size. A file over max bytes is refused. NULL with a line
