@@ -181,13 +181,14 @@ int eval_embeddings_save(const eval_embeddings *e, const char *dir, char *err) {
 
 /* `view NAME` lines of DIR/manifest.txt. */
 static int eval_read_manifest(eval_embeddings *e, const char *dir, char *err) {
-    char path[1200], line[512];
+    char path[1200], rerr[HCL_ERR_MAX];
     if (eval_path(path, sizeof path, dir, "manifest.txt", err)) return -1;
-    FILE *fp = fopen(path, "r");
-    if (!fp) return hcl_err(err, "%s: %s (want the output directory of hcl-embed)", path,
-                            strerror(errno));
-    int lineno = 0;
-    while (fgets(line, sizeof line, fp)) {
+    char *text = hcl_read_file(path, 1 << 20, NULL, rerr);
+    if (!text) return hcl_err(err, "%s (want the output directory of hcl-embed)", rerr);
+    int lineno = 0, rc = 0;
+    for (char *line = text, *next; line && rc == 0; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
         lineno++;
         char *hash = strchr(line, '#');
         if (hash) *hash = 0;
@@ -196,16 +197,16 @@ static int eval_read_manifest(eval_embeddings *e, const char *dir, char *err) {
         if (nt <= 0) continue;
         if (strcmp(key, "view") != 0 || nt != 2 || strlen(name) >= HCL_NAME_MAX ||
             strchr(name, '/') || e->nviews == HCL_MAX_VIEWS) {
-            fclose(fp);
-            line[strcspn(line, "\r\n")] = 0;
-            return hcl_err(err, "%s:%d: cannot use '%s' (want `view NAME`, at most %d views)",
-                           path, lineno, line, HCL_MAX_VIEWS);
+            line[strcspn(line, "\r")] = 0;
+            rc = hcl_err(err, "%s:%d: cannot use '%.200s' (want `view NAME`, at most %d views)",
+                         path, lineno, line, HCL_MAX_VIEWS);
+        } else {
+            memcpy(e->names[e->nviews++], name, strlen(name) + 1);
         }
-        memcpy(e->names[e->nviews++], name, strlen(name) + 1);
     }
-    fclose(fp);
-    if (e->nviews == 0) return hcl_err(err, "%s: no `view NAME` lines", path);
-    return 0;
+    free(text);
+    if (rc == 0 && e->nviews == 0) rc = hcl_err(err, "%s: no `view NAME` lines", path);
+    return rc;
 }
 
 /* A (n, width) float array from DIR/NAME: float32 or float64, finite; n < 0: any row count. */
