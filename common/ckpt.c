@@ -230,23 +230,10 @@ fail:
 static Hcl__TrainState *read_state_pb(const char *dir, char *err) {
     char path[1200];
     snprintf(path, sizeof path, "%s/state.pb", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        hcl_err(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (1 << 24)) {
-        fclose(f);
-        hcl_err(err, "%s: implausible size %ld", path, n);
-        return NULL;
-    }
-    uint8_t *buf = hcl_malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    Hcl__TrainState *ts = got == (size_t)n ? hcl__train_state__unpack(NULL, got, buf) : NULL;
+    size_t n;
+    uint8_t *buf = (uint8_t *)hcl_read_file(path, 1 << 24, &n, err);
+    if (!buf) return NULL;
+    Hcl__TrainState *ts = hcl__train_state__unpack(NULL, n, buf);
     free(buf);
     if (!ts) {
         hcl_err(err, "%s: damaged (not a TrainState message)", path);
@@ -260,16 +247,20 @@ static Hcl__TrainState *read_state_pb(const char *dir, char *err) {
     return ts;
 }
 
-int ckpt_verify(const char *dir, char *err) {
+/* The files state.pb lists in dir against their size and CRC-32C: all of them (and both
+ * model.safetensors and optimizer.safetensors must be listed), or with `only` that one file. */
+static int verify_files(const char *dir, const char *only, char *err) {
     Hcl__TrainState *ts = read_state_pb(dir, err);
     if (!ts) return -1;
     int rc = 0;
-    int have_model = 0, have_opt = 0;
+    int have_model = 0, have_opt = 0, have_only = 0;
     for (size_t i = 0; i < ts->n_files && rc == 0; i++) {
         const Hcl__FileSum *fs = ts->files[i];
         if (strchr(fs->name, '/')) { rc = hcl_err(err, "%s/state.pb: bad file name '%s'", dir, fs->name); break; }
         have_model |= !strcmp(fs->name, "model.safetensors");
         have_opt |= !strcmp(fs->name, "optimizer.safetensors");
+        if (only && strcmp(fs->name, only) != 0) continue;
+        have_only = 1;
         char path[1300];
         snprintf(path, sizeof path, "%s/%s", dir, fs->name);
         uint64_t size;
@@ -281,11 +272,14 @@ int ckpt_verify(const char *dir, char *err) {
         else if (crc != fs->crc32c)
             rc = hcl_err(err, "%s: checksum %08x, state.pb says %08x (damaged)", path, crc, fs->crc32c);
     }
-    if (rc == 0 && (!have_model || !have_opt))
+    if (rc == 0 && !only && (!have_model || !have_opt))
         rc = hcl_err(err, "%s/state.pb: does not list model.safetensors and optimizer.safetensors", dir);
+    if (rc == 0 && only && !have_only) rc = hcl_err(err, "%s/state.pb: does not list %s", dir, only);
     hcl__train_state__free_unpacked(ts, NULL);
     return rc;
 }
+
+int ckpt_verify(const char *dir, char *err) { return verify_files(dir, NULL, err); }
 
 int ckpt_read_state(const char *dir, hcl_ckpt_state *st, hcl_model_config *mc, char *err) {
     if (ckpt_verify(dir, err) != 0) return -1;
@@ -347,19 +341,26 @@ int ckpt_read_tensors(const char *dir, hcl_model *m, float *opt_state, enum hcl_
     return rc;
 }
 
+/* The name in ckdir/latest (a checkpoint directory beside it, "step-NNNNNNNN"): 0, or -1 with
+ * err when the file is missing or names anything else. */
+static int read_latest(const char *ckdir, char *name, size_t cap, char *err) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/latest", ckdir);
+    char *text = hcl_read_file(path, 4096, NULL, err);
+    if (!text) return -1;
+    text[strcspn(text, "\r\n")] = 0;
+    int ok = text[0] && !strchr(text, '/') && strlen(text) < cap;
+    if (ok) memcpy(name, text, strlen(text) + 1);
+    else hcl_err(err, "%s: does not name a checkpoint directory ('%.200s')", path, text);
+    free(text);
+    return ok ? 0 : -1;
+}
+
 int ckpt_find_latest(const char *run_dir, char *path_out, void (*warn)(const char *msg)) {
     char ckdir[1100], path[1300], err[HCL_ERR_MAX], msg[HCL_ERR_MAX + 64];
     snprintf(ckdir, sizeof ckdir, "%s/checkpoints", run_dir);
-    char latest[1200];
-    snprintf(latest, sizeof latest, "%s/latest", ckdir);
-    FILE *f = fopen(latest, "r");
     char name[64] = "";
-    if (f) {
-        if (!fgets(name, sizeof name, f)) name[0] = 0;
-        fclose(f);
-        name[strcspn(name, "\r\n")] = 0;
-    }
-    if (name[0] && !strchr(name, '/')) {
+    if (read_latest(ckdir, name, sizeof name, NULL) == 0) {
         snprintf(path, sizeof path, "%s/%s", ckdir, name);
         if (ckpt_verify(path, err) == 0) {
             snprintf(path_out, CKPT_PATH_MAX, "%s", path);
@@ -384,6 +385,51 @@ int ckpt_find_latest(const char *run_dir, char *path_out, void (*warn)(const cha
     }
     free_list(names, n);
     return found;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A model file named as it is: verified when a state.pb beside it makes it part of a checkpoint. */
+static int model_file(const char *path, char *model_out, char *err) {
+    char dir[CKPT_PATH_MAX], pb[CKPT_PATH_MAX + 16];
+    if (snprintf(model_out, CKPT_PATH_MAX, "%s", path) >= CKPT_PATH_MAX)
+        return hcl_err(err, "%s: path too long", path);
+    const char *slash = strrchr(path, '/');
+    if (slash) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    else snprintf(dir, sizeof dir, ".");
+    snprintf(pb, sizeof pb, "%s/state.pb", dir[0] ? dir : "/");
+    return is_file(pb) ? verify_files(dir[0] ? dir : "/", slash ? slash + 1 : path, err) : 0;
+}
+
+int ckpt_model_path(const char *path, char *model_out, char *err) {
+    char ckdir[CKPT_PATH_MAX], latest[CKPT_PATH_MAX + 16], dir[CKPT_PATH_MAX + 300], name[256];
+    if (is_file(path)) return model_file(path, model_out, err);
+    if (!is_dir(path))
+        return hcl_err(err, "%s: no such checkpoint (want a checkpoint directory, its "
+                       "model.safetensors, or a run directory)", path);
+    if (snprintf(model_out, CKPT_PATH_MAX, "%s/model.safetensors", path) >= CKPT_PATH_MAX)
+        return hcl_err(err, "%s: path too long", path);
+    if (is_file(model_out)) return verify_files(path, "model.safetensors", err);
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", path);
+    snprintf(latest, sizeof latest, "%s/latest", ckdir);
+    if (!is_file(latest))
+        return hcl_err(err, "%s: neither a checkpoint (no model.safetensors) nor a run directory "
+                       "with checkpoints (no checkpoints/latest)", path);
+    if (read_latest(ckdir, name, sizeof name, err) != 0) return -1;
+    snprintf(dir, sizeof dir, "%s/%s", ckdir, name);
+    if (snprintf(model_out, CKPT_PATH_MAX, "%s/model.safetensors", dir) >= CKPT_PATH_MAX)
+        return hcl_err(err, "%s: path too long", path);
+    if (!is_file(model_out))
+        return hcl_err(err, "%s: names '%s', but %s does not exist", latest, name, model_out);
+    return verify_files(dir, "model.safetensors", err);
 }
 
 void ckpt_cleanup(const char *run_dir) {

@@ -386,18 +386,20 @@ int npy_write(const char *path, enum npy_dtype dtype, int ndim, const int64_t *s
     size_t hstart = 10;
     size_t total = (hstart + (size_t)dl + 1 + 63) & ~(size_t)63;
     size_t nbytes = (size_t)count * (size_t)info->size;
-    uint8_t *buf = hcl_malloc(total + nbytes);
-    memcpy(buf, npy_magic, 6);
-    buf[6] = 1;
-    buf[7] = 0;
+    uint8_t head[10 + sizeof dict + 64];
+    memcpy(head, npy_magic, 6);
+    head[6] = 1;
+    head[7] = 0;
     size_t hlen = total - hstart;
-    buf[8] = (uint8_t)(hlen & 0xff);
-    buf[9] = (uint8_t)(hlen >> 8);
-    memcpy(buf + hstart, dict, (size_t)dl);
-    memset(buf + hstart + dl, ' ', total - hstart - (size_t)dl - 1);
-    buf[total - 1] = '\n';
-    if (nbytes) memcpy(buf + total, data, nbytes);
-    int rc = hcl_write_file_durable(path, buf, total + nbytes, err);
-    free(buf);
-    return rc;
+    head[8] = (uint8_t)(hlen & 0xff);
+    head[9] = (uint8_t)(hlen >> 8);
+    memcpy(head + hstart, dict, (size_t)dl);
+    memset(head + hstart + dl, ' ', total - hstart - (size_t)dl - 1);
+    head[total - 1] = '\n';
+    /* the data goes from the caller's array: no copy of it */
+    hcl_durable d;
+    if (hcl_durable_open(&d, path, err) || hcl_durable_write(&d, head, total, err) ||
+        hcl_durable_write(&d, data, nbytes, err))
+        return -1;
+    return hcl_durable_commit(&d, err);
 }

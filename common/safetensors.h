@@ -3,7 +3,11 @@
  *   8 bytes little-endian u64 N | N bytes JSON header | raw little-endian tensor data
  * The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
  * relative to the data section) and may hold "__metadata__": {string: string}.
- * hcl writes F32 tensors, C order, names as model.h; the reader also accepts F64/I64/I32/U8. */
+ * hcl writes F32 tensors, C order, names as model.h; the reader also accepts F64/I64/I32/U8.
+ *
+ * st_open refuses, with one line naming the file and the byte offset of the problem: bad JSON,
+ * an unknown dtype, a second __metadata__ or a tensor named twice, a shape whose byte size does
+ * not fit 64 bits, data_offsets that do not hold exactly the tensor inside the data section. */
 #ifndef HCL_SAFETENSORS_H
 #define HCL_SAFETENSORS_H
 
@@ -46,8 +50,9 @@ typedef struct {
     const float *data;
 } st_entry;
 
-/* Write durably: PATH.tmp, fsync, rename over PATH, fsync the directory. metadata: NULL or
- * pairs of strings {key0, value0, key1, value1, ..., NULL}. On error PATH is untouched. */
+/* Write durably (hcl_durable: PATH.tmp.PID, fsync, rename over PATH, fsync the directory), the
+ * header by the JSON writer and the tensors streamed from their arrays. metadata: NULL or pairs
+ * of strings {key0, value0, key1, value1, ..., NULL}. On error PATH is untouched. */
 int st_write(const char *path, const st_entry *entries, int n, const char *const *metadata,
              char *err);
 

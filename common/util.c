@@ -76,45 +76,104 @@ int hcl_fsync_dir(const char *dir, char *err) {
     return 0;
 }
 
-int hcl_write_file_durable(const char *path, const void *data, size_t len, char *err) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= (int)sizeof tmp)
+/* ---- durable files ------------------------------------------------------------------------- */
+
+/* Close and remove the temp file after a failed step; returns -1 with err naming the step. */
+static int durable_fail(hcl_durable *d, const char *step, int e, char *err) {
+    if (d->fd >= 0) close(d->fd);
+    d->fd = -1;
+    unlink(d->tmp);
+    return hcl_err(err, "%s: %s: %s", d->tmp, step, strerror(e));
+}
+
+int hcl_durable_open(hcl_durable *d, const char *path, char *err) {
+    d->fd = -1;
+    d->tmp[0] = 0;
+    if (snprintf(d->path, sizeof d->path, "%s", path) >= (int)sizeof d->path)
         return hcl_err(err, "%s: path too long", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return hcl_err(err, "%s: create: %s", tmp, strerror(errno));
+    snprintf(d->tmp, sizeof d->tmp, "%s.tmp.%d", path, (int)getpid());
+    d->fd = open(d->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (d->fd < 0) return hcl_err(err, "%s: create: %s", d->tmp, strerror(errno));
+    return 0;
+}
+
+int hcl_durable_write(hcl_durable *d, const void *data, size_t len, char *err) {
+    if (d->fd < 0) return -1;
     const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
+    while (len > 0) {
+        ssize_t w = write(d->fd, p, len);
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = w < 0 ? errno : ENOSPC;
-            close(fd);
-            unlink(tmp);
-            return hcl_err(err, "%s: write: %s", tmp, strerror(e));
-        }
+        if (w <= 0) return durable_fail(d, "write", w < 0 ? errno : ENOSPC, err);
         p += w;
-        left -= (size_t)w;
+        len -= (size_t)w;
     }
-    if (fsync(fd) != 0) {
+    return 0;
+}
+
+int hcl_durable_commit(hcl_durable *d, char *err) {
+    if (d->fd < 0) return -1;
+    if (fsync(d->fd) != 0) return durable_fail(d, "fsync", errno, err);
+    int fd = d->fd;
+    d->fd = -1;
+    if (close(fd) != 0) return durable_fail(d, "close", errno, err);
+    if (rename(d->tmp, d->path) != 0) {
         int e = errno;
-        close(fd);
-        unlink(tmp);
-        return hcl_err(err, "%s: fsync: %s", tmp, strerror(e));
+        unlink(d->tmp);
+        return hcl_err(err, "%s: rename into place: %s", d->path, strerror(e));
     }
-    if (close(fd) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return hcl_err(err, "%s: close: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return hcl_err(err, "%s: rename into place: %s", path, strerror(e));
-    }
-    char dcopy[4096];
-    snprintf(dcopy, sizeof dcopy, "%s", path);
+    char dcopy[sizeof d->path];
+    memcpy(dcopy, d->path, sizeof dcopy);
     return hcl_fsync_dir(dirname(dcopy), err);
+}
+
+int hcl_write_file_durable(const char *path, const void *data, size_t len, char *err) {
+    hcl_durable d;
+    if (hcl_durable_open(&d, path, err) || hcl_durable_write(&d, data, len, err)) return -1;
+    return hcl_durable_commit(&d, err);
+}
+
+/* ---- whole files ------------------------------------------------------------------------------ */
+
+char *hcl_read_fd(int fd, const char *name, size_t max, size_t *len, char *err) {
+    size_t cap = 4096, n = 0;
+    char *buf = hcl_malloc(cap);
+    for (;;) {
+        if (n + 1 == cap) {   /* room for the NUL kept */
+            cap *= 2;
+            char *b = realloc(buf, cap);
+            HCL_CHECK(b, "out of memory reading %s (%zu bytes)", name, cap);
+            buf = b;
+        }
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            hcl_err(err, "%s: read: %s", name, strerror(e));
+            return NULL;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+        if (n > max) {
+            free(buf);
+            hcl_err(err, "%s: larger than %zu bytes", name, max);
+            return NULL;
+        }
+    }
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+char *hcl_read_file(const char *path, size_t max, size_t *len, char *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        hcl_err(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = hcl_read_fd(fd, path, max, len, err);
+    close(fd);
+    return buf;
 }
 
 int hcl_mkdir_p(const char *path, char *err) {

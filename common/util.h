@@ -34,6 +34,28 @@ double hcl_wall(void);                 /* wall-clock seconds since the epoch */
 /* Durable write: temp file in the same directory, fsync, rename over path, fsync the directory.
  * On error the temp file is removed, the old file (if any) is untouched, err names the step. */
 int hcl_write_file_durable(const char *path, const void *data, size_t len, char *err);
+
+/* The same written in pieces, for data that is not in one buffer (safetensors, npy):
+ *   hcl_durable d;
+ *   if (hcl_durable_open(&d, path, err) || hcl_durable_write(&d, a, n, err) || ...
+ *       || hcl_durable_commit(&d, err)) return -1;
+ * open creates PATH.tmp.PID; write appends; commit fsyncs, closes, renames over PATH and fsyncs
+ * the directory. A step that fails removes the temp file and names itself in err; the later
+ * calls then do nothing and return -1. */
+typedef struct {
+    int fd;                    /* -1 once committed or failed */
+    char path[4096], tmp[4096 + 32];
+} hcl_durable;
+int hcl_durable_open(hcl_durable *d, const char *path, char *err);
+int hcl_durable_write(hcl_durable *d, const void *data, size_t len, char *err);
+int hcl_durable_commit(hcl_durable *d, char *err);
+
+/* A whole file into a malloc'd buffer with a NUL after its last byte (so text can be read as a
+ * string); *len (may be NULL) gets its size. A file over max bytes is refused. NULL with a line
+ * in err naming the file when it cannot be read. hcl_read_fd reads an open descriptor (a pipe)
+ * to its end the same way, name standing for it in errors; fd stays open. */
+char *hcl_read_file(const char *path, size_t max, size_t *len, char *err);
+char *hcl_read_fd(int fd, const char *name, size_t max, size_t *len, char *err);
 int hcl_fsync_dir(const char *dir, char *err);
 int hcl_mkdir_p(const char *path, char *err);
 

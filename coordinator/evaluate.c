@@ -3,8 +3,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "json.h"
 #include "util.h"
 
 extern char **environ;
@@ -22,102 +23,90 @@ int evaluator_init(hcl_evaluator *ev, const hcl_model_config *mc, const hcl_data
     if (model_init(&ev->model, mc, 0, err) != 0) return -1;
     ev->rows = *val;                        /* shallow: the mappings stay the run's */
     if (rows > 0 && rows < ev->rows.n) ev->rows.n = rows;
-    ev->json_cap = 16384;
-    ev->json = hcl_malloc(ev->json_cap);
-    ev->json[0] = 0;
+    json_init(&ev->json);
     return 0;
 }
 
 void evaluator_free(hcl_evaluator *ev) {
     if (ev->running) pthread_join(ev->thread, NULL);
     if (ev->model.params) model_free(&ev->model);
-    free(ev->json);
+    json_free(&ev->json);
+    free(ev->line);
     memset(ev, 0, sizeof *ev);
 }
 
-typedef struct { char *p; size_t len, cap; } sbuf;
-
-static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n > 0) b->len += (size_t)n < b->cap - b->len ? (size_t)n : b->cap - b->len - 1;
+/* The pass's numbers under the keys of a metrics.jsonl eval line: knn_<view>, knn_fused,
+ * retrieval {"a>b": {r1, r5, r10}}, alignment {"a:b"}, uniformity {view}. */
+static void eval_json(hcl_json *j, const eval_pass *p, const eval_embeddings *e) {
+    char key[2 * HCL_NAME_MAX + 8];
+    for (int i = 0; i < p->nreps; i++)
+        if (p->rep[i].knned && isfinite(p->rep[i].knn)) {   /* a split without rows: no key */
+            snprintf(key, sizeof key, "knn_%s", p->rep[i].name);
+            json_number(j, key, p->rep[i].knn);
+        }
+    json_begin_object(j, "retrieval");
+    for (int k = 0; k < p->npairs; k++)
+        for (int dir = 0; dir < 2; dir++) {
+            const eval_pair *q = &p->pair[k];
+            const eval_recall *rc = dir ? &q->ji : &q->ij;
+            snprintf(key, sizeof key, "%s>%s", e->names[dir ? q->j : q->i], e->names[dir ? q->i : q->j]);
+            json_begin_object(j, key);
+            json_number(j, "r1", rc->r1);
+            json_number(j, "r5", rc->r5);
+            json_number(j, "r10", rc->r10);
+            json_end_object(j);
+        }
+    json_end_object(j);
+    json_begin_object(j, "alignment");
+    for (int k = 0; k < p->npairs; k++) {
+        snprintf(key, sizeof key, "%s:%s", e->names[p->pair[k].i], e->names[p->pair[k].j]);
+        json_number(j, key, p->pair[k].alignment);
+    }
+    json_end_object(j);
+    json_begin_object(j, "uniformity");
+    for (int v = 0; v < e->nviews; v++) json_number(j, e->names[v], p->uniformity[v]);
+    json_end_object(j);
 }
 
+/* The evaluation pass of hcl-eval (common/eval.h) on the validation rows: kNN with the first half
+ * as the bank and the second half as queries, per view and fused; the geometry on all rows. */
 static void evaluate_now(hcl_evaluator *ev) {
-    sbuf b = {ev->json, 0, ev->json_cap};
+    hcl_json *j = &ev->json;
     char err[HCL_ERR_MAX];
     eval_embeddings e;
-    memset(&e, 0, sizeof e);
+    json_reset(j);
+    json_begin_object(j, NULL);
+    json_int(j, "step", ev->step);
+    json_begin_object(j, "eval");
     if (eval_embed_dataset(&e, &ev->model, &ev->rows, 512, 0, err) != 0) {
-        put(&b, "{\"step\": %lld, \"eval\": {\"error\": \"embedding failed\"}}\n", (long long)ev->step);
-        return;
+        json_string(j, "error", "embedding failed");
+    } else {
+        const int64_t n = e.n, half = n / 2;
+        eval_embeddings bank, queries;
+        eval_embeddings_rows(&bank, &e, 0, half);
+        eval_embeddings_rows(&queries, &e, half, n);
+        eval_pass p;
+        eval_pass_init(&p, &bank, &queries, 0, &e);
+        for (int i = 0; i < p.nreps; i++) p.rep[i].do_knn = e.labels && half > 0;
+        eval_pass_options o;
+        eval_pass_options_default(&o);
+        o.fused_uniformity = 0;
+        HCL_CHECK(eval_pass_run(&p, &o, err) == 0, "evaluation pass: %s", err);   /* no probe: no error */
+        json_int(j, "rows", n);
+        eval_json(j, &p, &e);
+        eval_pass_free(&p);
+        eval_embeddings_free(&e);
     }
-    const int V = e.nviews, D = e.width[0];
-    const int64_t n = e.n, half = n / 2;
-    put(&b, "{\"step\": %lld, \"eval\": {\"rows\": %lld", (long long)ev->step, (long long)n);
-    if (e.labels && half > 0) {
-        /* kNN: bank = first half, queries = second half; per view on rows present there */
-        for (int v = 0; v <= V; v++) {
-            const float *z = v < V ? e.z[v] : e.fused;
-            if (!z) continue;
-            const char *name = v < V ? e.names[v] : "fused";
-            /* rows present in this view (fused: any view) */
-            float *bank = hcl_floats((size_t)n * D), *qry = hcl_floats((size_t)n * D);
-            int32_t *yb = hcl_malloc(sizeof(int32_t) * (size_t)n), *yq = hcl_malloc(sizeof(int32_t) * (size_t)n);
-            int64_t nb = 0, nq = 0;
-            for (int64_t i = 0; i < n; i++) {
-                int present = 1;
-                if (e.mask) {
-                    present = 0;
-                    for (int u = 0; u < V; u++)
-                        if ((v == V || u == v) && e.mask[i * V + u]) present = 1;
-                }
-                if (!present || e.labels[i] < 0) continue;
-                if (i < half) { memcpy(bank + nb * D, z + i * D, sizeof(float) * D); yb[nb++] = e.labels[i]; }
-                else { memcpy(qry + nq * D, z + i * D, sizeof(float) * D); yq[nq++] = e.labels[i]; }
-            }
-            if (nb > 0 && nq > 0)
-                put(&b, ", \"knn_%s\": %.6f", name,
-                    eval_knn_accuracy(bank, yb, nb, qry, yq, nq, D, e.nclasses, EVAL_KNN_K));
-            free(bank); free(qry); free(yb); free(yq);
-        }
+    json_end_object(j);
+    json_end_object(j);
+    size_t len = json_len(j);
+    if (len + 2 > ev->line_cap) {
+        free(ev->line);
+        ev->line_cap = 2 * len + 2;
+        ev->line = hcl_malloc(ev->line_cap);
     }
-    put(&b, ", \"retrieval\": {");
-    int first = 1;
-    for (int i = 0; i < V; i++)
-        for (int j = i + 1; j < V; j++) {
-            uint8_t *pi = eval_mask_column(e.mask, V, i, n), *pj = eval_mask_column(e.mask, V, j, n);
-            eval_recall ab, ba;
-            eval_retrieval(&ab, &ba, e.z[i], e.z[j], pi, pj, n, D);
-            put(&b, "%s\"%s>%s\": {\"r1\": %.6f, \"r5\": %.6f, \"r10\": %.6f}, \"%s>%s\": {\"r1\": %.6f, "
-                "\"r5\": %.6f, \"r10\": %.6f}", first ? "" : ", ", e.names[i], e.names[j], ab.r1, ab.r5,
-                ab.r10, e.names[j], e.names[i], ba.r1, ba.r5, ba.r10);
-            first = 0;
-            free(pi);
-            free(pj);
-        }
-    put(&b, "}, \"alignment\": {");
-    first = 1;
-    for (int i = 0; i < V; i++)
-        for (int j = i + 1; j < V; j++) {
-            uint8_t *pi = eval_mask_column(e.mask, V, i, n), *pj = eval_mask_column(e.mask, V, j, n);
-            put(&b, "%s\"%s:%s\": %.6f", first ? "" : ", ", e.names[i], e.names[j],
-                eval_alignment(e.z[i], e.z[j], pi, pj, n, D));
-            first = 0;
-            free(pi);
-            free(pj);
-        }
-    put(&b, "}, \"uniformity\": {");
-    for (int v = 0; v < V; v++) {
-        uint8_t *pv = eval_mask_column(e.mask, V, v, n);
-        put(&b, "%s\"%s\": %.6f", v ? ", " : "", e.names[v], eval_uniformity(e.z[v], pv, n, D, 0));
-        free(pv);
-    }
-    put(&b, "}}}\n");
-    eval_embeddings_free(&e);
+    memcpy(ev->line, json_text(j), len);
+    memcpy(ev->line + len, "\n", 2);
 }
 
 static void *evaluator_thread(void *arg) {
@@ -150,7 +139,7 @@ const char *evaluator_poll(hcl_evaluator *ev, int wait) {
     }
     if (!ev->done) return NULL;
     ev->done = 0;
-    return ev->json;
+    return ev->line;
 }
 
 char *evaluate_final(const char *checkpoint, const char *train, const char *val, int threads, char *err) {
@@ -179,23 +168,12 @@ char *evaluate_final(const char *checkpoint, const char *train, const char *val,
         hcl_err(err, "%s: cannot start: %s", tool, strerror(rc));
         return NULL;
     }
-    size_t cap = 1 << 16, len = 0;
-    char *out = hcl_malloc(cap);
-    for (;;) {
-        if (len + 4096 > cap) {
-            cap *= 2;
-            out = realloc(out, cap);
-            HCL_CHECK(out, "out of memory");
-        }
-        ssize_t r = read(fd[0], out + len, cap - len - 1);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) break;
-        len += (size_t)r;
-    }
+    size_t len = 0;
+    char *out = hcl_read_fd(fd[0], tool, (size_t)1 << 30, &len, err);
     close(fd[0]);
-    out[len] = 0;
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (!out) return NULL;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || len == 0) {
         free(out);
         hcl_err(err, "%s exited with status %d", tool, WIFEXITED(status) ? WEXITSTATUS(status) : -1);

@@ -8,7 +8,8 @@
  *   alignment "a:b"         per pair; uniformity per view (Wang and Isola, 2020)
  * as one metrics.jsonl line {"step": S, "eval": {...}}. With the workers on other ranks this
  * runs in a thread (the coordinator does no other BLAS work), so the control socket stays
- * answered; with one process it runs between steps.
+ * answered; with one process it runs between steps. The numbers come from the evaluation pass
+ * hcl-eval runs (common/eval.h), written by the JSON writer.
  * At the end of a run (--eval-every > 0): hcl-eval on the final checkpoint, training split
  * against the validation split: probes, kNN, retrieval, alignment, uniformity, as one line
  * {"step": S, "final_eval": {...}}. */
@@ -19,6 +20,7 @@
 #include <stdint.h>
 
 #include "dataset.h"
+#include "json.h"
 #include "model.h"
 
 typedef struct {
@@ -28,8 +30,9 @@ typedef struct {
     int running;                /* a thread is computing */
     _Atomic int done;           /* its result is ready */
     int64_t step;
-    char *json;                 /* {"step": S, "eval": {...}} */
-    size_t json_cap;
+    hcl_json json;              /* {"step": S, "eval": {...}} */
+    char *line;                 /* the same and a newline: what evaluator_poll gives */
+    size_t line_cap;
 } hcl_evaluator;
 
 int evaluator_init(hcl_evaluator *ev, const hcl_model_config *mc, const hcl_dataset *val,
@@ -39,7 +42,8 @@ void evaluator_free(hcl_evaluator *ev);
  * Returns 0, or -1 when the previous evaluation is still running or its line was not taken
  * with evaluator_poll (this one is then not started). */
 int evaluator_start(hcl_evaluator *ev, const float *params, int64_t step, int threaded);
-/* The finished evaluation's metrics line, or NULL while none is ready; joins the thread. */
+/* The finished evaluation's metrics line (ending in a newline), or NULL while none is ready;
+ * joins the thread. */
 const char *evaluator_poll(hcl_evaluator *ev, int wait);
 
 /* Run `hcl-eval --json` (beside this executable) on a checkpoint; returns its stdout (malloc'd)

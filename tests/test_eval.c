@@ -12,7 +12,10 @@
  *   geometry   alignment and uniformity against naive double loops (1e-9 / 1e-5); the
  *              subsampled uniformity within 0.02 of the exact value, and deterministic
  *   fusion     a hand-worked row, masks, a row with no view
- *   files      eval_embeddings_save then _load gives the same arrays */
+ *   files      eval_embeddings_save then _load gives the same arrays
+ *   pass       eval_pass_run (hcl-eval, --eval-every) gives the very numbers of the measures
+ *              called by hand on the rows each representation keeps, on two splits and on the
+ *              halves of one (eval_embeddings_rows) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -602,6 +605,117 @@ static void test_files(void) {
     eval_embeddings_free(&e);
 }
 
+/* ---- the evaluation pass ---------------------------------------------------------------------- */
+
+/* n rows of 2 views (width D) around class means, view 1 absent from every 5th row. */
+static void make_embeddings(eval_embeddings *e, int64_t n, int D, uint64_t seed) {
+    enum { K = 3 };
+    memset(e, 0, sizeof *e);
+    e->n = n;
+    e->nviews = 2;
+    strcpy(e->names[0], "a");
+    strcpy(e->names[1], "b");
+    hcl_rng r;
+    rng_derive(&r, seed, "test-pass", 0);
+    float mu[K * 16];
+    randn(mu, K * D, &r);
+    e->labels = malloc(sizeof(int32_t) * (size_t)n);
+    e->mask = malloc((size_t)(2 * n));
+    e->nclasses = K;
+    for (int v = 0; v < 2; v++) {
+        e->width[v] = D;
+        e->z[v] = hcl_floats((size_t)(n * D));
+        randn(e->z[v], n * D, &r);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        e->labels[i] = (int32_t)(i % K);
+        e->mask[2 * i] = 1;
+        e->mask[2 * i + 1] = i % 5 != 0;
+        for (int v = 0; v < 2; v++)
+            for (int j = 0; j < D; j++) e->z[v][i * D + j] += 1.5f * mu[e->labels[i] * D + j];
+    }
+    e->fused = hcl_floats((size_t)(n * D));
+    eval_fuse(e->fused, (const float *const *)e->z, 2, e->mask, n, D);
+}
+
+/* Rows i of x (n, D) with keep[i] (NULL: all), and their labels. */
+static int64_t pick(float *xo, int32_t *yo, const float *x, const int32_t *y, const uint8_t *keep,
+                    int64_t n, int D) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!keep || keep[i]) {
+            memcpy(xo + m * D, x + i * D, sizeof(float) * (size_t)D);
+            yo[m++] = y[i];
+        }
+    return m;
+}
+
+/* The pass on tr against te, geometry on geom, against the measures called by hand. */
+static void check_pass(const eval_embeddings *tr, const eval_embeddings *te, const eval_embeddings *geom,
+                       const char *what) {
+    const int D = tr->width[0];
+    eval_pass p;
+    eval_pass_init(&p, tr, te, 1, geom);
+    CHECK(p.nreps == 4 && !strcmp(p.rep[2].name, "concat") && !strcmp(p.rep[3].name, "fused") &&
+          p.rep[2].dim == 2 * D, "%s: representations", what);
+    for (int i = 0; i < p.nreps; i++) p.rep[i].do_knn = 1;
+    p.rep[3].do_probe = 1;
+    eval_pass_options o;
+    eval_pass_options_default(&o);
+    o.seed = 5;
+    char err[HCL_ERR_MAX];
+    CHECK(eval_pass_run(&p, &o, err) == 0, "%s: pass: %s", what, err);
+
+    float *xtr = hcl_floats((size_t)(tr->n * D)), *xte = hcl_floats((size_t)(te->n * D));
+    int32_t *ytr = malloc(sizeof(int32_t) * (size_t)tr->n), *yte = malloc(sizeof(int32_t) * (size_t)te->n);
+    uint8_t *ktr = eval_mask_column(tr->mask, 2, 1, tr->n), *kte = eval_mask_column(te->mask, 2, 1, te->n);
+    int64_t mtr = pick(xtr, ytr, tr->z[1], tr->labels, ktr, tr->n, D);
+    int64_t mte = pick(xte, yte, te->z[1], te->labels, kte, te->n, D);
+    double knn = eval_knn_accuracy(xtr, ytr, mtr, xte, yte, mte, D, 3, EVAL_KNN_K);
+    CHECK(p.rep[1].knned && p.rep[1].knn == knn, "%s: kNN of view b %.17g, by hand %.17g", what, p.rep[1].knn, knn);
+    mtr = pick(xtr, ytr, tr->fused, tr->labels, NULL, tr->n, D);
+    mte = pick(xte, yte, te->fused, te->labels, NULL, te->n, D);
+    eval_probe_result pr;
+    CHECK(eval_linear_probe(&pr, xtr, ytr, mtr, xte, yte, mte, D, 3, &o.probe, err) == 0, "probe: %s", err);
+    CHECK(p.rep[3].probed && !p.rep[0].probed && p.rep[3].probe.accuracy == pr.accuracy &&
+          p.rep[3].probe.lambda == pr.lambda, "%s: probe of fused %.17g, by hand %.17g", what,
+          p.rep[3].probe.accuracy, pr.accuracy);
+
+    uint8_t *g1 = eval_mask_column(geom->mask, 2, 1, geom->n);
+    eval_recall ab, ba;
+    eval_retrieval(&ab, &ba, geom->z[0], geom->z[1], NULL, g1, geom->n, D);
+    double al = eval_alignment(geom->z[0], geom->z[1], NULL, g1, geom->n, D);
+    double ub = eval_uniformity(geom->z[1], g1, geom->n, D, 5);
+    double uf = eval_uniformity(geom->fused, NULL, geom->n, D, 5);
+    CHECK(p.npairs == 1 && p.pair[0].ij.r5 == ab.r5 && p.pair[0].ji.r1 == ba.r1 &&
+          p.pair[0].ij.queries == ab.queries && p.pair[0].alignment == al, "%s: pair a:b", what);
+    CHECK(p.uniformity[1] == ub && p.uniformity[2] == uf, "%s: uniformity b %.17g (%.17g), fused %.17g (%.17g)",
+          what, p.uniformity[1], ub, p.uniformity[2], uf);
+    free(g1);
+    free(ktr);
+    free(kte);
+    free(xtr);
+    free(xte);
+    free(ytr);
+    free(yte);
+    eval_pass_free(&p);
+}
+
+static void test_pass(void) {
+    eval_embeddings tr, te, bank, queries;
+    make_embeddings(&tr, 400, 6, 1);
+    make_embeddings(&te, 250, 6, 2);
+    check_pass(&tr, &te, &te, "two splits");
+    // --eval-every's way: the halves of one set, views into it, the geometry on all of it
+    eval_embeddings_rows(&bank, &tr, 0, 200);
+    eval_embeddings_rows(&queries, &tr, 200, 400);
+    CHECK(bank.n == 200 && queries.n == 200 && queries.z[1] == tr.z[1] + 200 * 6 &&
+          queries.mask == tr.mask + 400 && queries.labels == tr.labels + 200, "eval_embeddings_rows");
+    check_pass(&bank, &queries, &tr, "halves of one set");
+    eval_embeddings_free(&tr);
+    eval_embeddings_free(&te);
+}
+
 int main(void) {
     kernels_set_threads(2);
     test_logreg_gradient();
@@ -618,5 +732,6 @@ int main(void) {
     test_geometry();
     test_fuse();
     test_files();
+    test_pass();
     CHECK_DONE();
 }

@@ -4,7 +4,8 @@
 #   - hcl-embed: shapes, unit norms, equality with a numpy re-implementation of the encoder
 #     (1e-5), --features (the hidden activations), fused (normalised mean of present views),
 #     missing views (zero rows, excluded from fused), labels/mask copied, the three ways to name
-#     a checkpoint (file, checkpoint directory, run directory via checkpoints/latest), and the
+#     a checkpoint (file, checkpoint directory, run directory via checkpoints/latest), a damaged
+#     checkpoint refused by its state.pb checksum (a model file alone taken as it is), and the
 #     one-line error (exit 2) on a width or view-name mismatch;
 #   - hcl-eval: checkpoint mode and features mode (--json parsed by python) give the same
 #     numbers on the same embeddings; every key is there; a probe on informative features scores
@@ -63,6 +64,35 @@ h = json.dumps(header).encode()
 h += b" " * (-len(h) % 8)
 with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+EOF
+# its state.pb (proto/checkpoint.proto, encoded by hand): the size and CRC-32C of the model file
+"$py" - run/checkpoints/step-00000100 <<'EOF'
+import os, sys
+def crc32c(data):
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+def varint(x):
+    out = bytearray()
+    while True:
+        out.append((x & 0x7F) | (0x80 if x > 0x7F else 0))
+        x >>= 7
+        if not x:
+            return bytes(out)
+def field(num, value):   # int: varint; bytes: length-delimited
+    if isinstance(value, int):
+        return varint(num << 3) + varint(value)
+    return varint(num << 3 | 2) + varint(len(value)) + value
+model = open(os.path.join(sys.argv[1], "model.safetensors"), "rb").read()
+filesum = field(1, b"model.safetensors") + field(2, len(model)) + field(3, crc32c(model))
+open(os.path.join(sys.argv[1], "state.pb"), "wb").write(field(1, 1) + field(19, filesum))
 EOF
 printf 'step-00000100\n' > run/checkpoints/latest
 ckdir=run/checkpoints/step-00000100
@@ -149,6 +179,22 @@ msg=$("$embed" --checkpoint "$ck" --data renamed --out e_bad 2>&1); rc=$?
 set -e
 [ "$rc" = 2 ] && case $msg in *v0*) true ;; *) false ;; esac ||
     fail "view name mismatch: exit $rc, message: $msg"
+
+# ---- a damaged checkpoint is refused, however it is named; a model file alone is taken as it is
+cp "$ck" model.copy
+"$py" -c "import sys; p=sys.argv[1]; b=bytearray(open(p,'rb').read()); b[len(b)//2]^=0x10; open(p,'wb').write(b)" "$ck"
+for c in "$ck" "$ckdir" run; do
+    set +e
+    msg=$("$embed" --checkpoint "$c" --data test --out e_bad 2>&1); rc=$?
+    set -e
+    [ "$rc" = 2 ] && [ "$(printf '%s\n' "$msg" | wc -l)" = 1 ] && case $msg in *model.safetensors*checksum*) true ;; *) false ;; esac ||
+        fail "damaged checkpoint named as $c: exit $rc, message: $msg"
+done
+mkdir alone && cp "$ck" alone/model.safetensors
+"$embed" --checkpoint alone/model.safetensors --data test --out e_alone >/dev/null ||
+    fail "a model file without state.pb"
+cp model.copy "$ck"
+
 for args in "" "--checkpoint nowhere --data test --out x" "--data test --out x" "--bogus 1"; do
     set +e
     # shellcheck disable=SC2086

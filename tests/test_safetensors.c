@@ -1,5 +1,7 @@
 /* test_safetensors: round trip through st_write/st_open, metadata, the byte layout (checked by
- * hand), and every damage the reader must refuse with a line naming the file. */
+ * hand), and every damage the reader must refuse with a line naming the file and the byte offset
+ * of the problem: bad JSON, wrong offsets, unknown dtypes, a second __metadata__, a tensor named
+ * twice, a shape whose size overflows 64 bits. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +14,27 @@ static void write_bytes(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     fwrite(p, 1, n, f);
     fclose(f);
+}
+
+/* A file of header text hdr followed by data_len zero bytes. */
+static void write_header(const char *path, const char *hdr, size_t data_len) {
+    static uint8_t buf[4096];
+    size_t hl = strlen(hdr);
+    memset(buf, 0, sizeof buf);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(buf + 8, hdr, hl);
+    write_bytes(path, buf, 8 + hl + data_len);
+}
+
+/* st_open refuses path with an error holding want and "at byte <at>". */
+static void refused_at(const char *path, const char *want, long at, const char *what) {
+    st_file f;
+    char err[HCL_ERR_MAX], where[64];
+    snprintf(where, sizeof where, "at byte %ld:", at);
+    int rc = st_open(&f, path, err);
+    CHECK(rc == -1 && strstr(err, path) && strstr(err, want) && strstr(err, where),
+          "%s: want an error naming the file, '%s' and '%s', got rc %d '%s'", what, want, where, rc,
+          rc ? err : "");
 }
 
 static size_t read_bytes(const char *path, void *p, size_t cap) {
@@ -71,19 +94,25 @@ int main(void) {
     memcpy(big, "\x08\0\0\0\0\0\0\0{\"a\":1}x", 16);
     write_bytes(bad, big, 16);
     CHECK(st_open(&f, bad, err) == -1 && strstr(err, "bad.safetensors"), "bad JSON: %s", err);
-    const char *hdr = "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}";
-    size_t hl = strlen(hdr);
-    memset(buf, 0, sizeof buf);
-    buf[0] = (uint8_t)hl;
-    memcpy(buf + 8, hdr, hl);
-    write_bytes(bad, buf, 8 + hl + 12);
-    CHECK(st_open(&f, bad, err) == -1 && strstr(err, "'w'"), "offsets vs shape: %s", err);
-    hdr = "{\"w\":{\"dtype\":\"C64\",\"shape\":[2],\"data_offsets\":[0,8]}}";
-    hl = strlen(hdr);
-    buf[0] = (uint8_t)hl;
-    memcpy(buf + 8, hdr, hl);
-    write_bytes(bad, buf, 8 + hl + 8);
-    CHECK(st_open(&f, bad, err) == -1 && strstr(err, "C64"), "dtype: %s", err);
+    /* 8 + the position in the header text of the offending entry or character */
+    write_header(bad, "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,12]}}", 12);
+    refused_at(bad, "'w'", 9, "offsets vs shape");
+    write_header(bad, "{\"w\":{\"dtype\":\"C64\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8);
+    refused_at(bad, "C64", 9, "dtype");
+    write_header(bad, "{\"w\": {\"dtype\": \"F32\", \"shape\" [2]}}", 0);
+    refused_at(bad, "expected ':'", 8 + 31, "missing colon");
+    write_header(bad, "{\"__metadata__\":{\"a\":\"b\"}, \"__metadata__\":{\"c\":\"d\"}}", 0);
+    refused_at(bad, "__metadata__", 8 + 27, "a second __metadata__");
+    write_header(bad, "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                      "\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}", 1);
+    refused_at(bad, "'w'", 8 + 53, "a tensor named twice");
+    /* 8 * 4611686018427387908 * 4 bytes wraps to 128 in 64 bits: refused, not loaded */
+    write_header(bad, "{\"w\":{\"dtype\":\"F32\",\"shape\":[8,4611686018427387908],\"data_offsets\":[0,128]}}", 128);
+    refused_at(bad, "2^64", 9, "a shape that overflows");
+    write_header(bad, "{\"w\":{\"dtype\":\"F32\",\"shape\":[9223372036854775808],\"data_offsets\":[0,4]}}", 4);
+    refused_at(bad, "too large", 8 + 29, "a dimension past int64");
+    write_header(bad, "{\"w\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}} x", 1);
+    refused_at(bad, "after the header", 8 + 54, "text after the header");
     CHECK(st_open(&f, "/nonexistent/x.safetensors", err) == -1 && strstr(err, "/nonexistent/x.safetensors"), "missing");
 
     /* A failed write leaves the old file whole. */

@@ -1,7 +1,11 @@
 /* test_util: CRC-32C (checkpoint files, replica checksums) against published check values and a
- * bitwise reference, for every length and alignment up to 200 bytes and chained calls. */
+ * bitwise reference, for every length and alignment up to 200 bytes and chained calls; durable
+ * files (whole and in pieces; the old file stays until the commit, no temp file is left);
+ * whole-file reads (a file, a pipe, the size limit, a missing file). */
+#include <dirent.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "util.h"
@@ -16,7 +20,63 @@ static uint32_t crc32c_bitwise(uint32_t crc, const uint8_t *p, size_t n) {
     return ~crc;
 }
 
+/* Entries of dir other than . and .. */
+static int dir_entries(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+    if (d) closedir(d);
+    return n;
+}
+
+static void test_files(void) {
+    char dir[] = "/tmp/hcl_test_util_XXXXXX", path[128], missing[160], err[HCL_ERR_MAX];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    snprintf(path, sizeof path, "%s/f.txt", dir);
+    snprintf(missing, sizeof missing, "%s/nodir/f.txt", dir);
+    size_t len = 99;
+    char *text;
+
+    CHECK(hcl_write_file_durable(path, "hello", 5, err) == 0, "durable write: %s", err);
+    text = hcl_read_file(path, 100, &len, err);
+    CHECK(text && len == 5 && strcmp(text, "hello") == 0, "read back: %s", text ? text : err);
+    free(text);
+    text = hcl_read_file(path, 4, &len, err);
+    CHECK(!text && strstr(err, path) && strstr(err, "larger than 4"), "size limit: %s", err);
+    free(text);
+    text = hcl_read_file(missing, 100, &len, err);
+    CHECK(!text && strstr(err, missing), "missing file: %s", err);
+
+    hcl_durable d;   /* in pieces; the old file stays until the commit */
+    CHECK(hcl_durable_open(&d, path, err) == 0 && hcl_durable_write(&d, "good", 4, err) == 0 &&
+          hcl_durable_write(&d, "", 0, err) == 0 && hcl_durable_write(&d, "bye", 3, err) == 0, "pieces: %s", err);
+    text = hcl_read_file(path, 100, NULL, err);
+    CHECK(text && strcmp(text, "hello") == 0, "the old file before the commit: %s", text ? text : err);
+    free(text);
+    CHECK(hcl_durable_commit(&d, err) == 0, "commit: %s", err);
+    text = hcl_read_file(path, 100, &len, err);
+    CHECK(text && len == 7 && strcmp(text, "goodbye") == 0, "pieces read back: %s", text ? text : err);
+    free(text);
+    CHECK(dir_entries(dir) == 1, "%d entries after the commit (a temp file left?)", dir_entries(dir));
+    CHECK(hcl_durable_open(&d, missing, err) == -1 && strstr(err, "nodir") && strstr(err, "create"),
+          "create in a missing directory: %s", err);
+    CHECK(hcl_durable_write(&d, "x", 1, err) == -1 && hcl_durable_commit(&d, err) == -1,
+          "the calls after a failure do nothing");
+
+    int fd[2];
+    CHECK(pipe(fd) == 0, "pipe");
+    CHECK(write(fd[1], "through a pipe", 14) == 14, "write to the pipe");
+    close(fd[1]);
+    text = hcl_read_fd(fd[0], "the pipe", 1 << 20, &len, err);
+    close(fd[0]);
+    CHECK(text && len == 14 && strcmp(text, "through a pipe") == 0, "pipe: %s", text ? text : err);
+    free(text);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
+    test_files();
     /* Check values: "123456789" (the CRC catalogue), 32 zero and 32 0xff bytes (RFC 3720 B.4). */
     CHECK(hcl_crc32c(0, "123456789", 9) == 0xE3069283u, "crc32c(\"123456789\") = %08x",
           hcl_crc32c(0, "123456789", 9));

@@ -3,7 +3,8 @@
  *   hcl-embed --checkpoint PATH --data DIR --out OUT [--features] [--batch-size N] [--threads N]
  *
  * PATH: a checkpoint directory, its model.safetensors, or a run directory (its
- * checkpoints/latest). OUT gets VIEW.npy (N, D) float32 per view (absent rows are zero),
+ * checkpoints/latest); a checkpoint's model file is verified against its state.pb first
+ * (ckpt_model_path). OUT gets VIEW.npy (N, D) float32 per view (absent rows are zero),
  * fused.npy (the normalised mean of the present views), labels.npy (int64) and mask.npy when the
  * data has them, VIEW.features.npy (the last hidden layer's activations) with --features, and
  * manifest.txt (`view NAME` per view, written last). Every file is written durably.
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "dataset.h"
 #include "eval.h"
 #include "kernels.h"
@@ -74,8 +76,8 @@ static void parse_args(int argc, char **argv) {
 int main(int argc, char **argv) {
     parse_args(argc, argv);
     if (opt_threads > 0) kernels_set_threads((int)opt_threads);
-    char err[HCL_ERR_MAX], path[2048];
-    if (eval_checkpoint_path(path, sizeof path, opt_checkpoint, err) != 0) fail("%s", err);
+    char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
+    if (ckpt_model_path(opt_checkpoint, path, err) != 0) fail("%s", err);
     hcl_model m;
     if (model_load(&m, path, err) != 0) fail("%s", err);
     hcl_dataset ds;

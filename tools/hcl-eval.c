@@ -10,7 +10,9 @@
  * test split = scored). On the test split: cross-view retrieval R@1/5/10 for every ordered pair
  * of views, alignment of every pair and uniformity of every view. A per-view representation
  * uses the rows where that view is present; concat and fused use every row with a view.
- * Prints a table, or one JSON object with --json. Errors: one line `hcl-eval: ...`, exit 2. */
+ * Prints a table, or one JSON object with --json. Errors: one line `hcl-eval: ...`, exit 2.
+ * The numbers come from the evaluation pass that training's --eval-every runs too (common/eval.h);
+ * this file loads the splits, says what to compute, and prints. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,8 +20,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "dataset.h"
 #include "eval.h"
+#include "json.h"
 #include "kernels.h"
 #include "model_io.h"
 #include "opts.h"
@@ -27,8 +31,6 @@
 
 #define EXIT_ERROR 2
 #define OPT_STR_MAX 1024
-#define MAX_REPS (HCL_MAX_VIEWS + 3)
-#define MAX_PAIRS (HCL_MAX_VIEWS * (HCL_MAX_VIEWS - 1) / 2)
 
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
@@ -113,24 +115,60 @@ static void parse_args(int argc, char **argv) {
         fail("--train/--test are datasets: use them with --checkpoint or --raw");
 }
 
-/* ---- representations ---------------------------------------------------------------------- */
+/* ---- load: the two splits' datasets and embeddings ------------------------------------------ */
 
 typedef struct {
-    char name[HCL_NAME_MAX];
-    int dim;
-    const float *tr, *te;          /* (ntr, dim), (nte, dim) */
-    const uint8_t *keep_tr, *keep_te;  /* rows used (NULL: all) */
-    int do_probe, do_knn;
-    eval_probe_result probe;
-    double knn;
-    int probed, knned;
-} rep;
+    hcl_dataset dtr, dte;               /* --train/--test (--checkpoint, --raw) */
+    int have_ds;
+    eval_embeddings tr, te;             /* the splits' embeddings (--checkpoint, --features-*) */
+    int have_emb;
+    char mpath[CKPT_PATH_MAX];          /* the model file (--checkpoint) */
+    float *rtr, *rte;                   /* --raw: the raw inputs */
+    eval_pass pass;
+    double t_embed;
+} evaluation;
 
-typedef struct {
-    int i, j;
-    eval_recall ij, ji;
-    double alignment;
-} pair_result;
+/* --train and --test; with --raw they must have the same views. */
+static void load_datasets(evaluation *ev) {
+    char err[HCL_ERR_MAX];
+    if (dataset_open(&ev->dtr, opt_train, err) != 0) fail("%s", err);
+    if (dataset_open(&ev->dte, opt_test, err) != 0) fail("%s", err);
+    ev->have_ds = 1;
+}
+
+static void check_raw_views(const evaluation *ev) {
+    char err[HCL_ERR_MAX];
+    int widths[HCL_MAX_VIEWS];
+    for (int v = 0; v < ev->dtr.nviews; v++) widths[v] = (int)ev->dtr.widths[v];
+    if (dataset_check_views(&ev->dte, ev->dtr.nviews, ev->dtr.names, widths, NULL, "--test", err) != 0)
+        fail("%s (the views of %s)", err, opt_train);
+}
+
+/* --checkpoint: both splits embedded by the model; --features-train/test: hcl-embed's files. */
+static void load_embeddings(evaluation *ev) {
+    char err[HCL_ERR_MAX];
+    eval_embeddings *tr = &ev->tr, *te = &ev->te;
+    if (opt_checkpoint[0]) {
+        hcl_model m;
+        if (ckpt_model_path(opt_checkpoint, ev->mpath, err) != 0) fail("%s", err);
+        if (model_load(&m, ev->mpath, err) != 0) fail("%s", err);
+        if (eval_embed_dataset(tr, &m, &ev->dtr, (int)opt_batch, 0, err) != 0) fail("%s", err);
+        if (eval_embed_dataset(te, &m, &ev->dte, (int)opt_batch, 0, err) != 0) fail("%s", err);
+        model_free(&m);
+    } else {
+        if (eval_embeddings_load(tr, opt_ftrain, err) != 0) fail("%s", err);
+        if (eval_embeddings_load(te, opt_ftest, err) != 0) fail("%s", err);
+        if (tr->nviews != te->nviews) fail("%s has %d views, %s has %d", opt_ftrain, tr->nviews,
+                                           opt_ftest, te->nviews);
+        for (int v = 0; v < tr->nviews; v++)
+            if (strcmp(tr->names[v], te->names[v]) != 0 || tr->width[v] != te->width[v])
+                fail("view %d: '%s' width %d in %s, '%s' width %d in %s", v, tr->names[v],
+                     tr->width[v], opt_ftrain, te->names[v], te->width[v], opt_ftest);
+    }
+    ev->have_emb = 1;
+}
+
+/* ---- what to compute ---------------------------------------------------------------------- */
 
 static int name_listed(const char *list, const char *name, int all_default) {
     if (strcmp(list, "all") == 0) return all_default;
@@ -139,73 +177,6 @@ static int name_listed(const char *list, const char *name, int all_default) {
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
         if (strcmp(tok, name) == 0) return 1;
     return 0;
-}
-
-/* Rows of x (n, dim) and y where keep[i] (keep NULL: all), packed into new arrays. */
-static int64_t rows_select(float **xo, int32_t **yo, const float *x, const int32_t *y,
-                           const uint8_t *keep, int64_t n, int dim) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; i++) m += !keep || keep[i];
-    *xo = hcl_floats((size_t)(m > 0 ? m : 1) * dim);
-    *yo = hcl_malloc(sizeof(int32_t) * (size_t)(m > 0 ? m : 1));
-    int64_t r = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (keep && !keep[i]) continue;
-        memcpy(*xo + r * dim, x + i * dim, sizeof(float) * (size_t)dim);
-        (*yo)[r++] = y[i];
-    }
-    return m;
-}
-
-/* Probe and kNN of one representation; adds their wall times to *tp and *tk. */
-static void rep_run(rep *r, const int32_t *ytr, int64_t ntr, const int32_t *yte, int64_t nte,
-                    int K, double *tp, double *tk) {
-    if (!r->do_probe && !r->do_knn) return;
-    float *xtr, *xte;
-    int32_t *yt, *ye;
-    int64_t mtr = rows_select(&xtr, &yt, r->tr, ytr, r->keep_tr, ntr, r->dim);
-    int64_t mte = rows_select(&xte, &ye, r->te, yte, r->keep_te, nte, r->dim);
-    char err[HCL_ERR_MAX];
-    if (r->do_probe) {
-        eval_probe_options o;
-        eval_probe_options_default(&o);
-        o.holdout = opt_holdout;
-        o.seed = (uint64_t)opt_seed;
-        o.max_iter = (int)opt_max_iter;
-        o.gtol = opt_probe_tol;
-        o.verbose = (int)opt_verbose;
-        if (opt_verbose) fprintf(stderr, "probe %s: %lld x %d\n", r->name, (long long)mtr, r->dim);
-        if (eval_linear_probe(&r->probe, xtr, yt, mtr, xte, ye, mte, r->dim, K, &o, err) != 0)
-            fail("probe on %s: %s", r->name, err);
-        r->probed = 1;
-        *tp += r->probe.seconds;
-    }
-    if (r->do_knn) {
-        double t0 = hcl_now();
-        r->knn = eval_knn_accuracy(xtr, yt, mtr, xte, ye, mte, r->dim, K, (int)opt_knn_k);
-        r->knned = 1;
-        *tk += hcl_now() - t0;
-    }
-    free(xtr);
-    free(xte);
-    free(yt);
-    free(ye);
-}
-
-/* (n, sum of widths) concatenation of every view's rows. */
-static float *concat_views(const eval_embeddings *e, int *dim) {
-    int D = 0;
-    for (int v = 0; v < e->nviews; v++) D += e->width[v];
-    float *out = hcl_floats((size_t)(e->n > 0 ? e->n : 1) * D);
-    for (int64_t i = 0; i < e->n; i++) {
-        int off = 0;
-        for (int v = 0; v < e->nviews; v++) {
-            memcpy(out + i * D + off, e->z[v] + i * e->width[v], sizeof(float) * (size_t)e->width[v]);
-            off += e->width[v];
-        }
-    }
-    *dim = D;
-    return out;
 }
 
 /* Raw inputs of a dataset: every view gathered (absent rows zero) and concatenated. */
@@ -238,32 +209,137 @@ static float *raw_views(const hcl_dataset *ds, int *dim) {
     return out;
 }
 
-/* Rows with at least one view present (NULL when there is no mask). */
-static uint8_t *any_present(const eval_embeddings *e) {
-    if (!e->mask) return NULL;
-    uint8_t *k = hcl_malloc((size_t)(e->n > 0 ? e->n : 1));
-    for (int64_t i = 0; i < e->n; i++) {
-        k[i] = 0;
-        for (int v = 0; v < e->nviews; v++) k[i] |= e->mask[i * e->nviews + v];
+/* The representations (each view, concat, fused; raw with --raw), the labels, and what to
+ * compute on each: --probe-on/--knn-on, nothing without labels. The geometry: on the test split. */
+static void plan(evaluation *ev) {
+    eval_pass *p = &ev->pass;
+    eval_pass_init(p, ev->have_emb ? &ev->tr : NULL, ev->have_emb ? &ev->te : NULL, 1,
+                   ev->have_emb ? &ev->te : NULL);
+    if (!ev->have_emb) {
+        p->ytr = ev->dtr.labels, p->yte = ev->dte.labels, p->ntr = ev->dtr.n, p->nte = ev->dte.n;
+        p->nclasses = ev->dtr.nclasses > ev->dte.nclasses ? ev->dtr.nclasses : ev->dte.nclasses;
     }
-    return k;
+    if (ev->have_emb && ev->have_ds && opt_raw && (ev->dtr.n != ev->tr.n || ev->dte.n != ev->te.n))
+        fail("row counts differ between the datasets and their embeddings");
+    int labelled = p->ytr && p->yte && p->nclasses >= 2;
+    if (!labelled && !opt_json)
+        fprintf(stderr, "hcl-eval: no labels (or fewer than 2 classes): probes and kNN skipped\n");
+    if (ev->have_ds && opt_raw) {
+        int dim;
+        ev->rtr = raw_views(&ev->dtr, &dim);
+        ev->rte = raw_views(&ev->dte, &dim);
+        eval_pass_add(p, "raw", dim, ev->rtr, ev->rte, NULL, NULL);
+    }
+    for (int i = 0; i < p->nreps; i++) {
+        eval_rep *r = &p->rep[i];
+        int is_raw = strcmp(r->name, "raw") == 0;
+        r->do_probe = labelled && !opt_no_probe && (is_raw || name_listed(opt_probe_on, r->name, 1));
+        r->do_knn = labelled && !opt_no_knn && name_listed(opt_knn_on, r->name, !is_raw);
+    }
 }
 
-/* ---- output ------------------------------------------------------------------------------- */
-
-static void json_num(double x) {
-    if (isfinite(x)) printf("%.6g", x);
-    else printf("null");
+static void run(evaluation *ev) {
+    eval_pass_options o;
+    eval_pass_options_default(&o);
+    o.probe.holdout = opt_holdout;
+    o.probe.seed = (uint64_t)opt_seed;
+    o.probe.max_iter = (int)opt_max_iter;
+    o.probe.gtol = opt_probe_tol;
+    o.probe.verbose = (int)opt_verbose;
+    o.knn_k = (int)opt_knn_k;
+    o.retrieval = !opt_no_retrieval;
+    o.seed = (uint64_t)opt_seed;
+    char err[HCL_ERR_MAX];
+    if (eval_pass_run(&ev->pass, &o, err) != 0) fail("%s", err);
 }
 
-static void json_str(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') putchar('\\');
-        if ((unsigned char)*s < 0x20) printf("\\u%04x", *s);
-        else putchar(*s);
+/* ---- print: one JSON object, or a table ----------------------------------------------------- */
+
+static const char *source(const evaluation *ev) {
+    return opt_checkpoint[0] ? ev->mpath : opt_ftrain[0] ? opt_ftrain : opt_train;
+}
+
+/* "a->b" (JSON) or "a -> b" (table): the retrieval of pair q with queries from view i (dir 0) or j. */
+static void pair_key(char *key, size_t cap, const evaluation *ev, const eval_pair *q, int dir,
+                     const char *arrow) {
+    snprintf(key, cap, "%s%s%s", ev->te.names[dir ? q->j : q->i], arrow, ev->te.names[dir ? q->i : q->j]);
+}
+
+static void json_reps(hcl_json *j, const eval_pass *p) {
+    json_begin_object(j, "probe");
+    for (int i = 0; i < p->nreps; i++) {
+        const eval_rep *r = &p->rep[i];
+        if (!r->probed) continue;
+        json_begin_object(j, r->name);
+        json_number(j, "accuracy", r->probe.accuracy);
+        json_number(j, "train_accuracy", r->probe.train_accuracy);
+        json_number(j, "val_accuracy", r->probe.val_accuracy);
+        json_number(j, "lambda", r->probe.lambda);
+        json_number(j, "loss", r->probe.loss);
+        json_int(j, "dim", r->dim);
+        json_int(j, "iters", r->probe.iters);
+        json_number(j, "seconds", r->probe.seconds);
+        json_end_object(j);
     }
-    putchar('"');
+    json_end_object(j);
+    json_begin_object(j, "knn");
+    for (int i = 0; i < p->nreps; i++)
+        if (p->rep[i].knned) json_number(j, p->rep[i].name, p->rep[i].knn);
+    json_end_object(j);
+}
+
+static void json_geometry(hcl_json *j, const evaluation *ev) {
+    const eval_pass *p = &ev->pass;
+    char key[2 * HCL_NAME_MAX + 4];
+    json_begin_object(j, "retrieval");
+    for (int k = 0; k < p->npairs && !opt_no_retrieval; k++)
+        for (int dir = 0; dir < 2; dir++) {
+            const eval_recall *rc = dir ? &p->pair[k].ji : &p->pair[k].ij;
+            pair_key(key, sizeof key, ev, &p->pair[k], dir, "->");
+            json_begin_object(j, key);
+            json_number(j, "r1", rc->r1);
+            json_number(j, "r5", rc->r5);
+            json_number(j, "r10", rc->r10);
+            json_int(j, "queries", rc->queries);
+            json_end_object(j);
+        }
+    json_end_object(j);
+    json_begin_object(j, "alignment");
+    for (int k = 0; k < p->npairs; k++) {
+        snprintf(key, sizeof key, "%s:%s", ev->te.names[p->pair[k].i], ev->te.names[p->pair[k].j]);
+        json_number(j, key, p->pair[k].alignment);
+    }
+    json_end_object(j);
+    json_begin_object(j, "uniformity");
+    for (int v = 0; ev->have_emb && v < ev->te.nviews; v++) json_number(j, ev->te.names[v], p->uniformity[v]);
+    if (ev->have_emb && ev->te.fused) json_number(j, "fused", p->uniformity[ev->te.nviews]);
+    json_end_object(j);
+}
+
+static void print_json(const evaluation *ev) {
+    const eval_pass *p = &ev->pass;
+    hcl_json j;
+    json_init(&j);
+    json_begin_object(&j, NULL);
+    json_string(&j, "source", source(ev));
+    json_int(&j, "train_rows", p->ntr);
+    json_int(&j, "test_rows", p->nte);
+    json_int(&j, "classes", p->nclasses);
+    json_int(&j, "knn_k", opt_knn_k);
+    json_begin_array(&j, "views");
+    for (int v = 0; ev->have_emb && v < ev->te.nviews; v++) json_string(&j, NULL, ev->te.names[v]);
+    json_end_array(&j);
+    json_reps(&j, p);
+    json_geometry(&j, ev);
+    json_begin_object(&j, "seconds");
+    json_number(&j, "embed", ev->t_embed);
+    json_number(&j, "probe", p->seconds_probe);
+    json_number(&j, "knn", p->seconds_knn);
+    json_number(&j, "geometry", p->seconds_geometry);
+    json_end_object(&j);
+    json_end_object(&j);
+    if (json_write_line(&j, stdout) != 0) fail("stdout: %s", strerror(errno));
+    json_free(&j);
 }
 
 static void cell(double x, int probed) {
@@ -271,315 +347,94 @@ static void cell(double x, int probed) {
     else printf("  %7s", "-");
 }
 
+static void table_reps(const eval_pass *p) {
+    printf("%-16s %5s  %7s  %8s  %7s  %7s\n", "representation", "dim", "probe", "lambda", "train", "kNN");
+    for (int i = 0; i < p->nreps; i++) {
+        const eval_rep *r = &p->rep[i];
+        printf("%-16s %5d", r->name, r->dim);
+        cell(r->probe.accuracy, r->probed);
+        if (r->probed) printf("  %8.0e", r->probe.lambda);
+        else printf("  %8s", "-");
+        cell(r->probe.train_accuracy, r->probed);
+        cell(r->knn, r->knned);
+        printf("\n");
+    }
+    printf("(probe: multinomial logistic regression on standardised features, L2 strength "
+           "chosen on %.0f%% of train held out; kNN: cosine, k=%lld, votes exp(sim/0.07))\n",
+           opt_holdout * 100, (long long)opt_knn_k);
+}
+
+static void table_geometry(const evaluation *ev) {
+    const eval_pass *p = &ev->pass;
+    char key[2 * HCL_NAME_MAX + 4];
+    if (p->npairs && !opt_no_retrieval) {
+        printf("\n%-24s %7s  %7s  %7s\n", "retrieval (test)", "R@1", "R@5", "R@10");
+        for (int k = 0; k < p->npairs; k++)
+            for (int dir = 0; dir < 2; dir++) {
+                const eval_recall *rc = dir ? &p->pair[k].ji : &p->pair[k].ij;
+                pair_key(key, sizeof key, ev, &p->pair[k], dir, " -> ");
+                printf("%-24s", key);
+                cell(rc->r1, 1);
+                cell(rc->r5, 1);
+                cell(rc->r10, 1);
+                printf("\n");
+            }
+    }
+    if (p->npairs) printf("\nalignment (test)\n");
+    for (int k = 0; k < p->npairs; k++) {
+        snprintf(key, sizeof key, "%s : %s", ev->te.names[p->pair[k].i], ev->te.names[p->pair[k].j]);
+        printf("%-24s", key);
+        cell(p->pair[k].alignment, 1);
+        printf("\n");
+    }
+    if (!ev->have_emb) return;
+    printf("\nuniformity (test)\n");
+    for (int v = 0; v <= ev->te.nviews; v++) {
+        if (v == ev->te.nviews && !ev->te.fused) break;
+        printf("%-24s", v < ev->te.nviews ? ev->te.names[v] : "fused");
+        cell(p->uniformity[v], 1);
+        printf("\n");
+    }
+    printf("(alignment: mean |a - b|^2 over rows with both views; uniformity: log mean "
+           "exp(-2 |x - y|^2) over pairs, at most %d rows)\n", EVAL_UNIFORMITY_ROWS);
+}
+
+static void print_table(const evaluation *ev) {
+    const eval_pass *p = &ev->pass;
+    printf("hcl-eval: %s\n", source(ev));
+    printf("train %lld rows, test %lld rows, %d classes\n\n", (long long)p->ntr, (long long)p->nte,
+           p->nclasses);
+    table_reps(p);
+    table_geometry(ev);
+    printf("\ntime: embed %.1f s, probe %.1f s, kNN %.1f s, retrieval+geometry %.1f s\n",
+           ev->t_embed, p->seconds_probe, p->seconds_knn, p->seconds_geometry);
+}
+
+static void evaluation_free(evaluation *ev) {
+    eval_pass_free(&ev->pass);
+    free(ev->rtr);
+    free(ev->rte);
+    eval_embeddings_free(&ev->tr);
+    eval_embeddings_free(&ev->te);
+    if (ev->have_ds) {
+        dataset_close(&ev->dtr);
+        dataset_close(&ev->dte);
+    }
+}
+
 int main(int argc, char **argv) {
     parse_args(argc, argv);
     if (opt_threads > 0) kernels_set_threads((int)opt_threads);
-    char err[HCL_ERR_MAX], mpath[2048] = "";
+    static evaluation ev;
     double t_start = hcl_now();
-
-    // ---- the two splits' embeddings (and datasets, for --raw)
-    eval_embeddings tr = {0}, te = {0};
-    hcl_dataset dtr, dte;
-    int have_emb = 0, have_ds = 0;
-    if (opt_train[0]) {
-        if (dataset_open(&dtr, opt_train, err) != 0) fail("%s", err);
-        if (dataset_open(&dte, opt_test, err) != 0) fail("%s", err);
-        have_ds = 1;
-    }
-    if (opt_checkpoint[0]) {
-        hcl_model m;
-        if (eval_checkpoint_path(mpath, sizeof mpath, opt_checkpoint, err) != 0) fail("%s", err);
-        if (model_load(&m, mpath, err) != 0) fail("%s", err);
-        if (eval_embed_dataset(&tr, &m, &dtr, (int)opt_batch, 0, err) != 0) fail("%s", err);
-        if (eval_embed_dataset(&te, &m, &dte, (int)opt_batch, 0, err) != 0) fail("%s", err);
-        model_free(&m);
-        have_emb = 1;
-    } else if (opt_ftrain[0]) {
-        if (eval_embeddings_load(&tr, opt_ftrain, err) != 0) fail("%s", err);
-        if (eval_embeddings_load(&te, opt_ftest, err) != 0) fail("%s", err);
-        if (tr.nviews != te.nviews) fail("%s has %d views, %s has %d", opt_ftrain, tr.nviews,
-                                         opt_ftest, te.nviews);
-        for (int v = 0; v < tr.nviews; v++)
-            if (strcmp(tr.names[v], te.names[v]) != 0 || tr.width[v] != te.width[v])
-                fail("view %d: '%s' width %d in %s, '%s' width %d in %s", v, tr.names[v],
-                     tr.width[v], opt_ftrain, te.names[v], te.width[v], opt_ftest);
-        have_emb = 1;
-    }
-    if (have_ds && opt_raw) {
-        if (dtr.nviews != dte.nviews) fail("%s has %d views, %s has %d", opt_train, dtr.nviews,
-                                           opt_test, dte.nviews);
-        for (int v = 0; v < dtr.nviews; v++)
-            if (strcmp(dtr.names[v], dte.names[v]) != 0 || dtr.widths[v] != dte.widths[v])
-                fail("view %d: '%s' width %lld in %s, '%s' width %lld in %s", v, dtr.names[v],
-                     (long long)dtr.widths[v], opt_train, dte.names[v], (long long)dte.widths[v],
-                     opt_test);
-    }
-    double t_embed = hcl_now() - t_start;
-
-    // ---- labels
-    const int32_t *ytr = NULL, *yte = NULL;
-    int64_t ntr = 0, nte = 0;
-    int K = 0;
-    if (have_emb) {
-        ytr = tr.labels, yte = te.labels, ntr = tr.n, nte = te.n;
-        K = tr.nclasses > te.nclasses ? tr.nclasses : te.nclasses;
-    } else {
-        ytr = dtr.labels, yte = dte.labels, ntr = dtr.n, nte = dte.n;
-        K = dtr.nclasses > dte.nclasses ? dtr.nclasses : dte.nclasses;
-    }
-    if (have_emb && have_ds && opt_raw && (dtr.n != tr.n || dte.n != te.n))
-        fail("row counts differ between the datasets and their embeddings");
-    int labelled = ytr && yte && K >= 2;
-    if (!labelled && !opt_json)
-        fprintf(stderr, "hcl-eval: no labels (or fewer than 2 classes): probes and kNN skipped\n");
-
-    // ---- representations
-    rep reps[MAX_REPS];
-    int nreps = 0;
-    memset(reps, 0, sizeof reps);
-    float *ctr = NULL, *cte = NULL, *rtr = NULL, *rte = NULL;
-    uint8_t *keep_tr[HCL_MAX_VIEWS] = {0}, *keep_te[HCL_MAX_VIEWS] = {0};
-    uint8_t *any_tr = NULL, *any_te = NULL;
-    if (have_emb) {
-        for (int v = 0; v < tr.nviews; v++) {
-            rep *r = &reps[nreps++];
-            snprintf(r->name, sizeof r->name, "%s", tr.names[v]);
-            r->dim = tr.width[v];
-            r->tr = tr.z[v];
-            r->te = te.z[v];
-            r->keep_tr = keep_tr[v] = eval_mask_column(tr.mask, tr.nviews, v, tr.n);
-            r->keep_te = keep_te[v] = eval_mask_column(te.mask, te.nviews, v, te.n);
-        }
-        any_tr = any_present(&tr);
-        any_te = any_present(&te);
-        if (tr.nviews > 1) {
-            rep *r = &reps[nreps++];
-            snprintf(r->name, sizeof r->name, "concat");
-            ctr = concat_views(&tr, &r->dim);
-            cte = concat_views(&te, &r->dim);
-            r->tr = ctr;
-            r->te = cte;
-            r->keep_tr = any_tr;
-            r->keep_te = any_te;
-        }
-        if (tr.fused && te.fused) {
-            rep *r = &reps[nreps++];
-            snprintf(r->name, sizeof r->name, "fused");
-            r->dim = tr.width[0];
-            r->tr = tr.fused;
-            r->te = te.fused;
-            r->keep_tr = any_tr;
-            r->keep_te = any_te;
-        }
-    }
-    if (have_ds && opt_raw) {
-        rep *r = &reps[nreps++];
-        snprintf(r->name, sizeof r->name, "raw");
-        rtr = raw_views(&dtr, &r->dim);
-        rte = raw_views(&dte, &r->dim);
-        r->tr = rtr;
-        r->te = rte;
-    }
-    double t_probe = 0, t_knn = 0;
-    for (int i = 0; i < nreps; i++) {
-        rep *r = &reps[i];
-        int is_raw = strcmp(r->name, "raw") == 0;
-        r->do_probe = labelled && !opt_no_probe && (is_raw || name_listed(opt_probe_on, r->name, 1));
-        r->do_knn = labelled && !opt_no_knn && name_listed(opt_knn_on, r->name, !is_raw);
-        rep_run(r, ytr, ntr, yte, nte, K, &t_probe, &t_knn);
-    }
-
-    // ---- geometry on the test split
-    pair_result pairs[MAX_PAIRS];
-    int npairs = 0;
-    double unif[HCL_MAX_VIEWS + 1];
-    double t0 = hcl_now();
-    if (have_emb) {
-        for (int i = 0; i < te.nviews; i++)
-            for (int j = i + 1; j < te.nviews; j++) {
-                pair_result *p = &pairs[npairs++];
-                p->i = i;
-                p->j = j;
-                p->alignment = te.width[i] == te.width[j]
-                    ? eval_alignment(te.z[i], te.z[j], keep_te[i], keep_te[j], te.n, te.width[i])
-                    : NAN;
-                if (!opt_no_retrieval && te.width[i] == te.width[j])
-                    eval_retrieval(&p->ij, &p->ji, te.z[i], te.z[j], keep_te[i], keep_te[j], te.n,
-                                   te.width[i]);
-                else
-                    p->ij.r1 = p->ij.r5 = p->ij.r10 = p->ji.r1 = p->ji.r5 = p->ji.r10 = NAN;
-            }
-        for (int v = 0; v < te.nviews; v++)
-            unif[v] = eval_uniformity(te.z[v], keep_te[v], te.n, te.width[v], (uint64_t)opt_seed);
-        unif[te.nviews] = te.fused ? eval_uniformity(te.fused, any_te, te.n, te.width[0],
-                                                     (uint64_t)opt_seed) : NAN;
-    }
-    double t_geom = hcl_now() - t0;
-
-    // ---- report
-    const char *source = opt_checkpoint[0] ? mpath : opt_ftrain[0] ? opt_ftrain : opt_train;
-    if (opt_json) {
-        printf("{\"source\": ");
-        json_str(source);
-        printf(", \"train_rows\": %lld, \"test_rows\": %lld, \"classes\": %d, \"knn_k\": %lld",
-               (long long)ntr, (long long)nte, K, (long long)opt_knn_k);
-        printf(", \"views\": [");
-        for (int v = 0; have_emb && v < te.nviews; v++) {
-            printf("%s", v ? ", " : "");
-            json_str(te.names[v]);
-        }
-        printf("], \"probe\": {");
-        int first = 1;
-        for (int i = 0; i < nreps; i++) {
-            const rep *r = &reps[i];
-            if (!r->probed) continue;
-            printf("%s", first ? "" : ", ");
-            first = 0;
-            json_str(r->name);
-            printf(": {\"accuracy\": ");
-            json_num(r->probe.accuracy);
-            printf(", \"train_accuracy\": ");
-            json_num(r->probe.train_accuracy);
-            printf(", \"val_accuracy\": ");
-            json_num(r->probe.val_accuracy);
-            printf(", \"lambda\": ");
-            json_num(r->probe.lambda);
-            printf(", \"loss\": ");
-            json_num(r->probe.loss);
-            printf(", \"dim\": %d, \"iters\": %d, \"seconds\": ", r->dim, r->probe.iters);
-            json_num(r->probe.seconds);
-            printf("}");
-        }
-        printf("}, \"knn\": {");
-        first = 1;
-        for (int i = 0; i < nreps; i++) {
-            if (!reps[i].knned) continue;
-            printf("%s", first ? "" : ", ");
-            first = 0;
-            json_str(reps[i].name);
-            printf(": ");
-            json_num(reps[i].knn);
-        }
-        printf("}, \"retrieval\": {");
-        first = 1;
-        for (int p = 0; p < npairs && !opt_no_retrieval; p++)
-            for (int dir = 0; dir < 2; dir++) {
-                const pair_result *q = &pairs[p];
-                const eval_recall *rc = dir ? &q->ji : &q->ij;
-                char key[2 * HCL_NAME_MAX + 4];
-                snprintf(key, sizeof key, "%s->%s", te.names[dir ? q->j : q->i],
-                         te.names[dir ? q->i : q->j]);
-                printf("%s", first ? "" : ", ");
-                first = 0;
-                json_str(key);
-                printf(": {\"r1\": ");
-                json_num(rc->r1);
-                printf(", \"r5\": ");
-                json_num(rc->r5);
-                printf(", \"r10\": ");
-                json_num(rc->r10);
-                printf(", \"queries\": %lld}", (long long)rc->queries);
-            }
-        printf("}, \"alignment\": {");
-        for (int p = 0; p < npairs; p++) {
-            char key[2 * HCL_NAME_MAX + 4];
-            snprintf(key, sizeof key, "%s:%s", te.names[pairs[p].i], te.names[pairs[p].j]);
-            printf("%s", p ? ", " : "");
-            json_str(key);
-            printf(": ");
-            json_num(pairs[p].alignment);
-        }
-        printf("}, \"uniformity\": {");
-        for (int v = 0; have_emb && v <= te.nviews; v++) {
-            if (v == te.nviews && !te.fused) break;
-            printf("%s", v ? ", " : "");
-            json_str(v < te.nviews ? te.names[v] : "fused");
-            printf(": ");
-            json_num(unif[v]);
-        }
-        printf("}, \"seconds\": {\"embed\": ");
-        json_num(t_embed);
-        printf(", \"probe\": ");
-        json_num(t_probe);
-        printf(", \"knn\": ");
-        json_num(t_knn);
-        printf(", \"geometry\": ");
-        json_num(t_geom);
-        printf("}}\n");
-    } else {
-        printf("hcl-eval: %s\n", source);
-        printf("train %lld rows, test %lld rows, %d classes\n\n", (long long)ntr, (long long)nte, K);
-        printf("%-16s %5s  %7s  %8s  %7s  %7s\n", "representation", "dim", "probe", "lambda",
-               "train", "kNN");
-        for (int i = 0; i < nreps; i++) {
-            const rep *r = &reps[i];
-            printf("%-16s %5d", r->name, r->dim);
-            cell(r->probe.accuracy, r->probed);
-            if (r->probed) printf("  %8.0e", r->probe.lambda);
-            else printf("  %8s", "-");
-            cell(r->probe.train_accuracy, r->probed);
-            cell(r->knn, r->knned);
-            printf("\n");
-        }
-        printf("(probe: multinomial logistic regression on standardised features, L2 strength "
-               "chosen on %.0f%% of train held out; kNN: cosine, k=%lld, votes exp(sim/0.07))\n",
-               opt_holdout * 100, (long long)opt_knn_k);
-        if (npairs) {
-            if (!opt_no_retrieval) {
-                printf("\n%-24s %7s  %7s  %7s\n", "retrieval (test)", "R@1", "R@5", "R@10");
-                for (int p = 0; p < npairs; p++)
-                    for (int dir = 0; dir < 2; dir++) {
-                        const pair_result *q = &pairs[p];
-                        const eval_recall *rc = dir ? &q->ji : &q->ij;
-                        char key[2 * HCL_NAME_MAX + 4];
-                        snprintf(key, sizeof key, "%s -> %s", te.names[dir ? q->j : q->i],
-                                 te.names[dir ? q->i : q->j]);
-                        printf("%-24s", key);
-                        cell(rc->r1, 1);
-                        cell(rc->r5, 1);
-                        cell(rc->r10, 1);
-                        printf("\n");
-                    }
-            }
-            printf("\nalignment (test)\n");
-            for (int p = 0; p < npairs; p++) {
-                char key[2 * HCL_NAME_MAX + 4];
-                snprintf(key, sizeof key, "%s : %s", te.names[pairs[p].i], te.names[pairs[p].j]);
-                printf("%-24s", key);
-                cell(pairs[p].alignment, 1);
-                printf("\n");
-            }
-        }
-        if (have_emb) {
-            printf("\nuniformity (test)\n");
-            for (int v = 0; v <= te.nviews; v++) {
-                if (v == te.nviews && !te.fused) break;
-                printf("%-24s", v < te.nviews ? te.names[v] : "fused");
-                cell(unif[v], 1);
-                printf("\n");
-            }
-            printf("(alignment: mean |a - b|^2 over rows with both views; uniformity: log mean "
-                   "exp(-2 |x - y|^2) over pairs, at most %d rows)\n", EVAL_UNIFORMITY_ROWS);
-        }
-        printf("\ntime: embed %.1f s, probe %.1f s, kNN %.1f s, retrieval+geometry %.1f s\n",
-               t_embed, t_probe, t_knn, t_geom);
-    }
-
-    for (int v = 0; v < HCL_MAX_VIEWS; v++) {
-        free(keep_tr[v]);
-        free(keep_te[v]);
-    }
-    free(any_tr);
-    free(any_te);
-    free(ctr);
-    free(cte);
-    free(rtr);
-    free(rte);
-    eval_embeddings_free(&tr);
-    eval_embeddings_free(&te);
-    if (have_ds) {
-        dataset_close(&dtr);
-        dataset_close(&dte);
-    }
+    if (opt_train[0]) load_datasets(&ev);
+    if (opt_checkpoint[0] || opt_ftrain[0]) load_embeddings(&ev);
+    if (ev.have_ds && opt_raw) check_raw_views(&ev);
+    ev.t_embed = hcl_now() - t_start;
+    plan(&ev);
+    run(&ev);
+    if (opt_json) print_json(&ev);
+    else print_table(&ev);
+    evaluation_free(&ev);
     return 0;
 }
