@@ -8,8 +8,10 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "checkpoint.h"
 #include "config.h"
 #include "log.h"
+#include "prepare.h"
 #include "step.h"
 #include "train.h"
 #include "worker.h"
@@ -73,13 +75,12 @@ int main(int argc, char **argv) {
         } else {
             run.world_size = size;
             run_setup(&run, &su);
-            su.max_batch_bytes = run.direct ? batch_index_bytes(run.batch, size > 1 ? size - 1 : 1)
-                                             : run_batch_bytes(&run, run.batch, size > 1 ? size - 1 : 1);
+            su.max_batch_bytes = batcher_message_bytes(&run.bt, size > 1 ? size - 1 : 1, run.direct);
         }
     }
     int code = 0;
     if (size == 1) {
-        code = su.status ? su.status : run_train(&run, 0);
+        code = su.status ? su.status : run_train(&run, &su, 0);
     } else {
         /* The setup travels to every rank; workers wait for it without spinning while rank 0
          * validates the data. */
@@ -89,7 +90,7 @@ int main(int argc, char **argv) {
         MPI_Comm workers;
         MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : 1, rank, &workers);
         if (su.status) code = su.status;
-        else if (rank == 0) code = run_train(&run, size - 1);
+        else if (rank == 0) code = run_train(&run, &su, size - 1);
         else code = worker_main(workers, &su);
         if (workers != MPI_COMM_NULL) MPI_Comm_free(&workers);
     }

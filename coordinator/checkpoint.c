@@ -1,0 +1,173 @@
+/* checkpoint: see checkpoint.h. */
+#include "checkpoint.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "rng.h"
+#include "util.h"
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static void fill_state(const hcl_run *r, int64_t step, hcl_ckpt_state *st) {
+    const int64_t np = r->ck_model.nparams;
+    memset(st, 0, sizeof *st);
+    st->step = step;
+    st->epoch = step / r->steps_per_epoch;
+    st->data_cursor = step % r->steps_per_epoch;
+    st->samples_seen = step * r->batch;
+    st->seed = (uint64_t)r->cfg.seed;
+    hcl_rng rng;
+    rng_derive(&rng, st->seed, "epoch", (uint64_t)st->epoch);
+    memcpy(st->data_rng, rng.s, sizeof st->data_rng);
+    config_to_text(&r->cfg, st->config, sizeof st->config);
+    st->world_size = r->world_size;
+    st->workers = r->world_size > 1 ? r->world_size - 1 : 1;
+    int64_t counters[2];
+    memcpy(counters, r->snap + np + r->nstate, sizeof counters);
+    st->updates = counters[0];
+    st->skipped = counters[1];
+    st->optimizer = r->oc.kind;
+    st->lr_scale = r->lr_scale;
+    st->global_batch = r->batch;
+}
+
+void run_checkpoint(hcl_run *r, int64_t step) {
+    double t0 = hcl_now();
+    enum hcl_run_state was = r->st.state;
+    r->st.state = HCL_RUN_STATE_CHECKPOINTING;
+    if (r->ctl) control_service(r->ctl, &r->st, 0);
+    memcpy(r->ck_model.params, r->snap, sizeof(float) * (size_t)r->ck_model.nparams);
+    hcl_ckpt_state st;
+    fill_state(r, step, &st);
+    char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
+    int rc = ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + r->ck_model.nparams, &st, (int)r->cfg.keep, path,
+                        err);
+    r->st.state = was;
+    if (rc != 0) {
+        snprintf(r->last_ckpt_error, sizeof r->last_ckpt_error, "step %lld: %s", (long long)step, err);
+        LOG_ERROR("checkpoint of step %lld failed, training goes on: %s", (long long)step, err);
+    } else {
+        r->last_ckpt_error[0] = 0;
+        r->last_ckpt_step = step;
+        snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", path);
+        jobs_checkpoint_written(&r->jobs, step, path);
+        LOG_INFO("checkpoint %s (%.0f ms)", path, 1e3 * (hcl_now() - t0));
+    }
+    snprintf(r->st.last_checkpoint_path, sizeof r->st.last_checkpoint_path, "%s", r->last_ckpt_path);
+    snprintf(r->st.last_checkpoint_error, sizeof r->st.last_checkpoint_error, "%s", r->last_ckpt_error);
+    r->st.last_checkpoint_step = r->last_ckpt_step;
+    for (int i = 0; i < r->nckpt_waiters; i++) {
+        if (rc == 0) control_reply_ok(r->ctl, &r->ckpt_waiters[i], step, path);
+        else control_reply_error(r->ctl, &r->ckpt_waiters[i], CTL_ERROR_FAILED, r->last_ckpt_error);
+    }
+    r->nckpt_waiters = 0;
+}
+
+/* ---- resuming ----------------------------------------------------------------------------- */
+
+static void warn_line(const char *msg) { LOG_WARN("%s", msg); }
+
+/* The checkpoint of dir (its state st, its model mc) fits this run's data and flags. */
+static int check_fits(const hcl_run *r, const char *dir, const hcl_ckpt_state *st, const hcl_model_config *mc,
+                      char *err) {
+    char what[CKPT_PATH_MAX + 16];
+    snprintf(what, sizeof what, "checkpoint %s", dir);
+    if (dataset_check_views(&r->train, mc->nviews, mc->names, mc->in_width, NULL, what, err) != 0) return -1;
+    const hcl_model_config *have = &r->mc;
+    int same_hidden = mc->nhidden == have->nhidden;
+    for (int k = 0; same_hidden && k < mc->nhidden; k++) same_hidden = mc->hidden[k] == have->hidden[k];
+    if (!same_hidden || mc->dim != have->dim || mc->act != have->act || mc->layernorm != have->layernorm ||
+        mc->nclasses != have->nclasses)
+        return hcl_err(err, "checkpoint %s: model shape differs from the flags (hidden, dim, act, layernorm "
+                       "or classifier head); pass the flags it was trained with", dir);
+    if (st->optimizer != r->oc.kind)
+        return hcl_err(err, "checkpoint %s: optimizer %s, the flags say %s", dir, optim_kind_name(st->optimizer),
+                       optim_kind_name(r->oc.kind));
+    if (st->global_batch != r->batch)
+        return hcl_err(err, "checkpoint %s: global batch %lld, the flags say %lld (the data order depends on it)",
+                       dir, (long long)st->global_batch, (long long)r->batch);
+    if (st->step > r->total_steps)
+        return hcl_err(err, "checkpoint %s is at step %lld, past the run's %lld steps", dir,
+                       (long long)st->step, (long long)r->total_steps);
+    return 0;
+}
+
+int run_resume(hcl_run *r, char *err) {
+    const char *want = r->cfg.resume;
+    if (!want[0]) return 0;
+    char dir[CKPT_PATH_MAX];
+    if (strcmp(want, "auto") == 0) {
+        if (ckpt_find_latest(r->cfg.run_dir, dir, warn_line) != 0) {
+            LOG_INFO("--resume auto: no checkpoint in %s/checkpoints, starting at step 0", r->cfg.run_dir);
+            return 0;
+        }
+    } else {
+        snprintf(dir, sizeof dir, "%s", want);
+        if (ckpt_verify(dir, err) != 0) return -1;
+    }
+    hcl_ckpt_state st;
+    hcl_model_config mc;
+    if (ckpt_read_state(dir, &st, &mc, err) != 0 || check_fits(r, dir, &st, &mc, err) != 0) return -1;
+    if ((uint64_t)r->cfg.seed != st.seed) {
+        LOG_WARN("--seed %lld differs from the checkpoint's %llu: continuing with the checkpoint's data order",
+                 (long long)r->cfg.seed, (unsigned long long)st.seed);
+        r->cfg.seed = (int64_t)st.seed;
+    }
+    if (ckpt_read_tensors(dir, &r->ck_model, r->snap + r->ck_model.nparams, st.optimizer, err) != 0) return -1;
+    memcpy(r->snap, r->ck_model.params, sizeof(float) * (size_t)r->ck_model.nparams);
+    int64_t counters[2] = {st.updates, st.skipped};
+    memcpy(r->snap + r->ck_model.nparams + r->nstate, counters, sizeof counters);
+    r->start_step = st.step;
+    if (st.lr_scale > 0) r->lr_scale = st.lr_scale;
+    r->st.step = st.step;
+    r->st.epoch = st.step / r->steps_per_epoch;
+    snprintf(r->resume_from, sizeof r->resume_from, "%s", dir);
+    snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", dir);
+    r->last_ckpt_step = st.step;
+    LOG_INFO("resuming from %s: step %lld, epoch %lld (saved by %d workers)", dir, (long long)st.step,
+             (long long)st.epoch, st.workers);
+    return 0;
+}
+
+/* ---- the run directory -------------------------------------------------------------------- */
+
+int keep_metrics_until(const char *path, int64_t step, char *err) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t cap = 1 << 16, len = 0, line_cap = 0;
+    char *out = hcl_malloc(cap), *line = NULL;
+    ssize_t n;
+    while ((n = getline(&line, &line_cap, f)) > 0) {
+        long long s = -1;
+        if (sscanf(line, "{\"step\": %lld", &s) != 1 || s > step) continue;
+        if (len + (size_t)n + 1 > cap) {
+            cap = 2 * (len + (size_t)n + 1);
+            out = realloc(out, cap);
+            HCL_CHECK(out, "out of memory keeping %s", path);
+        }
+        memcpy(out + len, line, (size_t)n);
+        len += (size_t)n;
+    }
+    free(line);
+    fclose(f);
+    int rc = hcl_write_file_durable(path, out, len, err);
+    free(out);
+    return rc;
+}
+
+int run_open_dir(hcl_run *r, char *err) {
+    if (hcl_mkdir_p(r->cfg.run_dir, err) != 0) return -1;
+    char path[HCL_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/config.txt", r->cfg.run_dir);
+    char text[16384];
+    size_t n = config_to_text(&r->cfg, text, sizeof text);
+    if (hcl_write_file_durable(path, text, n < sizeof text ? n : sizeof text - 1, err) != 0) return -1;
+    snprintf(path, sizeof path, "%s/metrics.jsonl", r->cfg.run_dir);
+    if (r->start_step > 0 && keep_metrics_until(path, r->start_step, err) != 0) return -1;
+    if (metrics_open(&r->metrics, path, r->start_step > 0, err) != 0) return -1;
+    ckpt_cleanup(r->cfg.run_dir);
+    return 0;
+}

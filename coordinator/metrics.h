@@ -1,0 +1,80 @@
+/* metrics: what a run says about its progress: metrics.jsonl, the progress line, and the
+ * numbers hclctl status shows.
+ *
+ * metrics.jsonl gets one line per logged step, written with the JSON writer (json.h: every
+ * number reads back to the same double, a non-finite one is null):
+ *   {"step": S, "epoch": E, "loss": L, "pair_loss": {"a:b": L_ab, ...}, ["supcon": ...,]
+ *    ["ce": ...,] "lr": ..., "logit_scale": ..., "grad_norm": ..., "samples_per_s": ...,
+ *    ["shares": [rows of each worker],] ["val_loss": ...,] "skipped": K, "time": unix seconds}
+ * S is the number of updates done (the step's index + 1); supcon with a SupCon loss (or a
+ * hybrid on SupCon), ce with a hybrid, shares with --balance adaptive, val_loss with
+ * --val-data. Evaluation lines ({"step": S, "eval": {...}}, evaluate.h) and the final
+ * evaluation ({"step": S, "final_eval": {...}}) go to the same file: every line starts with
+ * {"step": S, which a resumed run relies on to cut the file at its step.
+ *
+ * The progress line of each logged step: on a terminal one line rewritten in place, otherwise
+ * a log line. samples/s is over the steps since the last logged step, the ETA from the run's
+ * mean pace since its start.
+ *
+ * Exports: hcl_metrics, metrics_open / metrics_close, metrics_start, metrics_step,
+ * metrics_logged, metrics_val, metrics_write, metrics_pause, metrics_put, metrics_final_eval,
+ * metrics_end. */
+#ifndef HCL_METRICS_H
+#define HCL_METRICS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "batch.h"
+#include "control.h"
+#include "json.h"
+#include "loss.h"
+#include "model.h"
+
+typedef struct {
+    FILE *f;                    /* metrics.jsonl */
+    hcl_json j;                 /* the line being written (its buffer kept between lines) */
+    /* from metrics_start */
+    const hcl_model_config *mc; /* the view names */
+    int supcon, ce;             /* the loss has these parts */
+    int64_t total_steps, start_step, batch, steps_per_epoch;
+    int tty;                    /* stderr is a terminal */
+    double t_start;
+    /* the steps since the last logged one */
+    double t_window;
+    int64_t window_steps;
+    double t_last_step, step_s; /* a step's seconds, smoothed: hclctl status's pace */
+    int64_t skipped;            /* steps skipped for a non-finite loss or gradient */
+    /* the logged step waiting for its validation batches */
+    hcl_step_result logged;
+    double val_sum;
+    int val_seen;
+} hcl_metrics;
+
+/* metrics.jsonl at path, appended to (a resumed run) or new. */
+int metrics_open(hcl_metrics *m, const char *path, int append, char *err);
+void metrics_close(hcl_metrics *m);
+
+/* The run starts (its clock too). */
+void metrics_start(hcl_metrics *m, const hcl_model_config *mc, const hcl_loss_config *lc, int64_t total_steps,
+                   int64_t start_step, int64_t batch, int64_t steps_per_epoch);
+/* A training step's result: the status numbers in st (step, epoch, loss, lr, logit scale,
+ * samples/s, ETA, elapsed), the skipped count (and a warning when this one was skipped). */
+void metrics_step(hcl_metrics *m, const hcl_step_result *res, hcl_status *st);
+/* A logged step's result, kept until its validation batches are in. */
+void metrics_logged(hcl_metrics *m, const hcl_step_result *res);
+/* One validation batch's loss; 1 when it was the last of val_batches. */
+int metrics_val(hcl_metrics *m, double loss, int val_batches);
+/* The logged step's line and progress (val_batches > 0: with the mean validation loss;
+ * split != NULL: the shares of nw workers). */
+void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw);
+/* Paused: the window of samples/s starts again when training does. */
+void metrics_pause(hcl_metrics *m);
+/* A line written by someone else (an evaluation's), with its newline. */
+void metrics_put(hcl_metrics *m, const char *line);
+/* {"step": S, "final_eval": json} */
+void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json);
+/* The progress line is done (a newline on a terminal). */
+void metrics_end(hcl_metrics *m);
+
+#endif

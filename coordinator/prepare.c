@@ -1,0 +1,260 @@
+/* prepare: see prepare.h. */
+#include "prepare.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* ---- the flags on their own --------------------------------------------------------------- */
+
+/* The checks of single flags against their own type: a range, one of a few words, 0 or 1.
+ * They move into the typed option table (config.h), and this function goes with them; every
+ * check that needs the data or another flag stays below. */
+static int check_plain_flags(const hcl_config *cfg, char *err) {
+    enum hcl_loss_kind kind;
+    enum hcl_optim_kind opt;
+    if (cfg->batch_size < 2) return hcl_err(err, "--batch-size: %lld is too small (at least 2)", (long long)cfg->batch_size);
+    if (cfg->log_every < 1) return hcl_err(err, "--log-every: must be at least 1");
+    if (cfg->dim < 1 || cfg->dim > 65536) return hcl_err(err, "--dim: %lld is out of range", (long long)cfg->dim);
+    if (strcmp(cfg->act, "relu") != 0 && strcmp(cfg->act, "gelu") != 0)
+        return hcl_err(err, "--act: '%s' is not relu or gelu", cfg->act);
+    if (cfg->layernorm > 1) return hcl_err(err, "--layernorm: %lld is not 0 or 1", (long long)cfg->layernorm);
+    if (loss_kind_parse(cfg->loss, &kind) != 0)
+        return hcl_err(err, "--loss: '%s' is not clip, full, core, supcon or hybrid", cfg->loss);
+    if (loss_kind_parse(cfg->hybrid_base, &kind) != 0 || kind == HCL_LOSS_HYBRID)
+        return hcl_err(err, "--hybrid-base: '%s' is not clip, full, core or supcon", cfg->hybrid_base);
+    if (optim_kind_parse(cfg->optimizer, &opt) != 0)
+        return hcl_err(err, "--optimizer: '%s' is not adamw, sgd or lars", cfg->optimizer);
+    if (cfg->no_shuffle > 1) return hcl_err(err, "--no-shuffle: %lld is not 0 or 1", (long long)cfg->no_shuffle);
+    if (cfg->keep < 1) return hcl_err(err, "--keep: must be at least 1");
+    if (strcmp(cfg->grad_allreduce, "shm") != 0 && strcmp(cfg->grad_allreduce, "mpi") != 0)
+        return hcl_err(err, "--grad-allreduce: '%s' is not shm or mpi", cfg->grad_allreduce);
+    if (strcmp(cfg->balance, "adaptive") != 0 && strcmp(cfg->balance, "even") != 0)
+        return hcl_err(err, "--balance: '%s' is not even or adaptive", cfg->balance);
+    if (strcmp(cfg->data_plane, "direct") != 0 && strcmp(cfg->data_plane, "coordinator") != 0)
+        return hcl_err(err, "--data-plane: '%s' is not coordinator or direct", cfg->data_plane);
+    if (cfg->worker_timeout <= 0) return hcl_err(err, "--worker-timeout: must be more than 0 seconds");
+    if (cfg->coordinator_nice > 19)
+        return hcl_err(err, "--coordinator-nice: %lld is not a nice value (0-19)", (long long)cfg->coordinator_nice);
+    return 0;
+}
+
+/* ---- flags that name views ---------------------------------------------------------------- */
+
+static int parse_hidden(hcl_model_config *mc, const char *s, char *err) {
+    mc->nhidden = 0;
+    if (!*s || strcmp(s, "none") == 0) return 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0 || v > 65536 || (*end && *end != ','))
+            return hcl_err(err, "--hidden: '%s' is not a list of positive widths like 512,256", s);
+        if (mc->nhidden == HCL_MAX_HIDDEN)
+            return hcl_err(err, "--hidden: '%s' has more than %d layers", s, HCL_MAX_HIDDEN);
+        mc->hidden[mc->nhidden++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    return 0;
+}
+
+static int view_by_name(const hcl_dataset *ds, const char *name, const char *flag, char *err) {
+    int v = dataset_view_index(ds, name);
+    if (v < 0) return hcl_err(err, "%s: no view named '%s' in %s", flag, name, ds->dir);
+    return v;
+}
+
+static int parse_pair_weights(hcl_loss_config *lc, const hcl_dataset *ds, const char *s, char *err) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", s);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *colon = strchr(tok, ':'), *eq = strchr(tok, '=');
+        if (!colon || !eq || eq < colon)
+            return hcl_err(err, "--pair-weights: '%s' is not A:B=w", tok);
+        *colon = 0;
+        *eq = 0;
+        int a = view_by_name(ds, tok, "--pair-weights", err);
+        if (a < 0) return -1;
+        int b = view_by_name(ds, colon + 1, "--pair-weights", err);
+        if (b < 0) return -1;
+        char *end;
+        double w = strtod(eq + 1, &end);
+        if (end == eq + 1 || *end || !(w >= 0) || !isfinite(w))
+            return hcl_err(err, "--pair-weights: weight '%s' is not a number >= 0", eq + 1);
+        if (a == b) return hcl_err(err, "--pair-weights: '%s:%s' pairs a view with itself", tok, colon + 1);
+        lc->pair_weight[a < b ? a : b][a < b ? b : a] = (float)w;
+    }
+    return 0;
+}
+
+static int parse_clip_views(hcl_loss_config *lc, const hcl_dataset *ds, const char *s, char *err) {
+    char a[160];
+    snprintf(a, sizeof a, "%s", s);
+    char *comma = strchr(a, ',');
+    if (!comma) return hcl_err(err, "--clip-views: '%s' is not A,B", s);
+    *comma = 0;
+    int va = view_by_name(ds, a, "--clip-views", err);
+    if (va < 0) return -1;
+    int vb = view_by_name(ds, comma + 1, "--clip-views", err);
+    if (vb < 0) return -1;
+    if (va == vb) return hcl_err(err, "--clip-views: '%s' names one view twice", s);
+    lc->view_a = va;
+    lc->view_b = vb;
+    return 0;
+}
+
+/* ---- the configurations ------------------------------------------------------------------- */
+
+/* --data, and --val-data with the same views in the same order. */
+static int open_data(hcl_run *r, char *err) {
+    const hcl_config *cfg = &r->cfg;
+    if (dataset_open(&r->train, cfg->data, err) != 0) return -1;
+    r->has_train = 1;
+    if (!cfg->val_data[0]) return 0;
+    if (dataset_open(&r->val, cfg->val_data, err) != 0) return -1;
+    r->has_val = 1;
+    int widths[HCL_MAX_VIEWS];
+    for (int v = 0; v < r->train.nviews; v++) widths[v] = (int)r->train.widths[v];
+    return dataset_check_views(&r->val, r->train.nviews, r->train.names, widths, NULL, "--val-data", err);
+}
+
+static int model_config(hcl_run *r, char *err) {
+    const hcl_config *cfg = &r->cfg;
+    const hcl_dataset *ds = &r->train;
+    hcl_model_config *mc = &r->mc;
+    model_config_default(mc);
+    mc->nviews = ds->nviews;
+    for (int v = 0; v < ds->nviews; v++) {
+        snprintf(mc->names[v], sizeof mc->names[v], "%s", ds->names[v]);
+        mc->in_width[v] = (int)ds->widths[v];
+    }
+    if (parse_hidden(mc, cfg->hidden, err) != 0) return -1;
+    mc->dim = (int)cfg->dim;
+    mc->act = strcmp(cfg->act, "gelu") == 0 ? HCL_ACT_GELU : HCL_ACT_RELU;
+    mc->layernorm = (int)cfg->layernorm;
+    r->learn_t = cfg->temperature == 0;
+    if (!r->learn_t) mc->t_init = logf(1.0f / (float)cfg->temperature);
+    return 0;
+}
+
+static int loss_config(hcl_run *r, char *err) {
+    const hcl_config *cfg = &r->cfg;
+    const hcl_dataset *ds = &r->train;
+    hcl_loss_config *lc = &r->lc;
+    loss_config_default(lc, ds->nviews, r->mc.dim);
+    loss_kind_parse(cfg->loss, &lc->kind);          /* both checked in check_plain_flags */
+    loss_kind_parse(cfg->hybrid_base, &lc->base);
+    if (ds->nviews < 2 && lc->kind != HCL_LOSS_SUPCON)
+        return hcl_err(err, "--loss %s: %s has one view; cross-view losses need two", cfg->loss, cfg->data);
+    if (cfg->core_view[0]) {
+        int v = view_by_name(ds, cfg->core_view, "--core-view", err);
+        if (v < 0) return -1;
+        lc->core_view = v;
+    }
+    if (cfg->clip_views[0] && parse_clip_views(lc, ds, cfg->clip_views, err) != 0) return -1;
+    if (cfg->pair_weights[0] && parse_pair_weights(lc, ds, cfg->pair_weights, err) != 0) return -1;
+    lc->lambda = (float)cfg->lambda;
+    int needs_labels = lc->kind == HCL_LOSS_SUPCON || lc->kind == HCL_LOSS_HYBRID;
+    if (needs_labels && !ds->has_labels)
+        return hcl_err(err, "--loss %s: needs labels, but %s has no labels.npy", cfg->loss, cfg->data);
+    if (lc->kind == HCL_LOSS_HYBRID) {
+        r->mc.nclasses = ds->nclasses;
+        lc->nclasses = ds->nclasses;
+    }
+    return 0;
+}
+
+/* The batch, the steps, the optimizer and its schedule, the validation batches. */
+static int schedule(hcl_run *r, char *err) {
+    const hcl_config *cfg = &r->cfg;
+    const hcl_dataset *ds = &r->train;
+    r->batch = cfg->batch_size;
+    if (r->batch > ds->n)
+        return hcl_err(err, "--batch-size: %lld is larger than the %lld rows of %s",
+                       (long long)r->batch, (long long)ds->n, cfg->data);
+    r->steps_per_epoch = ds->n / r->batch;
+    r->total_steps = cfg->steps > 0 ? cfg->steps : cfg->epochs * r->steps_per_epoch;
+    if (r->total_steps < 1) return hcl_err(err, "--steps/--epochs: nothing to train (0 steps)");
+    hcl_optim_config *oc = &r->oc;
+    optim_config_default(oc);
+    optim_kind_parse(cfg->optimizer, &oc->kind);    /* checked in check_plain_flags */
+    oc->lr = (float)cfg->lr;
+    oc->weight_decay = (float)cfg->weight_decay;
+    oc->momentum = (float)cfg->momentum;
+    oc->nesterov = (int)cfg->nesterov;
+    oc->clip_norm = (float)cfg->clip_norm;
+    oc->warmup_steps = cfg->warmup_steps;
+    oc->total_steps = r->total_steps;
+    /* Validation: up to 4 batches of the validation set in file order, logged as val_loss. */
+    r->val_batches = 0;
+    if (r->has_val)
+        for (int64_t start = 0; start < r->val.n && r->val_batches < 4; start += r->batch) {
+            int64_t n = r->val.n - start < r->batch ? r->val.n - start : r->batch;
+            if (n < r->batch && n < 2 * 8) break;   /* a last sliver is not worth a batch */
+            r->val_batches++;
+        }
+    return 0;
+}
+
+/* The checkpoint buffers (the model's tensor table, one replica state), the status, the
+ * evaluator, the batch order. */
+static int buffers(hcl_run *r, char *err) {
+    const hcl_config *cfg = &r->cfg;
+    if (model_init(&r->ck_model, &r->mc, (uint64_t)cfg->seed, err) != 0) return -1;
+    r->nstate = optim_state_floats(&r->oc, r->ck_model.nparams);
+    r->snap_floats = batch_snapshot_floats(r->ck_model.nparams, r->nstate);
+    r->snap = hcl_floats(r->snap_floats);
+    r->last_ckpt_step = -1;
+    r->lr_scale = 1.0;
+    control_status_init(&r->st);
+    r->st.total_steps = r->total_steps;
+    r->st.log_every = cfg->log_every;
+    r->st.checkpoint_every = cfg->checkpoint_every;
+    r->st.checkpoint_interval_s = cfg->checkpoint_interval;
+    if (cfg->eval_every > 0) {
+        if (!r->has_val) return hcl_err(err, "--eval-every: needs --val-data");
+        if (evaluator_init(&r->ev, &r->mc, &r->val, cfg->eval_rows, err) != 0) return -1;
+        r->has_ev = 1;
+    }
+    batcher_init(&r->bt, &r->train, r->has_val ? &r->val : NULL, r->batch, (int)cfg->no_shuffle, r->balance);
+    return 0;
+}
+
+int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
+    memset(r, 0, sizeof *r);
+    r->cfg = *cfg;
+    if (!cfg->data[0]) return hcl_err(err, "--data: a dataset directory is required (see --help)");
+    if (!cfg->run_dir[0]) return hcl_err(err, "--run-dir: a run directory is required (see --help)");
+    if (check_plain_flags(cfg, err) != 0) return -1;
+    r->shm_grads = strcmp(cfg->grad_allreduce, "shm") == 0;
+    r->balance = strcmp(cfg->balance, "adaptive") == 0;
+    r->direct = strcmp(cfg->data_plane, "direct") == 0;
+    if (open_data(r, err) != 0 || model_config(r, err) != 0 || loss_config(r, err) != 0 || schedule(r, err) != 0)
+        return -1;
+    return buffers(r, err);
+}
+
+void run_setup(const hcl_run *r, hcl_setup *su) {
+    memset(su, 0, sizeof *su);
+    su->learn_t = r->learn_t;
+    su->threads = (int32_t)r->cfg.threads;
+    su->seed = r->cfg.seed;
+    su->worker_timeout = r->cfg.worker_timeout;
+    su->batch = r->batch;
+    su->resume = r->start_step > 0;
+    su->direct = r->direct;
+    su->shm_grads = r->shm_grads;
+    su->balance = r->balance;
+    /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
+    if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
+    if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))
+        snprintf(su->val_dir, sizeof su->val_dir, "%s", r->cfg.val_data);
+    memcpy(su->tel_endpoint, r->tel_setup.tel_endpoint, sizeof su->tel_endpoint);
+    memcpy(su->tel_server_public, r->tel_setup.tel_server_public, sizeof su->tel_server_public);
+    memcpy(su->tel_client_secret, r->tel_setup.tel_client_secret, sizeof su->tel_client_secret);
+    su->mc = r->mc;
+    su->lc = r->lc;
+    su->oc = r->oc;
+}
