@@ -8,8 +8,9 @@
  *   view v   float  (b, width_v)          this worker's rows of each view, v = 0..nviews-1
  * Labels and mask travel whole because every worker's loss needs them for all N columns; the
  * features travel only to their owner; every worker needs the whole split to size its
- * collectives (even, or --balance adaptive's shares). Commands that must take effect at the same step on
- * every worker ride in the header (`flags`, `lr_scale`). */
+ * collectives (even, or --balance adaptive's shares). Commands that must take effect at the same
+ * step on every worker ride in the header (`flags`; `lr`, the schedule's rate times the
+ * operator's scale). */
 #ifndef HCL_BATCH_H
 #define HCL_BATCH_H
 

@@ -1,5 +1,5 @@
 /* loss: the contrastive objectives, forward and backward in one call, written for the sharded
- * step of ../shared/MATH.md: a worker owns rows [r0, r0+b) of a global batch of N rows and sees
+ * step of docs/MATH.md: a worker owns rows [r0, r0+b) of a global batch of N rows and sees
  * all N gathered embeddings of the views it reads all rows of (loss_gathered_views), its own rows
  * of the others (z_first). With r0 = 0, b = N it is the single-process loss.
  *

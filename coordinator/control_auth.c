@@ -29,24 +29,12 @@ static int read_small_file(const char *path, char *buf, size_t cap, struct stat 
         close(fd);
         return hcl_err(err, "%s: fstat: %s", path, strerror(e));
     }
-    size_t n = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            return hcl_err(err, "%s: read: %s", path, strerror(e));
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-        if (n == cap - 1) {
-            close(fd);
-            return hcl_err(err, "%s: larger than %zu bytes, not a key file", path, cap - 1);
-        }
-    }
+    size_t n;
+    char *text = hcl_read_fd(fd, path, cap - 2, &n, err);   /* the one whole-file read (util.h) */
     close(fd);
-    buf[n] = 0;
+    if (!text) return -1;
+    memcpy(buf, text, n + 1);
+    free(text);
     return 0;
 }
 

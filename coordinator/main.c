@@ -16,13 +16,6 @@
 #include "train.h"
 #include "worker.h"
 
-static int log_level_parse(const char *s) {
-    if (strcmp(s, "debug") == 0) return HCL_LOG_DEBUG;
-    if (strcmp(s, "warn") == 0) return HCL_LOG_WARN;
-    if (strcmp(s, "error") == 0) return HCL_LOG_ERROR;
-    return HCL_LOG_INFO;
-}
-
 int main(int argc, char **argv) {
     /* Open MPI's collectives malloc and free temporary buffers of the batch's embeddings every
      * step; with glibc's default thresholds each one is a fresh mmap whose pages fault in again
@@ -40,7 +33,7 @@ int main(int argc, char **argv) {
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    log_init(rank == 0 ? "coord" : "worker", rank, log_level_parse(cfg.log_level));
+    log_init(rank == 0 ? "coord" : "worker", rank, config_log_level(&cfg));
     if (rank == 0) run_install_signals();
     else worker_ignore_signals();
     /* The coordinator wakes about a thousand times a second for short work (the next batch, a
@@ -51,7 +44,7 @@ int main(int argc, char **argv) {
      * I/O threads, which inherit it; on Linux it applies to the calling thread and its new
      * threads only, not to Open MPI's threads that already exist (they sleep in poll). A nice value
      * already higher (the job started under nice) is kept. */
-    if (rank == 0 && size > 1 && prc == 0 && cfg.coordinator_nice <= 19) {
+    if (rank == 0 && size > 1 && prc == 0) {
         errno = 0;
         int cur = getpriority(PRIO_PROCESS, 0);
         if (errno == 0 && cur < cfg.coordinator_nice && setpriority(PRIO_PROCESS, 0, (int)cfg.coordinator_nice) != 0)

@@ -7,58 +7,7 @@
 
 #include "util.h"
 
-/* ---- the flags on their own --------------------------------------------------------------- */
-
-/* The checks of single flags against their own type: a range, one of a few words, 0 or 1.
- * They move into the typed option table (config.h), and this function goes with them; every
- * check that needs the data or another flag stays below. */
-static int check_plain_flags(const hcl_config *cfg, char *err) {
-    enum hcl_loss_kind kind;
-    enum hcl_optim_kind opt;
-    if (cfg->batch_size < 2) return hcl_err(err, "--batch-size: %lld is too small (at least 2)", (long long)cfg->batch_size);
-    if (cfg->log_every < 1) return hcl_err(err, "--log-every: must be at least 1");
-    if (cfg->dim < 1 || cfg->dim > 65536) return hcl_err(err, "--dim: %lld is out of range", (long long)cfg->dim);
-    if (strcmp(cfg->act, "relu") != 0 && strcmp(cfg->act, "gelu") != 0)
-        return hcl_err(err, "--act: '%s' is not relu or gelu", cfg->act);
-    if (cfg->layernorm > 1) return hcl_err(err, "--layernorm: %lld is not 0 or 1", (long long)cfg->layernorm);
-    if (loss_kind_parse(cfg->loss, &kind) != 0)
-        return hcl_err(err, "--loss: '%s' is not clip, full, core, supcon or hybrid", cfg->loss);
-    if (loss_kind_parse(cfg->hybrid_base, &kind) != 0 || kind == HCL_LOSS_HYBRID)
-        return hcl_err(err, "--hybrid-base: '%s' is not clip, full, core or supcon", cfg->hybrid_base);
-    if (optim_kind_parse(cfg->optimizer, &opt) != 0)
-        return hcl_err(err, "--optimizer: '%s' is not adamw, sgd or lars", cfg->optimizer);
-    if (cfg->no_shuffle > 1) return hcl_err(err, "--no-shuffle: %lld is not 0 or 1", (long long)cfg->no_shuffle);
-    if (cfg->keep < 1) return hcl_err(err, "--keep: must be at least 1");
-    if (strcmp(cfg->grad_allreduce, "shm") != 0 && strcmp(cfg->grad_allreduce, "mpi") != 0)
-        return hcl_err(err, "--grad-allreduce: '%s' is not shm or mpi", cfg->grad_allreduce);
-    if (strcmp(cfg->balance, "adaptive") != 0 && strcmp(cfg->balance, "even") != 0)
-        return hcl_err(err, "--balance: '%s' is not even or adaptive", cfg->balance);
-    if (strcmp(cfg->data_plane, "direct") != 0 && strcmp(cfg->data_plane, "coordinator") != 0)
-        return hcl_err(err, "--data-plane: '%s' is not coordinator or direct", cfg->data_plane);
-    if (cfg->worker_timeout <= 0) return hcl_err(err, "--worker-timeout: must be more than 0 seconds");
-    if (cfg->coordinator_nice > 19)
-        return hcl_err(err, "--coordinator-nice: %lld is not a nice value (0-19)", (long long)cfg->coordinator_nice);
-    return 0;
-}
-
 /* ---- flags that name views ---------------------------------------------------------------- */
-
-static int parse_hidden(hcl_model_config *mc, const char *s, char *err) {
-    mc->nhidden = 0;
-    if (!*s || strcmp(s, "none") == 0) return 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v <= 0 || v > 65536 || (*end && *end != ','))
-            return hcl_err(err, "--hidden: '%s' is not a list of positive widths like 512,256", s);
-        if (mc->nhidden == HCL_MAX_HIDDEN)
-            return hcl_err(err, "--hidden: '%s' has more than %d layers", s, HCL_MAX_HIDDEN);
-        mc->hidden[mc->nhidden++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    return 0;
-}
 
 static int view_by_name(const hcl_dataset *ds, const char *name, const char *flag, char *err) {
     int v = dataset_view_index(ds, name);
@@ -120,7 +69,8 @@ static int open_data(hcl_run *r, char *err) {
     return dataset_check_views(&r->val, r->train.nviews, r->train.names, widths, NULL, "--val-data", err);
 }
 
-static int model_config(hcl_run *r, char *err) {
+/* The model from the data's views and the flags (every value checked by the option table). */
+static void model_config(hcl_run *r) {
     const hcl_config *cfg = &r->cfg;
     const hcl_dataset *ds = &r->train;
     hcl_model_config *mc = &r->mc;
@@ -130,13 +80,14 @@ static int model_config(hcl_run *r, char *err) {
         snprintf(mc->names[v], sizeof mc->names[v], "%s", ds->names[v]);
         mc->in_width[v] = (int)ds->widths[v];
     }
-    if (parse_hidden(mc, cfg->hidden, err) != 0) return -1;
+    int64_t hidden[HCL_MAX_HIDDEN];
+    mc->nhidden = config_ints(cfg, "hidden", hidden, HCL_MAX_HIDDEN);
+    for (int k = 0; k < mc->nhidden; k++) mc->hidden[k] = (int)hidden[k];
     mc->dim = (int)cfg->dim;
-    mc->act = strcmp(cfg->act, "gelu") == 0 ? HCL_ACT_GELU : HCL_ACT_RELU;
+    mc->act = config_enum(cfg, "act") == 1 ? HCL_ACT_GELU : HCL_ACT_RELU;
     mc->layernorm = (int)cfg->layernorm;
     r->learn_t = cfg->temperature == 0;
     if (!r->learn_t) mc->t_init = logf(1.0f / (float)cfg->temperature);
-    return 0;
 }
 
 static int loss_config(hcl_run *r, char *err) {
@@ -144,8 +95,9 @@ static int loss_config(hcl_run *r, char *err) {
     const hcl_dataset *ds = &r->train;
     hcl_loss_config *lc = &r->lc;
     loss_config_default(lc, ds->nviews, r->mc.dim);
-    loss_kind_parse(cfg->loss, &lc->kind);          /* both checked in check_plain_flags */
-    loss_kind_parse(cfg->hybrid_base, &lc->base);
+    /* the option table allows only these words (config.c) */
+    HCL_CHECK(loss_kind_parse(cfg->loss, &lc->kind) == 0 && loss_kind_parse(cfg->hybrid_base, &lc->base) == 0,
+              "--loss '%s' or --hybrid-base '%s' passed the option table", cfg->loss, cfg->hybrid_base);
     if (ds->nviews < 2 && lc->kind != HCL_LOSS_SUPCON)
         return hcl_err(err, "--loss %s: %s has one view; cross-view losses need two", cfg->loss, cfg->data);
     if (cfg->core_view[0]) {
@@ -179,7 +131,8 @@ static int schedule(hcl_run *r, char *err) {
     if (r->total_steps < 1) return hcl_err(err, "--steps/--epochs: nothing to train (0 steps)");
     hcl_optim_config *oc = &r->oc;
     optim_config_default(oc);
-    optim_kind_parse(cfg->optimizer, &oc->kind);    /* checked in check_plain_flags */
+    HCL_CHECK(optim_kind_parse(cfg->optimizer, &oc->kind) == 0, "--optimizer '%s' passed the option table",
+              cfg->optimizer);
     oc->lr = (float)cfg->lr;
     oc->weight_decay = (float)cfg->weight_decay;
     oc->momentum = (float)cfg->momentum;
@@ -227,12 +180,14 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     r->cfg = *cfg;
     if (!cfg->data[0]) return hcl_err(err, "--data: a dataset directory is required (see --help)");
     if (!cfg->run_dir[0]) return hcl_err(err, "--run-dir: a run directory is required (see --help)");
-    if (check_plain_flags(cfg, err) != 0) return -1;
-    r->shm_grads = strcmp(cfg->grad_allreduce, "shm") == 0;
-    r->balance = strcmp(cfg->balance, "adaptive") == 0;
-    r->direct = strcmp(cfg->data_plane, "direct") == 0;
-    if (open_data(r, err) != 0 || model_config(r, err) != 0 || loss_config(r, err) != 0 || schedule(r, err) != 0)
-        return -1;
+    /* Every flag's own range or words were checked by the option table (common/config.c); what
+     * is checked here needs the data or another flag. */
+    r->shm_grads = config_enum(cfg, "grad-allreduce") == 0;      /* shm|mpi */
+    r->balance = config_enum(cfg, "balance") == 1;               /* even|adaptive */
+    r->direct = config_enum(cfg, "data-plane") == 1;             /* coordinator|direct */
+    if (open_data(r, err) != 0) return -1;
+    model_config(r);
+    if (loss_config(r, err) != 0 || schedule(r, err) != 0) return -1;
     return buffers(r, err);
 }
 

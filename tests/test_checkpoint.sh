@@ -106,7 +106,13 @@ done
 pid=$!
 for _ in $(seq 100); do grep -q "resuming from\|step 0" "$tmp/log" && break; sleep 0.1; done
 kill -INT $pid
-wait $pid || fail "resumed run did not stop cleanly"
+# bounded: a run that ignores SIGINT fails here with its log instead of hanging the suite
+for _ in $(seq 300); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
+if kill -0 $pid 2>/dev/null; then
+    cat "$tmp/log"; gdb -p $pid -batch -ex "thread apply all bt" 2>/dev/null | grep -E "^#|^Thread" | head -60
+    fail "the resumed run did not stop within 30 s of SIGINT"
+fi
+wait $pid || { cat "$tmp/log"; fail "resumed run did not stop cleanly"; }
 grep -q "resuming from" "$tmp/log" || { cat "$tmp/log"; fail "no whole checkpoint after kill -9 during writes"; }
 ! grep -q "skipping damaged" "$tmp/log" || { cat "$tmp/log"; fail "latest named a damaged checkpoint"; }
 [ -z "$(ls -A "$tmp/kill/checkpoints" | grep '^\.tmp-' || true)" ] || fail "temporary checkpoint directories left behind"

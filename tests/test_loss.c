@@ -1,9 +1,9 @@
 /* test_loss: the losses of common/loss.c checked against
- *   1. a naive double-precision reference written here from ../shared/MATH.md (forward values),
+ *   1. a naive double-precision reference written here from docs/MATH.md (forward values),
  *   2. central finite differences of that reference (d/dz of every view, d/dt, d/dhead),
  *   3. themselves across shardings: the parts of W = 2, 3, 4 workers add up to one worker,
  *   4. large logit scales and nearly identical embeddings (no NaN / Inf, still exact),
- *   5. PyTorch (CLIP and FULL, no mask), skipped with a "SKIP" line without python3 + torch,
+ *   5. PyTorch (CLIP and FULL, no mask), a skipped part (exit 77) without python3 + torch,
  *   6. themselves across tile widths (1, 3, 7, >= N columns against one tile), one worker and
  *      three, and the scratch size: (max_b, tile) plus vectors, never (max_b, max_n).
  * Every comparison states its tolerance; a gradient doubled on purpose must fail the gradient
@@ -537,12 +537,12 @@ static const char *torch_script =
 
 static void test_torch(void) {
     if (access("/usr/bin/python3", X_OK) != 0) {
-        printf("SKIP torch comparison: no /usr/bin/python3\n");
+        CHECK_SKIP("torch comparison: no /usr/bin/python3");
         return;
     }
     char dir[] = "/tmp/hcl_test_loss.XXXXXX", path[256], cmd[512];
     if (!mkdtemp(dir)) {
-        printf("SKIP torch comparison: mkdtemp failed\n");
+        CHECK(0, "torch comparison: mkdtemp failed");
         return;
     }
     static problem p;
@@ -563,7 +563,7 @@ static void test_torch(void) {
     const int per = 2 + NV * NROWS * DIM;
     static double got[2 * (2 + NV * NROWS * DIM)];
     if (status == 77) {
-        printf("SKIP torch comparison: torch not importable\n");
+        CHECK_SKIP("torch comparison: torch not importable");
     } else {
         CHECK(status == 0, "python3 torch reference exited with %d", status);
         snprintf(path, sizeof path, "%s/out.f64", dir);

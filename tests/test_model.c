@@ -348,6 +348,65 @@ static int sign_pattern(enc_ctx *c, int save) {
     return same;
 }
 
+/* Central finite differences of a sample of tensor t's entries (first, last, the largest
+ * analytic gradient g, random ones) against g, and the self-check that 2 g fails; samples whose
+ * step crosses a ReLU kink are counted in *skipped and left out. */
+static void fd_tensor(enc_ctx *ctx, const hcl_tensor *t, const float *g, const char *label, int *tried,
+                      int *skipped) {
+    int64_t idx[FD_SAMPLES];
+    int ns = 0;
+    if (t->numel <= FD_SAMPLES) {
+        for (int64_t j = 0; j < t->numel; j++) idx[ns++] = j;
+    } else {
+        int64_t jmax = 0;
+        for (int64_t j = 1; j < t->numel; j++)
+            if (fabsf(g[t->offset + j]) > fabsf(g[t->offset + jmax])) jmax = j;
+        idx[ns++] = 0;
+        idx[ns++] = t->numel - 1;
+        idx[ns++] = jmax;
+        while (ns < FD_SAMPLES) idx[ns++] = (int64_t)rng_below(&rng, (uint64_t)t->numel);
+    }
+    float an[FD_SAMPLES];
+    double fd[FD_SAMPLES];
+    int nk = 0;
+    for (int s = 0; s < ns; s++) {
+        float *p = ctx->m->params + t->offset + idx[s];
+        float p0 = *p;
+        double eps = FD_EPS * (fabsf(p0) > 1.0f ? fabsf(p0) : 1.0f);
+        float pp = (float)(p0 + eps), pm = (float)(p0 - eps);
+        int kink = 0;
+        *p = pp;
+        double fp = enc_obj(ctx);
+        if (ctx->check_kinks && !sign_pattern(ctx, 0)) kink = 1;
+        *p = pm;
+        double fm = enc_obj(ctx);
+        if (ctx->check_kinks && !sign_pattern(ctx, 0)) kink = 1;
+        *p = p0;
+        (*tried)++;
+        if (kink) {
+            (*skipped)++;
+            continue;
+        }
+        an[nk] = g[t->offset + idx[s]];
+        fd[nk] = (fp - fm) / ((double)pp - (double)pm);
+        nk++;
+    }
+    double mx = 0.0, e1 = 0.0, e2 = 0.0;
+    for (int s = 0; s < nk; s++) if (fabs(fd[s]) > mx) mx = fabs(fd[s]);
+    if (mx < 1e-6) mx = 1e-6;
+    for (int s = 0; s < nk; s++) {
+        double d1 = fabs(an[s] - fd[s]) / mx, d2 = fabs(2.0 * an[s] - fd[s]) / mx;
+        if (d1 > e1 || isnan(d1)) e1 = d1;
+        if (d2 > e2 || isnan(d2)) e2 = d2;
+    }
+    CHECK(nk > 0, "%s: every FD sample crossed a ReLU kink", t->name);
+    CHECK(e1 <= FD_TOL, "%s (%s): FD relative error %.3g > %g", t->name, label, e1,
+          FD_TOL);
+    CHECK(e2 > FD_TOL, "%s (%s): self-check: 2x the gradient passes (%.3g)", t->name,
+          label, e2);
+    printf("  %-28s n=%d fd rel err %.2e (2x: %.2e)\n", t->name, nk, e1, e2);
+}
+
 static void test_encoder_fd(int act, int layernorm) {
     const char *label = act == HCL_ACT_GELU ? (layernorm ? "GELU+LayerNorm" : "GELU")
                                             : (layernorm ? "ReLU+LayerNorm" : "ReLU");
@@ -406,58 +465,7 @@ static void test_encoder_fd(int act, int layernorm) {
         for (int ti = 0; ti < m.ntensors; ti++) {
             const hcl_tensor *t = &m.tensors[ti];
             if (t->offset < e->param_begin || t->offset >= e->param_end) continue;
-            int64_t idx[FD_SAMPLES];
-            int ns = 0;
-            if (t->numel <= FD_SAMPLES) {
-                for (int64_t j = 0; j < t->numel; j++) idx[ns++] = j;
-            } else {
-                int64_t jmax = 0;
-                for (int64_t j = 1; j < t->numel; j++)
-                    if (fabsf(g[t->offset + j]) > fabsf(g[t->offset + jmax])) jmax = j;
-                idx[ns++] = 0;
-                idx[ns++] = t->numel - 1;
-                idx[ns++] = jmax;
-                while (ns < FD_SAMPLES) idx[ns++] = (int64_t)rng_below(&rng, (uint64_t)t->numel);
-            }
-            float an[FD_SAMPLES];
-            double fd[FD_SAMPLES];
-            int nk = 0;
-            for (int s = 0; s < ns; s++) {
-                float *p = m.params + t->offset + idx[s];
-                float p0 = *p;
-                double eps = FD_EPS * (fabsf(p0) > 1.0f ? fabsf(p0) : 1.0f);
-                float pp = (float)(p0 + eps), pm = (float)(p0 - eps);
-                int kink = 0;
-                *p = pp;
-                double fp = enc_obj(&ctx);
-                if (ctx.check_kinks && !sign_pattern(&ctx, 0)) kink = 1;
-                *p = pm;
-                double fm = enc_obj(&ctx);
-                if (ctx.check_kinks && !sign_pattern(&ctx, 0)) kink = 1;
-                *p = p0;
-                tried++;
-                if (kink) {
-                    skipped++;
-                    continue;
-                }
-                an[nk] = g[t->offset + idx[s]];
-                fd[nk] = (fp - fm) / ((double)pp - (double)pm);
-                nk++;
-            }
-            double mx = 0.0, e1 = 0.0, e2 = 0.0;
-            for (int s = 0; s < nk; s++) if (fabs(fd[s]) > mx) mx = fabs(fd[s]);
-            if (mx < 1e-6) mx = 1e-6;
-            for (int s = 0; s < nk; s++) {
-                double d1 = fabs(an[s] - fd[s]) / mx, d2 = fabs(2.0 * an[s] - fd[s]) / mx;
-                if (d1 > e1 || isnan(d1)) e1 = d1;
-                if (d2 > e2 || isnan(d2)) e2 = d2;
-            }
-            CHECK(nk > 0, "%s: every FD sample crossed a ReLU kink", t->name);
-            CHECK(e1 <= FD_TOL, "%s (%s): FD relative error %.3g > %g", t->name, label, e1,
-                  FD_TOL);
-            CHECK(e2 > FD_TOL, "%s (%s): self-check: 2x the gradient passes (%.3g)", t->name,
-                  label, e2);
-            printf("  %-28s n=%d fd rel err %.2e (2x: %.2e)\n", t->name, nk, e1, e2);
+            fd_tensor(&ctx, t, g, label, &tried, &skipped);
         }
         CHECK(skipped * 4 <= tried, "%d of %d FD samples crossed a kink", skipped, tried);
         if (skipped) printf("  (%d of %d samples skipped: step crossed a ReLU kink)\n", skipped,

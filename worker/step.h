@@ -1,4 +1,4 @@
-/* step: one worker's replica of the model and the exact sharded training step (MATH.md), as
+/* step: one worker's replica of the model and the exact sharded training step (docs/MATH.md), as
  * phases (step.c), each exchange going through the worker's hcl_exchange (exchange.h):
  *
  *   1. encode            own rows of every view, model_encode: (b, D) per view; the gathered
