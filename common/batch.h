@@ -56,12 +56,12 @@ size_t batch_snapshot_floats(int64_t nparams, int64_t nstate);
 typedef struct {
     int32_t status;
     int32_t learn_t;
-    int32_t threads;            /* OpenBLAS threads per worker, 0: cores / workers on the node */
+    int32_t threads;            /* matmul threads per worker, 0: cores / workers on the node */
     int32_t resume;             /* 1: a snapshot follows by broadcast (batch_snapshot_floats) */
     int32_t direct;             /* --data-plane direct: workers read rows from data_dir/val_dir */
     int32_t shm_grads;          /* --grad-allreduce shm: worker_share_memory when on one node */
     int32_t balance;            /* --balance adaptive: uneven shares (batch_share_max rows at most) */
-    int32_t pad;
+    int32_t matmul;             /* --matmul: enum hcl_matmul_engine (matmul.h) */
     char data_dir[1024];
     char val_dir[1024];
     int64_t seed;

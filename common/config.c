@@ -9,6 +9,12 @@
 #include "util.h"
 
 #define F(field) HCL_OPT_FIELD(hcl_config, field)
+
+#ifdef HCL_HAVE_DNNL
+#define MATMUL_DEFAULT "onednn"
+#else
+#define MATMUL_DEFAULT "openblas"
+#endif
 /* Ranges that keep every later product in int64_t: samples seen = step * batch <= 2^40 * 2^22,
  * and total steps = epochs * rows / batch stays below 2^63 for any dataset under 9e12 rows. */
 #define MAX_STEPS ((int64_t)1 << 40)
@@ -87,8 +93,11 @@ static const hcl_opt options[] = {
     {"data-plane", HCL_OPT_ENUM, "coordinator", "coordinator: rank 0 sends every worker its rows; "
      "direct: workers read their rows from the dataset files (shared storage), rank 0 sends row "
      "indices", F(data_plane), .words = "coordinator|direct"},
-    {"threads", HCL_OPT_INT, "0", "OpenBLAS threads per worker (0: the cores divided among the "
-     "workers)", F(threads), .hi = 65536},
+    {"matmul", HCL_OPT_ENUM, MATMUL_DEFAULT, "engine of the step's matrix products: onednn (oneDNN's "
+     "AVX-512 kernels; the default where the build has libdnnl) or openblas (the bit-exact reference "
+     "path)", F(matmul), .words = "onednn|openblas"},
+    {"threads", HCL_OPT_INT, "0", "threads per worker of both matmul engines (OpenBLAS and oneDNN's "
+     "OpenMP; 0: the cores divided among the workers)", F(threads), .hi = 65536},
     {"log-every", HCL_OPT_INT, "10", "log a metrics line every N steps", F(log_every), .lo = 1},
     /* the words in the order of enum hcl_log_level (config_log_level) */
     {"log-level", HCL_OPT_ENUM, "info", "log lines at this level and above", F(log_level),

@@ -66,6 +66,7 @@ typedef struct {
     char grad_allreduce[16];
     char balance[16];
     /* machine and logging */
+    char matmul[16];
     int64_t threads;
     int64_t log_every;
     char log_level[16];

@@ -1,4 +1,4 @@
-/* kernels: see kernels.h. Plain loops over flat arrays; matmuls through cblas_sgemm. */
+/* kernels: see kernels.h. Plain loops over flat arrays; matmuls through matmul.h. */
 #include "kernels.h"
 
 #include <math.h>
@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include <cblas.h>
+
+#include "matmul.h"
 
 /* Declared by OpenBLAS's cblas.h; repeated so another CBLAS header still compiles. */
 extern void openblas_set_num_threads(int num_threads);
@@ -28,8 +30,7 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         beta = 1.0f;
     }
     // out = inp @ weight^T (+ out)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OC, C,
-                1.0f, inp, C, weight, C, beta, out, OC);
+    matmul_f32(0, 1, B, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -39,12 +40,10 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (B <= 0) return;
     if (dinp) {
         // dinp = dout @ weight (overwrite)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, C, OC,
-                    1.0f, dout, OC, weight, C, 0.0f, dinp, C);
+        matmul_f32(0, 0, B, C, OC, 1.0f, dout, OC, weight, C, 0.0f, dinp, C);
     }
     // dweight += dout^T @ inp
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, B,
-                1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    matmul_f32(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
     if (dbias) {
         float *restrict db = dbias;
         for (int b = 0; b < B; b++) {
@@ -233,6 +232,9 @@ void l2norm_backward_bias(float *dinp, float *dbias, const float *dout, const fl
 
 /* ---- threads --------------------------------------------------------------------------------- */
 
-void kernels_set_threads(int n) { openblas_set_num_threads(n > 0 ? n : 1); }
+void kernels_set_threads(int n) {
+    openblas_set_num_threads(n > 0 ? n : 1);
+    matmul_onednn_set_threads(n);
+}
 
 int kernels_get_threads(void) { return openblas_get_num_threads(); }

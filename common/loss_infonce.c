@@ -5,23 +5,23 @@
  * takes anchors = own rows of view i against candidates = all rows of view j; the column term
  * is the row term of (j, i), because column c of L = s Z_i Z_j^T is row c of s Z_j Z_i^T.
  * A half never holds its whole (b, N) block of logits: it walks column tiles of T candidates.
- *   pass 1, per tile: one sgemm gives the (b, T) logits; per anchor row the running max and the
+ *   pass 1, per tile: one matmul gives the (b, T) logits; per anchor row the running max and the
  *           sum of exps under it (rescaled when the max grows) give the row log-sum-exps.
- *   pass 2, per tile: the logits again (the same sgemm, bit for bit; skipped when there is a
+ *   pass 2, per tile: the logits again (the same matmul, bit for bit; skipped when there is a
  *           single tile, whose logits are still in place), turned in place into the gradient
- *           G = coef (softmax - I) in one sweep that also sums G * L, and two sgemms push G back:
+ *           G = coef (softmax - I) in one sweep that also sums G * L, and two matmuls push G back:
  *               dU[R] += s G V[tile]        dV[tile] += s G^T U[R]        dt += sum G * L
  * A pair is done in one go from the (b, N) block of this worker's rows: a tile holds all b rows of
  * T columns, so pass 1 leaves every column's max and sum of exps over this worker's rows; with
  * more than one worker the caller's column reduce (hcl_loss_input.colreduce) combines them over
- * the workers between the passes. G = coef (P + Q - 2 I) then feeds two sgemms per tile instead
+ * the workers between the passes. G = coef (P + Q - 2 I) then feeds two matmuls per tile instead
  * of four, and each worker computes only its share of the logits. Without a column reduce a
  * sharded pair falls back to two halves (the row term of (i, j) and of (j, i)). */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
 #include "loss_private.h"
+#include "matmul.h"
 
 /* One direction of a pair's InfoNCE: anchors are the rows [r0, r0+b) of U (view vi), candidates
  * all N rows of V (view vj), only rows present in both views (bias[r] = 0, else -inf). U, V are
@@ -40,7 +40,7 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
         int64_t tw = n - c0 < T ? n - c0 : T;
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rb, (int)tw, D, s, U + (r0 + a0) * D, D,
+            matmul_f32(0, 1, (int)rb, (int)tw, D, s, U + (r0 + a0) * D, D,
                         V + c0 * D, D, 0.0f, blk, (int)tw);
             for (int64_t a = a0; a < a0 + rb; a++) {
                 int64_t row = r0 + a;
@@ -63,7 +63,7 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
             int64_t rb = b - a0 < R ? b - a0 : R;
             const float *Ur = U + (r0 + a0) * D;
             if (nt > 1 || b > R)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rb, (int)tw, D, s, Ur, D, V + c0 * D, D,
+                matmul_f32(0, 1, (int)rb, (int)tw, D, s, Ur, D, V + c0 * D, D,
                             0.0f, blk, (int)tw);
             for (int64_t a = a0; a < a0 + rb; a++) {
                 int64_t row = r0 + a;
@@ -82,9 +82,9 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
                 }
             }
             if (dU) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rb, D, (int)tw, s, blk, (int)tw,
+                matmul_f32(0, 0, (int)rb, D, (int)tw, s, blk, (int)tw,
                             V + c0 * D, D, 1.0f, dU + (r0 + a0) * D, D);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)rb, s, blk, (int)tw, Ur, D,
+                matmul_f32(1, 0, (int)tw, D, (int)rb, s, blk, (int)tw, Ur, D,
                             1.0f, dV + c0 * D, D);
             }
         }
@@ -98,7 +98,7 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
  * holds all b rows of T columns, so pass 1 leaves each column's max and sum of exps over this
  * worker's rows; the caller combines them over the workers (in->colreduce, once for all pairs)
  * before pass 2. Column c's term counts on the worker that owns row c. The gradient
- * G = coef (P + Q - 2 I) of the block feeds two sgemms per tile: dU (own rows) and dV (all N).
+ * G = coef (P + Q - 2 I) of the block feeds two matmuls per tile: dU (own rows) and dV (all N).
  * U and dU hold rows from ufirst on (in->z_first). */
 typedef struct {
     const float *U, *V;
@@ -114,7 +114,7 @@ typedef struct {
 static void infonce_logits(const hcl_loss_input *in, const infonce_pair *q, int D, float s, int64_t a0, int64_t rb,
                            int64_t c0, int64_t tw) {
     if (rb == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rb, (int)tw, D, s,
+    matmul_f32(0, 1, (int)rb, (int)tw, D, s,
                 q->U + (in->r0 + a0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, q->blk, (int)tw);
 }
 
@@ -209,9 +209,9 @@ static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
                 }
             }
             if (q->dU && rb > 0) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rb, D, (int)tw, s, blk, (int)tw,
+                matmul_f32(0, 0, (int)rb, D, (int)tw, s, blk, (int)tw,
                             q->V + c0 * D, D, 1.0f, q->dU + (r0 + a0 - q->ufirst) * D, D);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)tw, D, (int)rb, s, blk, (int)tw, Ur, D,
+                matmul_f32(1, 0, (int)tw, D, (int)rb, s, blk, (int)tw, Ur, D,
                             1.0f, q->dV + c0 * D, D);
             }
         }

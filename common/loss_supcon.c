@@ -2,12 +2,12 @@
  * of a linear head (loss.h), forward and backward for one worker's rows. SupCon walks, per anchor
  * view, tiles of the (b, V N) block of anchors (view, own row) against candidates (view, any row)
  * in the two passes of loss_infonce.c; its positives' logits and counts ride in pass 1. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "loss_private.h"
+#include "matmul.h"
 
 static int cmp_label_pair(const void *pa, const void *pb) {
     int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
@@ -69,7 +69,7 @@ static void supcon_logits(float *blk, const hcl_loss_input *in, const float *zr,
     int64_t cr[HCL_MAX_VIEWS + 1], len[HCL_MAX_VIEWS + 1], off[HCL_MAX_VIEWS + 1];
     int np = supcon_pieces(q0, tw, in->n, vj, cr, len, off);
     for (int k = 0; k < np; k++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, (int)len[k], D, s, zr, D,
+        matmul_f32(0, 1, (int)b, (int)len[k], D, s, zr, D,
                     in->z[vj[k]] + cr[k] * D, D, 0.0f, blk + off[k], (int)tw);
 }
 
@@ -164,9 +164,9 @@ double loss_supcon_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, f
             int64_t cr[HCL_MAX_VIEWS + 1], len[HCL_MAX_VIEWS + 1], off[HCL_MAX_VIEWS + 1];
             int np = supcon_pieces(q0, tw, n, vj, cr, len, off);
             for (int k = 0; k < np; k++) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, (int)len[k], s, blk + off[k],
+                matmul_f32(0, 0, (int)b, D, (int)len[k], s, blk + off[k],
                             (int)tw, in->z[vj[k]] + cr[k] * D, D, 1.0f, dz[vi] + r0 * D, D);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)len[k], D, (int)b, s, blk + off[k],
+                matmul_f32(1, 0, (int)len[k], D, (int)b, s, blk + off[k],
                             (int)tw, zr, D, 1.0f, dz[vj[k]] + cr[k] * D, D);
             }
         }
@@ -176,8 +176,8 @@ double loss_supcon_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, f
 }
 
 /* HYBRID's cross-entropy of the linear head (K, D) on every present, labelled (own row, view):
- * the worker's part of the mean over all such entries of the gathered batch. Per view, one sgemm
- * gives the (b, K) logits, turned in place into lambda * their gradient, and two sgemms push it
+ * the worker's part of the mean over all such entries of the gathered batch. Per view, one matmul
+ * gives the (b, K) logits, turned in place into lambda * their gradient, and two matmuls push it
  * into dz (own rows) and dhead_w, when dz != NULL. */
 double loss_ce_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float *const dz[],
                                   float *dhead_w, float *dhead_b) {
@@ -199,7 +199,7 @@ double loss_ce_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float
     for (int v = 0; v < nv; v++) {
         HCL_CHECK(in->z[v] && (in->z_first[v] == 0 || in->z_first[v] == r0), "loss: z[%d] missing", v);
         const float *zr = in->z[v] + (r0 - in->z_first[v]) * D;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)b, K, D, 1.0f, zr, D, W, D, 0.0f, P, K);
+        matmul_f32(0, 1, (int)b, K, D, 1.0f, zr, D, W, D, 0.0f, P, K);
         for (int64_t a = 0; a < b; a++) {
             int64_t r = r0 + a;
             int32_t y = lab[r];
@@ -225,9 +225,9 @@ double loss_ce_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, float
             }
         }
         if (dz) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)b, D, K, 1.0f, P, K, W, D, 1.0f,
+            matmul_f32(0, 0, (int)b, D, K, 1.0f, P, K, W, D, 1.0f,
                         dz[v] + (r0 - in->z_first[v]) * D, D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, (int)b, 1.0f, P, K, zr, D, 1.0f,
+            matmul_f32(1, 0, K, D, (int)b, 1.0f, P, K, zr, D, 1.0f,
                         dhead_w, D);
         }
     }

@@ -185,6 +185,8 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     r->shm_grads = config_enum(cfg, "grad-allreduce") == 0;      /* shm|mpi */
     r->balance = config_enum(cfg, "balance") == 1;               /* even|adaptive */
     r->direct = config_enum(cfg, "data-plane") == 1;             /* coordinator|direct */
+    if (matmul_engine_parse(cfg->matmul, &r->matmul) != 0 || !matmul_available(r->matmul))
+        return hcl_err(err, "--matmul %s: this build has no oneDNN (install libdnnl-dev and rebuild)", cfg->matmul);
     if (open_data(r, err) != 0) return -1;
     model_config(r);
     if (loss_config(r, err) != 0 || schedule(r, err) != 0) return -1;
@@ -202,6 +204,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->direct = r->direct;
     su->shm_grads = r->shm_grads;
     su->balance = r->balance;
+    su->matmul = (int32_t)r->matmul;
     /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
     if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
     if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))

@@ -27,6 +27,7 @@
 #include "evaluate.h"
 #include "jobs.h"
 #include "loss.h"
+#include "matmul.h"
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
@@ -47,6 +48,7 @@ typedef struct {
     int direct;                 /* --data-plane direct */
     int shm_grads;              /* --grad-allreduce shm */
     int balance;                /* --balance adaptive */
+    enum hcl_matmul_engine matmul;  /* --matmul */
     hcl_batcher bt;
     hcl_metrics metrics;
     hcl_jobs jobs;              /* during run_train */

@@ -7,6 +7,7 @@
 
 #include "kernels.h"
 #include "log.h"
+#include "matmul.h"
 #include "step.h"
 #include "telemetry.h"
 #include "util.h"
@@ -189,6 +190,7 @@ hcl_transport *transport_local_open(const hcl_setup *su, size_t stride, float *s
     l->t = (hcl_transport){0, 2, local_outbox, local_submit, local_await, local_snapshot, local_close};
     l->snap = snap;
     int threads = su->threads > 0 ? (int)su->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    matmul_set_engine((enum hcl_matmul_engine)su->matmul);
     kernels_set_threads(threads);
     if (worker_init(&l->w, MPI_COMM_SELF, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed, su->batch,
                     0, err) != 0) {

@@ -6,7 +6,9 @@
 # CLIP, SupCon and hybrid losses, missing views, validation batches, AdamW, SGD and LARS: every
 # logged loss, pair loss, SupCon/CE part, gradient norm, lr, logit scale and validation loss must
 # equal the stored one exactly (metrics.jsonl prints doubles with 17 digits: they read back to
-# the same bits). Usage: test_reference.sh [--write]
+# the same bits). The runs use --matmul openblas, the engine of the reference (oneDNN's products
+# agree to float rounding, not bit for bit: tests/test_matmul_engines.sh). Usage:
+# test_reference.sh [--write]
 set -euo pipefail
 B=${HCL_BUILD:-build}
 SRC=${HCL_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -19,7 +21,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$B/hcl-data" synth "$tmp/train" --rows 400 --widths 20,12,8 --classes 4 --seed 5 --missing-rate 0.15 >/dev/null
 "$B/hcl-data" synth "$tmp/val" --rows 120 --widths 20,12,8 --classes 4 --seed 5 --split 1 --missing-rate 0.15 >/dev/null
-common=(--data "$tmp/train" --hidden 24 --dim 8 --batch-size 40 --steps 12 --log-every 1 --seed 11 --threads 1)
+common=(--data "$tmp/train" --hidden 24 --dim 8 --batch-size 40 --steps 12 --log-every 1 --seed 11 --threads 1 --matmul openblas)
 # name|ranks|flags
 runs=(
   "full-single|1|--loss full --val-data $tmp/val"

@@ -9,6 +9,7 @@
 
 #include "kernels.h"
 #include "log.h"
+#include "matmul.h"
 #include "step.h"
 #include "telemetry.h"
 #include "util.h"
@@ -77,6 +78,7 @@ static void replica_open(worker_loop *L) {
     hcl_worker *w = &L->w;
     char err[HCL_ERR_MAX];
     int threads = su->threads > 0 ? su->threads : default_threads(L->workers);
+    matmul_set_engine((enum hcl_matmul_engine)su->matmul);
     kernels_set_threads(threads);
     if (worker_init(w, L->workers, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed,
                     su->batch, su->balance, err) != 0) {
@@ -84,7 +86,8 @@ static void replica_open(worker_loop *L) {
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
     int shm = su->shm_grads && worker_share_memory(w);
-    LOG_DEBUG("worker %d of %d: %d BLAS threads, %lld parameters, exchanges %s", w->rank, w->size, threads,
+    LOG_DEBUG("worker %d of %d: %d %s threads, %lld parameters, exchanges %s", w->rank, w->size, threads,
+              matmul_engine_name(matmul_engine()),
               (long long)w->model.nparams, shm ? "in shared memory" : w->size > 1 ? "by MPI collectives" : "none (one worker)");
     L->snap_n = worker_snapshot_floats(w);
     L->snap = hcl_malloc(sizeof(float) * L->snap_n);

@@ -1,0 +1,76 @@
+/* matmul: see matmul.h. The engine switch and the OpenBLAS path. */
+#include "matmul.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "util.h"
+
+static int engine_from_env(void) {
+    const char *s = getenv("HCL_MATMUL");
+    enum hcl_matmul_engine e;
+    if (s && *s && matmul_engine_parse(s, &e) == 0 && matmul_available(e)) return (int)e;
+    return matmul_available(HCL_MATMUL_ONEDNN) ? HCL_MATMUL_ONEDNN : HCL_MATMUL_OPENBLAS;
+}
+
+/* -1: not chosen yet (the default is taken at the first product) */
+static int engine = -1;
+
+int matmul_available(enum hcl_matmul_engine e) {
+#ifdef HCL_HAVE_DNNL
+    return e == HCL_MATMUL_ONEDNN || e == HCL_MATMUL_OPENBLAS;
+#else
+    return e == HCL_MATMUL_OPENBLAS;
+#endif
+}
+
+void matmul_set_engine(enum hcl_matmul_engine e) {
+    HCL_CHECK(matmul_available(e), "matmul engine %s is not in this build", matmul_engine_name(e));
+    __atomic_store_n(&engine, (int)e, __ATOMIC_RELEASE);
+}
+
+enum hcl_matmul_engine matmul_engine(void) {
+    int e = __atomic_load_n(&engine, __ATOMIC_ACQUIRE);
+    if (e < 0) {
+        e = engine_from_env();
+        __atomic_store_n(&engine, e, __ATOMIC_RELEASE);
+    }
+    return (enum hcl_matmul_engine)e;
+}
+
+const char *matmul_engine_name(enum hcl_matmul_engine e) {
+    return e == HCL_MATMUL_ONEDNN ? "onednn" : "openblas";
+}
+
+int matmul_engine_parse(const char *s, enum hcl_matmul_engine *e) {
+    if (strcmp(s, "onednn") == 0) *e = HCL_MATMUL_ONEDNN;
+    else if (strcmp(s, "openblas") == 0) *e = HCL_MATMUL_OPENBLAS;
+    else return -1;
+    return 0;
+}
+
+void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (matmul_engine() == HCL_MATMUL_ONEDNN) {
+        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
+                K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+int matmul_cached_shapes(void) { return matmul_onednn_cached(); }
+
+#ifndef HCL_HAVE_DNNL
+void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
+    (void)ldb, (void)beta, (void)C, (void)ldc;
+    HCL_CHECK(0, "matmul: this build has no oneDNN");
+}
+int matmul_onednn_cached(void) { return 0; }
+void matmul_onednn_set_threads(int n) { (void)n; }
+#endif

@@ -1,0 +1,49 @@
+/* matmul: the one entry point for the training step's matrix products (the encoders' layers
+ * forward and backward, the loss's logit blocks and their gradients), on one of two engines:
+ *
+ *   HCL_MATMUL_ONEDNN    oneDNN's matmul primitive (AVX-512 brgemm kernels where the CPU has
+ *                        them): one primitive per shape (transposes, sizes, leading dimensions,
+ *                        beta), created at its first use and cached per thread, with its memory
+ *                        handles and scratchpad, so a step after the first creates and
+ *                        allocates nothing; alpha is passed at run time
+ *   HCL_MATMUL_OPENBLAS  cblas_sgemm (the fallback, and the engine of the bit-exact reference
+ *                        run: tests/test_reference.sh)
+ *
+ * The engine is process-wide: `--matmul` (hcl-train) sets it before any step; the default is
+ * oneDNN when the build has it (meson finds libdnnl), else OpenBLAS; the environment variable
+ * HCL_MATMUL=onednn|openblas chooses the default for programs without the flag (the unit tests
+ * run under both). Each engine is deterministic: the same shapes and inputs give the same bits.
+ * The two engines agree to float rounding, not bit for bit.
+ *
+ * Threads: kernels_set_threads (kernels.h) sets both engines' thread counts (OpenBLAS's and
+ * OpenMP's for oneDNN). */
+#ifndef HCL_MATMUL_H
+#define HCL_MATMUL_H
+
+enum hcl_matmul_engine { HCL_MATMUL_OPENBLAS, HCL_MATMUL_ONEDNN };
+
+/* 1 if this build can use the engine. */
+int matmul_available(enum hcl_matmul_engine e);
+/* Choose the engine for every thread of the process (call before the step loop starts). */
+void matmul_set_engine(enum hcl_matmul_engine e);
+enum hcl_matmul_engine matmul_engine(void);
+const char *matmul_engine_name(enum hcl_matmul_engine e);
+/* "onednn" or "openblas" -> 0 and *e; -1 for another word. */
+int matmul_engine_parse(const char *s, enum hcl_matmul_engine *e);
+
+/* C (M,N) = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm(CblasRowMajor, ...):
+ * op(A) is (M,K), A stored (M,K) with leading dimension lda, or (K,M) when transA; op(B) is
+ * (K,N), B stored (K,N) with ldb, or (N,K) when transB; C has leading dimension ldc. */
+void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Primitives the calling thread has created (for tests: a second step creates none). */
+int matmul_cached_shapes(void);
+
+/* Internal: the oneDNN engine (matmul_onednn.c), NULL-safe stubs when the build lacks it. */
+void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+int matmul_onednn_cached(void);
+void matmul_onednn_set_threads(int n);
+
+#endif

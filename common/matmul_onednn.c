@@ -1,0 +1,203 @@
+/* matmul_onednn: the oneDNN engine of matmul.h. Each thread keeps its own oneDNN engine, stream
+ * and cache of matmul primitives, one per shape (transposes, M, N, K, leading dimensions, beta):
+ * created at the shape's first product with its memory objects (whose data handles are set at
+ * each product) and its scratchpad (user mode: allocated once here, never by the library during
+ * a product). A thread's cache is freed when the thread ends.
+ *
+ * alpha is not an attribute of the primitive: a run-time output scale makes oneDNN 2.6 fall back
+ * from its brgemm kernels (brg:avx512_core) to gemm:jit, 30% slower at W1's shapes, and a fixed one
+ * would need a primitive per value (the loss's alpha is the logit scale, new every step). So a
+ * product with alpha != 1 first copies the smaller operand, times alpha, into a per-thread buffer
+ * (it grows to the largest operand once, then is reused) and multiplies that with alpha 1. */
+#ifdef HCL_HAVE_DNNL
+#include "matmul.h"
+
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+#include "util.h"
+
+#define DNNL_OK(call) do { dnnl_status_t _s = (call); \
+    HCL_CHECK(_s == dnnl_success, "%s failed: %s", #call, dnnl_status2str(_s)); } while (0)
+
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c, scratch;
+    void *scratch_buf;
+} entry;
+
+typedef struct {
+    dnnl_engine_t eng;
+    dnnl_stream_t strm;
+    entry *e;
+    int n, cap, last;
+    float *scaled;               /* alpha times an operand (see the top), scaled_cap floats */
+    size_t scaled_cap;
+} cache;
+
+static pthread_key_t cache_key;
+static int threads = 1;          /* every thread's OpenMP team for oneDNN (kernels_set_threads) */
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_free(void *p) {
+    cache *c = p;
+    for (int i = 0; i < c->n; i++) {
+        entry *e = &c->e[i];
+        dnnl_primitive_destroy(e->prim);
+        dnnl_memory_destroy(e->a);
+        dnnl_memory_destroy(e->b);
+        dnnl_memory_destroy(e->c);
+        dnnl_memory_destroy(e->scratch);
+        free(e->scratch_buf);
+    }
+    free(c->e);
+    free(c->scaled);
+    dnnl_stream_destroy(c->strm);
+    dnnl_engine_destroy(c->eng);
+    free(c);
+}
+
+static void make_key(void) { HCL_CHECK(pthread_key_create(&cache_key, cache_free) == 0, "pthread_key_create"); }
+
+static cache *thread_cache(void) {
+    pthread_once(&cache_once, make_key);
+    cache *c = pthread_getspecific(cache_key);
+    if (c) return c;
+    c = hcl_calloc(1, sizeof *c);
+    omp_set_num_threads(__atomic_load_n(&threads, __ATOMIC_RELAXED));   /* a new thread's default */
+    DNNL_OK(dnnl_engine_create(&c->eng, dnnl_cpu, 0));
+    DNNL_OK(dnnl_stream_create(&c->strm, c->eng, dnnl_stream_default_flags));
+    HCL_CHECK(pthread_setspecific(cache_key, c) == 0, "pthread_setspecific");
+    return c;
+}
+
+/* A plain 2-D f32 matrix of rows x cols whose rows are ld apart (or, transposed, whose
+ * columns are). */
+static void matrix_md(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans) {
+    dnnl_dims_t dims = {rows, cols};
+    dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
+    DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides));
+}
+
+static void entry_create(cache *c, entry *e) {
+    dnnl_memory_desc_t a_md, b_md, c_md;
+    matrix_md(&a_md, e->M, e->K, e->lda, e->ta);
+    matrix_md(&b_md, e->K, e->N, e->ldb, e->tb);
+    matrix_md(&c_md, e->M, e->N, e->ldc, 0);
+    dnnl_matmul_desc_t desc;
+    DNNL_OK(dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md));
+    dnnl_primitive_attr_t attr;
+    DNNL_OK(dnnl_primitive_attr_create(&attr));
+    if (e->beta != 0.0f) {
+        dnnl_post_ops_t po;
+        DNNL_OK(dnnl_post_ops_create(&po));
+        DNNL_OK(dnnl_post_ops_append_sum(po, e->beta));                     /* + beta C */
+        DNNL_OK(dnnl_primitive_attr_set_post_ops(attr, po));
+        dnnl_post_ops_destroy(po);
+    }
+    DNNL_OK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
+    dnnl_primitive_desc_t pd;
+    DNNL_OK(dnnl_primitive_desc_create(&pd, &desc, attr, c->eng, NULL));
+    dnnl_primitive_attr_destroy(attr);
+    DNNL_OK(dnnl_primitive_create(&e->prim, pd));
+    const dnnl_memory_desc_t *sp = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t sp_bytes = sp ? dnnl_memory_desc_get_size(sp) : 0;
+    e->scratch_buf = sp_bytes ? hcl_floats((sp_bytes + 3) / 4) : NULL;
+    e->scratch = NULL;
+    if (sp_bytes) DNNL_OK(dnnl_memory_create(&e->scratch, sp, c->eng, e->scratch_buf));
+    dnnl_primitive_desc_destroy(pd);
+    DNNL_OK(dnnl_memory_create(&e->a, &a_md, c->eng, DNNL_MEMORY_NONE));
+    DNNL_OK(dnnl_memory_create(&e->b, &b_md, c->eng, DNNL_MEMORY_NONE));
+    DNNL_OK(dnnl_memory_create(&e->c, &c_md, c->eng, DNNL_MEMORY_NONE));
+}
+
+static entry *entry_find(cache *c, int ta, int tb, int M, int N, int K, int lda, int ldb, int ldc,
+                         float beta) {
+    for (int k = 0; k < c->n; k++) {
+        int i = (c->last + k) % c->n;   /* products repeat in order: start at the last hit */
+        entry *e = &c->e[i];
+        if (e->ta == ta && e->tb == tb && e->M == M && e->N == N && e->K == K && e->lda == lda &&
+            e->ldb == ldb && e->ldc == ldc && e->beta == beta) {
+            c->last = i + 1 < c->n ? i + 1 : 0;
+            return e;
+        }
+    }
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 32;
+        entry *grown = realloc(c->e, sizeof(entry) * (size_t)c->cap);
+        HCL_CHECK(grown, "out of memory caching %d matmul shapes", c->cap);
+        c->e = grown;
+    }
+    entry *e = &c->e[c->n++];
+    memset(e, 0, sizeof *e);
+    *e = (entry){.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta};
+    entry_create(c, e);
+    c->last = 0;
+    return e;
+}
+
+/* alpha X into the thread's buffer, compact: X is rows x cols as stored (rows ld apart). */
+static const float *scaled_copy(cache *c, const float *X, int rows, int cols, int ld, float alpha) {
+    size_t n = (size_t)rows * (size_t)cols;
+    if (n > c->scaled_cap) {
+        free(c->scaled);
+        c->scaled = hcl_floats(n);
+        c->scaled_cap = n;
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *x = X + (size_t)i * ld;
+        float *y = c->scaled + (size_t)i * cols;
+        for (int j = 0; j < cols; j++) y[j] = alpha * x[j];
+    }
+    return c->scaled;
+}
+
+void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    if (K <= 0) {
+        /* no products to add: C = beta C */
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[(size_t)i * ldc + j];
+        return;
+    }
+    cache *c = thread_cache();
+    transA = !!transA, transB = !!transB;
+    if (alpha != 1.0f) {
+        /* the smaller operand, as stored: A is (M,K) or, transposed, (K,M); B is (K,N) or (N,K) */
+        if ((size_t)M * K <= (size_t)K * N) {
+            A = scaled_copy(c, A, transA ? K : M, transA ? M : K, lda, alpha);
+            lda = transA ? M : K;
+        } else {
+            B = scaled_copy(c, B, transB ? N : K, transB ? K : N, ldb, alpha);
+            ldb = transB ? K : N;
+        }
+    }
+    entry *e = entry_find(c, transA, transB, M, N, K, lda, ldb, ldc, beta);
+    DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
+    DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
+    DNNL_OK(dnnl_memory_set_data_handle(e->c, C));
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c},
+                               {DNNL_ARG_SCRATCHPAD, e->scratch}};
+    DNNL_OK(dnnl_primitive_execute(e->prim, c->strm, e->scratch ? 4 : 3, args));
+    DNNL_OK(dnnl_stream_wait(c->strm));
+}
+
+int matmul_onednn_cached(void) {
+    pthread_once(&cache_once, make_key);
+    cache *c = pthread_getspecific(cache_key);
+    return c ? c->n : 0;
+}
+
+void matmul_onednn_set_threads(int n) {
+    n = n > 0 ? n : 1;
+    __atomic_store_n(&threads, n, __ATOMIC_RELAXED);
+    omp_set_num_threads(n);
+}
+#endif
