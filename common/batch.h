@@ -62,6 +62,8 @@ typedef struct {
     int32_t shm_grads;          /* --grad-allreduce shm: worker_share_memory when on one node */
     int32_t balance;            /* --balance adaptive: uneven shares (batch_share_max rows at most) */
     int32_t matmul;             /* --matmul: enum hcl_matmul_engine (matmul.h) */
+    int32_t precision;          /* --precision: enum hcl_precision (matmul.h) */
+    int32_t pad;
     char data_dir[1024];
     char val_dir[1024];
     int64_t seed;

@@ -96,6 +96,9 @@ static const hcl_opt options[] = {
     {"matmul", HCL_OPT_ENUM, MATMUL_DEFAULT, "engine of the step's matrix products: onednn (oneDNN's "
      "AVX-512 kernels; the default where the build has libdnnl) or openblas (the bit-exact reference "
      "path)", F(matmul), .words = "onednn|openblas"},
+    {"precision", HCL_OPT_ENUM, "fp32", "fp32, or bf16: mixed precision as OpenCLIP's amp_bf16 (the "
+     "products' operands rounded to bf16, accumulation, master weights, optimizer, loss and "
+     "collectives in f32; needs --matmul onednn)", F(precision), .words = "fp32|bf16"},
     {"threads", HCL_OPT_INT, "0", "threads per worker of both matmul engines (OpenBLAS and oneDNN's "
      "OpenMP; 0: the cores divided among the workers)", F(threads), .hi = 65536},
     {"log-every", HCL_OPT_INT, "10", "log a metrics line every N steps", F(log_every), .lo = 1},

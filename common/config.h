@@ -67,6 +67,7 @@ typedef struct {
     char balance[16];
     /* machine and logging */
     char matmul[16];
+    char precision[16];
     int64_t threads;
     int64_t log_every;
     char log_level[16];

@@ -62,6 +62,27 @@ void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const 
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+static _Thread_local enum hcl_precision precision = HCL_PRECISION_FP32;
+
+void matmul_set_precision(enum hcl_precision p) {
+    HCL_CHECK(p == HCL_PRECISION_FP32 || matmul_engine() == HCL_MATMUL_ONEDNN,
+              "bf16 products need the oneDNN engine");
+    precision = p;
+}
+
+enum hcl_precision matmul_precision(void) { return precision; }
+
+int matmul_bf16_available(void) { return matmul_available(HCL_MATMUL_ONEDNN); }
+
+const char *matmul_precision_name(enum hcl_precision p) { return p == HCL_PRECISION_BF16 ? "bf16" : "fp32"; }
+
+int matmul_precision_parse(const char *s, enum hcl_precision *p) {
+    if (strcmp(s, "fp32") == 0) *p = HCL_PRECISION_FP32;
+    else if (strcmp(s, "bf16") == 0) *p = HCL_PRECISION_BF16;
+    else return -1;
+    return 0;
+}
+
 int matmul_cached_shapes(void) { return matmul_onednn_cached(); }
 
 #ifndef HCL_HAVE_DNNL

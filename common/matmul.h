@@ -21,6 +21,7 @@
 #define HCL_MATMUL_H
 
 enum hcl_matmul_engine { HCL_MATMUL_OPENBLAS, HCL_MATMUL_ONEDNN };
+enum hcl_precision { HCL_PRECISION_FP32, HCL_PRECISION_BF16 };
 
 /* 1 if this build can use the engine. */
 int matmul_available(enum hcl_matmul_engine e);
@@ -30,6 +31,19 @@ enum hcl_matmul_engine matmul_engine(void);
 const char *matmul_engine_name(enum hcl_matmul_engine e);
 /* "onednn" or "openblas" -> 0 and *e; -1 for another word. */
 int matmul_engine_parse(const char *s, enum hcl_matmul_engine *e);
+
+/* The calling thread's precision of products (default fp32). bf16 is mixed precision as
+ * OpenCLIP's amp_bf16: the operands (activations, weights, the loss's embeddings and gradient
+ * blocks) are rounded to bf16 as they enter a product, accumulation and C stay f32; everything
+ * else (master weights, optimizer state, normalisation, softmax, log-sum-exp, the loss, the
+ * collectives) is f32. Only the oneDNN engine has bf16 (Debian's OpenBLAS has no sbgemm): the
+ * caller checks matmul_bf16_available. Per thread, so that an evaluation thread beside the
+ * step (--eval-every) keeps f32. */
+void matmul_set_precision(enum hcl_precision p);
+enum hcl_precision matmul_precision(void);
+int matmul_bf16_available(void);
+const char *matmul_precision_name(enum hcl_precision p);
+int matmul_precision_parse(const char *s, enum hcl_precision *p);
 
 /* C (M,N) = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm(CblasRowMajor, ...):
  * op(A) is (M,K), A stored (M,K) with leading dimension lda, or (K,M) when transA; op(B) is

@@ -14,6 +14,7 @@
 
 #include <omp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@
 
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc;
+    int bf16;                    /* operands bf16 (--precision bf16), else f32; C is f32 */
     float beta;
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c, scratch;
@@ -40,6 +42,8 @@ typedef struct {
     int n, cap, last;
     float *scaled;               /* alpha times an operand (see the top), scaled_cap floats */
     size_t scaled_cap;
+    uint16_t *bf[2];             /* bf16 copies of A and B (--precision bf16), bf_cap[] each */
+    size_t bf_cap[2];
 } cache;
 
 static pthread_key_t cache_key;
@@ -59,6 +63,8 @@ static void cache_free(void *p) {
     }
     free(c->e);
     free(c->scaled);
+    free(c->bf[0]);
+    free(c->bf[1]);
     dnnl_stream_destroy(c->strm);
     dnnl_engine_destroy(c->eng);
     free(c);
@@ -80,17 +86,18 @@ static cache *thread_cache(void) {
 
 /* A plain 2-D f32 matrix of rows x cols whose rows are ld apart (or, transposed, whose
  * columns are). */
-static void matrix_md(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans) {
+static void matrix_md(dnnl_memory_desc_t *md, int rows, int cols, int ld, int trans, dnnl_data_type_t dt) {
     dnnl_dims_t dims = {rows, cols};
     dnnl_dims_t strides = {trans ? 1 : ld, trans ? ld : 1};
-    DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides));
+    DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides));
 }
 
 static void entry_create(cache *c, entry *e) {
     dnnl_memory_desc_t a_md, b_md, c_md;
-    matrix_md(&a_md, e->M, e->K, e->lda, e->ta);
-    matrix_md(&b_md, e->K, e->N, e->ldb, e->tb);
-    matrix_md(&c_md, e->M, e->N, e->ldc, 0);
+    const dnnl_data_type_t in = e->bf16 ? dnnl_bf16 : dnnl_f32;
+    matrix_md(&a_md, e->M, e->K, e->lda, e->ta, in);
+    matrix_md(&b_md, e->K, e->N, e->ldb, e->tb, in);
+    matrix_md(&c_md, e->M, e->N, e->ldc, 0, dnnl_f32);
     dnnl_matmul_desc_t desc;
     DNNL_OK(dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md));
     dnnl_primitive_attr_t attr;
@@ -119,12 +126,12 @@ static void entry_create(cache *c, entry *e) {
 }
 
 static entry *entry_find(cache *c, int ta, int tb, int M, int N, int K, int lda, int ldb, int ldc,
-                         float beta) {
+                         float beta, int bf16) {
     for (int k = 0; k < c->n; k++) {
         int i = (c->last + k) % c->n;   /* products repeat in order: start at the last hit */
         entry *e = &c->e[i];
         if (e->ta == ta && e->tb == tb && e->M == M && e->N == N && e->K == K && e->lda == lda &&
-            e->ldb == ldb && e->ldc == ldc && e->beta == beta) {
+            e->ldb == ldb && e->ldc == ldc && e->beta == beta && e->bf16 == bf16) {
             c->last = i + 1 < c->n ? i + 1 : 0;
             return e;
         }
@@ -137,7 +144,8 @@ static entry *entry_find(cache *c, int ta, int tb, int M, int N, int K, int lda,
     }
     entry *e = &c->e[c->n++];
     memset(e, 0, sizeof *e);
-    *e = (entry){.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta};
+    *e = (entry){.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .beta = beta,
+                 .bf16 = bf16};
     entry_create(c, e);
     c->last = 0;
     return e;
@@ -159,6 +167,29 @@ static const float *scaled_copy(cache *c, const float *X, int rows, int cols, in
     return c->scaled;
 }
 
+/* alpha X as bf16 (round to nearest even, NaN kept quiet) into the thread's buffer k, compact: X
+ * is rows x cols as stored (rows ld apart). */
+static const uint16_t *bf16_copy(cache *c, int k, const float *X, int rows, int cols, int ld, float alpha) {
+    size_t n = (size_t)rows * (size_t)cols;
+    if (n > c->bf_cap[k]) {
+        free(c->bf[k]);
+        c->bf[k] = (uint16_t *)hcl_floats((n + 1) / 2);
+        c->bf_cap[k] = n;
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *x = X + (size_t)i * ld;
+        uint16_t *y = c->bf[k] + (size_t)i * cols;
+        for (int j = 0; j < cols; j++) {
+            float v = alpha * x[j];
+            uint32_t u;
+            memcpy(&u, &v, sizeof u);
+            y[j] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40)
+                                                   : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+        }
+    }
+    return c->bf[k];
+}
+
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc) {
     if (K <= 0) {
@@ -169,7 +200,15 @@ void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha,
     }
     cache *c = thread_cache();
     transA = !!transA, transB = !!transB;
-    if (alpha != 1.0f) {
+    const int bf16 = matmul_precision() == HCL_PRECISION_BF16;
+    if (bf16) {
+        /* both operands rounded to bf16, compact, alpha folded into the smaller one */
+        const int scale_a = (size_t)M * K <= (size_t)K * N;
+        A = (const float *)bf16_copy(c, 0, A, transA ? K : M, transA ? M : K, lda, scale_a ? alpha : 1.0f);
+        B = (const float *)bf16_copy(c, 1, B, transB ? N : K, transB ? K : N, ldb, scale_a ? 1.0f : alpha);
+        lda = transA ? M : K;
+        ldb = transB ? K : N;
+    } else if (alpha != 1.0f) {
         /* the smaller operand, as stored: A is (M,K) or, transposed, (K,M); B is (K,N) or (N,K) */
         if ((size_t)M * K <= (size_t)K * N) {
             A = scaled_copy(c, A, transA ? K : M, transA ? M : K, lda, alpha);
@@ -179,7 +218,7 @@ void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha,
             ldb = transB ? K : N;
         }
     }
-    entry *e = entry_find(c, transA, transB, M, N, K, lda, ldb, ldc, beta);
+    entry *e = entry_find(c, transA, transB, M, N, K, lda, ldb, ldc, beta, bf16);
     DNNL_OK(dnnl_memory_set_data_handle(e->a, (void *)A));
     DNNL_OK(dnnl_memory_set_data_handle(e->b, (void *)B));
     DNNL_OK(dnnl_memory_set_data_handle(e->c, C));

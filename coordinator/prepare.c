@@ -187,6 +187,10 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
     r->direct = config_enum(cfg, "data-plane") == 1;             /* coordinator|direct */
     if (matmul_engine_parse(cfg->matmul, &r->matmul) != 0 || !matmul_available(r->matmul))
         return hcl_err(err, "--matmul %s: this build has no oneDNN (install libdnnl-dev and rebuild)", cfg->matmul);
+    HCL_CHECK(matmul_precision_parse(cfg->precision, &r->precision) == 0, "--precision '%s' passed the option table",
+              cfg->precision);
+    if (r->precision == HCL_PRECISION_BF16 && r->matmul != HCL_MATMUL_ONEDNN)
+        return hcl_err(err, "--precision bf16: needs --matmul onednn (OpenBLAS has no bf16 products here)");
     if (open_data(r, err) != 0) return -1;
     model_config(r);
     if (loss_config(r, err) != 0 || schedule(r, err) != 0) return -1;
@@ -205,6 +209,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->shm_grads = r->shm_grads;
     su->balance = r->balance;
     su->matmul = (int32_t)r->matmul;
+    su->precision = (int32_t)r->precision;
     /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
     if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
     if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))

@@ -49,6 +49,7 @@ typedef struct {
     int shm_grads;              /* --grad-allreduce shm */
     int balance;                /* --balance adaptive */
     enum hcl_matmul_engine matmul;  /* --matmul */
+    enum hcl_precision precision;   /* --precision */
     hcl_batcher bt;
     hcl_metrics metrics;
     hcl_jobs jobs;              /* during run_train */

@@ -191,6 +191,7 @@ hcl_transport *transport_local_open(const hcl_setup *su, size_t stride, float *s
     l->snap = snap;
     int threads = su->threads > 0 ? (int)su->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     matmul_set_engine((enum hcl_matmul_engine)su->matmul);
+    matmul_set_precision((enum hcl_precision)su->precision);
     kernels_set_threads(threads);
     if (worker_init(&l->w, MPI_COMM_SELF, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed, su->batch,
                     0, err) != 0) {

@@ -23,6 +23,9 @@ static float urand(void) {
 
 typedef struct { int M, N, K; } shape;
 
+/* relative tolerance of a product's terms: f32 1e-5; bf16 operands 2^-7 (two 8-bit roundings) */
+static double tol_rel = 1e-5;
+
 /* One product on the engine set now against the reference; returns the worst scaled error. */
 static double check_one(int ta, int tb, shape s, float alpha, float beta, int pad, int *bad) {
     int lda = (ta ? s.M : s.K) + pad, ldb = (tb ? s.K : s.N) + pad, ldc = s.N + pad;
@@ -47,7 +50,7 @@ static double check_one(int ta, int tb, shape s, float alpha, float beta, int pa
             }
             double c0 = C0[(size_t)i * ldc + j];
             double want = alpha * acc + (beta == 0.0f ? 0.0 : beta * c0);
-            double tol = 1e-5 * (fabs(alpha) * mag + fabs(beta * c0)) + 1e-6;
+            double tol = tol_rel * fabs(alpha) * mag + 1e-5 * fabs(beta * c0) + 1e-6;
             double e = fabs(C[(size_t)i * ldc + j] - want) / tol;
             if (e > worst) worst = e;
         }
@@ -107,13 +110,40 @@ static void check_engine(enum hcl_matmul_engine e) {
     free(A), free(B), free(C);
 }
 
+/* --precision bf16: every transpose, alpha and beta within the bf16 tolerance, deterministic,
+ * cached; and the rounding really happens (outside the f32 tolerance at K = 512). */
+static void check_bf16(void) {
+    matmul_set_engine(HCL_MATMUL_ONEDNN);
+    matmul_set_precision(HCL_PRECISION_BF16);
+    tol_rel = 1.0 / 128;
+    const shape shapes[] = {{7, 5, 3}, {33, 17, 65}, {128, 256, 512}};
+    const float alphas[] = {1.0f, 14.97f}, betas[] = {0.0f, 1.0f};
+    double worst = 0;
+    int bad = 0;
+    for (int si = 0; si < 3; si++)
+        for (int t = 0; t < 4; t++)
+            for (int ab = 0; ab < 4; ab++)
+                worst = fmax(worst, check_one(t & 1, t >> 1, shapes[si], alphas[ab % 2], betas[ab / 2], t % 3, &bad));
+    CHECK(worst <= 1.0, "bf16: worst error %.3g of the bf16 tolerance", worst);
+    CHECK(bad == 0, "bf16: %d products wrote outside C, changed an operand or were not deterministic", bad);
+    tol_rel = 1e-5;
+    double f32_scaled = check_one(0, 1, shapes[2], 1.0f, 0.0f, 0, &bad);
+    CHECK(f32_scaled > 1.0, "bf16 products are within the f32 tolerance (%.3g): no rounding happened", f32_scaled);
+    printf("bf16: worst error %.3f of the bf16 tolerance; %.0fx the f32 tolerance at K = 512\n", worst, f32_scaled);
+    matmul_set_precision(HCL_PRECISION_FP32);
+}
+
 int main(void) {
     enum hcl_matmul_engine e;
     CHECK(matmul_engine_parse("onednn", &e) == 0 && e == HCL_MATMUL_ONEDNN, "parse onednn");
     CHECK(matmul_engine_parse("openblas", &e) == 0 && e == HCL_MATMUL_OPENBLAS, "parse openblas");
     CHECK(matmul_engine_parse("mkl", &e) != 0, "parse refuses mkl");
     check_engine(HCL_MATMUL_OPENBLAS);
-    if (matmul_available(HCL_MATMUL_ONEDNN)) check_engine(HCL_MATMUL_ONEDNN);
-    else CHECK_SKIP("oneDNN: this build has no libdnnl");
+    if (matmul_available(HCL_MATMUL_ONEDNN)) {
+        check_engine(HCL_MATMUL_ONEDNN);
+        check_bf16();
+    } else {
+        CHECK_SKIP("oneDNN: this build has no libdnnl");
+    }
     CHECK_DONE();
 }

@@ -79,6 +79,7 @@ static void replica_open(worker_loop *L) {
     char err[HCL_ERR_MAX];
     int threads = su->threads > 0 ? su->threads : default_threads(L->workers);
     matmul_set_engine((enum hcl_matmul_engine)su->matmul);
+    matmul_set_precision((enum hcl_precision)su->precision);
     kernels_set_threads(threads);
     if (worker_init(w, L->workers, &su->mc, &su->lc, &su->oc, su->learn_t, (uint64_t)su->seed,
                     su->batch, su->balance, err) != 0) {
