@@ -12,6 +12,7 @@
 #ifdef HCL_HAVE_DNNL
 #include "matmul.h"
 
+#include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -167,8 +168,30 @@ static const float *scaled_copy(cache *c, const float *X, int rows, int cols, in
     return c->scaled;
 }
 
-/* alpha X as bf16 (round to nearest even, NaN kept quiet) into the thread's buffer k, compact: X
- * is rows x cols as stored (rows ld apart). */
+/* One float as bf16: round to nearest even, a NaN kept quiet (as vcvtneps2bf16 does). */
+static inline uint16_t bf16_of(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* y[0..n) = bf16(alpha x[0..n)): 16 at a time with AVX512_BF16 where the build targets it (the
+ * same rounding), else one at a time. */
+static void bf16_row(uint16_t *y, const float *x, int n, float alpha) {
+    int j = 0;
+#ifdef __AVX512BF16__
+    const __m512 a = _mm512_set1_ps(alpha);
+    for (; j + 16 <= n; j += 16) {
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(a, _mm512_loadu_ps(x + j)));
+        _mm256_storeu_si256((__m256i *)(y + j), (__m256i)h);
+    }
+#endif
+    for (; j < n; j++) y[j] = bf16_of(alpha * x[j]);
+}
+
+/* alpha X as bf16 into the thread's buffer k, compact: X is rows x cols as stored (rows ld
+ * apart). */
 static const uint16_t *bf16_copy(cache *c, int k, const float *X, int rows, int cols, int ld, float alpha) {
     size_t n = (size_t)rows * (size_t)cols;
     if (n > c->bf_cap[k]) {
@@ -176,17 +199,7 @@ static const uint16_t *bf16_copy(cache *c, int k, const float *X, int rows, int 
         c->bf[k] = (uint16_t *)hcl_floats((n + 1) / 2);
         c->bf_cap[k] = n;
     }
-    for (int i = 0; i < rows; i++) {
-        const float *x = X + (size_t)i * ld;
-        uint16_t *y = c->bf[k] + (size_t)i * cols;
-        for (int j = 0; j < cols; j++) {
-            float v = alpha * x[j];
-            uint32_t u;
-            memcpy(&u, &v, sizeof u);
-            y[j] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40)
-                                                   : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-        }
-    }
+    for (int i = 0; i < rows; i++) bf16_row(c->bf[k] + (size_t)i * cols, X + (size_t)i * ld, cols, alpha);
     return c->bf[k];
 }
 
