@@ -30,7 +30,7 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         beta = 1.0f;
     }
     // out = inp @ weight^T (+ out)
-    matmul_f32(0, 1, B, OC, C, 1.0f, inp, C, weight, C, beta, out, OC);
+    matmul_f32_param(0, 1, B, OC, C, inp, C, weight, C, beta, out, OC);
 }
 
 void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -40,7 +40,7 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
     if (B <= 0) return;
     if (dinp) {
         // dinp = dout @ weight (overwrite)
-        matmul_f32(0, 0, B, C, OC, 1.0f, dout, OC, weight, C, 0.0f, dinp, C);
+        matmul_f32_param(0, 0, B, C, OC, dout, OC, weight, C, 0.0f, dinp, C);
     }
     // dweight += dout^T @ inp
     matmul_f32(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);

@@ -55,7 +55,7 @@ void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const 
                 const float *B, int ldb, float beta, float *C, int ldc) {
     if (M <= 0 || N <= 0) return;
     if (matmul_engine() == HCL_MATMUL_ONEDNN) {
-        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
@@ -83,12 +83,29 @@ int matmul_precision_parse(const char *s, enum hcl_precision *p) {
     return 0;
 }
 
+void matmul_f32_param(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+    if (matmul_engine() == HCL_MATMUL_ONEDNN) {
+        matmul_onednn_f32(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
+                K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* bumped by matmul_params_changed; each thread's bf16 parameter copies carry the value they were
+ * made at (matmul_onednn.c) */
+unsigned long matmul_params_generation = 1;
+
+void matmul_params_changed(void) { __atomic_add_fetch(&matmul_params_generation, 1, __ATOMIC_RELEASE); }
+
 int matmul_cached_shapes(void) { return matmul_onednn_cached(); }
 
 #ifndef HCL_HAVE_DNNL
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
-    (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param) {
+    (void)b_param, (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
     (void)ldb, (void)beta, (void)C, (void)ldc;
     HCL_CHECK(0, "matmul: this build has no oneDNN");
 }

@@ -51,12 +51,22 @@ int matmul_precision_parse(const char *s, enum hcl_precision *p);
 void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 
+/* The same product where B is a parameter tensor (a layer's weight), unchanged until the next
+ * matmul_params_changed(): with bf16 its bf16 copy is made once and reused by every product
+ * until then (the issue's "bf16 copy of the weights refreshed after each update"); otherwise
+ * exactly matmul_f32. */
+void matmul_f32_param(int transA, int transB, int M, int N, int K, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc);
+/* The parameters were written (an optimizer step, a resume): every thread's bf16 copies of them
+ * are stale. */
+void matmul_params_changed(void);
+
 /* Primitives the calling thread has created (for tests: a second step creates none). */
 int matmul_cached_shapes(void);
 
 /* Internal: the oneDNN engine (matmul_onednn.c), NULL-safe stubs when the build lacks it. */
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc);
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param);
 int matmul_onednn_cached(void);
 void matmul_onednn_set_threads(int n);
 

@@ -27,6 +27,17 @@
 #define DNNL_OK(call) do { dnnl_status_t _s = (call); \
     HCL_CHECK(_s == dnnl_success, "%s failed: %s", #call, dnnl_status2str(_s)); } while (0)
 
+/* A parameter tensor's bf16 copy (matmul_f32_param): valid while gen is the current
+ * matmul_params_generation. */
+typedef struct {
+    const float *src;
+    int rows, cols, ld;
+    unsigned long gen;
+    uint16_t *bf;
+} param_copy;
+
+extern unsigned long matmul_params_generation;
+
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc;
     int bf16;                    /* operands bf16 (--precision bf16), else f32; C is f32 */
@@ -45,6 +56,8 @@ typedef struct {
     size_t scaled_cap;
     uint16_t *bf[2];             /* bf16 copies of A and B (--precision bf16), bf_cap[] each */
     size_t bf_cap[2];
+    param_copy *pc;              /* bf16 copies of parameter operands (matmul_f32_param) */
+    int npc, pc_cap;
 } cache;
 
 static pthread_key_t cache_key;
@@ -66,6 +79,8 @@ static void cache_free(void *p) {
     free(c->scaled);
     free(c->bf[0]);
     free(c->bf[1]);
+    for (int i = 0; i < c->npc; i++) free(c->pc[i].bf);
+    free(c->pc);
     dnnl_stream_destroy(c->strm);
     dnnl_engine_destroy(c->eng);
     free(c);
@@ -203,8 +218,32 @@ static const uint16_t *bf16_copy(cache *c, int k, const float *X, int rows, int 
     return c->bf[k];
 }
 
+/* The bf16 copy of parameter tensor X (rows x cols as stored, rows ld apart): made at its first
+ * use after the parameters last changed, then reused. */
+static const uint16_t *param_bf16(cache *c, const float *X, int rows, int cols, int ld) {
+    const unsigned long gen = __atomic_load_n(&matmul_params_generation, __ATOMIC_ACQUIRE);
+    param_copy *p = NULL;
+    for (int i = 0; i < c->npc && !p; i++)
+        if (c->pc[i].src == X && c->pc[i].rows == rows && c->pc[i].cols == cols && c->pc[i].ld == ld) p = &c->pc[i];
+    if (!p) {
+        if (c->npc == c->pc_cap) {
+            c->pc_cap = c->pc_cap ? 2 * c->pc_cap : 16;
+            param_copy *grown = realloc(c->pc, sizeof(param_copy) * (size_t)c->pc_cap);
+            HCL_CHECK(grown, "out of memory caching %d parameter copies", c->pc_cap);
+            c->pc = grown;
+        }
+        p = &c->pc[c->npc++];
+        *p = (param_copy){X, rows, cols, ld, 0, (uint16_t *)hcl_floats(((size_t)rows * cols + 1) / 2)};
+    }
+    if (p->gen != gen) {
+        for (int i = 0; i < rows; i++) bf16_row(p->bf + (size_t)i * cols, X + (size_t)i * ld, cols, 1.0f);
+        p->gen = gen;
+    }
+    return p->bf;
+}
+
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+                       int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param) {
     if (K <= 0) {
         /* no products to add: C = beta C */
         for (int i = 0; i < M; i++)
@@ -216,9 +255,10 @@ void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha,
     const int bf16 = matmul_precision() == HCL_PRECISION_BF16;
     if (bf16) {
         /* both operands rounded to bf16, compact, alpha folded into the smaller one */
-        const int scale_a = (size_t)M * K <= (size_t)K * N;
+        const int scale_a = b_param || (size_t)M * K <= (size_t)K * N;   /* a parameter is never scaled */
         A = (const float *)bf16_copy(c, 0, A, transA ? K : M, transA ? M : K, lda, scale_a ? alpha : 1.0f);
-        B = (const float *)bf16_copy(c, 1, B, transB ? N : K, transB ? K : N, ldb, scale_a ? 1.0f : alpha);
+        B = b_param ? (const float *)param_bf16(c, B, transB ? N : K, transB ? K : N, ldb)
+                    : (const float *)bf16_copy(c, 1, B, transB ? N : K, transB ? K : N, ldb, scale_a ? 1.0f : alpha);
         lda = transA ? M : K;
         ldb = transB ? K : N;
     } else if (alpha != 1.0f) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "matmul.h"
 #include "rng.h"
 
 void model_config_default(hcl_model_config *c) {
@@ -82,6 +83,7 @@ static void init_uniform(float *x, int64_t n, double bound, hcl_rng *r) {
 
 int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err) {
     memset(m, 0, sizeof *m);
+    matmul_params_changed();   /* new weights: no bf16 copy of older ones stands for them */
     m->head_w = m->head_b = m->logit_t = -1;
     if (validate(c, err) != 0) return -1;
     m->cfg = *c;
@@ -145,6 +147,7 @@ int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err
 }
 
 void model_free(hcl_model *m) {
+    matmul_params_changed();   /* the buffer may come back at the same address for other weights */
     free(m->params);
     free(m->grads);
     m->params = m->grads = NULL;

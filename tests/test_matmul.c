@@ -130,6 +130,25 @@ static void check_bf16(void) {
     double f32_scaled = check_one(0, 1, shapes[2], 1.0f, 0.0f, 0, &bad);
     CHECK(f32_scaled > 1.0, "bf16 products are within the f32 tolerance (%.3g): no rounding happened", f32_scaled);
     printf("bf16: worst error %.3f of the bf16 tolerance; %.0fx the f32 tolerance at K = 512\n", worst, f32_scaled);
+    /* a parameter operand's bf16 copy: the same product as matmul_f32, reused until
+     * matmul_params_changed, then made again from the new values */
+    float *A = hcl_floats(64 * 32), *W = hcl_floats(16 * 32), *C1 = hcl_floats(64 * 16), *C2 = hcl_floats(64 * 16);
+    for (int i = 0; i < 64 * 32; i++) A[i] = urand();
+    for (int i = 0; i < 16 * 32; i++) W[i] = urand();
+    matmul_params_changed();
+    matmul_f32(0, 1, 64, 16, 32, 1.0f, A, 32, W, 32, 0.0f, C1, 16);
+    matmul_f32_param(0, 1, 64, 16, 32, A, 32, W, 32, 0.0f, C2, 16);
+    CHECK(memcmp(C1, C2, sizeof(float) * 64 * 16) == 0, "bf16: a parameter product differs from the plain one");
+    for (int i = 0; i < 16 * 32; i++) W[i] *= 2.0f;
+    matmul_f32_param(0, 1, 64, 16, 32, A, 32, W, 32, 0.0f, C2, 16);
+    CHECK(memcmp(C1, C2, sizeof(float) * 64 * 16) == 0, "bf16: the parameter copy was made again without "
+          "matmul_params_changed");
+    matmul_params_changed();
+    matmul_f32_param(0, 1, 64, 16, 32, A, 32, W, 32, 0.0f, C2, 16);
+    int doubled = 1;
+    for (int i = 0; i < 64 * 16; i++) doubled &= C2[i] == 2.0f * C1[i];
+    CHECK(doubled, "bf16: after matmul_params_changed the product does not use the new parameters");
+    free(A), free(W), free(C1), free(C2);
     matmul_set_precision(HCL_PRECISION_FP32);
 }
 

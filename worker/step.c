@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "matmul.h"
 #include "util.h"
 
 /* Encoders' orders: forward the gathered views first (their all-gather runs while the others
@@ -414,6 +415,7 @@ void worker_update(hcl_worker *w, hcl_step_result *res) {
         if (own_t && w->learn_t) *t = *t < w->t_min ? w->t_min : *t > w->t_max ? w->t_max : *t;
     }
     w->xch.params_written(w);   /* every slice updated before anyone reads the parameters */
+    matmul_params_changed();    /* bf16 copies of the weights are made again (matmul.h) */
     res->logit_scale = worker_logit_scale(w);
     res->t_compute += hcl_now() - t0;
 }
@@ -450,6 +452,7 @@ void worker_snapshot_unpack(hcl_worker *w, const float *buf) {
         memcpy(w->opt_state, buf + np, sizeof(float) * (size_t)ns);
     }
     w->xch.params_written(w);
+    matmul_params_changed();
     int64_t counters[2];
     memcpy(counters, buf + np + ns, sizeof counters);
     w->updates = counters[0];
