@@ -18,10 +18,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "log.h"
 #include "util.h"
 
 #define DNNL_OK(call) do { dnnl_status_t _s = (call); \
@@ -289,6 +291,11 @@ int matmul_onednn_cached(void) {
 
 void matmul_onednn_set_threads(int n) {
     n = n > 0 ? n : 1;
+    /* libgomp reads its wait policy when it loads: hcl cannot undo an active one, only say so */
+    const char *policy = getenv("OMP_WAIT_POLICY");
+    if (n > 1 && policy && strcasecmp(policy, "active") == 0)
+        LOG_WARN("OMP_WAIT_POLICY=%s: oneDNN's %d OpenMP threads will spin on their cores while they wait "
+                 "(unset it to let them sleep)", policy, n);
     __atomic_store_n(&threads, n, __ATOMIC_RELAXED);
     omp_set_num_threads(n);
 }

@@ -7,7 +7,8 @@
 #   bf16 give one bf16 process's losses within 1e-4 (operands round elementwise, whoever owns the
 #   row); a bf16 run resumed from an fp32 checkpoint continues (checkpoints are f32);
 # - the OpenMP pool does not spin: 2 workers with --threads 2 each (oversubscribed on this
-#   machine), paused through hclctl, use at most 5% of one core over 3 s, all ranks together.
+#   machine), paused through hclctl, use at most 5% of one core over 3 s, all ranks together;
+#   OMP_WAIT_POLICY=active (which would make them spin) is named in a warning.
 # Without oneDNN in the build the test says SKIP and exits 77.
 set -euo pipefail
 B=${HCL_BUILD:-build}
@@ -85,4 +86,8 @@ $PY -c "import sys; sys.exit(0 if $cpu <= 5 else 1)" || fail "paused 2-thread on
 wait "$mp" || fail "the job did not exit 0 after stop"
 mp=
 echo "paused, 2 workers x 2 oneDNN threads: all ranks together $cpu% of one core over 3 s"
+# an active wait policy (which libgomp takes at load, beyond hcl's reach) is named in a warning
+OMP_WAIT_POLICY=active "$B/hcl-train" "${common[@]}" --steps 1 --threads 2 --run-dir "$tmp/active" 2>"$tmp/log" \
+    || { cat "$tmp/log"; fail "run with OMP_WAIT_POLICY=active"; }
+grep -q "WARN  OMP_WAIT_POLICY=active: oneDNN's 2 OpenMP threads will spin" "$tmp/log" || { cat "$tmp/log"; fail "no warning"; }
 echo "test_matmul_engines: ok"
