@@ -51,15 +51,21 @@ int matmul_engine_parse(const char *s, enum hcl_matmul_engine *e) {
     return 0;
 }
 
-void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                const float *B, int ldb, float beta, float *C, int ldc) {
+/* Both entry points: b_param says B is a parameter tensor (oneDNN's bf16 keeps its copy). */
+static void product(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                    const float *B, int ldb, float beta, float *C, int ldc, int b_param) {
     if (M <= 0 || N <= 0) return;
     if (matmul_engine() == HCL_MATMUL_ONEDNN) {
-        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
+        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, b_param);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
                 K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc) {
+    product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
 }
 
 static _Thread_local enum hcl_precision precision = HCL_PRECISION_FP32;
@@ -85,17 +91,9 @@ int matmul_precision_parse(const char *s, enum hcl_precision *p) {
 
 void matmul_f32_param(int transA, int transB, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc) {
-    if (M <= 0 || N <= 0) return;
-    if (matmul_engine() == HCL_MATMUL_ONEDNN) {
-        matmul_onednn_f32(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, 1);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
-                K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    product(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, 1);
 }
 
-/* bumped by matmul_params_changed; each thread's bf16 parameter copies carry the value they were
- * made at (matmul_onednn.c) */
 unsigned long matmul_params_generation = 1;
 
 void matmul_params_changed(void) { __atomic_add_fetch(&matmul_params_generation, 1, __ATOMIC_RELEASE); }

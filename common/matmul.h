@@ -64,7 +64,11 @@ void matmul_params_changed(void);
 /* Primitives the calling thread has created (for tests: a second step creates none). */
 int matmul_cached_shapes(void);
 
-/* Internal: the oneDNN engine (matmul_onednn.c), NULL-safe stubs when the build lacks it. */
+/* Internal: the oneDNN engine (matmul_onednn.c; without libdnnl, stubs in matmul.c that abort,
+ * never reached since matmul_available refuses the engine). matmul_params_generation is bumped
+ * by matmul_params_changed; each thread's bf16 copy of a parameter records the value it was made
+ * at. */
+extern unsigned long matmul_params_generation;
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                        int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param);
 int matmul_onednn_cached(void);

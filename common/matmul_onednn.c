@@ -38,8 +38,6 @@ typedef struct {
     uint16_t *bf;
 } param_copy;
 
-extern unsigned long matmul_params_generation;
-
 typedef struct {
     int ta, tb, M, N, K, lda, ldb, ldc;
     int bf16;                    /* operands bf16 (--precision bf16), else f32; C is f32 */
@@ -169,14 +167,18 @@ static entry *entry_find(cache *c, int ta, int tb, int M, int N, int K, int lda,
     return e;
 }
 
+/* *buf holds at least n elements of elem bytes afterwards (64-byte aligned; grown, never shrunk:
+ * the step's largest operand, once). */
+static void *reserve(void *buf, size_t *cap, size_t n, size_t elem) {
+    if (n <= *cap) return buf;
+    free(buf);
+    *cap = n;
+    return hcl_floats((n * elem + sizeof(float) - 1) / sizeof(float));
+}
+
 /* alpha X into the thread's buffer, compact: X is rows x cols as stored (rows ld apart). */
 static const float *scaled_copy(cache *c, const float *X, int rows, int cols, int ld, float alpha) {
-    size_t n = (size_t)rows * (size_t)cols;
-    if (n > c->scaled_cap) {
-        free(c->scaled);
-        c->scaled = hcl_floats(n);
-        c->scaled_cap = n;
-    }
+    c->scaled = reserve(c->scaled, &c->scaled_cap, (size_t)rows * (size_t)cols, sizeof(float));
     for (int i = 0; i < rows; i++) {
         const float *x = X + (size_t)i * ld;
         float *y = c->scaled + (size_t)i * cols;
@@ -210,12 +212,7 @@ static void bf16_row(uint16_t *y, const float *x, int n, float alpha) {
 /* alpha X as bf16 into the thread's buffer k, compact: X is rows x cols as stored (rows ld
  * apart). */
 static const uint16_t *bf16_copy(cache *c, int k, const float *X, int rows, int cols, int ld, float alpha) {
-    size_t n = (size_t)rows * (size_t)cols;
-    if (n > c->bf_cap[k]) {
-        free(c->bf[k]);
-        c->bf[k] = (uint16_t *)hcl_floats((n + 1) / 2);
-        c->bf_cap[k] = n;
-    }
+    c->bf[k] = reserve(c->bf[k], &c->bf_cap[k], (size_t)rows * (size_t)cols, sizeof(uint16_t));
     for (int i = 0; i < rows; i++) bf16_row(c->bf[k] + (size_t)i * cols, X + (size_t)i * ld, cols, alpha);
     return c->bf[k];
 }
