@@ -90,9 +90,10 @@ static const hcl_opt options[] = {
     {"balance", HCL_OPT_ENUM, "even", "even: the same split of every batch (bitwise reproducible); "
      "adaptive: shares follow the workers' measured speeds (unequal cores; the float sums then vary "
      "in the last bits)", F(balance), .words = "even|adaptive"},
-    {"data-plane", HCL_OPT_ENUM, "coordinator", "coordinator: rank 0 sends every worker its rows; "
+    {"data-plane", HCL_OPT_ENUM, "auto", "coordinator: rank 0 sends every worker its rows; "
      "direct: workers read their rows from the dataset files (shared storage), rank 0 sends row "
-     "indices", F(data_plane), .words = "coordinator|direct"},
+     "indices; auto: direct when every worker runs on rank 0's host, else coordinator",
+     F(data_plane), .words = "auto|coordinator|direct"},
     {"matmul", HCL_OPT_ENUM, MATMUL_DEFAULT, "engine of the step's matrix products: onednn (oneDNN's "
      "AVX-512 kernels; the default where the build has libdnnl) or openblas (the bit-exact reference "
      "path)", F(matmul), .words = "onednn|openblas"},

@@ -16,6 +16,17 @@
 #include "train.h"
 #include "worker.h"
 
+/* 1 when every rank runs on the calling rank's host (collective: every rank calls it). */
+static int world_on_one_host(void) {
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int here, size;
+    MPI_Comm_size(node, &here);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Comm_free(&node);
+    return here == size;
+}
+
 int main(int argc, char **argv) {
     /* Open MPI's collectives malloc and free temporary buffers of the batch's embeddings every
      * step; with glibc's default thresholds each one is a fresh mmap whose pages fault in again
@@ -36,8 +47,8 @@ int main(int argc, char **argv) {
     log_init(rank == 0 ? "coord" : "worker", rank, config_log_level(&cfg));
     if (rank == 0) run_install_signals();
     else worker_ignore_signals();
-    /* The coordinator wakes about a thousand times a second for short work (the next batch, a
-     * result, the control socket). Where it shares a core with a worker, each wakeup at the
+    /* The coordinator wakes often for short work (the next batch, a result, the control
+     * socket). Where it shares a core with a worker, each wakeup at the
      * worker's priority preempts the worker's compute: a worker sharing its core ran 8% slower
      * than one process doing both jobs (bench/shared_core). At a lower priority it runs when
      * the worker waits (in a collective, for its batch) instead. Set before ZeroMQ starts its
@@ -52,12 +63,13 @@ int main(int argc, char **argv) {
                      (long long)cfg.coordinator_nice, strerror(errno), cur);
     }
 
+    const int one_host = size > 1 && world_on_one_host();   /* --data-plane auto */
     hcl_run run;
     hcl_setup su;
     memset(&su, 0, sizeof su);
     memset(&run, 0, sizeof run);
     if (rank == 0) {
-        if (prc != 0 || run_prepare(&run, &cfg, err) != 0 ||
+        if (prc != 0 || run_prepare(&run, &cfg, one_host, err) != 0 ||
             (size > 1 && run.batch < size - 1 &&
              hcl_err(err, "--batch-size: %lld rows cannot be split among %d workers",
                      (long long)run.batch, size - 1)) ||

@@ -175,7 +175,7 @@ static int buffers(hcl_run *r, char *err) {
     return 0;
 }
 
-int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
+int run_prepare(hcl_run *r, const hcl_config *cfg, int one_host, char *err) {
     memset(r, 0, sizeof *r);
     r->cfg = *cfg;
     if (!cfg->data[0]) return hcl_err(err, "--data: a dataset directory is required (see --help)");
@@ -184,7 +184,10 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, char *err) {
      * is checked here needs the data or another flag. */
     r->shm_grads = config_enum(cfg, "grad-allreduce") == 0;      /* shm|mpi */
     r->balance = config_enum(cfg, "balance") == 1;               /* even|adaptive */
-    r->direct = config_enum(cfg, "data-plane") == 1;             /* coordinator|direct */
+    /* auto|coordinator|direct: on one host the workers read the same files as rank 0 from the
+     * same page cache, so shipping rows is only a second copy and rank 0's CPU (bench/run) */
+    const int plane = config_enum(cfg, "data-plane");
+    r->direct = plane == 2 || (plane == 0 && one_host);
     if (matmul_engine_parse(cfg->matmul, &r->matmul) != 0 || !matmul_available(r->matmul))
         return hcl_err(err, "--matmul %s: this build has no oneDNN (install libdnnl-dev and rebuild)", cfg->matmul);
     HCL_CHECK(matmul_precision_parse(cfg->precision, &r->precision) == 0, "--precision '%s' passed the option table",

@@ -13,9 +13,10 @@
 #include "config.h"
 #include "train.h"
 
-/* Check the flags, open the datasets (--data, --val-data) and build r from them. On error,
+/* Check the flags, open the datasets (--data, --val-data) and build r from them; one_host: every
+ * rank runs on this host (--data-plane auto then has the workers read their rows). On error,
  * what was opened is left in r for run_free. */
-int run_prepare(hcl_run *r, const hcl_config *cfg, char *err);
+int run_prepare(hcl_run *r, const hcl_config *cfg, int one_host, char *err);
 /* What rank 0 broadcasts to the workers before the first batch (after run_resume: the seed
  * may be the checkpoint's; and run_control_open: the telemetry endpoint). */
 void run_setup(const hcl_run *r, hcl_setup *su);

@@ -45,7 +45,7 @@ typedef struct {
     int64_t batch;              /* global batch rows */
     int64_t steps_per_epoch;
     int64_t total_steps;
-    int direct;                 /* --data-plane direct */
+    int direct;                 /* --data-plane direct, or auto with every worker on this host */
     int shm_grads;              /* --grad-allreduce shm */
     int balance;                /* --balance adaptive */
     enum hcl_matmul_engine matmul;  /* --matmul */

@@ -82,7 +82,7 @@ static void test_types(void) {
     CHECK(REFUSED("--optimizer", "adam", "--optimizer", "adamw, sgd, lars"), "optimizer");
     CHECK(REFUSED("--grad-allreduce", "nccl", "shm, mpi"), "grad-allreduce");
     CHECK(REFUSED("--balance", "dynamic", "even, adaptive"), "balance");
-    CHECK(REFUSED("--data-plane", "p2p", "coordinator, direct"), "data-plane");
+    CHECK(REFUSED("--data-plane", "p2p", "auto, coordinator, direct"), "data-plane");
     CHECK(REFUSED("--log-level", "loud", "--log-level: 'loud' is not one of debug, info, warn, error"),
           "log-level");
     CHECK(REFUSED("--batch-size", "1", "--batch-size", "'1'", "from 2 to"), "batch-size >= 2");

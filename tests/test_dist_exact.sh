@@ -67,19 +67,30 @@ PY
 done
 # --data-plane direct: the workers read their rows from the files and get the same batches,
 # so the losses (training and validation) are the same bits as with the coordinator's data plane.
+# The default, auto, is direct here (every worker on rank 0's host): its start line says so.
 "$B/hcl-data" synth "$tmp/val" --rows 200 --widths 24,16,8 --classes 5 --seed 9 --split 1 --missing-rate 0.2 >/dev/null
 for loss in full supcon; do
-    for plane in coordinator direct; do
+    for plane in coordinator direct auto; do
+        pf=(--data-plane $plane)
+        [ $plane = auto ] && pf=()   # the default
         timeout 300 mpirun --oversubscribe -np 3 "$B/hcl-train" "${common[@]}" --loss $loss --val-data "$tmp/val" \
-            --data-plane $plane --run-dir "$tmp/plane-$loss-$plane" 2>"$tmp/log" || { cat "$tmp/log"; fail "$loss: --data-plane $plane"; }
+            "${pf[@]}" --run-dir "$tmp/plane-$loss-$plane" 2>"$tmp/log" || { cat "$tmp/log"; fail "$loss: --data-plane $plane"; }
+        want=$([ $plane = coordinator ] && echo "data plane coordinator: rows sent" || echo "data plane direct: they read their rows")
+        grep -q "2 workers on ranks 1..2 ($want)" "$tmp/log" || { cat "$tmp/log"; fail "--data-plane $plane: the start line does not say '$want'"; }
     done
+    $PY - "$tmp/plane-$loss-direct/metrics.jsonl" "$tmp/plane-$loss-auto/metrics.jsonl" <<'PY' || fail "$loss: auto differs from direct"
+import json, sys
+a = [(r["loss"], r.get("val_loss")) for r in map(json.loads, open(sys.argv[1]))]
+b = [(r["loss"], r.get("val_loss")) for r in map(json.loads, open(sys.argv[2]))]
+assert len(a) == 50 and a == b
+PY
     $PY - "$tmp/plane-$loss-coordinator/metrics.jsonl" "$tmp/plane-$loss-direct/metrics.jsonl" <<'PY' || fail "$loss: data planes differ"
 import json, sys
 a = [(r["loss"], r.get("val_loss")) for r in map(json.loads, open(sys.argv[1]))]
 b = [(r["loss"], r.get("val_loss")) for r in map(json.loads, open(sys.argv[2]))]
 assert len(a) == 50 and a == b, next((i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y)
 PY
-    echo "$loss: --data-plane direct gives the coordinator plane's 50 losses and validation losses bit for bit"
+    echo "$loss: --data-plane direct (and auto, direct on one host) gives the coordinator plane's 50 losses and validation losses bit for bit"
 done
 # --grad-allreduce mpi (what workers on several nodes use) against the default shared-memory sum:
 # the same losses within 1e-5 for 4 workers (the float sums are in another order).
