@@ -227,23 +227,55 @@ void exchange_shm_free(hcl_worker *w) {
     w->sum_src = NULL;
 }
 
-/* dst[d][0, len) = the sum over the workers' src[k][0, len), in rank order, a cache-sized block
- * at a time (every worker gets the same bits), for each of the ndst destinations (which may be
- * the sources: a block is read whole before it is written). Returns the sum of squares of the
- * sums if squares, else 0. */
+/* dst[d][0, len) = the sum over the workers' src[k][0, len), in rank order, for each of the ndst
+ * destinations (which may be the sources: each 16 floats are read from every source before they
+ * are written), in one pass, 16 lanes at a time. Returns, if squares, the sum of squares of the
+ * sums with exactly optim_sum_squares's additions, block by block of BLOCK floats (each block's
+ * 16 double lanes folded as it folds them, the blocks' results added in order), so the gradient
+ * norm has the bits it had when the sum and the squares were two passes; else 0. */
 static double sum_over_workers(float *const *src, int W, int64_t len, float *const *dst, int ndst, int squares) {
-    enum { BLOCK = 2048 };
-    float acc[BLOCK] __attribute__((aligned(64)));
+    enum { BLOCK = 2048, VL = 16 };
+    typedef float vf __attribute__((vector_size(VL * sizeof(float))));
+    typedef double vd __attribute__((vector_size(VL / 2 * sizeof(double))));
     double ss = 0.0;
     for (int64_t i0 = 0; i0 < len; i0 += BLOCK) {
-        int64_t n = len - i0 < BLOCK ? len - i0 : BLOCK;
-        memcpy(acc, src[0] + i0, sizeof(float) * (size_t)n);
-        for (int k = 1; k < W; k++) {
-            const float *s = src[k] + i0;
-            for (int64_t i = 0; i < n; i++) acc[i] += s[i];
+        const int64_t n = len - i0 < BLOCK ? len - i0 : BLOCK;
+        vd lo = {0}, hi = {0};   /* optim_sum_squares's lanes 0-7 and 8-15 */
+        for (int64_t j = i0; j < i0 + n; j += VL) {
+            vf a = {0}, b = {0};
+            if (i0 + n - j >= VL) {   /* constant sizes: vector loads and stores */
+                memcpy(&a, src[0] + j, sizeof a);
+                for (int k = 1; k < W; k++) {
+                    memcpy(&b, src[k] + j, sizeof b);
+                    a += b;
+                }
+                for (int d = 0; d < ndst; d++) memcpy(dst[d] + j, &a, sizeof a);
+            } else {
+                /* the last, partial vector padded with zeros: it adds +0 to the lanes, as the
+                 * scalar tail adds nothing */
+                const size_t bytes = sizeof(float) * (size_t)(i0 + n - j);
+                memcpy(&a, src[0] + j, bytes);
+                for (int k = 1; k < W; k++) {
+                    memcpy(&b, src[k] + j, bytes);
+                    a += b;
+                }
+                for (int d = 0; d < ndst; d++) memcpy(dst[d] + j, &a, bytes);
+            }
+            if (squares) {
+                vd l = __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7), vd);
+                vd h = __builtin_convertvector(__builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15), vd);
+                lo += l * l;
+                hi += h * h;
+            }
         }
-        if (squares) ss += optim_sum_squares(acc, n);
-        for (int d = 0; d < ndst; d++) memcpy(dst[d] + i0, acc, sizeof(float) * (size_t)n);
+        if (squares) {
+            double acc[VL];
+            memcpy(acc, &lo, sizeof lo);
+            memcpy(acc + VL / 2, &hi, sizeof hi);
+            for (int w = VL / 2; w >= 1; w /= 2)
+                for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+            ss += acc[0];
+        }
     }
     return ss;
 }
