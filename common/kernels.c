@@ -18,7 +18,7 @@ extern int openblas_get_num_threads(void);
 
 /* ---- linear ---------------------------------------------------------------------------------- */
 
-void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+void linear_forward(float *out, const float *inp, uint16_t *inp_bf, const float *weight, const float *bias,
                     int B, int C, int OC) {
     // out is (B,OC), inp is (B,C), weight is (OC,C), bias is (OC) or NULL
     if (B <= 0 || OC <= 0) return;
@@ -29,21 +29,27 @@ void linear_forward(float *out, const float *inp, const float *weight, const flo
         for (int b = 0; b < B; b++) memcpy(out + (size_t)b * OC, bias, sizeof(float) * (size_t)OC);
         beta = 1.0f;
     }
-    // out = inp @ weight^T (+ out)
-    matmul_f32_param(0, 1, B, OC, C, inp, C, weight, C, beta, out, OC);
+    // out = inp @ weight^T (+ out); with bf16 products inp rounded into inp_bf and kept
+    if (inp_bf && matmul_precision() == HCL_PRECISION_BF16) matmul_round_bf16(inp_bf, inp, B, C, C);
+    else inp_bf = NULL;
+    matmul_f32_rounded(0, 1, B, OC, C, inp, C, inp_bf, weight, C, NULL, 1, beta, out, OC);
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int B, int C, int OC) {
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, uint16_t *dout_bf,
+                     const float *inp, const uint16_t *inp_bf, const float *weight, int B, int C, int OC) {
     // dinp is (B,C) or NULL, dweight is (OC,C), dbias is (OC) or NULL, dout is (B,OC),
-    // inp is (B,C), weight is (OC,C)
+    // inp is (B,C), weight is (OC,C); dout_bf (B,OC) and inp_bf (B,C) bf16 or NULL
     if (B <= 0) return;
+    const int bf16 = matmul_precision() == HCL_PRECISION_BF16;
+    if (bf16 && dout_bf && dinp) matmul_round_bf16(dout_bf, dout, B, OC, OC);   // once for both products
+    else dout_bf = NULL;
+    if (!bf16) inp_bf = NULL;
     if (dinp) {
         // dinp = dout @ weight (overwrite)
-        matmul_f32_param(0, 0, B, C, OC, dout, OC, weight, C, 0.0f, dinp, C);
+        matmul_f32_rounded(0, 0, B, C, OC, dout, OC, dout_bf, weight, C, NULL, 1, 0.0f, dinp, C);
     }
     // dweight += dout^T @ inp
-    matmul_f32(1, 0, OC, C, B, 1.0f, dout, OC, inp, C, 1.0f, dweight, C);
+    matmul_f32_rounded(1, 0, OC, C, B, dout, OC, dout_bf, inp, C, inp_bf, 0, 1.0f, dweight, C);
     if (dbias) {
         float *restrict db = dbias;
         for (int b = 0; b < B; b++) {

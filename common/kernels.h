@@ -9,13 +9,16 @@
 
 #include <stdint.h>
 
-/* out (B,OC) = inp (B,C) @ weight^T (C,OC) + bias (OC); bias may be NULL. */
-void linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+/* out (B,OC) = inp (B,C) @ weight^T (C,OC) + bias (OC); bias may be NULL. inp_bf (B,C) or NULL:
+ * with bf16 products (matmul.h) inp is rounded into it, for linear_backward to reuse. */
+void linear_forward(float *out, const float *inp, uint16_t *inp_bf, const float *weight, const float *bias,
                     int B, int C, int OC);
 /* dinp (B,C) = dout @ weight (may be NULL: not needed for the first layer);
- * dweight (OC,C) += dout^T @ inp; dbias (OC) += sum over rows of dout (may be NULL). */
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int B, int C, int OC);
+ * dweight (OC,C) += dout^T @ inp; dbias (OC) += sum over rows of dout (may be NULL).
+ * With bf16 products: dout_bf (B,OC) or NULL, scratch where dout is rounded once for both
+ * products; inp_bf: linear_forward's rounding of this inp, or NULL (rounded here). */
+void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, uint16_t *dout_bf,
+                     const float *inp, const uint16_t *inp_bf, const float *weight, int B, int C, int OC);
 
 /* relu: out = max(inp, 0); backward: dinp = dout * (out > 0); dinp may alias dout. */
 void relu_forward(float *out, const float *inp, int64_t n);

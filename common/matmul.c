@@ -51,12 +51,14 @@ int matmul_engine_parse(const char *s, enum hcl_matmul_engine *e) {
     return 0;
 }
 
-/* Both entry points: b_param says B is a parameter tensor (oneDNN's bf16 keeps its copy). */
+/* Every entry point: b_param says B is a parameter tensor (oneDNN's bf16 keeps its copy); Ab,
+ * Bb are the caller's bf16 roundings of A and B or NULL. */
 static void product(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-                    const float *B, int ldb, float beta, float *C, int ldc, int b_param) {
+                    const uint16_t *Ab, const float *B, int ldb, const uint16_t *Bb, float beta, float *C,
+                    int ldc, int b_param) {
     if (M <= 0 || N <= 0) return;
     if (matmul_engine() == HCL_MATMUL_ONEDNN) {
-        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, b_param);
+        matmul_onednn_f32(transA, transB, M, N, K, alpha, A, lda, Ab, B, ldb, Bb, beta, C, ldc, b_param);
         return;
     }
     cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N,
@@ -65,7 +67,7 @@ static void product(int transA, int transB, int M, int N, int K, float alpha, co
 
 void matmul_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc) {
-    product(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 0);
+    product(transA, transB, M, N, K, alpha, A, lda, NULL, B, ldb, NULL, beta, C, ldc, 0);
 }
 
 static _Thread_local enum hcl_precision precision = HCL_PRECISION_FP32;
@@ -91,7 +93,17 @@ int matmul_precision_parse(const char *s, enum hcl_precision *p) {
 
 void matmul_f32_param(int transA, int transB, int M, int N, int K, const float *A, int lda,
                       const float *B, int ldb, float beta, float *C, int ldc) {
-    product(transA, transB, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc, 1);
+    product(transA, transB, M, N, K, 1.0f, A, lda, NULL, B, ldb, NULL, beta, C, ldc, 1);
+}
+
+void matmul_round_bf16(uint16_t *y, const float *X, int rows, int cols, int ld) {
+    HCL_CHECK(matmul_engine() == HCL_MATMUL_ONEDNN, "bf16 rounding needs the oneDNN engine");
+    matmul_onednn_round_bf16(y, X, rows, cols, ld);
+}
+
+void matmul_f32_rounded(int transA, int transB, int M, int N, int K, const float *A, int lda, const uint16_t *Ab,
+                        const float *B, int ldb, const uint16_t *Bb, int b_param, float beta, float *C, int ldc) {
+    product(transA, transB, M, N, K, 1.0f, A, lda, Ab, B, ldb, Bb, beta, C, ldc, b_param);
 }
 
 unsigned long matmul_params_generation = 1;
@@ -102,9 +114,14 @@ int matmul_cached_shapes(void) { return matmul_onednn_cached(); }
 
 #ifndef HCL_HAVE_DNNL
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param) {
+                       int lda, const uint16_t *Ab, const float *B, int ldb, const uint16_t *Bb, float beta,
+                       float *C, int ldc, int b_param) {
     (void)b_param, (void)transA, (void)transB, (void)M, (void)N, (void)K, (void)alpha, (void)A, (void)lda, (void)B;
-    (void)ldb, (void)beta, (void)C, (void)ldc;
+    (void)ldb, (void)beta, (void)C, (void)ldc, (void)Ab, (void)Bb;
+    HCL_CHECK(0, "matmul: this build has no oneDNN");
+}
+void matmul_onednn_round_bf16(uint16_t *y, const float *X, int rows, int cols, int ld) {
+    (void)y, (void)X, (void)rows, (void)cols, (void)ld;
     HCL_CHECK(0, "matmul: this build has no oneDNN");
 }
 int matmul_onednn_cached(void) { return 0; }

@@ -20,6 +20,8 @@
 #ifndef HCL_MATMUL_H
 #define HCL_MATMUL_H
 
+#include <stdint.h>
+
 enum hcl_matmul_engine { HCL_MATMUL_OPENBLAS, HCL_MATMUL_ONEDNN };
 enum hcl_precision { HCL_PRECISION_FP32, HCL_PRECISION_BF16 };
 
@@ -61,6 +63,17 @@ void matmul_f32_param(int transA, int transB, int M, int N, int K, const float *
  * are stale. */
 void matmul_params_changed(void);
 
+/* Operands rounded once for several products (--precision bf16): a layer's input is an operand
+ * of its forward product and of its weight gradient's, the gradient of its output of both
+ * backward products. y = X (rows x cols as stored, rows ld apart) rounded to bf16, compact. */
+void matmul_round_bf16(uint16_t *y, const float *X, int rows, int cols, int ld);
+/* matmul_f32 with alpha 1, B a parameter tensor when b_param (as matmul_f32_param), and
+ * operands the caller has rounded already: Ab and Bb, compact as stored (matmul_round_bf16 of
+ * A and B), or NULL for "round here". They are used only while the thread's precision is bf16;
+ * otherwise this is matmul_f32. */
+void matmul_f32_rounded(int transA, int transB, int M, int N, int K, const float *A, int lda, const uint16_t *Ab,
+                        const float *B, int ldb, const uint16_t *Bb, int b_param, float beta, float *C, int ldc);
+
 /* Primitives the calling thread has created (for tests: a second step creates none). */
 int matmul_cached_shapes(void);
 
@@ -70,7 +83,9 @@ int matmul_cached_shapes(void);
  * at. */
 extern unsigned long matmul_params_generation;
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param);
+                       int lda, const uint16_t *Ab, const float *B, int ldb, const uint16_t *Bb, float beta,
+                       float *C, int ldc, int b_param);
+void matmul_onednn_round_bf16(uint16_t *y, const float *X, int rows, int cols, int ld);
 int matmul_onednn_cached(void);
 void matmul_onednn_set_threads(int n);
 

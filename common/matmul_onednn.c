@@ -241,8 +241,13 @@ static const uint16_t *param_bf16(cache *c, const float *X, int rows, int cols, 
     return p->bf;
 }
 
+void matmul_onednn_round_bf16(uint16_t *y, const float *X, int rows, int cols, int ld) {
+    for (int i = 0; i < rows; i++) bf16_row(y + (size_t)i * cols, X + (size_t)i * ld, cols, 1.0f);
+}
+
 void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
-                       int lda, const float *B, int ldb, float beta, float *C, int ldc, int b_param) {
+                       int lda, const uint16_t *Ab, const float *B, int ldb, const uint16_t *Bb, float beta,
+                       float *C, int ldc, int b_param) {
     if (K <= 0) {
         /* no products to add: C = beta C */
         for (int i = 0; i < M; i++)
@@ -253,11 +258,15 @@ void matmul_onednn_f32(int transA, int transB, int M, int N, int K, float alpha,
     transA = !!transA, transB = !!transB;
     const int bf16 = matmul_precision() == HCL_PRECISION_BF16;
     if (bf16) {
-        /* both operands rounded to bf16, compact, alpha folded into the smaller one */
+        /* both operands rounded to bf16, compact (unless the caller has: then alpha is 1), alpha
+         * folded into the smaller one */
+        HCL_CHECK(alpha == 1.0f || (!Ab && !Bb), "matmul: rounded operands with alpha %g", alpha);
         const int scale_a = b_param || (size_t)M * K <= (size_t)K * N;   /* a parameter is never scaled */
-        A = (const float *)bf16_copy(c, 0, A, transA ? K : M, transA ? M : K, lda, scale_a ? alpha : 1.0f);
-        B = b_param ? (const float *)param_bf16(c, B, transB ? N : K, transB ? K : N, ldb)
-                    : (const float *)bf16_copy(c, 1, B, transB ? N : K, transB ? K : N, ldb, scale_a ? 1.0f : alpha);
+        A = Ab ? (const float *)Ab
+               : (const float *)bf16_copy(c, 0, A, transA ? K : M, transA ? M : K, lda, scale_a ? alpha : 1.0f);
+        B = Bb       ? (const float *)Bb
+            : b_param ? (const float *)param_bf16(c, B, transB ? N : K, transB ? K : N, ldb)
+                      : (const float *)bf16_copy(c, 1, B, transB ? N : K, transB ? K : N, ldb, scale_a ? 1.0f : alpha);
         lda = transA ? M : K;
         ldb = transB ? K : N;
     } else if (alpha != 1.0f) {

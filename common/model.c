@@ -191,6 +191,10 @@ void model_acts_init(hcl_model_acts *a, const hcl_model *m, int max_rows) {
         va->z = hcl_floats(R * (size_t)m->cfg.dim);
         va->d0 = hcl_floats(R * (size_t)wmax);
         va->d1 = hcl_floats(R * (size_t)wmax);
+        if (matmul_precision() == HCL_PRECISION_BF16) {
+            for (int k = 0; k < e->nlayers; k++) va->inb[k] = (uint16_t *)hcl_floats((R * (size_t)e->in[k] + 1) / 2);
+            va->doutb = (uint16_t *)hcl_floats((R * (size_t)wmax + 1) / 2);
+        }
     }
 }
 
@@ -203,7 +207,9 @@ void model_acts_free(hcl_model_acts *a, const hcl_model *m) {
             free(va->mean[k]);
             free(va->rstd[k]);
             free(va->act[k]);
+            free(va->inb[k]);
         }
+        free(va->doutb);
         free(va->norm);
         free(va->z);
         free(va->d0);
@@ -223,9 +229,11 @@ const float *model_encode(const hcl_model *m, hcl_model_acts *a, int v, const fl
     const float *p = m->params;
     const int last = e->nlayers - 1;
     const float *inp = x;  // (B, in_k)
+    // with bf16 products each layer's input is rounded once here and again used by the backward
+    va->rounded = va->inb[0] && matmul_precision() == HCL_PRECISION_BF16;
     for (int k = 0; k < last; k++) {
         int64_t n = (int64_t)B * e->out[k];
-        linear_forward(va->pre[k], inp, p + e->w[k], p + e->b[k], B, e->in[k], e->out[k]);
+        linear_forward(va->pre[k], inp, va->inb[k], p + e->w[k], p + e->b[k], B, e->in[k], e->out[k]);
         const float *h = va->pre[k];
         if (e->ln_w[k] >= 0) {
             layernorm_forward(va->ln[k], va->mean[k], va->rstd[k], va->pre[k], p + e->ln_w[k],
@@ -236,7 +244,7 @@ const float *model_encode(const hcl_model *m, hcl_model_acts *a, int v, const fl
         else relu_forward(va->act[k], h, n);
         inp = va->act[k];
     }
-    linear_forward(va->pre[last], inp, p + e->w[last], p + e->b[last], B, e->in[last],
+    linear_forward(va->pre[last], inp, va->inb[last], p + e->w[last], p + e->b[last], B, e->in[last],
                    e->out[last]);
     l2norm_forward(va->z, va->norm, va->pre[last], B, e->out[last]);
     return va->z;
@@ -263,8 +271,8 @@ void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *
         // cur holds dpre[k] (B, out_k)
         const float *inp = k == 0 ? x : va->act[k - 1];
         float *dinp = k == 0 ? NULL : nxt;  // d act[k-1] (B, in_k)
-        linear_backward(dinp, g + e->w[k], db_done ? NULL : g + e->b[k], cur, inp, p + e->w[k],
-                        B, e->in[k], e->out[k]);
+        linear_backward(dinp, g + e->w[k], db_done ? NULL : g + e->b[k], cur, va->doutb, inp,
+                        va->rounded ? va->inb[k] : NULL, p + e->w[k], B, e->in[k], e->out[k]);
         if (k == 0) break;
         const int j = k - 1;
         int64_t n = (int64_t)B * e->out[j];

@@ -69,6 +69,10 @@ typedef struct {
     float *norm;                    /* (B) row norms of the last linear output */
     float *z;                       /* (B, D) normalised embeddings */
     float *d0, *d1;                 /* (B, max width) backward scratch */
+    /* with bf16 products (matmul.h) when the buffers were made, else NULL: */
+    uint16_t *inb[HCL_MAX_LAYERS];  /* (B, in_k) each layer's input rounded by model_encode */
+    uint16_t *doutb;                /* (B, max width) an output gradient rounded, scratch */
+    int rounded;                    /* inb holds the last model_encode's inputs */
 } hcl_encoder_acts;
 
 typedef struct {

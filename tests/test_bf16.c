@@ -43,11 +43,16 @@ typedef struct {
     float *z[V], *dz[V], *grads;
 } step_out;
 
-/* Encode all views, the loss over the whole batch, backward into the model's gradients. */
+/* Encode all views, the loss over the whole batch, backward into the model's gradients. With
+ * held, the activations are made under the current precision (with bf16: each layer's input
+ * rounded once, kept for the backward); else under fp32 (every product rounds its operands). */
 static void run(hcl_model *m, const hcl_loss_config *lc, float *const x[V], const uint8_t *mask,
-                const int32_t *labels, step_out *o) {
+                const int32_t *labels, step_out *o, int held) {
     hcl_model_acts a;
+    const enum hcl_precision p = matmul_precision();
+    if (!held) matmul_set_precision(HCL_PRECISION_FP32);
     model_acts_init(&a, m, N);
+    matmul_set_precision(p);
     model_zero_grad(m);
     for (int v = 0; v < V; v++) memcpy(o->z[v], model_encode(m, &a, v, x[v], N), sizeof(float) * N * D);
     hcl_loss_ctx ctx;
@@ -97,16 +102,21 @@ static void compare(const char *name, int act, int layernorm, enum hcl_loss_kind
         labels[i] = (int32_t)(urand() * 5);
         for (int v = 0; v < V; v++) mask[i * V + v] = urand() > 0.1 || v == 0;
     }
-    step_out f, b;
-    for (step_out *o = &f; o; o = o == &f ? &b : NULL) {
+    step_out f, b, r;
+    for (step_out *o = &f; o; o = o == &f ? &b : o == &b ? &r : NULL) {
         for (int v = 0; v < V; v++) o->z[v] = hcl_floats(N * D), o->dz[v] = hcl_floats(N * D);
         o->grads = hcl_floats((size_t)m.nparams);
     }
     matmul_set_precision(HCL_PRECISION_FP32);
-    run(&m, &lc, x, mask, labels, &f);
+    run(&m, &lc, x, mask, labels, &f, 1);
     matmul_set_precision(HCL_PRECISION_BF16);
-    run(&m, &lc, x, mask, labels, &b);
+    run(&m, &lc, x, mask, labels, &b, 1);
+    run(&m, &lc, x, mask, labels, &r, 0);
     matmul_set_precision(HCL_PRECISION_FP32);
+    /* rounding each operand once and keeping it (linear_forward's inp_bf, linear_backward's
+     * dout_bf) gives the bits of rounding it at every product */
+    CHECK(memcmp(b.grads, r.grads, sizeof(float) * (size_t)m.nparams) == 0 && b.loss == r.loss,
+          "%s: bf16 with the inputs' roundings kept differs from rounding at every product", name);
 
     double zmax = 0, dzcos = 1, gcos = 1;
     const char *worst = "";
@@ -138,7 +148,7 @@ static void compare(const char *name, int act, int layernorm, enum hcl_loss_kind
     num = 0;
     for (int64_t i = 0; i < m.nparams; i++) num += ((double)b.grads[i] - f.grads[i]) * ((double)b.grads[i] - f.grads[i]);
     CHECK(sqrt(num / den) <= 0.05, "%s: bf16 gradient norm error %.3g", name, sqrt(num / den));
-    for (step_out *o = &f; o; o = o == &f ? &b : NULL) {
+    for (step_out *o = &f; o; o = o == &f ? &b : o == &b ? &r : NULL) {
         for (int v = 0; v < V; v++) free(o->z[v]), free(o->dz[v]);
         free(o->grads);
     }

@@ -93,7 +93,7 @@ typedef struct {
 
 static double lin_obj(void *p) {
     lin_ctx *c = p;
-    linear_forward(c->out, c->inp, c->w, c->b, c->B, c->C, c->OC);
+    linear_forward(c->out, c->inp, NULL, c->w, c->b, c->B, c->C, c->OC);
     return dot_d(c->out, c->R, (int64_t)c->B * c->OC);
 }
 
@@ -113,11 +113,11 @@ static void test_linear_forward(int B, int C, int OC) {
     float *out = rand_floats((int64_t)B * OC, 9.0), *ref = hcl_floats((size_t)B * OC);
     char what[96];
     naive_linear(ref, inp, w, b, B, C, OC);
-    linear_forward(out, inp, w, b, B, C, OC);
+    linear_forward(out, inp, NULL, w, b, B, C, OC);
     snprintf(what, sizeof what, "linear_forward %dx%dx%d", B, C, OC);
     max_abs_diff_ok(out, ref, (int64_t)B * OC, 1e-5, what);
     naive_linear(ref, inp, w, NULL, B, C, OC);
-    linear_forward(out, inp, w, NULL, B, C, OC);
+    linear_forward(out, inp, NULL, w, NULL, B, C, OC);
     snprintf(what, sizeof what, "linear_forward no bias %dx%dx%d", B, C, OC);
     max_abs_diff_ok(out, ref, (int64_t)B * OC, 1e-5, what);
 
@@ -143,7 +143,7 @@ static void test_linear_forward(int B, int C, int OC) {
             dw_ref[o * C + k] = (float)s;
         }
     }
-    linear_backward(dinp, dw, db, dout, inp, w, B, C, OC);
+    linear_backward(dinp, dw, db, dout, NULL, inp, NULL, w, B, C, OC);
     snprintf(what, sizeof what, "linear_backward dinp %dx%dx%d", B, C, OC);
     max_abs_diff_ok(dinp, dinp_ref, (int64_t)B * C, 1e-5, what);
     snprintf(what, sizeof what, "linear_backward dweight += %dx%dx%d", B, C, OC);
@@ -154,7 +154,7 @@ static void test_linear_forward(int B, int C, int OC) {
     // NULL dinp and NULL dbias: dweight still accumulates
     float *dw2 = hcl_floats((size_t)OC * C);
     memcpy(dw2, dw, sizeof(float) * OC * C);
-    linear_backward(NULL, dw2, NULL, dout, inp, w, B, C, OC);
+    linear_backward(NULL, dw2, NULL, dout, NULL, inp, NULL, w, B, C, OC);
     for (int o = 0; o < OC; o++)
         for (int k = 0; k < C; k++) {
             double s = dw[o * C + k];
@@ -174,8 +174,8 @@ static void test_linear_fd(void) {
                  rand_floats(OC, 0.5), rand_floats(B * OC, 1.0), B, C, OC};
     float *dinp = hcl_floats(B * C), *dw = hcl_floats(OC * C), *db = hcl_floats(OC);
     double fd[64];
-    linear_forward(c.out, c.inp, c.w, c.b, B, C, OC);
-    linear_backward(dinp, dw, db, c.R, c.inp, c.w, B, C, OC);  // dout = R
+    linear_forward(c.out, c.inp, NULL, c.w, c.b, B, C, OC);
+    linear_backward(dinp, dw, db, c.R, NULL, c.inp, NULL, c.w, B, C, OC);  // dout = R
     fd_grad(fd, c.inp, B * C, lin_obj, &c);
     check_grad("linear dinp", dinp, fd, B * C);
     fd_grad(fd, c.w, OC * C, lin_obj, &c);
