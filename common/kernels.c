@@ -35,11 +35,14 @@ void linear_forward(float *out, const float *inp, uint16_t *inp_bf, const float 
     matmul_f32_rounded(0, 1, B, OC, C, inp, C, inp_bf, weight, C, NULL, 1, beta, out, OC);
 }
 
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, uint16_t *dout_bf,
+void linear_backward(float *dinp, float *dweight, float dw_beta, float *dbias, const float *dout, uint16_t *dout_bf,
                      const float *inp, const uint16_t *inp_bf, const float *weight, int B, int C, int OC) {
     // dinp is (B,C) or NULL, dweight is (OC,C), dbias is (OC) or NULL, dout is (B,OC),
     // inp is (B,C), weight is (OC,C); dout_bf (B,OC) and inp_bf (B,C) bf16 or NULL
-    if (B <= 0) return;
+    if (B <= 0) {
+        if (dw_beta == 0.0f) memset(dweight, 0, sizeof(float) * (size_t)OC * (size_t)C);
+        return;
+    }
     const int bf16 = matmul_precision() == HCL_PRECISION_BF16;
     if (bf16 && dout_bf && dinp) matmul_round_bf16(dout_bf, dout, B, OC, OC);   // once for both products
     else dout_bf = NULL;
@@ -48,8 +51,8 @@ void linear_backward(float *dinp, float *dweight, float *dbias, const float *dou
         // dinp = dout @ weight (overwrite)
         matmul_f32_rounded(0, 0, B, C, OC, dout, OC, dout_bf, weight, C, NULL, 1, 0.0f, dinp, C);
     }
-    // dweight += dout^T @ inp
-    matmul_f32_rounded(1, 0, OC, C, B, dout, OC, dout_bf, inp, C, inp_bf, 0, 1.0f, dweight, C);
+    // dweight = dout^T @ inp + dw_beta dweight
+    matmul_f32_rounded(1, 0, OC, C, B, dout, OC, dout_bf, inp, C, inp_bf, 0, dw_beta, dweight, C);
     if (dbias) {
         float *restrict db = dbias;
         for (int b = 0; b < B; b++) {

@@ -14,10 +14,11 @@
 void linear_forward(float *out, const float *inp, uint16_t *inp_bf, const float *weight, const float *bias,
                     int B, int C, int OC);
 /* dinp (B,C) = dout @ weight (may be NULL: not needed for the first layer);
- * dweight (OC,C) += dout^T @ inp; dbias (OC) += sum over rows of dout (may be NULL).
+ * dweight (OC,C) = dout^T @ inp + dw_beta dweight (1: accumulate, 0: overwrite: no clearing
+ * first, and C is not read); dbias (OC) += sum over rows of dout (may be NULL).
  * With bf16 products: dout_bf (B,OC) or NULL, scratch where dout is rounded once for both
  * products; inp_bf: linear_forward's rounding of this inp, or NULL (rounded here). */
-void linear_backward(float *dinp, float *dweight, float *dbias, const float *dout, uint16_t *dout_bf,
+void linear_backward(float *dinp, float *dweight, float dw_beta, float *dbias, const float *dout, uint16_t *dout_bf,
                      const float *inp, const uint16_t *inp_bf, const float *weight, int B, int C, int OC);
 
 /* relu: out = max(inp, 0); backward: dinp = dout * (out > 0); dinp may alias dout. */

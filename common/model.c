@@ -157,6 +157,21 @@ void model_zero_grad(hcl_model *m) {
     memset(m->grads, 0, (size_t)m->nparams * sizeof(float));
 }
 
+/* 1 if [off, off + n) is a linear weight of an encoder. */
+static int encoder_weight(const hcl_model *m, int64_t off) {
+    for (int v = 0; v < m->cfg.nviews; v++)
+        for (int k = 0; k < m->enc[v].nlayers; k++)
+            if (m->enc[v].w[k] == off) return 1;
+    return 0;
+}
+
+void model_zero_grad_but_weights(hcl_model *m) {
+    for (int i = 0; i < m->ntensors; i++) {
+        const hcl_tensor *t = &m->tensors[i];
+        if (!encoder_weight(m, t->offset)) memset(m->grads + t->offset, 0, sizeof(float) * (size_t)t->numel);
+    }
+}
+
 const hcl_tensor *model_find_tensor(const hcl_model *m, const char *name) {
     for (int i = 0; i < m->ntensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
@@ -251,7 +266,7 @@ const float *model_encode(const hcl_model *m, hcl_model_acts *a, int v, const fl
 }
 
 void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *x,
-                           const float *dz, int B) {
+                           const float *dz, int B, int overwrite) {
     HCL_CHECK(v >= 0 && v < m->cfg.nviews, "model_encode_backward: view %d out of range", v);
     hcl_encoder_acts *va = &a->v[v];
     HCL_CHECK(B >= 0 && B <= va->max_rows, "model_encode_backward: %d rows, buffers sized for %d",
@@ -271,7 +286,7 @@ void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *
         // cur holds dpre[k] (B, out_k)
         const float *inp = k == 0 ? x : va->act[k - 1];
         float *dinp = k == 0 ? NULL : nxt;  // d act[k-1] (B, in_k)
-        linear_backward(dinp, g + e->w[k], db_done ? NULL : g + e->b[k], cur, va->doutb, inp,
+        linear_backward(dinp, g + e->w[k], overwrite ? 0.0f : 1.0f, db_done ? NULL : g + e->b[k], cur, va->doutb, inp,
                         va->rounded ? va->inb[k] : NULL, p + e->w[k], B, e->in[k], e->out[k]);
         if (k == 0) break;
         const int j = k - 1;

@@ -70,7 +70,7 @@ static void run(hcl_model *m, const hcl_loss_config *lc, float *const x[V], cons
     m->grads[m->logit_t] += (float)r.dt;
     for (int v = 0; v < V; v++) {
         model_encode(m, &a, v, x[v], N);
-        model_encode_backward(m, &a, v, x[v], o->dz[v], N);
+        model_encode_backward(m, &a, v, x[v], o->dz[v], N, 0);
     }
     memcpy(o->grads, m->grads, sizeof(float) * (size_t)m->nparams);
     loss_ctx_free(&ctx);

@@ -143,7 +143,7 @@ static void test_linear_forward(int B, int C, int OC) {
             dw_ref[o * C + k] = (float)s;
         }
     }
-    linear_backward(dinp, dw, db, dout, NULL, inp, NULL, w, B, C, OC);
+    linear_backward(dinp, dw, 1.0f, db, dout, NULL, inp, NULL, w, B, C, OC);
     snprintf(what, sizeof what, "linear_backward dinp %dx%dx%d", B, C, OC);
     max_abs_diff_ok(dinp, dinp_ref, (int64_t)B * C, 1e-5, what);
     snprintf(what, sizeof what, "linear_backward dweight += %dx%dx%d", B, C, OC);
@@ -154,7 +154,7 @@ static void test_linear_forward(int B, int C, int OC) {
     // NULL dinp and NULL dbias: dweight still accumulates
     float *dw2 = hcl_floats((size_t)OC * C);
     memcpy(dw2, dw, sizeof(float) * OC * C);
-    linear_backward(NULL, dw2, NULL, dout, NULL, inp, NULL, w, B, C, OC);
+    linear_backward(NULL, dw2, 1.0f, NULL, dout, NULL, inp, NULL, w, B, C, OC);
     for (int o = 0; o < OC; o++)
         for (int k = 0; k < C; k++) {
             double s = dw[o * C + k];
@@ -163,6 +163,16 @@ static void test_linear_forward(int B, int C, int OC) {
         }
     snprintf(what, sizeof what, "linear_backward NULL dinp/dbias %dx%dx%d", B, C, OC);
     max_abs_diff_ok(dw2, dw_ref, (int64_t)OC * C, 1e-5, what);
+
+    // dw_beta 0 overwrites whatever dweight held (NaN here) with the bits of adding to zeros
+    float *dw0 = hcl_floats((size_t)OC * C), *dwz = hcl_floats((size_t)OC * C);
+    for (int i = 0; i < OC * C; i++) dw0[i] = NAN, dwz[i] = 0.0f;
+    linear_backward(NULL, dw0, 0.0f, NULL, dout, NULL, inp, NULL, w, B, C, OC);
+    linear_backward(NULL, dwz, 1.0f, NULL, dout, NULL, inp, NULL, w, B, C, OC);
+    int same = 1;
+    for (int i = 0; i < OC * C; i++) same &= dw0[i] == dwz[i];
+    CHECK(same, "linear_backward dw_beta 0 %dx%dx%d: not the accumulate-onto-zeros values", B, C, OC);
+    free(dw0); free(dwz);
 
     free(inp); free(w); free(b); free(out); free(ref); free(dout); free(dinp); free(dw);
     free(db); free(dinp_ref); free(dw_ref); free(db_ref); free(dw2);
@@ -175,7 +185,7 @@ static void test_linear_fd(void) {
     float *dinp = hcl_floats(B * C), *dw = hcl_floats(OC * C), *db = hcl_floats(OC);
     double fd[64];
     linear_forward(c.out, c.inp, NULL, c.w, c.b, B, C, OC);
-    linear_backward(dinp, dw, db, c.R, NULL, c.inp, NULL, c.w, B, C, OC);  // dout = R
+    linear_backward(dinp, dw, 1.0f, db, c.R, NULL, c.inp, NULL, c.w, B, C, OC);  // dout = R
     fd_grad(fd, c.inp, B * C, lin_obj, &c);
     check_grad("linear dinp", dinp, fd, B * C);
     fd_grad(fd, c.w, OC * C, lin_obj, &c);

@@ -440,7 +440,7 @@ static void test_encoder_fd(int act, int layernorm) {
         model_encode(&m, &a, v, x, B);
         fill_uniform(a.v[v].d0, (int64_t)max_rows * 8, 100.0);
         fill_uniform(a.v[v].d1, (int64_t)max_rows * 8, 100.0);
-        model_encode_backward(&m, &a, v, x, R, B);
+        model_encode_backward(&m, &a, v, x, R, B, 0);
         float *g = hcl_floats((size_t)m.nparams);
         memcpy(g, m.grads, sizeof(float) * m.nparams);
         int64_t outside = 0;
@@ -451,7 +451,7 @@ static void test_encoder_fd(int act, int layernorm) {
 
         // backward accumulates: a second pass doubles the gradients
         model_encode(&m, &a, v, x, B);
-        model_encode_backward(&m, &a, v, x, R, B);
+        model_encode_backward(&m, &a, v, x, R, B, 0);
         double worst = 0.0;
         for (int64_t i = e->param_begin; i < e->param_end; i++) {
             double d = fabs(m.grads[i] - 2.0 * g[i]);
@@ -583,7 +583,7 @@ static void test_torch(int act, int layernorm) {
     fill_uniform(R, B * c.dim, 1.0);
     model_zero_grad(&m);
     const float *z = model_encode(&m, &a, 0, x, B);
-    model_encode_backward(&m, &a, 0, x, R, B);
+    model_encode_backward(&m, &a, 0, x, R, B, 0);
 
     char dir[] = "/tmp/hcl_test_model_XXXXXX";
     if (!mkdtemp(dir)) {

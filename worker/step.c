@@ -303,7 +303,7 @@ static void step_backward(hcl_worker *w, const step_ctx *s) {
         for (int64_t c = 0; c < b; c += mb) {
             int64_t rows = b - c < mb ? b - c : mb;
             if (b > mb) model_encode(m, &w->acts, v, x + c * s->widths[v], (int)rows);
-            model_encode_backward(m, &w->acts, v, x + c * s->widths[v], s->dz[v] + c * D, (int)rows);
+            model_encode_backward(m, &w->acts, v, x + c * s->widths[v], s->dz[v] + c * D, (int)rows, c == 0);
         }
         if (s->h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
         w->xch.grad_reduce_encoder(w, v);
@@ -371,7 +371,12 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     step_ctx s;
     step_read(w, buf, &s);
     s.t[0] = hcl_now();
-    if (s.train) model_zero_grad(&w->model);
+    /* the encoders' weights' gradients are written by the first micro-batch's backward: with no
+     * own rows (an adaptive share of 0) there is none, and they are cleared here */
+    if (s.train) {
+        if (s.b > 0) model_zero_grad_but_weights(&w->model);
+        else model_zero_grad(&w->model);
+    }
     step_encode(w, &s);                     /* 1. encode, 2. all-gather started */
     s.t[1] = hcl_now();
     w->xch.allgather_finish(w);             /* 2. all-gather */
