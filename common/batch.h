@@ -42,8 +42,10 @@ enum hcl_batch_flag {
  * 10-20% of W1's steps (up to 1.5 ms each). */
 #define HCL_BATCHES_IN_FLIGHT 3
 
-/* MPI tags between rank 0 and the workers (ranks 1..N-1). */
-enum hcl_tag { HCL_TAG_BATCH = 11, HCL_TAG_RESULT = 12, HCL_TAG_SNAPSHOT = 13 };
+/* MPI tags between rank 0 and the workers (ranks 1..N-1). Each batch message goes twice: its
+ * header alone first (HCL_TAG_BATCH_HEAD, small: it arrives at once), then the whole message, so
+ * that a worker tells a coordinator that sent nothing from a transfer under way (watchdog.h). */
+enum hcl_tag { HCL_TAG_BATCH = 11, HCL_TAG_RESULT = 12, HCL_TAG_SNAPSHOT = 13, HCL_TAG_BATCH_HEAD = 14 };
 
 /* After a SNAPSHOT job's result, worker 0 sends (HCL_TAG_SNAPSHOT) one float array: the model
  * parameters (nparams), then the optimizer state (optim_state_floats), then two int64 counters

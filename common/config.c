@@ -79,8 +79,9 @@ static const hcl_opt options[] = {
      F(control_secret), .meta = "FILE"},
     {"control-clients", HCL_OPT_PATH, "", "file of authorised client public keys, one a line",
      F(control_clients), .meta = "FILE"},
-    {"worker-timeout", HCL_OPT_FLOAT, "60", "seconds a worker may be silent (or without a batch) "
-     "before the job is aborted", F(worker_timeout), .flags = HCL_OPT_ABOVE_MIN},
+    {"worker-timeout", HCL_OPT_FLOAT, "60", "seconds a worker may be silent, or wait (for a batch, "
+     "for the other workers), before the job is aborted; computing never counts",
+     F(worker_timeout), .flags = HCL_OPT_ABOVE_MIN},
     {"coordinator-nice", HCL_OPT_INT, "19", "with workers, rank 0 runs at this nice value: sharing "
      "a core with a worker, it then runs in the worker's waits instead of preempting its compute",
      F(coordinator_nice), .hi = 19},

@@ -23,13 +23,20 @@
 #include "loss_private.h"
 #include "matmul.h"
 
+/* The fraction done at column c0 of the pass that is unit u of units (hcl_loss_input.progress). */
+static void tick(const hcl_loss_input *in, int u, int units, int64_t c0, int64_t n) {
+    if (in->progress) in->progress(in->progress_arg, (u + (double)c0 / (double)n) / units);
+}
+
 /* One direction of a pair's InfoNCE: anchors are the rows [r0, r0+b) of U (view vi), candidates
  * all N rows of V (view vj), only rows present in both views (bias[r] = 0, else -inf). U, V are
  * (N, D). Returns the sum over present anchors a of [-L_aa + lse_c L_ac]; adds coef * (its gradient
  * w.r.t. L) * L into *gl and, when dU != NULL, pushes coef * gradient into dU (own rows) and dV
- * (all N rows). */
-static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, const float *bias, int64_t n,
-                           int64_t r0, int64_t b, int D, float s, double coef, float *dU, float *dV, double *gl) {
+ * (all N rows). Its two passes are units u and u + 1 of the loss's units (tick). */
+
+static double infonce_half(hcl_loss_ctx *c, const hcl_loss_input *in, int u, int units, const float *U,
+                           const float *V, const float *bias, int64_t n, int64_t r0, int64_t b, int D, float s,
+                           double coef, float *dU, float *dV, double *gl) {
     int64_t T = c->tile, R = c->rows, nt = (n + T - 1) / T;
     float *blk = c->scratch, *m = c->scratch + off_rowmax(c);
     double *se = c->dscratch;
@@ -38,6 +45,7 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row log-sum-exps */
         int64_t tw = n - c0 < T ? n - c0 : T;
+        tick(in, u, units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             matmul_f32(0, 1, (int)rb, (int)tw, D, s, U + (r0 + a0) * D, D,
@@ -59,6 +67,7 @@ static double infonce_half(hcl_loss_ctx *c, const float *U, const float *V, cons
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: gradient */
         int64_t tw = n - c0 < T ? n - c0 : T;
+        tick(in, u + 1, units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             const float *Ur = U + (r0 + a0) * D;
@@ -108,6 +117,7 @@ typedef struct {
     float *blk;                 /* its (b, tile) block: kept from pass 1 when it is a single tile */
     float *m, *dg, *cm;         /* row maxes, target logits (b); column maxes (n) */
     double *se, *cs;            /* row sums (b), column sums (n) */
+    int u1, u2, units;          /* its passes' places among the loss's (hcl_loss_input.progress) */
 } infonce_pair;
 
 /* The (rb, tw) logits of own rows [a0, a0+rb) against columns [c0, c0+tw), into q->blk. */
@@ -130,6 +140,7 @@ static void infonce_pass1(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
     for (int64_t j = 0; j < n; j++) cm[j] = -INFINITY, cs[j] = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
+        tick(in, q->u1, q->units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             infonce_logits(in, q, D, s, a0, rb, c0, tw);
@@ -186,6 +197,7 @@ static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
     double coef = q->coef, gls = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
+        tick(in, q->u2, q->units, c0, n);
         for (int64_t j = 0; j < tw; j++) cc[j] = bias[c0 + j] == 0.0f ? (float)(coef / cs[c0 + j]) : 0.0f;
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
@@ -270,8 +282,10 @@ double loss_pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, fl
             pair_bias(bias, in, nv, i, j);
             float *di = dz ? dz[i] : NULL, *dj = dz ? dz[j] : NULL;
             double coef = pwn[k] * pinv[k];
-            double sum = infonce_half(c, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s, coef, di, dj, &gl);
-            sum += infonce_half(c, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s, coef, dj, di, &gl);
+            double sum = infonce_half(c, in, 4 * k, 4 * np, in->z[i], in->z[j], bias, n, in->r0, in->b, D, s,
+                                      coef, di, dj, &gl);
+            sum += infonce_half(c, in, 4 * k + 2, 4 * np, in->z[j], in->z[i], bias, n, in->r0, in->b, D, s,
+                                coef, dj, di, &gl);
             out->pair_loss[i][j] = sum * pinv[k];
             total += pwn[k] * out->pair_loss[i][j];
         }
@@ -294,7 +308,9 @@ double loss_pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, fl
                               .blk = c->scratch + (c->nblk > 1 ? k * c->rows * c->tile : 0),
                               .m = pf + k * 2 * c->max_b, .dg = pf + k * 2 * c->max_b + c->max_b,
                               .cm = pf + np * 2 * c->max_b + k * n,
-                              .se = pd + k * c->max_b, .cs = pd + np * c->max_b + k * n};
+                              .se = pd + k * c->max_b, .cs = pd + np * c->max_b + k * n,
+                              /* fused: every pass 1, then every pass 2; else pair by pair */
+                              .u1 = fuse ? k : 2 * k, .u2 = fuse ? np + k : 2 * k + 1, .units = 2 * np};
     if (fuse) {
         for (int k = 0; k < np; k++) {
             pair_bias(bias, in, nv, pi[k], pj[k]);

@@ -115,6 +115,9 @@ typedef struct {
                                      * running count its last message carried */
     double compute_median_s;        /* over the last CONTROL_STRAGGLER_WINDOW messages */
     int straggler;
+    int64_t in_step;                /* what its last message said it computes: the step (-1 none), */
+    char phase[24];                 /* the phase, */
+    double phase_done;              /* the fraction of it done (-1 unknown) */
 } hcl_worker_stat;
 
 /* Commands the loop acts on (popped by control_next). */

@@ -91,6 +91,9 @@ static void fill_workers(const hcl_control *c, Hcl__WorkerStat *ws, Hcl__WorkerS
         ws[i].compute_median_s = s->compute_median_s;
         ws[i].messages = s->messages;
         ws[i].telemetry_dropped = s->telemetry_dropped;
+        ws[i].in_step = s->in_step;
+        ws[i].phase = (char *)s->phase;
+        ws[i].phase_done = s->phase_done;
         wp[i] = &ws[i];
     }
 }

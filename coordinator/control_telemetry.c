@@ -60,6 +60,9 @@ static void take_message(control_worker_slot *w, const Hcl__Telemetry *t) {
     /* a running count: the largest one seen, so a message overtaken by a later one (after a
      * reconnect) cannot make it go back */
     if (t->dropped > s->telemetry_dropped) s->telemetry_dropped = t->dropped;
+    s->in_step = t->in_step;
+    snprintf(s->phase, sizeof s->phase, "%s", t->phase ? t->phase : "");
+    s->phase_done = isfinite(t->phase_done) && t->phase_done <= 1.0 ? t->phase_done : -1.0;
     if (t->step < 0) return;
     s->step = t->step;
     s->compute_s = t->compute_s;
@@ -145,6 +148,8 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
     c->telemetry_start = hcl_now();
     for (int i = 0; i < nworkers; i++) {
         c->workers[i].s.step = -1;
+        c->workers[i].s.in_step = -1;
+        c->workers[i].s.phase_done = -1.0;
         c->workers[i].s.last_seen = c->telemetry_start;
     }
     memcpy(server_public, spub, 41);

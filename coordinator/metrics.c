@@ -146,6 +146,19 @@ void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw
     m->window_steps = 0;
 }
 
+void metrics_in_step(const hcl_metrics *m, int64_t step, double secs, const char *where, double eta_s) {
+    char eta[32];
+    fmt_eta(eta, sizeof eta, eta_s);
+    if (m->tty) {
+        fprintf(stderr, "\r\033[Kstep %lld/%lld running for %.0f s: %s; ETA %s", (long long)step + 1,
+                (long long)m->total_steps, secs, where, eta);
+        fflush(stderr);
+    } else {
+        LOG_INFO("step %lld/%lld running for %.0f s: %s; ETA %s", (long long)step + 1, (long long)m->total_steps,
+                 secs, where, eta);
+    }
+}
+
 void metrics_pause(hcl_metrics *m) {
     m->t_window = m->t_last_step = hcl_now();
     m->window_steps = 0;

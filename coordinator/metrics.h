@@ -17,7 +17,7 @@
  * mean pace since its start.
  *
  * Exports: hcl_metrics, metrics_open / metrics_close, metrics_start, metrics_step,
- * metrics_logged, metrics_val, metrics_write, metrics_pause, metrics_put, metrics_final_eval,
+ * metrics_logged, metrics_val, metrics_write, metrics_pause, metrics_in_step, metrics_put, metrics_final_eval,
  * metrics_end. */
 #ifndef HCL_METRICS_H
 #define HCL_METRICS_H
@@ -70,6 +70,9 @@ int metrics_val(hcl_metrics *m, double loss, int val_batches);
 void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw);
 /* Paused: the window of samples/s starts again when training does. */
 void metrics_pause(hcl_metrics *m);
+/* The progress line of a step still running after `secs` seconds: where the workers are (from
+ * their telemetry, e.g. "worker 0 loss 45%, worker 1 loss 44%") and the ETA (< 0 unknown). */
+void metrics_in_step(const hcl_metrics *m, int64_t step, double secs, const char *where, double eta_s);
 /* A line written by someone else (an evaluation's), with its newline. */
 void metrics_put(hcl_metrics *m, const char *line);
 /* {"step": S, "final_eval": json} */

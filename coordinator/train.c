@@ -75,6 +75,36 @@ static void check_workers(hcl_run *r) {
     _exit(5);
 }
 
+/* A step running for more than 3 s: where each worker is (its phase and the fraction done, from
+ * its heartbeats) on the progress line every second (every 10 s into a log), and the ETA counts
+ * the step: the rest of a step as long as the recent ones, or before any, the time the loss
+ * took so far over its fraction done (the loss is nearly all of a step this long). */
+static void long_step(hcl_run *r) {
+    const double now = hcl_now(), secs = now - r->metrics.t_last_step;
+    if (!r->ctl || secs < 3.0 || now - r->last_in_step < (r->metrics.tty ? 1.0 : 10.0)) return;
+    r->last_in_step = now;
+    const int64_t step = r->st.step;
+    char where[256] = "";
+    double f = 1.0;
+    size_t k = 0;
+    for (int i = 0; i < r->world_size - 1 && k < sizeof where; i++) {
+        const hcl_worker_stat *w = control_worker(r->ctl, i);
+        if (!w) break;
+        const int here = w->in_step == step && w->phase[0];
+        const int loss = here && strcmp(w->phase, "loss") == 0 && w->phase_done >= 0;
+        f = loss && w->phase_done < f ? w->phase_done : loss ? f : -1.0;
+        int n = !here ? snprintf(where + k, sizeof where - k, "%sworker %d between steps", i ? ", " : "", i)
+                : w->phase_done >= 0 ? snprintf(where + k, sizeof where - k, "%sworker %d %s %.0f%%", i ? ", " : "", i,
+                                                w->phase, 100.0 * w->phase_done)
+                                     : snprintf(where + k, sizeof where - k, "%sworker %d %s", i ? ", " : "", i, w->phase);
+        k += n > 0 ? (size_t)n : 0;
+    }
+    const double step_s = r->metrics.step_s, per = step_s > 0 ? step_s : f > 0 ? secs / f : -1.0;
+    const double left = per > 0 ? (per > secs ? per - secs : 0.0) + per * (double)(r->total_steps - step - 1) : -1.0;
+    r->st.eta_s = left;
+    metrics_in_step(&r->metrics, step, secs, where, left);
+}
+
 /* A transport's wait that is not over yet: answer the control socket (or sleep 0.2 ms). MPI has
  * no descriptor to wake the poll, so the coordinator looks again after a timeout: half a step
  * (between 1 and 20 ms). The jobs in flight leave the workers two batches of slack, so a result
@@ -85,6 +115,7 @@ static void idle_while_waiting(void *ctx) {
     if (r->ctl) {
         double ms = r->metrics.step_s * 500.0;
         control_service(r->ctl, &r->st, ms < 1.0 ? 1 : ms > 20.0 ? 20 : (int)ms);
+        long_step(r);
     } else {
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);

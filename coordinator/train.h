@@ -71,6 +71,7 @@ typedef struct {
     hcl_control *ctl;
     hcl_status st;              /* what hclctl status shows; the loop keeps it current */
     double last_health;
+    double last_in_step;        /* when a long step's progress line was last shown */
     hcl_setup tel_setup;        /* telemetry endpoint and keys handed to the workers */
     hcl_evaluator ev;           /* --eval-every */
     int has_ev;

@@ -2,6 +2,7 @@
 #include "transport.h"
 
 #include <mpi.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,7 +41,10 @@ static void slots_free(slots *s) {
 typedef struct {
     hcl_transport t;
     slots s;
-    MPI_Request *sreq[HCL_BATCHES_IN_FLIGHT];   /* (W) each slot's sends */
+    MPI_Request *sreq[HCL_BATCHES_IN_FLIGHT];   /* (2 W) each slot's sends: the messages, then their headers */
+    int64_t stall_step;         /* tests (HCL_INJECT_STALL=STEP): that step's headers are the last
+                                 * thing sent (a transfer that stalls after its start) */
+    int stalled;
     uint8_t *res_msg;           /* worker 0's result message (batch_result_bytes) */
     float *snap;
     size_t snap_floats;
@@ -60,7 +64,7 @@ static void mpi_wait(mpi_transport *m, MPI_Request *req) {
 }
 
 static void mpi_wait_sends(mpi_transport *m, int slot) {
-    for (int w = 0; w < m->t.workers; w++)
+    for (int w = 0; w < 2 * m->t.workers; w++)
         if (m->sreq[slot][w] != MPI_REQUEST_NULL) mpi_wait(m, &m->sreq[slot][w]);
 }
 
@@ -75,9 +79,14 @@ static void mpi_submit(hcl_transport *t, int slot, uint32_t flags, int64_t step)
     const hcl_outbox *b = &m->s.box[slot];
     m->s.flags[slot] = flags;
     m->s.step[slot] = step;
-    for (int w = 0; w < b->n; w++)
-        MPI_Isend(b->buf + (size_t)w * b->stride, (int)b->len[w], MPI_BYTE, w + 1, HCL_TAG_BATCH,
-                  MPI_COMM_WORLD, &m->sreq[slot][w]);
+    for (int w = 0; w < b->n && !m->stalled; w++) {
+        const uint8_t *msg = b->buf + (size_t)w * b->stride;
+        MPI_Isend(msg, (int)sizeof(hcl_batch_header), MPI_BYTE, w + 1, HCL_TAG_BATCH_HEAD, MPI_COMM_WORLD,
+                  &m->sreq[slot][t->workers + w]);
+        if (step == m->stall_step) continue;   /* the header went, the rest never will */
+        MPI_Isend(msg, (int)b->len[w], MPI_BYTE, w + 1, HCL_TAG_BATCH, MPI_COMM_WORLD, &m->sreq[slot][w]);
+    }
+    if (step == m->stall_step) m->stalled = 1;
 }
 
 static const double *mpi_await(hcl_transport *t, int slot, hcl_step_result *res) {
@@ -128,9 +137,11 @@ hcl_transport *transport_mpi_open(int workers, const hcl_setup *su, size_t strid
     slots_init(&m->s, workers, stride);
     m->res_msg = hcl_malloc(batch_result_bytes(workers));
     for (int s = 0; s < HCL_BATCHES_IN_FLIGHT; s++) {
-        m->sreq[s] = hcl_malloc(sizeof(MPI_Request) * (size_t)workers);
-        for (int w = 0; w < workers; w++) m->sreq[s][w] = MPI_REQUEST_NULL;
+        m->sreq[s] = hcl_malloc(sizeof(MPI_Request) * 2 * (size_t)workers);
+        for (int w = 0; w < 2 * workers; w++) m->sreq[s][w] = MPI_REQUEST_NULL;
     }
+    const char *stall = getenv("HCL_INJECT_STALL");
+    m->stall_step = stall ? atoll(stall) : -1;
     return &m->t;
 }
 
@@ -155,8 +166,9 @@ static void local_submit(hcl_transport *t, int slot, uint32_t flags, int64_t ste
     if (flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) {
         worker_step(&l->w, l->s.box[slot].buf, res);
         if (l->tel) {
-            hcl_telemetry_msg msg = {res->step, res->t_compute, res->t_allgather, res->t_reduce_scatter,
-                                     res->t_allreduce, 0, 0, telemetry_rss_bytes()};
+            hcl_telemetry_msg msg = {.step = res->step, .compute_s = res->t_compute, .allgather_s = res->t_allgather,
+                                     .reduce_scatter_s = res->t_reduce_scatter, .allreduce_s = res->t_allreduce,
+                                     .rss_bytes = telemetry_rss_bytes(), .in_step = -1, .phase_done = -1.0};
             telemetry_send(l->tel, &msg);
         }
         return;

@@ -50,7 +50,7 @@ static void open_worker_telemetry(fake_job *j, int nworkers, int telemetry) {
         exit(1);
     }
     for (int i = 0; i < 50; i++) {
-        hcl_telemetry_msg m = {-1, 0, 0, 0, 0, 0, 0, telemetry_rss_bytes()};
+        hcl_telemetry_msg m = {.step = -1, .rss_bytes = telemetry_rss_bytes(), .in_step = -1, .phase_done = -1.0};
         telemetry_send(j->tel, &m);
     }
 }
@@ -66,8 +66,9 @@ static void fake_step(fake_job *j, double elapsed, int step_ms) {
     st->eta_s = (double)(st->total_steps - st->step) * step_ms / 1e3;
     control_publish(j->c, st);
     if (j->tel) {
-        hcl_telemetry_msg m = {st->step, step_ms * 0.8e-3, 1e-3, 1e-3, 2e-3, 1e-4, 1 << 20,
-                               telemetry_rss_bytes()};
+        hcl_telemetry_msg m = {.step = st->step, .compute_s = step_ms * 0.8e-3, .allgather_s = 1e-3,
+                               .reduce_scatter_s = 1e-3, .allreduce_s = 2e-3, .wait_s = 1e-4, .bytes = 1 << 20,
+                               .rss_bytes = telemetry_rss_bytes(), .in_step = -1, .phase_done = -1.0};
         telemetry_send(j->tel, &m);
     }
 }

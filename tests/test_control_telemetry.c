@@ -30,7 +30,9 @@ typedef struct {
 } fixture;
 
 static int tele_send(hcl_telemetry *t, int64_t step, double compute) {
-    hcl_telemetry_msg m = {step, compute, 0.002, 0.003, 0.004, 0.0005, 123456789, telemetry_rss_bytes()};
+    hcl_telemetry_msg m = {.step = step, .compute_s = compute, .allgather_s = 0.002, .reduce_scatter_s = 0.003,
+                           .allreduce_s = 0.004, .wait_s = 0.0005, .bytes = 123456789,
+                           .rss_bytes = telemetry_rss_bytes(), .in_step = -1, .phase_done = -1.0};
     return telemetry_send(t, &m);
 }
 
@@ -223,7 +225,7 @@ static void check_coordinator_gone(fixture *fx) {
     int dropped = 0;
     for (int i = 0; i < 20000; i++) {
         double a = hcl_now();
-        hcl_telemetry_msg m = {i, 0.01, 0, 0, 0, 0, 0, 0};
+        hcl_telemetry_msg m = {.step = i, .compute_s = 0.01, .in_step = -1, .phase_done = -1.0};
         dropped += telemetry_send(fx->t[0], &m);
         double d = hcl_now() - a;
         if (d > worst) worst = d;

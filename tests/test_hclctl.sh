@@ -112,7 +112,7 @@ grep -q "^ipc://$tmp/job/control.sock$" job/control.endpoint || fail "job endpoi
 [ "$(stat -c %a job/control.sock)" = 600 ] || fail "control.sock mode $(stat -c %a job/control.sock)"
 
 run 0 "$ctl" --run-dir job status
-for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' '^rank +compute ms.* dropped straggler$' \
+for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' '^rank +compute ms.* dropped +straggler +current$' \
            '^ +1 .* never +0 *$'; do
     grep -Eq "$pat" out || fail "status lacks /$pat/: $(cat out)"
 done

@@ -426,6 +426,9 @@ static void worker_json(hcl_json *j, const Hcl__WorkerStat *w) {
     json_uint(j, "messages", w->messages);
     json_uint(j, "telemetry_dropped", w->telemetry_dropped);
     json_bool(j, "straggler", w->straggler);
+    json_int(j, "in_step", w->in_step);
+    json_string(j, "phase", w->phase);
+    json_number(j, "phase_done", w->phase_done >= 0 ? w->phase_done : NAN);
     json_end_object(j);
 }
 
@@ -460,18 +463,24 @@ static void print_status_json(const Hcl__StatusBody *b) {
 /* The per-worker table: the last step's timings, traffic, memory, when last heard from, the
  * telemetry messages the worker had to drop, stragglers. */
 static void print_worker_table(const Hcl__StatusBody *b) {
-    printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %8s %9s\n", "rank", "compute ms", "allgather ms",
+    printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %8s %9s  %s\n", "rank", "compute ms", "allgather ms",
            "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB", "last seen", "dropped",
-           "straggler");
+           "straggler", "current");
     for (size_t i = 0; i < b->n_workers; i++) {
         const Hcl__WorkerStat *w = b->workers[i];
         char seen[32];
         if (w->messages) snprintf(seen, sizeof seen, "%.1fs", w->last_seen_s);
         else snprintf(seen, sizeof seen, "never");
-        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s\n", w->rank,
+        char now[64] = "";   /* what it computes: "step 3 loss 45%" */
+        if (w->in_step >= 0 && w->phase && w->phase[0]) {
+            int k = snprintf(now, sizeof now, "step %" PRId64 " %s", w->in_step, w->phase);
+            if (w->phase_done >= 0 && k > 0 && (size_t)k < sizeof now)
+                snprintf(now + k, sizeof now - (size_t)k, " %.0f%%", 100.0 * w->phase_done);
+        }
+        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s  %s\n", w->rank,
                w->compute_s * 1e3, w->allgather_s * 1e3, w->reduce_scatter_s * 1e3,
                w->allreduce_s * 1e3, w->wait_s * 1e3, w->bytes / 1e6, w->rss_bytes / 1048576.0, seen,
-               w->telemetry_dropped, w->straggler ? "yes" : "");
+               w->telemetry_dropped, w->straggler ? "yes" : "", now);
     }
 }
 

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "matmul.h"
 #include "util.h"
+#include "watchdog.h"
 
 /* Encoders' orders: forward the gathered views first (their all-gather runs while the others
  * are encoded); backward the views not gathered first (while the reduce-scatter runs), then by
@@ -214,6 +215,26 @@ static void step_read(hcl_worker *w, const uint8_t *buf, step_ctx *s) {
     w->norm2 = 0.0;
 }
 
+/* The exchanges' waits for the other workers, told to the watchdog (watchdog.h): one that lasts
+ * --worker-timeout means a lost worker or network; the computing between them never counts. */
+static void peers_wait(const step_ctx *s, const char *what) {
+    watchdog_wait(HCL_WAIT_PEERS, s->h->step, what);
+}
+
+/* The loss's progress (loss.h) to the watchdog's messages. */
+static void loss_progress(void *arg, double done) {
+    const hcl_worker *w = arg;
+    watchdog_progress(w->step_now, "loss", done);
+}
+
+/* The loss's column reduce (loss.h) as a wait on the other workers. */
+static void column_reduce_watched(void *arg, float *colmax, double *colsum, int64_t n) {
+    hcl_worker *w = arg;
+    watchdog_wait(HCL_WAIT_PEERS, w->step_now, "column reduce");
+    w->xch.column_reduce(arg, colmax, colsum, n);
+    watchdog_busy();
+}
+
 /* 1. Encode own rows, micro-batch by micro-batch, into the own rows of zall. The gathered views
  * first: 2. their all-gather starts before the other views are encoded (the row view of a full
  * graph or of CLIP), so a worker that is ahead computes while the one behind catches up
@@ -254,8 +275,12 @@ static void step_loss(hcl_worker *w, step_ctx *s) {
         in.z_first[v] = s->first[v];
     }
     in.mask = s->buf + s->lay.mask;
-    in.colreduce = w->xch.column_reduce;
+    in.colreduce = w->xch.column_reduce ? column_reduce_watched : NULL;
     in.colreduce_arg = w;
+    in.progress = loss_progress;
+    in.progress_arg = w;
+    w->step_now = s->h->step;
+    watchdog_progress(s->h->step, "loss", 0.0);
     in.labels = s->h->has_labels ? (const int32_t *)(s->buf + s->lay.labels) : NULL;
     in.t = m->params[m->logit_t];
     if (m->head_w >= 0) {
@@ -296,7 +321,9 @@ static void step_backward(hcl_worker *w, const step_ctx *s) {
     for (int k = 0; k < V; k++) {
         int v = w->bwd_order[k];
         if (w->gathered[v] && !scattered) {
+            peers_wait(s, "reduce-scatter");
             w->xch.reduce_scatter_finish(w, s->r0, b);
+            watchdog_busy();
             scattered = 1;
         }
         const float *x = (const float *)(s->buf + s->lay.view[v]);
@@ -332,7 +359,9 @@ static void step_reduce(hcl_worker *w, step_ctx *s) {
     s->busy = (t[1] - t[0]) + (t[3] - t[2] - w->t_colreduce) + (t[5] - t[4] - w->t_rswait);
     for (int r = 0; r < w->size; r++) scal[ns + r] = r == w->rank ? s->busy : 0.0;
     scal[ns + w->size] = w->norm2;
+    peers_wait(s, "scalar all-reduce");
     w->xch.reduce_finish(w, scal, ns + w->size + 1);
+    watchdog_busy();
     memcpy(w->busy, scal + ns, sizeof(double) * (size_t)w->size);
     w->norm2 = scal[ns + w->size];
 }
@@ -370,6 +399,7 @@ static void step_result(hcl_worker *w, const step_ctx *s, hcl_step_result *res) 
 void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
     step_ctx s;
     step_read(w, buf, &s);
+    watchdog_progress(s.h->step, "encode", -1.0);
     s.t[0] = hcl_now();
     /* the encoders' weights' gradients are written by the first micro-batch's backward: with no
      * own rows (an adaptive share of 0) there is none, and they are cleared here */
@@ -379,16 +409,21 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     }
     step_encode(w, &s);                     /* 1. encode, 2. all-gather started */
     s.t[1] = hcl_now();
+    peers_wait(&s, "all-gather");
     w->xch.allgather_finish(w);             /* 2. all-gather */
+    watchdog_busy();
     s.t[2] = hcl_now();
     step_loss(w, &s);                       /* 3. loss, the column reduces inside */
     s.t[3] = s.t[4] = s.t[5] = hcl_now();
     if (s.train) {
         step_reduce_scatter(w, &s);         /* 4. reduce-scatter started */
+        watchdog_progress(s.h->step, "backward", -1.0);
         s.t[4] = hcl_now();
         step_backward(w, &s);               /* 5. backward, 4 finished, 6 started per encoder */
         s.t[5] = hcl_now();
+        peers_wait(&s, "gradient all-reduce");
         w->xch.grad_reduce_rest(w);         /* 6. the rest of the gradient all-reduce */
+        watchdog_busy();
     }
     step_reduce(w, &s);                     /* 6. scalars summed, gradients complete */
     s.t[6] = hcl_now();
@@ -403,6 +438,7 @@ void worker_update(hcl_worker *w, hcl_step_result *res) {
     hcl_model *m = &w->model;
     double t0 = hcl_now();
     const int64_t lo = w->upd0, hi = w->upd1;
+    watchdog_progress(res->step, "update", -1.0);
     double norm = w->xch.grad_norm(w);
     res->grad_norm = norm;
     if (!isfinite(res->loss) || !isfinite(norm)) {
@@ -419,7 +455,9 @@ void worker_update(hcl_worker *w, hcl_step_result *res) {
         if (own_t && !w->learn_t) *t = t_before;
         if (own_t && w->learn_t) *t = *t < w->t_min ? w->t_min : *t > w->t_max ? w->t_max : *t;
     }
+    watchdog_wait(HCL_WAIT_PEERS, res->step, "parameter barrier");
     w->xch.params_written(w);   /* every slice updated before anyone reads the parameters */
+    watchdog_busy();
     matmul_params_changed();    /* bf16 copies of the weights are made again (matmul.h) */
     res->logit_scale = worker_logit_scale(w);
     res->t_compute += hcl_now() - t0;

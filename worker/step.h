@@ -126,6 +126,7 @@ typedef struct hcl_worker {
     int64_t p0, p1;               /* this worker's slice of the parameters (whole cache lines) */
     double norm2;                 /* zero: the squared gradient norm (this slice's, then global) */
     int64_t col_off;              /* values column-reduced so far this step (shared memory) */
+    int64_t step_now;             /* the step being computed (the watchdog's messages) */
 } hcl_worker;
 
 /* Model, loss and optimizer configurations; n is the global batch size (the largest batch a

@@ -81,6 +81,9 @@ int telemetry_send(hcl_telemetry *t, const hcl_telemetry_msg *m) {
     msg.bytes = m->bytes;
     msg.rss_bytes = m->rss_bytes;
     msg.dropped = t->dropped;   /* the drops before this message reach rank 0 with it */
+    msg.in_step = m->in_step;
+    msg.phase = (char *)m->phase;
+    msg.phase_done = m->phase_done;
     uint8_t buf[256];
     size_t n = hcl__telemetry__get_packed_size(&msg);
     HCL_CHECK(n <= sizeof buf, "Telemetry of %zu bytes", n);

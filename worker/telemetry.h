@@ -31,6 +31,9 @@ typedef struct {
     double wait_s;              /* waiting for the batch */
     uint64_t bytes;
     uint64_t rss_bytes;
+    int64_t in_step;            /* what the worker computes now: the step (-1 none), */
+    char phase[24];             /* its phase and */
+    double phase_done;          /* the fraction of it done (-1 unknown) */
 } hcl_telemetry_msg;
 
 /* Connect to endpoint (tcp://HOST:PORT) as worker `rank`. server_public and client_secret are

@@ -54,6 +54,8 @@ typedef struct {
     int nds;
     uint8_t *full;                /* --data-plane direct: the batch assembled from an index message */
     uint8_t *buf[2];              /* the batch being computed and the next, prefetched */
+    hcl_batch_header head[2];     /* their headers, sent ahead of them (HCL_TAG_BATCH_HEAD) */
+    MPI_Request hreq, breq;       /* the next batch's header and message */
     uint32_t *sums;               /* (W) every worker's parameter checksum */
     size_t res_bytes;
     uint8_t *sent;                /* worker 0: the result being sent, sreq */
@@ -153,7 +155,9 @@ static void direct_open(worker_loop *L) {
 static void replicas_compare(worker_loop *L, int64_t step) {
     const hcl_worker *w = &L->w;
     uint32_t mine = worker_param_checksum(w);
+    watchdog_wait(HCL_WAIT_PEERS, step, "replica check");
     MPI_Allgather(&mine, 1, MPI_UINT32_T, L->sums, 1, MPI_UINT32_T, L->workers);
+    watchdog_busy();
     for (int r = 0; r < w->size; r++)
         if (L->sums[r] != L->sums[0]) {
             LOG_ERROR("replicas diverged after step %lld: worker %d parameter checksum %08x, "
@@ -187,7 +191,9 @@ static void batch_run(worker_loop *L, const uint8_t *msg, hcl_step_result *res) 
  * all-gather. After a SNAPSHOT job its replica's state follows. */
 static void result_send(worker_loop *L, const hcl_step_result *res) {
     const int W = L->w.size;
+    watchdog_wait(HCL_WAIT_COORDINATOR, res->step, NULL);
     if (L->sreq != MPI_REQUEST_NULL) worker_wait_polite(&L->sreq, MPI_STATUS_IGNORE);
+    watchdog_busy();
     memcpy(L->sent, res, sizeof *res);
     memcpy(L->sent + L->res_bytes - sizeof(double) * (size_t)W, L->w.busy, sizeof(double) * (size_t)W);
     MPI_Isend(L->sent, (int)L->res_bytes, MPI_BYTE, 0, HCL_TAG_RESULT, MPI_COMM_WORLD, &L->sreq);
@@ -195,8 +201,32 @@ static void result_send(worker_loop *L, const hcl_step_result *res) {
         worker_snapshot_pack(&L->w, L->snap);
         MPI_Request rq;
         MPI_Isend(L->snap, (int)L->snap_n, MPI_FLOAT, 0, HCL_TAG_SNAPSHOT, MPI_COMM_WORLD, &rq);
+        watchdog_wait(HCL_WAIT_COORDINATOR, res->step, NULL);
         worker_wait_polite(&rq, MPI_STATUS_IGNORE);
+        watchdog_busy();
     }
+}
+
+/* Receives for the batch into buf[k]: its header and the message. */
+static void batch_post(worker_loop *L, int k) {
+    MPI_Irecv(&L->head[k], (int)sizeof L->head[k], MPI_BYTE, 0, HCL_TAG_BATCH_HEAD, MPI_COMM_WORLD, &L->hreq);
+    MPI_Irecv(L->buf[k], (int)L->su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &L->breq);
+}
+
+/* Wait for the batch posted into buf[k]: while nothing of it has come the coordinator is
+ * silent; once its header is here the rest is a transfer under way (the watchdog tells the two
+ * apart). Returns the seconds waited. */
+static double batch_wait(worker_loop *L, int k) {
+    watchdog_wait(HCL_WAIT_BATCH, -1, NULL);
+    double t = worker_wait_polite(&L->hreq, MPI_STATUS_IGNORE);
+    watchdog_wait(HCL_WAIT_BATCH_REST, L->head[k].step, NULL);
+    t += worker_wait_polite(&L->breq, MPI_STATUS_IGNORE);
+    watchdog_busy();
+    const hcl_batch_header *h = (const hcl_batch_header *)L->buf[k];
+    HCL_CHECK(h->step == L->head[k].step && h->flags == L->head[k].flags,
+              "the batch of step %lld came with the header of step %lld", (long long)h->step,
+              (long long)L->head[k].step);
+    return t;
 }
 
 static void loop_close(worker_loop *L) {
@@ -230,27 +260,26 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     L->res_bytes = batch_result_bytes(w->size);
     L->sent = hcl_malloc(L->res_bytes);
     L->sreq = MPI_REQUEST_NULL;
-    MPI_Request req;
-    MPI_Irecv(L->buf[0], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
+    batch_post(L, 0);
     for (int cur = 0;; cur ^= 1) {
-        double waited = worker_wait_polite(&req, MPI_STATUS_IGNORE);
-        watchdog_fed();
+        double waited = batch_wait(L, cur);
         const hcl_batch_header *h = (const hcl_batch_header *)L->buf[cur];
         batch_header_check(L->buf[cur], w->rank, w->size, su->mc.nviews, w->n, w->b_max);
         if (h->flags & HCL_BATCH_STOP) break;
         /* Prefetch: the next batch arrives while this one is computed. */
-        MPI_Irecv(L->buf[cur ^ 1], (int)su->max_batch_bytes, MPI_BYTE, 0, HCL_TAG_BATCH, MPI_COMM_WORLD, &req);
+        batch_post(L, cur ^ 1);
         hcl_step_result res;
         batch_run(L, L->buf[cur], &res);
         res.t_wait = waited;
         if (L->telemetry && (h->flags & HCL_BATCH_TRAIN)) {
-            hcl_telemetry_msg m = {h->step, res.t_compute, res.t_allgather, res.t_reduce_scatter,
-                                   res.t_allreduce, waited, L->step_bytes, telemetry_rss_bytes()};
+            hcl_telemetry_msg m = {.step = h->step, .compute_s = res.t_compute, .allgather_s = res.t_allgather,
+                                   .reduce_scatter_s = res.t_reduce_scatter, .allreduce_s = res.t_allreduce,
+                                   .wait_s = waited, .bytes = L->step_bytes, .rss_bytes = telemetry_rss_bytes()};
             watchdog_post(&m);
         }
         if (h->flags & HCL_BATCH_CHECK) replicas_compare(L, h->step);
-        watchdog_fed();
         if (w->rank == 0) result_send(L, &res);
+        watchdog_progress(-1, NULL, -1.0);
     }
     loop_close(L);
     return 0;
