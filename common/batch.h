@@ -66,6 +66,7 @@ typedef struct {
     int32_t matmul;             /* --matmul: enum hcl_matmul_engine (matmul.h) */
     int32_t precision;          /* --precision: enum hcl_precision (matmul.h) */
     int32_t pad;
+    int64_t loss_memory;        /* --loss-memory, MB a worker may keep the loss's logits in */
     char data_dir[1024];
     char val_dir[1024];
     int64_t seed;

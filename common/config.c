@@ -103,6 +103,10 @@ static const hcl_opt options[] = {
      "collectives in f32; needs --matmul onednn)", F(precision), .words = "fp32|bf16"},
     {"threads", HCL_OPT_INT, "0", "threads per worker of both matmul engines (OpenBLAS and oneDNN's "
      "OpenMP; 0: the cores divided among the workers)", F(threads), .hi = 65536},
+    {"loss-memory", HCL_OPT_INT, "512", "MB per worker for keeping the loss's logits between its two "
+     "passes instead of computing them again (a quarter of the loss's products; used when all of a "
+     "worker's fit: up to a global batch of about 8,192 at W1's widths with 2 workers); 0: never",
+     F(loss_memory), .hi = 1 << 24},
     {"log-every", HCL_OPT_INT, "10", "log a metrics line every N steps", F(log_every), .lo = 1},
     /* the words in the order of enum hcl_log_level (config_log_level) */
     {"log-level", HCL_OPT_ENUM, "info", "log lines at this level and above", F(log_level),

@@ -69,6 +69,7 @@ typedef struct {
     char matmul[16];
     char precision[16];
     int64_t threads;
+    int64_t loss_memory;
     int64_t log_every;
     char log_level[16];
 } hcl_config;

@@ -118,7 +118,18 @@ void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, i
     loss_ctx_init_tile(c, cfg, max_b, max_n, 0);
 }
 
+size_t loss_ctx_keep(hcl_loss_ctx *c, size_t max_bytes) {
+    const int recompute = c->max_n > c->tile || c->max_b > c->rows;
+    const double bytes = (double)c->npairs * (double)c->max_b * (double)c->max_n * sizeof(float);
+    free(c->kept);
+    c->kept = NULL;
+    if (c->npairs == 0 || !recompute || bytes > (double)max_bytes) return 0;
+    c->kept = hcl_floats((size_t)c->npairs * (size_t)c->max_b * (size_t)c->max_n);
+    return (size_t)bytes;
+}
+
 void loss_ctx_free(hcl_loss_ctx *c) {
+    free(c->kept);
     free(c->scratch);
     free(c->dscratch);
     free(c->iscratch);

@@ -102,6 +102,8 @@ typedef struct {
     int64_t dscratch_len;
     int32_t *iscratch;                  /* SUPCON: (label, views present) per row, for the count */
     int64_t iscratch_len;               /* of anchors kept, and positive keys; NULL otherwise */
+    float *kept;                        /* loss_ctx_keep: pass 1's logits, (npairs, max_b, max_n) in
+                                         * blocks, for pass 2 instead of computing them again */
 } hcl_loss_ctx;
 
 void loss_config_default(hcl_loss_config *c, int nviews, int dim);
@@ -111,6 +113,11 @@ void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, i
  * cut to it. Results agree with any tile up to float rounding in another order. */
 void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
                         int64_t tile);
+/* CLIP, FULL, CORE with more than one tile: keep pass 1's logits for pass 2 (the same bits as
+ * computing them again, a quarter of the loss's products fewer) when all pairs' (max_b, max_n)
+ * blocks fit in max_bytes (`--loss-memory`). Returns the bytes it took (0: they do not fit, or
+ * nothing is recomputed anyway; then nothing is kept). */
+size_t loss_ctx_keep(hcl_loss_ctx *c, size_t max_bytes);
 void loss_ctx_free(hcl_loss_ctx *c);
 
 /* dz[v]: d loss / d z[v] for the rows z[v] holds (all N, or the own rows from z_first[v]),

@@ -115,17 +115,25 @@ typedef struct {
     float *dU, *dV;
     double coef;
     float *blk;                 /* its (b, tile) block: kept from pass 1 when it is a single tile */
+    float *kept;                /* or all its blocks from pass 1 (loss_ctx_keep), NULL */
     float *m, *dg, *cm;         /* row maxes, target logits (b); column maxes (n) */
     double *se, *cs;            /* row sums (b), column sums (n) */
     int u1, u2, units;          /* its passes' places among the loss's (hcl_loss_input.progress) */
 } infonce_pair;
 
-/* The (rb, tw) logits of own rows [a0, a0+rb) against columns [c0, c0+tw), into q->blk. */
+/* Where the (rb, tw) block of own rows [a0, a0+rb) and columns [c0, c0+tw) is: q->blk, or its
+ * place among the pair's kept blocks (the blocks of rows a0.. one after another, n floats a
+ * row block's worth: a0 n + c0 rb). */
+static float *infonce_block(const hcl_loss_input *in, const infonce_pair *q, int64_t a0, int64_t rb, int64_t c0) {
+    return q->kept ? q->kept + a0 * in->n + c0 * rb : q->blk;
+}
+
+/* The (rb, tw) logits of own rows [a0, a0+rb) against columns [c0, c0+tw), into blk. */
 static void infonce_logits(const hcl_loss_input *in, const infonce_pair *q, int D, float s, int64_t a0, int64_t rb,
-                           int64_t c0, int64_t tw) {
+                           int64_t c0, int64_t tw, float *blk) {
     if (rb == 0) return;
     matmul_f32(0, 1, (int)rb, (int)tw, D, s,
-                q->U + (in->r0 + a0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, q->blk, (int)tw);
+                q->U + (in->r0 + a0 - q->ufirst) * D, D, q->V + c0 * D, D, 0.0f, blk, (int)tw);
 }
 
 /* pass 1: row and column log-sum-exps of this worker's rows. Blocks of R rows: a column's running
@@ -143,8 +151,8 @@ static void infonce_pass1(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
         tick(in, q->u1, q->units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
-            infonce_logits(in, q, D, s, a0, rb, c0, tw);
-            const float *blk = q->blk;
+            const float *blk = infonce_block(in, q, a0, rb, c0);
+            infonce_logits(in, q, D, s, a0, rb, c0, tw, (float *)blk);
             for (int64_t j = 0; j < tw; j++) cmt[j] = -INFINITY;
             for (int64_t a = a0; a < a0 + rb; a++) {
                 int64_t row = r0 + a;
@@ -193,7 +201,7 @@ static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
     int64_t n = in->n, r0 = in->r0, b = in->b, T = c->tile, R = c->rows;
     const float *m = q->m, *cm = q->cm;
     const double *se = q->se, *cs = q->cs;
-    float *cc = c->scratch + off_colcoef(c), *blk = q->blk;
+    float *cc = c->scratch + off_colcoef(c);
     double coef = q->coef, gls = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
@@ -202,7 +210,8 @@ static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             const float *Ur = q->U + (r0 + a0 - q->ufirst) * D;
-            if (recompute) infonce_logits(in, q, D, s, a0, rb, c0, tw);
+            float *blk = infonce_block(in, q, a0, rb, c0);
+            if (recompute && !q->kept) infonce_logits(in, q, D, s, a0, rb, c0, tw, blk);
             for (int64_t a = a0; a < a0 + rb; a++) {
                 int64_t row = r0 + a;
                 float *l = blk + (a - a0) * tw;
@@ -306,6 +315,7 @@ double loss_pairs_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, fl
                               .dU = dz ? dz[pi[k]] : NULL, .dV = dz ? dz[pj[k]] : NULL,
                               .coef = pwn[k] * pinv[k],
                               .blk = c->scratch + (c->nblk > 1 ? k * c->rows * c->tile : 0),
+                              .kept = c->kept ? c->kept + (size_t)k * (size_t)c->max_b * (size_t)c->max_n : NULL,
                               .m = pf + k * 2 * c->max_b, .dg = pf + k * 2 * c->max_b + c->max_b,
                               .cm = pf + np * 2 * c->max_b + k * n,
                               .se = pd + k * c->max_b, .cs = pd + np * c->max_b + k * n,

@@ -213,6 +213,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->balance = r->balance;
     su->matmul = (int32_t)r->matmul;
     su->precision = (int32_t)r->precision;
+    su->loss_memory = r->cfg.loss_memory;
     /* workers open the same directories: absolute paths, as the ranks may start elsewhere */
     if (!realpath(r->cfg.data, su->data_dir)) snprintf(su->data_dir, sizeof su->data_dir, "%s", r->cfg.data);
     if (r->has_val && !realpath(r->cfg.val_data, su->val_dir))

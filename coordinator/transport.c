@@ -210,6 +210,7 @@ hcl_transport *transport_local_open(const hcl_setup *su, size_t stride, float *s
         free(l);
         return NULL;
     }
+    loss_ctx_keep(&l->w.loss, (size_t)su->loss_memory << 20);
     if (su->resume) worker_snapshot_unpack(&l->w, snap);
     if (su->tel_endpoint[0] && telemetry_open(&l->tel, su->tel_endpoint, su->tel_server_public,
                                               su->tel_client_secret, 0, err) != 0)

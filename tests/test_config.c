@@ -211,7 +211,8 @@ static void test_snapshot(const char *dir) {
         "--no-shuffle", "1", "--eval-every", "3", "--eval-rows", "100", "--control", "tcp://127.0.0.1:5",
         "--control-secret", "/s.key", "--control-clients", "/c.txt", "--worker-timeout", "9.5",
         "--coordinator-nice", "3", "--grad-allreduce", "mpi", "--balance", "adaptive",
-        "--data-plane", "direct", "--matmul", MATMUL_OTHER, "--precision", "bf16", "--threads", "2", "--log-every", "6",
+        "--data-plane", "direct", "--matmul", MATMUL_OTHER, "--precision", "bf16", "--threads", "2", "--loss-memory", "64",
+        "--log-every", "6",
         "--log-level", "debug"};
     int argc = (int)(sizeof argv / sizeof argv[0]);
     config_defaults(&c);

@@ -92,6 +92,25 @@ assert len(a) == 50 and a == b, next((i, x, y) for i, (x, y) in enumerate(zip(a,
 PY
     echo "$loss: --data-plane direct (and auto, direct on one host) gives the coordinator plane's 50 losses and validation losses bit for bit"
 done
+# --loss-memory: with a batch whose loss is tiled (2 workers x 2,048 rows against 4,096 columns,
+# 3 pairs: 100 MB of logits), the default keeps pass 1's logits for pass 2 (the debug log says so)
+# and --loss-memory 0 computes them again: the same losses bit for bit.
+"$B/hcl-data" synth "$tmp/wide" --rows 4096 --widths 16,16,8 --seed 4 >/dev/null
+for lm in 0 512; do
+    timeout 300 mpirun --oversubscribe -np 3 "$B/hcl-train" --data "$tmp/wide" --hidden 32 --dim 16 --loss full \
+        --batch-size 4096 --steps 4 --log-every 1 --threads 1 --loss-memory $lm --log-level debug \
+        --run-dir "$tmp/lm-$lm" 2>"$tmp/log" || { cat "$tmp/log"; fail "--loss-memory $lm"; }
+    kept=$(grep -c "the loss keeps its logits between its passes" "$tmp/log" || true)
+    [ "$lm" = 0 ] && [ "$kept" != 0 ] && fail "--loss-memory 0 kept the logits"
+    [ "$lm" = 512 ] && [ "$kept" != 2 ] && fail "--loss-memory 512: $kept of 2 workers kept the logits"
+done
+$PY - "$tmp/lm-0/metrics.jsonl" "$tmp/lm-512/metrics.jsonl" <<'PY' || fail "--loss-memory changes the losses"
+import json, sys
+a = [json.loads(l)["loss"] for l in open(sys.argv[1])]
+b = [json.loads(l)["loss"] for l in open(sys.argv[2])]
+assert len(a) == 4 and a == b, (a, b)
+PY
+echo "--loss-memory: the logits kept between the loss's passes give the recomputed ones' 4 losses bit for bit"
 # --grad-allreduce mpi (what workers on several nodes use) against the default shared-memory sum:
 # the same losses within 1e-5 for 4 workers (the float sums are in another order).
 timeout 300 mpirun --oversubscribe -np 5 "$B/hcl-train" "${common[@]}" --loss full --grad-allreduce mpi \

@@ -224,12 +224,15 @@ typedef struct {
  * the default); accumulates into o's gradient buffers and returns the result part. dz may be
  * disabled (forward only). */
 static int64_t run_rows;   /* > 0: blocks of at most this many own rows (InfoNCE row chunks) */
+static int run_keep;       /* 1: pass 1's logits kept for pass 2 (loss_ctx_keep), not recomputed */
 
 static hcl_loss_result c_run_tile(const hcl_loss_config *cfg, const problem *p, int64_t r0, int64_t b,
                                   int64_t max_b, int64_t tile, c_result *o, int backward) {
     hcl_loss_ctx ctx;
     loss_ctx_init_tile(&ctx, cfg, max_b, p->n, tile);
     if (run_rows > 0 && run_rows < ctx.rows) ctx.rows = run_rows;   /* smaller blocks fit the scratch */
+    if (run_keep) CHECK(loss_ctx_keep(&ctx, SIZE_MAX) > 0 || ctx.npairs == 0 || (p->n <= ctx.tile && max_b <= ctx.rows),
+                        "loss_ctx_keep kept nothing with tile %lld", (long long)ctx.tile);
     hcl_loss_input in = {.n = p->n, .r0 = r0, .b = b, .mask = p->mask, .labels = p->labels,
                          .t = (float)p->t, .head_w = p->hwf, .head_b = p->hbf};
     float *dz[NV];
@@ -611,7 +614,7 @@ static void test_tiles(const loss_case *lc, const problem *p, const char *mname)
     static const int64_t tiles[] = {1, 3, 7, 16, 3, 16, 7};
     static const int64_t rows[] = {0, 0, 0, 0, 2, 3, 1};
     static const int64_t split[] = {4, 0, 6};
-    static c_result want, got, fwd;
+    static c_result want, got, fwd, kept;
     const hcl_loss_config *cfg = &lc->cfg;
     char what[192];
     for (int sharded = 0; sharded < 2; sharded++) {
@@ -635,6 +638,16 @@ static void test_tiles(const loss_case *lc, const problem *p, const char *mname)
                 hcl_loss_result r = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &got, 1);
                 memset(&fwd, 0, sizeof fwd);
                 hcl_loss_result rf = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &fwd, 0);
+                /* the logits kept between the passes (--loss-memory): the same bits */
+                memset(&kept, 0, sizeof kept);
+                run_keep = 1;
+                hcl_loss_result rk = c_run_tile(cfg, p, r0, b, max_b, tiles[t], &kept, 1);
+                run_keep = 0;
+                int same = rk.loss == r.loss && rk.dt == r.dt;
+                for (int v = 0; v < NV && !sharded; v++)   /* one worker: got holds this run's dz only */
+                    same &= memcmp(kept.dz[v], got.dz[v], sizeof(float) * (size_t)p->n * DIM) == 0;
+                CHECK(same, "%s/%s tile %lld: kept logits give loss %.17g dt %.17g (or dz) unlike recomputed %.17g %.17g",
+                      lc->name, mname, (long long)tiles[t], rk.loss, rk.dt, r.loss, r.dt);
                 run_rows = 0;
                 CHECK(rf.loss == r.loss && rf.dt == r.dt, "%s/%s tile %lld: forward-only loss %.9g dt %.9g vs "
                       "%.9g %.9g", lc->name, mname, (long long)tiles[t], rf.loss, rf.dt, r.loss, r.dt);

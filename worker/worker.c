@@ -88,6 +88,9 @@ static void replica_open(worker_loop *L) {
         LOG_ERROR("%s", err);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
+    size_t kept = loss_ctx_keep(&w->loss, (size_t)su->loss_memory << 20);
+    if (kept) LOG_DEBUG("the loss keeps its logits between its passes: %.0f MB (--loss-memory %lld)", kept / 1e6,
+                        (long long)su->loss_memory);
     int shm = su->shm_grads && worker_share_memory(w);
     LOG_DEBUG("worker %d of %d: %d %s threads, %lld parameters, exchanges %s", w->rank, w->size, threads,
               matmul_engine_name(matmul_engine()),
