@@ -57,8 +57,9 @@ typedef struct {
     /* The row held at z[v][0] and dz[v][0]: 0 (all N rows, the default), or r0 for a view of which
      * only the own rows are held, which needs a column reduce and loss_gathered_views(v) == 0. */
     int64_t z_first[HCL_MAX_VIEWS];
-    /* Optional (NULL: none): called after each tile of columns with the fraction of the loss's
-     * passes done, 0 to 1 (CLIP, FULL, CORE; a long step's progress, watchdog.h). */
+    /* Optional (NULL: none): called at each tile of columns with the fraction of the loss's
+     * passes done, 0 to 1 (every objective but the hybrid head's small cross-entropy; a long
+     * step's progress, watchdog.h). */
     void (*progress)(void *arg, double done);
     void *progress_arg;
 } hcl_loss_input;

@@ -23,16 +23,11 @@
 #include "loss_private.h"
 #include "matmul.h"
 
-/* The fraction done at column c0 of the pass that is unit u of units (hcl_loss_input.progress). */
-static void tick(const hcl_loss_input *in, int u, int units, int64_t c0, int64_t n) {
-    if (in->progress) in->progress(in->progress_arg, (u + (double)c0 / (double)n) / units);
-}
-
 /* One direction of a pair's InfoNCE: anchors are the rows [r0, r0+b) of U (view vi), candidates
  * all N rows of V (view vj), only rows present in both views (bias[r] = 0, else -inf). U, V are
  * (N, D). Returns the sum over present anchors a of [-L_aa + lse_c L_ac]; adds coef * (its gradient
  * w.r.t. L) * L into *gl and, when dU != NULL, pushes coef * gradient into dU (own rows) and dV
- * (all N rows). Its two passes are units u and u + 1 of the loss's units (tick). */
+ * (all N rows). Its two passes are units u and u + 1 of the loss's units (loss_tick). */
 
 static double infonce_half(hcl_loss_ctx *c, const hcl_loss_input *in, int u, int units, const float *U,
                            const float *V, const float *bias, int64_t n, int64_t r0, int64_t b, int D, float s,
@@ -45,7 +40,7 @@ static double infonce_half(hcl_loss_ctx *c, const hcl_loss_input *in, int u, int
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 1: row log-sum-exps */
         int64_t tw = n - c0 < T ? n - c0 : T;
-        tick(in, u, units, c0, n);
+        loss_tick(in, u, units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             matmul_f32(0, 1, (int)rb, (int)tw, D, s, U + (r0 + a0) * D, D,
@@ -67,7 +62,7 @@ static double infonce_half(hcl_loss_ctx *c, const hcl_loss_input *in, int u, int
 
     for (int64_t c0 = 0; c0 < n; c0 += T) {          /* pass 2: gradient */
         int64_t tw = n - c0 < T ? n - c0 : T;
-        tick(in, u + 1, units, c0, n);
+        loss_tick(in, u + 1, units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             const float *Ur = U + (r0 + a0) * D;
@@ -148,7 +143,7 @@ static void infonce_pass1(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
     for (int64_t j = 0; j < n; j++) cm[j] = -INFINITY, cs[j] = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
-        tick(in, q->u1, q->units, c0, n);
+        loss_tick(in, q->u1, q->units, c0, n);
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;
             const float *blk = infonce_block(in, q, a0, rb, c0);
@@ -205,7 +200,7 @@ static void infonce_pass2(hcl_loss_ctx *c, const hcl_loss_input *in, const infon
     double coef = q->coef, gls = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += T) {
         int64_t tw = n - c0 < T ? n - c0 : T;
-        tick(in, q->u2, q->units, c0, n);
+        loss_tick(in, q->u2, q->units, c0, n);
         for (int64_t j = 0; j < tw; j++) cc[j] = bias[c0 + j] == 0.0f ? (float)(coef / cs[c0 + j]) : 0.0f;
         for (int64_t a0 = 0; a0 < b; a0 += R) {
             int64_t rb = b - a0 < R ? b - a0 : R;

@@ -29,6 +29,12 @@ static inline int present2(const uint8_t *mask, int nv, int64_t r, int vi, int v
     return !mask || (mask[r * nv + vi] && mask[r * nv + vj]);
 }
 
+/* The fraction done at column c0 of n in the pass that is unit u of units, to the caller's
+ * progress hook (hcl_loss_input.progress). */
+static inline void loss_tick(const hcl_loss_input *in, int u, int units, int64_t c0, int64_t n) {
+    if (in->progress) in->progress(in->progress_arg, (u + (double)c0 / (double)n) / units);
+}
+
 /* Fold a tile's (finite) max tm into a row's running max m, rescaling its sum of exps se. */
 static inline void online_max(float *m, double *se, float tm) {
     if (tm > *m) {

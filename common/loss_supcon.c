@@ -106,6 +106,7 @@ double loss_supcon_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, f
         /* pass 1: log-sum-exps over the candidates other than the anchor itself, and positives */
         for (int64_t q0 = 0; q0 < E; q0 += T) {
             int64_t tw = E - q0 < T ? E - q0 : T;
+            loss_tick(in, 2 * vi, 2 * nv, q0, E);
             supcon_logits(blk, in, zr, b, D, s, q0, tw);   /* row a: anchor (vi, r0+a) */
             for (int64_t a = 0; a < b; a++) {
                 int64_t row = r0 + a, js = vi * n + row - q0;   /* the anchor's own column */
@@ -140,6 +141,7 @@ double loss_supcon_forward_backward(hcl_loss_ctx *c, const hcl_loss_input *in, f
         /* pass 2: g = (p - [positive] / |P|) / kept */
         for (int64_t q0 = 0; q0 < E; q0 += T) {
             int64_t tw = E - q0 < T ? E - q0 : T;
+            loss_tick(in, 2 * vi + 1, 2 * nv, q0, E);
             if (nt > 1) supcon_logits(blk, in, zr, b, D, s, q0, tw);
             for (int64_t a = 0; a < b; a++) {
                 int64_t row = r0 + a, js = vi * n + row - q0;

@@ -225,6 +225,15 @@ typedef struct {
  * disabled (forward only). */
 static int64_t run_rows;   /* > 0: blocks of at most this many own rows (InfoNCE row chunks) */
 static int run_keep;       /* 1: pass 1's logits kept for pass 2 (loss_ctx_keep), not recomputed */
+/* The progress hook's calls in the last c_run_tile: count, last fraction, all in [0, 1) in order. */
+static struct { int calls, ok; double last; long total; } prog;
+static void progress_seen(void *arg, double done) {
+    (void)arg;
+    prog.ok &= done >= 0.0 && done < 1.0 && done >= prog.last;
+    prog.last = done;
+    prog.calls++;
+    prog.total++;
+}
 
 static hcl_loss_result c_run_tile(const hcl_loss_config *cfg, const problem *p, int64_t r0, int64_t b,
                                   int64_t max_b, int64_t tile, c_result *o, int backward) {
@@ -234,7 +243,8 @@ static hcl_loss_result c_run_tile(const hcl_loss_config *cfg, const problem *p, 
     if (run_keep) CHECK(loss_ctx_keep(&ctx, SIZE_MAX) > 0 || ctx.npairs == 0 || (p->n <= ctx.tile && max_b <= ctx.rows),
                         "loss_ctx_keep kept nothing with tile %lld", (long long)ctx.tile);
     hcl_loss_input in = {.n = p->n, .r0 = r0, .b = b, .mask = p->mask, .labels = p->labels,
-                         .t = (float)p->t, .head_w = p->hwf, .head_b = p->hbf};
+                         .t = (float)p->t, .head_w = p->hwf, .head_b = p->hbf, .progress = progress_seen};
+    prog.calls = 0, prog.ok = 1, prog.last = 0.0;
     float *dz[NV];
     for (int v = 0; v < NV; v++) in.z[v] = p->zf[v], dz[v] = o->dz[v];
     hcl_loss_result r;
@@ -648,6 +658,9 @@ static void test_tiles(const loss_case *lc, const problem *p, const char *mname)
                     same &= memcmp(kept.dz[v], got.dz[v], sizeof(float) * (size_t)p->n * DIM) == 0;
                 CHECK(same, "%s/%s tile %lld: kept logits give loss %.17g dt %.17g (or dz) unlike recomputed %.17g %.17g",
                       lc->name, mname, (long long)tiles[t], rk.loss, rk.dt, r.loss, r.dt);
+                /* progress: in [0, 1), never back (no rows, no tiles: prog.total is checked in main) */
+                CHECK(prog.ok, "%s/%s tile %lld: %d progress calls, last %.3f, one out of [0, 1) or going back",
+                      lc->name, mname, (long long)tiles[t], prog.calls, prog.last);
                 run_rows = 0;
                 CHECK(rf.loss == r.loss && rf.dt == r.dt, "%s/%s tile %lld: forward-only loss %.9g dt %.9g vs "
                       "%.9g %.9g", lc->name, mname, (long long)tiles[t], rf.loss, rf.dt, r.loss, r.dt);
@@ -771,6 +784,7 @@ int main(void) {
             test_sharding(&cases[ci], &p, mnames[m]);
             test_tiles(&cases[ci], &p, mnames[m]);
         }
+    CHECK(prog.total > 1000, "the loss's progress hook was called %ld times over every case and tile", prog.total);
     /* mask C really has an unused pair and an anchor without positives */
     {
         problem_fill(&p, NROWS, 1.0, 2.0);

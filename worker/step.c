@@ -280,7 +280,7 @@ static void step_loss(hcl_worker *w, step_ctx *s) {
     in.progress = loss_progress;
     in.progress_arg = w;
     w->step_now = s->h->step;
-    watchdog_progress(s->h->step, "loss", -1.0);   /* a fraction once its first tile is done (InfoNCE) */
+    watchdog_progress(s->h->step, "loss", -1.0);   /* a fraction from its first tile on */
     in.labels = s->h->has_labels ? (const int32_t *)(s->buf + s->lay.labels) : NULL;
     in.t = m->params[m->logit_t];
     if (m->head_w >= 0) {
