@@ -85,19 +85,18 @@ static void long_step(hcl_run *r) {
     r->last_in_step = now;
     const int64_t step = r->st.step;
     char where[256] = "";
-    double f = 1.0;
-    size_t k = 0;
-    for (int i = 0; i < r->world_size - 1 && k < sizeof where; i++) {
+    double f = 1.0;   /* the loss's fraction done on the slowest worker; -1: one is elsewhere */
+    for (int i = 0; i < r->world_size - 1; i++) {
         const hcl_worker_stat *w = control_worker(r->ctl, i);
         if (!w) break;
-        const int here = w->in_step == step && w->phase[0];
-        const int loss = here && strcmp(w->phase, "loss") == 0 && w->phase_done >= 0;
-        f = loss && w->phase_done < f ? w->phase_done : loss ? f : -1.0;
-        int n = !here ? snprintf(where + k, sizeof where - k, "%sworker %d between steps", i ? ", " : "", i)
-                : w->phase_done >= 0 ? snprintf(where + k, sizeof where - k, "%sworker %d %s %.0f%%", i ? ", " : "", i,
-                                                w->phase, 100.0 * w->phase_done)
-                                     : snprintf(where + k, sizeof where - k, "%sworker %d %s", i ? ", " : "", i, w->phase);
-        k += n > 0 ? (size_t)n : 0;
+        char one[64];
+        if (w->in_step != step || !w->phase[0]) snprintf(one, sizeof one, "worker %d between steps", i);
+        else if (w->phase_done < 0) snprintf(one, sizeof one, "worker %d %s", i, w->phase);
+        else snprintf(one, sizeof one, "worker %d %s %.0f%%", i, w->phase, 100.0 * w->phase_done);
+        if (w->in_step != step || strcmp(w->phase, "loss") != 0 || w->phase_done < 0) f = -1.0;
+        else if (f >= 0 && w->phase_done < f) f = w->phase_done;
+        size_t k = strlen(where);
+        snprintf(where + k, sizeof where - k, "%s%s", i ? ", " : "", one);
     }
     const double step_s = r->metrics.step_s, per = step_s > 0 ? step_s : f > 0 ? secs / f : -1.0;
     const double left = per > 0 ? (per > secs ? per - secs : 0.0) + per * (double)(r->total_steps - step - 1) : -1.0;

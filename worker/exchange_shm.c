@@ -25,6 +25,7 @@
 #include "log.h"
 #include "step.h"
 #include "util.h"
+#include "vec.h"
 
 /* A worker's shared gradient segment: /dev/shm through shm_open, its pages reserved with
  * posix_fallocate (a full tmpfs is an error here, not a SIGBUS in a later step). */
@@ -234,36 +235,20 @@ void exchange_shm_free(hcl_worker *w) {
  * 16 double lanes folded as it folds them, the blocks' results added in order), so the gradient
  * norm has the bits it had when the sum and the squares were two passes; else 0. */
 static double sum_over_workers(float *const *src, int W, int64_t len, float *const *dst, int ndst, int squares) {
-    enum { BLOCK = 2048, VL = 16 };
-    typedef float vf __attribute__((vector_size(VL * sizeof(float))));
-    typedef double vd __attribute__((vector_size(VL / 2 * sizeof(double))));
+    enum { BLOCK = 2048 };
     double ss = 0.0;
     for (int64_t i0 = 0; i0 < len; i0 += BLOCK) {
         const int64_t n = len - i0 < BLOCK ? len - i0 : BLOCK;
         vd lo = {0}, hi = {0};   /* optim_sum_squares's lanes 0-7 and 8-15 */
         for (int64_t j = i0; j < i0 + n; j += VL) {
-            vf a = {0}, b = {0};
-            if (i0 + n - j >= VL) {   /* constant sizes: vector loads and stores */
-                memcpy(&a, src[0] + j, sizeof a);
-                for (int k = 1; k < W; k++) {
-                    memcpy(&b, src[k] + j, sizeof b);
-                    a += b;
-                }
-                for (int d = 0; d < ndst; d++) memcpy(dst[d] + j, &a, sizeof a);
-            } else {
-                /* the last, partial vector padded with zeros: it adds +0 to the lanes, as the
-                 * scalar tail adds nothing */
-                const size_t bytes = sizeof(float) * (size_t)(i0 + n - j);
-                memcpy(&a, src[0] + j, bytes);
-                for (int k = 1; k < W; k++) {
-                    memcpy(&b, src[k] + j, bytes);
-                    a += b;
-                }
-                for (int d = 0; d < ndst; d++) memcpy(dst[d] + j, &a, bytes);
-            }
+            /* the last, partial vector padded with zeros: it adds +0 to the lanes, as the scalar
+             * tail adds nothing */
+            const int64_t k = i0 + n - j;
+            vf a = vf_ld(src[0] + j, k, 0.0f);
+            for (int r = 1; r < W; r++) a += vf_ld(src[r] + j, k, 0.0f);
+            for (int d = 0; d < ndst; d++) vf_st(dst[d] + j, a, k);
             if (squares) {
-                vd l = __builtin_convertvector(__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7), vd);
-                vd h = __builtin_convertvector(__builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15), vd);
+                vd l = vd_lo(a), h = vd_hi(a);
                 lo += l * l;
                 hi += h * h;
             }
