@@ -79,6 +79,10 @@ static const hcl_opt options[] = {
      F(control_secret), .meta = "FILE"},
     {"control-clients", HCL_OPT_PATH, "", "file of authorised client public keys, one a line",
      F(control_clients), .meta = "FILE"},
+    {"tensorboard", HCL_OPT_PATH, "", "TensorBoard event files of the run (default RUN_DIR/tensorboard; "
+     "off: none)", F(tensorboard), .meta = "DIR|off"},
+    {"prometheus", HCL_OPT_STR, "", "serve Prometheus metrics at http://HOST:PORT/metrics from rank 0 "
+     "(HOST 127.0.0.1 unless named; PORT 0: any free port; default off)", F(prometheus), .meta = "[HOST:]PORT"},
     {"worker-timeout", HCL_OPT_FLOAT, "60", "seconds a worker may be silent, or wait (for a batch, "
      "for the other workers), before the job is aborted; computing never counts",
      F(worker_timeout), .flags = HCL_OPT_ABOVE_MIN},

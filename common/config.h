@@ -60,6 +60,9 @@ typedef struct {
     char control[HCL_PATH_MAX];
     char control_secret[HCL_PATH_MAX];
     char control_clients[HCL_PATH_MAX];
+    /* monitoring */
+    char tensorboard[HCL_PATH_MAX];
+    char prometheus[256];
     double worker_timeout;
     int64_t coordinator_nice;
     char data_plane[16];

@@ -142,3 +142,91 @@ int json_write_line(const hcl_json *j, FILE *f) {
     if (fputs(json_text(j), f) == EOF || fputc('\n', f) == EOF || fflush(f) != 0) return -1;
     return 0;
 }
+
+/* ---- reading back: the numbers of a line ---------------------------------------------------- */
+
+typedef struct {
+    const char *p;
+    char path[HCL_JSON_PATH_MAX];
+    void (*fn)(void *arg, const char *path, double x);
+    void *arg;
+} walker;
+
+static void skip_ws(walker *w) {
+    while (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r') w->p++;
+}
+
+/* A string at w->p (its opening quote); its text, unescaped as far as \" \\ \/ and the
+ * one-letter escapes (a \u escape is kept as it is), into out (cut to outlen) when out != NULL. */
+static int walk_string(walker *w, char *out, size_t outlen) {
+    size_t n = 0;
+    if (*w->p++ != '"') return -1;
+    for (; *w->p != '"'; w->p++) {
+        char ch = *w->p;
+        if (ch == '\0') return -1;
+        if (ch == '\\') {
+            ch = *++w->p;
+            if (ch == '\0') return -1;
+            ch = ch == 'n' ? '\n' : ch == 't' ? '\t' : ch == 'r' ? '\r' : ch == 'b' ? '\b' : ch == 'f' ? '\f' : ch;
+        }
+        if (out && n + 1 < outlen) out[n++] = ch;
+    }
+    w->p++;
+    if (out) out[n] = '\0';
+    return 0;
+}
+
+static int walk_value(walker *w, int depth);
+
+/* The members or items of an object or array at w->p, each under path/key or path/index. */
+static int walk_container(walker *w, int depth, int object) {
+    char close = object ? '}' : ']';
+    size_t base = strlen(w->path);
+    w->p++;
+    skip_ws(w);
+    if (*w->p == close) return w->p++, 0;
+    for (long i = 0;; i++) {
+        char key[HCL_JSON_PATH_MAX];
+        if (object) {
+            if (walk_string(w, key, sizeof key) != 0) return -1;
+            skip_ws(w);
+            if (*w->p++ != ':') return -1;
+        } else {
+            snprintf(key, sizeof key, "%ld", i);
+        }
+        snprintf(w->path + base, sizeof w->path - base, "%s%s", base ? "/" : "", key);
+        if (walk_value(w, depth + 1) != 0) return -1;
+        w->path[base] = '\0';
+        skip_ws(w);
+        if (*w->p == ',') {
+            w->p++;
+            skip_ws(w);
+            continue;
+        }
+        if (*w->p++ != close) return -1;
+        return 0;
+    }
+}
+
+static int walk_value(walker *w, int depth) {
+    if (depth > HCL_JSON_DEPTH) return -1;
+    skip_ws(w);
+    const char *p = w->p;
+    if (*p == '{' || *p == '[') return walk_container(w, depth, *p == '{');
+    if (*p == '"') return walk_string(w, NULL, 0);
+    if (!strncmp(p, "true", 4) || !strncmp(p, "null", 4)) return w->p += 4, 0;
+    if (!strncmp(p, "false", 5)) return w->p += 5, 0;
+    char *end;
+    double x = strtod(p, &end);
+    if (end == p || !(*p == '-' || (*p >= '0' && *p <= '9'))) return -1;
+    w->p = end;
+    w->fn(w->arg, w->path, x);
+    return 0;
+}
+
+int json_walk_numbers(const char *text, void (*fn)(void *arg, const char *path, double x), void *arg) {
+    walker w = {.p = text, .fn = fn, .arg = arg};
+    if (walk_value(&w, 0) != 0) return -1;
+    skip_ws(&w);
+    return *w.p == '\0' ? 0 : -1;
+}

@@ -50,4 +50,12 @@ void json_raw(hcl_json *j, const char *key, const char *text);
 /* The text and a newline to f, flushed: one line of a .jsonl file. Returns 0 or -1 (errno). */
 int json_write_line(const hcl_json *j, FILE *f);
 
+/* Reading back (TensorBoard's scalars from metrics.jsonl lines): fn(arg, path, x) for every
+ * number in the JSON text, in order, its path the keys and array indices from the top joined
+ * by "/" ({"a": {"b": [1, 2]}}: "a/b/0", "a/b/1"; a key cut to HCL_JSON_PATH_MAX). Strings,
+ * booleans and nulls are skipped. Returns 0, or -1 when the text is not one JSON value (fn may
+ * have been called for the numbers before the fault). */
+#define HCL_JSON_PATH_MAX 256
+int json_walk_numbers(const char *text, void (*fn)(void *arg, const char *path, double x), void *arg);
+
 #endif

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "log.h"
 #include "rng.h"
@@ -52,6 +53,7 @@ void run_checkpoint(hcl_run *r, int64_t step) {
     } else {
         r->last_ckpt_error[0] = 0;
         r->last_ckpt_step = step;
+        r->st.last_checkpoint_time = hcl_wall();
         snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", path);
         jobs_checkpoint_written(&r->jobs, step, path);
         LOG_INFO("checkpoint %s (%.0f ms)", path, 1e3 * (hcl_now() - t0));
@@ -127,6 +129,8 @@ int run_resume(hcl_run *r, char *err) {
     snprintf(r->resume_from, sizeof r->resume_from, "%s", dir);
     snprintf(r->last_ckpt_path, sizeof r->last_ckpt_path, "%s", dir);
     r->last_ckpt_step = st.step;
+    struct stat sb;
+    r->st.last_checkpoint_time = stat(dir, &sb) == 0 ? (double)sb.st_mtime : 0.0;   /* when it was written */
     LOG_INFO("resuming from %s: step %lld, epoch %lld (saved by %d workers)", dir, (long long)st.step,
              (long long)st.epoch, st.workers);
     return 0;
@@ -168,6 +172,15 @@ int run_open_dir(hcl_run *r, char *err) {
     snprintf(path, sizeof path, "%s/metrics.jsonl", r->cfg.run_dir);
     if (r->start_step > 0 && keep_metrics_until(path, r->start_step, err) != 0) return -1;
     if (metrics_open(&r->metrics, path, r->start_step > 0, err) != 0) return -1;
+    if (strcmp(r->cfg.tensorboard, "off") != 0) {
+        char *st_dir = r->st.tensorboard_dir;
+        int k = r->cfg.tensorboard[0] ? snprintf(st_dir, sizeof r->st.tensorboard_dir, "%s", r->cfg.tensorboard)
+                                      : snprintf(st_dir, sizeof r->st.tensorboard_dir, "%s/tensorboard", r->cfg.run_dir);
+        if (k < 0 || (size_t)k >= sizeof r->st.tensorboard_dir)
+            return hcl_err(err, "--tensorboard: directory name longer than %zu bytes", sizeof r->st.tensorboard_dir - 1);
+        if (tb_open(&r->tb, st_dir, r->start_step + 1, text, err) != 0) return -1;
+        r->metrics.tb = &r->tb;
+    }
     ckpt_cleanup(r->cfg.run_dir);
     return 0;
 }

@@ -99,6 +99,10 @@ typedef struct {
     int64_t log_every;
     double checkpoint_interval_s;   /* 0 off */
     int64_t checkpoint_every;       /* 0 off */
+    int64_t skipped_steps;          /* updates skipped for a non-finite loss or gradient */
+    double last_checkpoint_time;    /* unix time the last checkpoint was written, 0 none */
+    char tensorboard_dir[1024];     /* "" off */
+    char prometheus_address[280];   /* HOST:PORT of /metrics, "" off */
 } hcl_status;
 
 /* state STARTING, loss NaN, lr_scale 1, eta -1, last_checkpoint_step -1, the rest 0. */

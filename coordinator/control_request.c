@@ -122,6 +122,11 @@ static void reply_status(hcl_control *c, const reply_to *to, const hcl_status *s
     b.checkpoint_interval_s = st->checkpoint_interval_s;
     b.checkpoint_every = st->checkpoint_every;
     b.run_dir = c->run_dir;
+    char tb[sizeof st->tensorboard_dir], prom[sizeof st->prometheus_address];
+    snprintf(tb, sizeof tb, "%s", st->tensorboard_dir);
+    snprintf(prom, sizeof prom, "%s", st->prometheus_address);
+    b.tensorboard_dir = tb;
+    b.prometheus_address = prom;
     b.nworkers = c->nworkers;
     Hcl__WorkerStat *ws = NULL, **wp = NULL;
     if (c->nworkers > 0) {

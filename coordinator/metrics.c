@@ -50,6 +50,7 @@ void metrics_step(hcl_metrics *m, const hcl_step_result *res, hcl_status *st) {
     st->samples_per_s = m->step_s > 0 ? m->batch / m->step_s : 0;
     st->eta_s = m->step_s * (double)(m->total_steps - res->step - 1);
     st->elapsed_s = now - m->t_start;
+    st->skipped_steps = m->skipped + (res->skipped != 0);
     if (res->skipped) {
         m->skipped++;
         LOG_WARN("step %lld: non-finite loss or gradient on a worker, update skipped on all (%lld so far)",
@@ -69,8 +70,27 @@ int metrics_val(hcl_metrics *m, double loss, int val_batches) {
 }
 
 /* The metrics.jsonl line of the logged step (see metrics.h for its shape). */
+/* "workers": each worker's last step, from its telemetry (none before its first report). */
+static void write_workers(hcl_json *j, const hcl_control *ctl, int rank0) {
+    int nw = ctl ? control_nworkers(ctl) : 0, any = 0;
+    for (int i = 0; i < nw; i++) any |= control_worker(ctl, i)->step >= 0;
+    if (!any) return;
+    json_begin_array(j, "workers");
+    for (int i = 0; i < nw; i++) {
+        const hcl_worker_stat *w = control_worker(ctl, i);
+        if (w->step < 0) continue;
+        json_begin_object(j, NULL);
+        json_int(j, "rank", rank0 + i);
+        json_number(j, "compute_s", w->compute_s);
+        json_number(j, "comm_s", w->allgather_s + w->reduce_scatter_s + w->allreduce_s);
+        json_number(j, "wait_s", w->wait_s);
+        json_end_object(j);
+    }
+    json_end_array(j);
+}
+
 static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double samples_per_s, double val_loss,
-                       const int64_t *split, int nw) {
+                       const int64_t *split, int nw, const hcl_control *ctl, int rank0) {
     const hcl_step_result *res = &m->logged;
     hcl_json *j = &m->j;
     if (!m->f) return;
@@ -101,9 +121,11 @@ static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double sampl
     }
     if (!isnan(val_loss)) json_number(j, "val_loss", val_loss);
     json_int(j, "skipped", m->skipped);
+    write_workers(j, ctl, rank0);
     json_number(j, "time", hcl_wall());
     json_end_object(j);
     json_write_line(j, m->f);
+    if (m->tb) tb_line(m->tb, json_text(j));
 }
 
 static void fmt_eta(char *buf, size_t len, double s) {
@@ -134,13 +156,14 @@ static void progress(const hcl_metrics *m, int64_t step, int64_t epoch, double s
     }
 }
 
-void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw) {
+void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw, const hcl_control *ctl,
+                   int rank0) {
     const int64_t done = m->logged.step + 1, epoch = m->logged.step / m->steps_per_epoch;
     const double now = hcl_now();
     const double sps = m->window_steps * m->batch / (now - m->t_window);
     const double eta = (m->total_steps - done) * (now - m->t_start) / (done - m->start_step);
     const double vl = val_batches > 0 ? m->val_sum / val_batches : NAN;
-    write_line(m, done, epoch, sps, vl, split, nw);
+    write_line(m, done, epoch, sps, vl, split, nw, ctl, rank0);
     progress(m, done, epoch, sps, eta, vl);
     m->t_window = hcl_now();
     m->window_steps = 0;
@@ -168,6 +191,7 @@ void metrics_put(hcl_metrics *m, const char *line) {
     if (!m->f) return;
     fputs(line, m->f);
     fflush(m->f);
+    if (m->tb) tb_line(m->tb, line);
 }
 
 void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json) {
@@ -178,6 +202,7 @@ void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json) {
     json_raw(&m->j, "final_eval", json);
     json_end_object(&m->j);
     json_write_line(&m->j, m->f);
+    if (m->tb) tb_line(m->tb, json_text(&m->j));
 }
 
 void metrics_end(hcl_metrics *m) {

@@ -5,10 +5,13 @@
  * number reads back to the same double, a non-finite one is null):
  *   {"step": S, "epoch": E, "loss": L, "pair_loss": {"a:b": L_ab, ...}, ["supcon": ...,]
  *    ["ce": ...,] "lr": ..., "logit_scale": ..., "grad_norm": ..., "samples_per_s": ...,
- *    ["shares": [rows of each worker],] ["val_loss": ...,] "skipped": K, "time": unix seconds}
+ *    ["shares": [rows of each worker],] ["val_loss": ...,] "skipped": K,
+ *    ["workers": [{"rank": R, "compute_s": ..., "comm_s": ..., "wait_s": ...}, ...],]
+ *    "time": unix seconds}
  * S is the number of updates done (the step's index + 1); supcon with a SupCon loss (or a
  * hybrid on SupCon), ce with a hybrid, shares with --balance adaptive, val_loss with
- * --val-data. Evaluation lines ({"step": S, "eval": {...}}, evaluate.h) and the final
+ * --val-data, workers with telemetry (a worker's last step: compute, collectives, waiting for
+ * its batch; absent before its first report). Evaluation lines ({"step": S, "eval": {...}}, evaluate.h) and the final
  * evaluation ({"step": S, "final_eval": {...}}) go to the same file: every line starts with
  * {"step": S, which a resumed run relies on to cut the file at its step.
  *
@@ -30,9 +33,11 @@
 #include "json.h"
 #include "loss.h"
 #include "model.h"
+#include "tensorboard.h"
 
 typedef struct {
     FILE *f;                    /* metrics.jsonl */
+    hcl_tb *tb;                 /* every line also as a TensorBoard event (NULL: none) */
     hcl_json j;                 /* the line being written (its buffer kept between lines) */
     /* from metrics_start */
     const hcl_model_config *mc; /* the view names */
@@ -66,8 +71,10 @@ void metrics_logged(hcl_metrics *m, const hcl_step_result *res);
 /* One validation batch's loss; 1 when it was the last of val_batches. */
 int metrics_val(hcl_metrics *m, double loss, int val_batches);
 /* The logged step's line and progress (val_batches > 0: with the mean validation loss;
- * split != NULL: the shares of nw workers). */
-void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw);
+ * split != NULL: the shares of nw workers; ctl != NULL: the workers' last-step times from its
+ * telemetry, workers on MPI ranks rank0 + their index). */
+void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw, const hcl_control *ctl,
+                   int rank0);
 /* Paused: the window of samples/s starts again when training does. */
 void metrics_pause(hcl_metrics *m);
 /* The progress line of a step still running after `secs` seconds: where the workers are (from

@@ -23,6 +23,11 @@ int run_control_open(hcl_run *r, int nworkers, char *err) {
     if (control_telemetry_open(r->ctl, nworkers, NULL, t->tel_endpoint, t->tel_server_public,
                                t->tel_client_secret, err) != 0)
         return -1;
+    if (c->prometheus[0]) {
+        if (prom_open(&r->prom, c->prometheus, r->st.prometheus_address, sizeof r->st.prometheus_address, err) != 0)
+            return -1;
+        LOG_INFO("Prometheus metrics at http://%s/metrics", r->st.prometheus_address);
+    }
     return 0;
 }
 
@@ -34,6 +39,8 @@ void run_free(hcl_run *r) {
     if (r->has_ev) evaluator_free(&r->ev);
     free(r->snap);
     metrics_close(&r->metrics);
+    tb_close(&r->tb);
+    prom_close(r->prom);
     control_close(r->ctl);
     memset(r, 0, sizeof *r);
 }
@@ -119,6 +126,7 @@ static void idle_while_waiting(void *ctx) {
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
+    prom_update(r->prom, &r->st, r->ctl, r->world_size > 1);
     check_workers(r);
 }
 
@@ -127,6 +135,7 @@ static void idle_while_paused(hcl_run *r) {
     r->st.elapsed_s = hcl_now() - r->metrics.t_start;
     if (r->ctl) control_service(r->ctl, &r->st, 100);
     else usleep(100000);
+    prom_update(r->prom, &r->st, r->ctl, r->world_size > 1);
     check_workers(r);
     metrics_pause(&r->metrics);
 }
@@ -202,7 +211,8 @@ static void record(hcl_run *r, hcl_transport *tp, const hcl_job *j, const hcl_st
         return;
     }
     const hcl_batcher *bt = &r->bt;
-    metrics_write(&r->metrics, r->val_batches, bt->bal.adaptive ? bt->last_split : NULL, bt->nmsg);
+    metrics_write(&r->metrics, r->val_batches, bt->bal.adaptive ? bt->last_split : NULL, bt->nmsg, r->ctl,
+                  r->world_size > 1);
 }
 
 /* ---- the run ------------------------------------------------------------------------------- */
@@ -261,6 +271,7 @@ static void finish(hcl_run *r) {
     }
     r->st.state = HCL_RUN_STATE_DONE;
     if (r->ctl) control_service(r->ctl, &r->st, 0);
+    prom_update(r->prom, &r->st, r->ctl, r->world_size > 1);
     double secs = hcl_now() - m->t_start;
     int64_t ran = js->next_step - r->start_step;
     if (js->next_step < r->total_steps)

@@ -29,6 +29,7 @@
 #include "loss.h"
 #include "matmul.h"
 #include "metrics.h"
+#include "prometheus.h"
 #include "model.h"
 #include "optim.h"
 
@@ -75,6 +76,9 @@ typedef struct {
     hcl_setup tel_setup;        /* telemetry endpoint and keys handed to the workers */
     hcl_evaluator ev;           /* --eval-every */
     int has_ev;
+    /* monitoring */
+    hcl_tb tb;                  /* --tensorboard (f NULL: off) */
+    hcl_prom *prom;             /* --prometheus, NULL off */
 } hcl_run;
 
 /* Bind the control socket (--control, default ipc in the run directory) and the telemetry

@@ -1,5 +1,6 @@
 /* test_json: the one JSON writer: nesting and separators, escaping, numbers that read back to
- * the same double bits (and null for non-finite ones), reuse of the buffer after json_reset. */
+ * the same double bits (and null for non-finite ones), reuse of the buffer after json_reset;
+ * and json_walk_numbers over the writer's own text and malformed text. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -7,6 +8,36 @@
 
 #include "check.h"
 #include "json.h"
+
+typedef struct {
+    char got[2048];
+    int n;
+} walked;
+
+static void collect(void *arg, const char *path, double x) {
+    walked *w = arg;
+    size_t len = strlen(w->got);
+    snprintf(w->got + len, sizeof w->got - len, "%s=%.17g;", path, x);
+    w->n++;
+}
+
+/* Every number of the writer's line, by path, in order; strings, booleans, nulls skipped. */
+static void check_walk(const char *text) {
+    walked w = {0};
+    CHECK(json_walk_numbers(text, collect, &w) == 0, "walk of the written line failed");
+    const char *want = "step=3;loss=2.5;pair_loss/a:b=0.10000000000000001;shares/0=256;shares/1=-4;"
+                       "eval/knn=0.5;bytes=1.8446744073709552e+19;";
+    CHECK(strcmp(w.got, want) == 0, "walked\n got  %s\n want %s", w.got, want);
+    const char *bad[] = {"", "{", "{\"a\": }", "{\"a\" 1}", "[1, 2", "{\"a\": 1} x", "{\"a\": \"b}",
+                         "{\"a\": nul}", "[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]", "{\"a\": .5}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        walked b = {0};
+        CHECK(json_walk_numbers(bad[i], collect, &b) == -1, "malformed text %s was walked", bad[i]);
+    }
+    walked e = {0};
+    CHECK(json_walk_numbers(" {\"k\\\"ey\": [true, false, null, \"s\", {}, [], -1e-3]} ", collect, &e) == 0 &&
+              strcmp(e.got, "k\"ey/6=-0.001;") == 0, "escaped key and empty containers: %s", e.got);
+}
 
 int main(void) {
     hcl_json j;
@@ -36,6 +67,7 @@ int main(void) {
                        "\"inf\": null}";
     CHECK(strcmp(json_text(&j), want) == 0, "text\n got  %s\n want %s", json_text(&j), want);
     CHECK(json_len(&j) == strlen(want), "json_len %zu, want %zu", json_len(&j), strlen(want));
+    check_walk(json_text(&j));
 
     /* Numbers: the shortest of 15, 16, 17 digits that reads back to the same double. */
     uint64_t x = 0x243F6A8885A308D3ull;
