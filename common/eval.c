@@ -121,16 +121,24 @@ static int rep_run(eval_pass *p, eval_rep *r, const eval_pass_options *o, char *
     int rc = 0;
     if (r->do_probe) {
         char perr[HCL_ERR_MAX];
+        eval_probe_options po = o->probe;
+        po.progress = o->progress;
         if (o->probe.verbose) fprintf(stderr, "probe %s: %lld x %d\n", r->name, (long long)mtr, r->dim);
-        if (eval_linear_probe(&r->probe, xtr, yt, mtr, xte, ye, mte, r->dim, p->nclasses, &o->probe,
+        progress_begin(o->progress, "probe %s, L2 sweep fits", r->name);
+        if (eval_linear_probe(&r->probe, xtr, yt, mtr, xte, ye, mte, r->dim, p->nclasses, &po,
                               perr) != 0)
             rc = hcl_err(err, "probe on %s: %s", r->name, perr);
+        if (rc == 0) progress_end(o->progress);
+        else progress_clear(o->progress);
         r->probed = rc == 0;
         p->seconds_probe += r->probe.seconds;
     }
     if (rc == 0 && r->do_knn) {
         double t0 = hcl_now();
-        r->knn = eval_knn_accuracy(xtr, yt, mtr, xte, ye, mte, r->dim, p->nclasses, o->knn_k);
+        progress_begin(o->progress, "kNN %s, test rows", r->name);
+        r->knn = eval_knn_accuracy_progress(xtr, yt, mtr, xte, ye, mte, r->dim, p->nclasses, o->knn_k,
+                                            o->progress);
+        progress_end(o->progress);
         r->knned = 1;
         p->seconds_knn += hcl_now() - t0;
     }
@@ -154,10 +162,14 @@ static void geometry_run(eval_pass *p, const eval_pass_options *o) {
             q->j = j;
             int same = g->width[i] == g->width[j];
             q->alignment = same ? eval_alignment(g->z[i], g->z[j], keep[i], keep[j], g->n, g->width[i]) : NAN;
-            if (o->retrieval && same)
-                eval_retrieval(&q->ij, &q->ji, g->z[i], g->z[j], keep[i], keep[j], g->n, g->width[i]);
-            else
+            if (o->retrieval && same) {
+                progress_begin(o->progress, "retrieval %s:%s, query rows", g->names[i], g->names[j]);
+                eval_retrieval_progress(&q->ij, &q->ji, g->z[i], g->z[j], keep[i], keep[j], g->n,
+                                        g->width[i], o->progress);
+                progress_end(o->progress);
+            } else {
                 q->ij.r1 = q->ij.r5 = q->ij.r10 = q->ji.r1 = q->ji.r5 = q->ji.r10 = NAN;
+            }
         }
     for (int v = 0; v < V; v++) p->uniformity[v] = eval_uniformity(g->z[v], keep[v], g->n, g->width[v], o->seed);
     if (o->fused_uniformity && g->fused) {

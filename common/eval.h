@@ -22,6 +22,7 @@
 #include "eval_geometry.h"
 #include "eval_neighbours.h"
 #include "eval_probe.h"
+#include "progress.h"
 
 #define EVAL_MAX_REPS (HCL_MAX_VIEWS + 3)                         /* views, concat, fused, raw */
 #define EVAL_MAX_PAIRS (HCL_MAX_VIEWS * (HCL_MAX_VIEWS - 1) / 2)
@@ -51,6 +52,8 @@ typedef struct {
     int retrieval;                 /* recall of each pair of views [1] */
     int fused_uniformity;          /* uniformity of the fused embedding too [1] */
     uint64_t seed;                 /* the uniformity subsample's [0] */
+    hcl_progress *progress;        /* one task per probe (its fits), kNN (test rows) and
+                                      retrieval (query rows): progress.h; NULL [default]: none */
 } eval_pass_options;
 
 typedef struct {

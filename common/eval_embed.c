@@ -48,8 +48,8 @@ void eval_embeddings_free(eval_embeddings *e) {
     eval_embeddings_clear(e);
 }
 
-int eval_embed_dataset(eval_embeddings *e, const hcl_model *m, const hcl_dataset *ds, int batch,
-                       int features, char *err) {
+int eval_embed_dataset_progress(eval_embeddings *e, const hcl_model *m, const hcl_dataset *ds,
+                                int batch, int features, hcl_progress *prog, char *err) {
     const hcl_model_config *c = &m->cfg;
     eval_embeddings_clear(e);
     HCL_CHECK(batch > 0, "eval_embed_dataset: batch %d", batch);
@@ -92,6 +92,7 @@ int eval_embed_dataset(eval_embeddings *e, const hcl_model *m, const hcl_dataset
             int cnt = 0;
             for (; r < n && cnt < batch; r++)
                 if (!e->mask || e->mask[r * c->nviews + v]) idx[cnt++] = r;
+            progress_update(prog, v * n + r, n * c->nviews);
             if (cnt == 0) break;
             dataset_gather_view(ds, dv_of[v], idx, cnt, x);
             const float *z = model_encode(m, &acts, v, x, cnt);

@@ -9,6 +9,7 @@
 
 #include "dataset.h"
 #include "model.h"
+#include "progress.h"
 #include "util.h"
 
 typedef struct {
@@ -28,9 +29,14 @@ typedef struct {
 /* Embed every row of ds with m (views matched by name, in any order: dataset_check_views; a
  * view missing, extra or of another width is -1 and one line naming it). Absent rows get zero embeddings and are
  * left out of fused. features: also keep each view's input to the last linear layer (the last
- * hidden activation). batch: rows per encoder call. */
-int eval_embed_dataset(eval_embeddings *e, const hcl_model *m, const hcl_dataset *ds, int batch,
-                       int features, char *err);
+ * hidden activation). batch: rows per encoder call. prog (progress.h; NULL: none) is told the
+ * rows encoded, view after view: done of n * nviews. eval_embed_dataset: the same, untold. */
+int eval_embed_dataset_progress(eval_embeddings *e, const hcl_model *m, const hcl_dataset *ds,
+                                int batch, int features, hcl_progress *prog, char *err);
+static inline int eval_embed_dataset(eval_embeddings *e, const hcl_model *m, const hcl_dataset *ds,
+                                     int batch, int features, char *err) {
+    return eval_embed_dataset_progress(e, m, ds, batch, features, NULL, err);
+}
 
 /* DIR/<view>.npy for each view, fused.npy, labels.npy (int64), mask.npy, <view>.features.npy,
  * manifest.txt (`view NAME` lines, written last); each durable (npy_write). */

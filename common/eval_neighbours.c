@@ -21,8 +21,9 @@ static float *eval_normalized_copy(const float *x, int64_t n, int D) {
     return out;
 }
 
-double eval_knn_accuracy(const float *xtr, const int32_t *ytr, int64_t ntr, const float *xte,
-                         const int32_t *yte, int64_t nte, int F, int K, int k) {
+double eval_knn_accuracy_progress(const float *xtr, const int32_t *ytr, int64_t ntr, const float *xte,
+                                  const int32_t *yte, int64_t nte, int F, int K, int k,
+                                  hcl_progress *prog) {
     HCL_CHECK(k >= 1 && K >= 1 && F >= 1, "eval_knn_accuracy: k %d K %d F %d", k, K, F);
     if (nte <= 0 || ntr <= 0) return NAN;
     if (k > ntr) k = (int)ntr;
@@ -33,6 +34,7 @@ double eval_knn_accuracy(const float *xtr, const int32_t *ytr, int64_t ntr, cons
     int *cnt = hcl_malloc(sizeof(int) * EVAL_KNN_QUERIES);
     double *score = hcl_malloc(sizeof(double) * (size_t)K);
     int64_t right = 0;
+    progress_update(prog, 0, nte);
     for (int64_t q0 = 0; q0 < nte; q0 += EVAL_KNN_QUERIES) {
         int nq = (int)min64(EVAL_KNN_QUERIES, nte - q0);
         for (int i = 0; i < nq; i++) cnt[i] = 0;
@@ -74,6 +76,7 @@ double eval_knn_accuracy(const float *xtr, const int32_t *ytr, int64_t ntr, cons
                 if (score[c] > score[best]) best = c;
             right += best == yte[q0 + i];
         }
+        progress_update(prog, q0 + nq, nte);
     }
     free(tr);
     free(te);
@@ -137,8 +140,9 @@ static void eval_rank_tile(int64_t *rank_ab, int64_t *rank_ba, const float *sim,
     }
 }
 
-void eval_retrieval(eval_recall *a_to_b, eval_recall *b_to_a, const float *a, const float *b,
-                    const uint8_t *present_a, const uint8_t *present_b, int64_t n, int D) {
+void eval_retrieval_progress(eval_recall *a_to_b, eval_recall *b_to_a, const float *a, const float *b,
+                             const uint8_t *present_a, const uint8_t *present_b, int64_t n, int D,
+                             hcl_progress *prog) {
     float *A, *B;
     int64_t m = eval_pack_pair(&A, &B, a, b, present_a, present_b, n, D);
     int64_t *rank_ab = hcl_calloc((size_t)(m > 0 ? m : 1), sizeof(int64_t));
@@ -146,6 +150,7 @@ void eval_retrieval(eval_recall *a_to_b, eval_recall *b_to_a, const float *a, co
     float *diag = hcl_floats((size_t)(m > 0 ? m : 1));
     float *sim = hcl_floats((size_t)EVAL_ROWS * EVAL_ROWS);
     // diagonal tiles first: they hold every matching similarity
+    progress_update(prog, 0, m);
     for (int64_t t0 = 0; t0 < m; t0 += EVAL_ROWS) {
         int nt = (int)min64(EVAL_ROWS, m - t0);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nt, nt, D, 1.0f, A + t0 * D, D,
@@ -162,6 +167,7 @@ void eval_retrieval(eval_recall *a_to_b, eval_recall *b_to_a, const float *a, co
                         B + b0 * D, D, 0.0f, sim, nb);
             eval_rank_tile(rank_ab, rank_ba, sim, diag, a0, na, b0, nb);
         }
+        progress_update(prog, a0 + na, m);
     }
     eval_recall_set(a_to_b, rank_ab, m);
     if (b_to_a) eval_recall_set(b_to_a, rank_ba, m);

@@ -513,6 +513,8 @@ int eval_linear_probe(eval_probe_result *res, const float *xtr, const int32_t *y
     memcpy(grid, opt->lambdas, sizeof(double) * (size_t)opt->nlambdas);
     qsort(grid, (size_t)opt->nlambdas, sizeof(double), cmp_desc);
     double best_acc = -1, best_ce = INFINITY;
+    const int nfits = opt->nlambdas + 1;
+    progress_update(opt->progress, 0, nfits);
     for (int li = 0; li < opt->nlambdas; li++) {
         double tf = hcl_now(), f;
         int ev = 0;
@@ -521,9 +523,12 @@ int eval_linear_probe(eval_probe_result *res, const float *xtr, const int32_t *y
         double ce, acc = logreg_score(w, logits, xs + nfit * F, ys + nfit, nval, F, K, &ce);
         res->iters += iters;
         res->evals += ev;
-        if (opt->verbose)
+        if (opt->verbose) {
+            progress_clear(opt->progress);
             fprintf(stderr, "probe: lambda %-8.3g iters %3d evals %3d f %.6f held-out acc %.4f "
                     "ce %.4f  %.2f s\n", grid[li], iters, ev, f, acc, ce, hcl_now() - tf);
+        }
+        progress_update(opt->progress, li + 1, nfits);
         if (acc > best_acc || (acc == best_acc && ce < best_ce)) {
             best_acc = acc;
             best_ce = ce;
@@ -538,6 +543,7 @@ int eval_linear_probe(eval_probe_result *res, const float *xtr, const int32_t *y
     res->iters += eval_logreg_fit(best, xs, ys, ntr, F, K, res->lambda, opt->max_iter, opt->gtol,
                                   &res->loss, &ev);
     res->evals += ev;
+    progress_update(opt->progress, nfits, nfits);
     res->train_accuracy = logreg_score(best, logits, xs, ys, ntr, F, K, NULL);
     res->accuracy = nte > 0 ? logreg_score(best, logits, xt, yte, nte, F, K, NULL) : NAN;
     free(mu);

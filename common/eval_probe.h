@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "progress.h"
+
 /* The objective, for standardised features x (n, F), labels y, weights W (K, F), bias b (K):
  *   f(W, b) = (1/n) sum_i [logsumexp_k (W x_i + b)_k - (W x_i + b)_{y_i}] + (lambda/2) |W|_F^2
  * (the bias is not penalised). Minimised by L-BFGS (history 10) with a strong-Wolfe line search
@@ -27,6 +29,8 @@ typedef struct {
     double gtol;               /* stop when max |gradient| <= gtol [1e-4, scikit-learn's tol]; a
                                   warm start that already meets it takes no step */
     int verbose;               /* 1: one line per fit on stderr */
+    hcl_progress *progress;    /* fits done of the sweep and the refit (nlambdas + 1), reported
+                                  after each to the caller's task; NULL [default]: none */
 } eval_probe_options;
 
 typedef struct {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "progress.h"
 #include "util.h"
 
 int metrics_open(hcl_metrics *m, const char *path, int append, char *err) {
@@ -128,20 +129,10 @@ static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double sampl
     if (m->tb) tb_line(m->tb, json_text(j));
 }
 
-static void fmt_eta(char *buf, size_t len, double s) {
-    if (!(s >= 0) || s > 1e7) {
-        snprintf(buf, len, "--:--");
-        return;
-    }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, len, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
-}
-
 static void progress(const hcl_metrics *m, int64_t step, int64_t epoch, double sps, double eta_s, double val_loss) {
     const hcl_step_result *res = &m->logged;
     char eta[32];
-    fmt_eta(eta, sizeof eta, eta_s);
+    progress_format_eta(eta, sizeof eta, eta_s);
     char val[64] = "";
     if (!isnan(val_loss)) snprintf(val, sizeof val, " val %.4f", val_loss);
     if (m->tty) {
@@ -171,7 +162,7 @@ void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw
 
 void metrics_in_step(const hcl_metrics *m, int64_t step, double secs, const char *where, double eta_s) {
     char eta[32];
-    fmt_eta(eta, sizeof eta, eta_s);
+    progress_format_eta(eta, sizeof eta, eta_s);
     if (m->tty) {
         fprintf(stderr, "\r\033[Kstep %lld/%lld running for %.0f s: %s; ETA %s", (long long)step + 1,
                 (long long)m->total_steps, secs, where, eta);

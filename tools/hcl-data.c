@@ -5,7 +5,8 @@
  *   hcl-data inspect DIR         validate a dataset and print its shape
  *
  * Each command's flags live in one table (name, type, default, help, destination) that drives
- * parsing and --help. User errors print one line `hcl-data: ...` and exit 2 (bad usage) or
+ * parsing and --help. synth and fashion-mnist count the rows they write on a progress line on
+ * stderr when it is a terminal (common/progress.h); stdout is the same either way. User errors print one line `hcl-data: ...` and exit 2 (bad usage) or
  * 1 (bad data, failed I/O). */
 #include <dirent.h>
 #include <errno.h>
@@ -21,14 +22,18 @@
 #include "opts.h"
 #include "dataset.h"
 #include "npy.h"
+#include "progress.h"
 #include "rng.h"
 #include "util.h"
 
 #define EXIT_USAGE 2
 
+static hcl_progress progress;
+
 static void fail(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 static void fail(int code, const char *fmt, ...) {
     va_list ap;
+    progress_clear(&progress);
     fputs("hcl-data: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -205,6 +210,7 @@ static int synth_run(const char *out) {
         names[v] = names_buf[v];
     }
     out_prepare(out, nv, synth_missing > 0, names);
+    progress_begin(&progress, "synth %s, rows of %d views", out, nv);
     hcl_rng r;
 
     /* class means (k, L) and labels (n,) */
@@ -254,6 +260,7 @@ static int synth_run(const char *out) {
         float *x = hcl_malloc((size_t)(n * d) * sizeof(float));
         rng_derive(&r, seed, "synth.noise", (uint64_t)v + split * HCL_MAX_VIEWS);
         for (int64_t i = 0; i < n; i++) {
+            progress_update(&progress, v * n + i, n * nv);
             const double *zi = z + i * L;
             for (int64_t a = 0; a < H; a++) {
                 double s = b1[a];
@@ -282,6 +289,7 @@ static int synth_run(const char *out) {
              (long long)k, (long long)L, synth_missing, (unsigned long long)seed,
              (unsigned long long)split);
     out_manifest(out, comment, nv, names);
+    progress_end(&progress);
     free(mu); free(labels); free(z); free(mask); free(w1); free(b1); free(h);
     out_verify(out);
     return 0;
@@ -372,6 +380,7 @@ static void fm_split(const char *src, const char *prefix, const char *out_root, 
     }
     if (snprintf(out, sizeof out, "%s/%s", out_root, split) >= (int)sizeof out)
         fail(1, "%s/%s: path too long", out_root, split);
+    progress_begin(&progress, "fashion-mnist %s, rows of 3 views", split);
 
     size_t ilen, llen;
     uint8_t *ibuf = read_all(ipath, &ilen), *lbuf = read_all(lpath, &llen);
@@ -389,11 +398,14 @@ static void fm_split(const char *src, const char *prefix, const char *out_root, 
     const float s = 1.0f / 255.0f;
     float *x = hcl_malloc((size_t)n * 392 * sizeof(float));
     for (int half = 0; half < 2; half++) {     /* top = rows 0..13, bottom = rows 14..27 */
-        for (int64_t i = 0; i < n; i++)
+        for (int64_t i = 0; i < n; i++) {
+            progress_update(&progress, half * n + i, 3 * n);
             for (int j = 0; j < 392; j++) x[i * 392 + j] = (float)img[i * 784 + half * 392 + j] * s;
+        }
         out_npy(out, half ? "bottom.npy" : "top.npy", NPY_F32, 2, n, 392, x);
     }
     for (int64_t i = 0; i < n; i++) {          /* thumb = 4x4 average pooling, 7x7 */
+        progress_update(&progress, 2 * n + i, 3 * n);
         const uint8_t *p = img + i * 784;
         for (int by = 0; by < 7; by++)
             for (int bx = 0; bx < 7; bx++) {
@@ -411,6 +423,7 @@ static void fm_split(const char *src, const char *prefix, const char *out_root, 
     snprintf(comment, sizeof comment, "hcl-data fashion-mnist: %s split of %s; top/bottom = image "
              "rows 0-13/14-27, thumb = 4x4 mean pool; pixels / 255", split, src);
     out_manifest(out, comment, 3, names);
+    progress_end(&progress);
     free(x);
     free(labels);
     free(ibuf);
@@ -491,6 +504,7 @@ static void main_usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
+    progress_init(&progress, stderr);
     if (argc < 2) {
         main_usage(stderr);
         return EXIT_USAGE;

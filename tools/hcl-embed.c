@@ -7,7 +7,8 @@
  * (ckpt_model_path). OUT gets VIEW.npy (N, D) float32 per view (absent rows are zero),
  * fused.npy (the normalised mean of the present views), labels.npy (int64) and mask.npy when the
  * data has them, VIEW.features.npy (the last hidden layer's activations) with --features, and
- * manifest.txt (`view NAME` per view, written last). Every file is written durably.
+ * manifest.txt (`view NAME` per view, written last). Every file is written durably. On a
+ * terminal a progress line on stderr counts the rows embedded (common/progress.h).
  * Errors: one line `hcl-embed: ...`, exit 2. */
 #include <errno.h>
 #include <math.h>
@@ -22,14 +23,18 @@
 #include "kernels.h"
 #include "model_io.h"
 #include "opts.h"
+#include "progress.h"
 #include "util.h"
 
 #define EXIT_ERROR 2
 #define OPT_STR_MAX 1024
 
+static hcl_progress progress;   /* the rows embedded, on stderr when it is a terminal */
+
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
     va_list ap;
+    progress_clear(&progress);
     fputs("hcl-embed: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -74,6 +79,7 @@ static void parse_args(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    progress_init(&progress, stderr);
     parse_args(argc, argv);
     if (opt_threads > 0) kernels_set_threads((int)opt_threads);
     char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
@@ -84,8 +90,10 @@ int main(int argc, char **argv) {
     if (dataset_open(&ds, opt_data, err) != 0) fail("%s", err);
     double t0 = hcl_now();
     eval_embeddings e;
-    if (eval_embed_dataset(&e, &m, &ds, (int)opt_batch, (int)opt_features, err) != 0)
+    progress_begin(&progress, "embedding %s, rows of %d views", opt_data, m.cfg.nviews);
+    if (eval_embed_dataset_progress(&e, &m, &ds, (int)opt_batch, (int)opt_features, &progress, err) != 0)
         fail("%s", err);
+    progress_end(&progress);
     double t1 = hcl_now();
     if (eval_embeddings_save(&e, opt_out, err) != 0) fail("%s", err);
     printf("embedded %s with %s: %lld rows in %.2f s; wrote %s:", opt_data, path, (long long)e.n,

@@ -11,6 +11,8 @@
  * of views, alignment of every pair and uniformity of every view. A per-view representation
  * uses the rows where that view is present; concat and fused use every row with a view.
  * Prints a table, or one JSON object with --json. Errors: one line `hcl-eval: ...`, exit 2.
+ * On a terminal a progress line on stderr follows the embedding of each split and each probe
+ * (fit by fit of its L2 sweep), kNN and retrieval, with an ETA (common/progress.h).
  * The numbers come from the evaluation pass that training's --eval-every runs too (common/eval.h);
  * this file loads the splits, says what to compute, and prints. */
 #include <errno.h>
@@ -27,14 +29,20 @@
 #include "kernels.h"
 #include "model_io.h"
 #include "opts.h"
+#include "progress.h"
 #include "util.h"
 
 #define EXIT_ERROR 2
 #define OPT_STR_MAX 1024
 
+/* The progress line on stderr (a terminal only): embedding each split, then every probe, kNN
+ * and retrieval of the pass. */
+static hcl_progress progress;
+
 static void fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
 static void fail(const char *fmt, ...) {
     va_list ap;
+    progress_clear(&progress);
     fputs("hcl-eval: ", stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -144,6 +152,13 @@ static void check_raw_views(const evaluation *ev) {
         fail("%s (the views of %s)", err, opt_train);
 }
 
+static void embed_split(eval_embeddings *e, const hcl_model *m, const hcl_dataset *ds, const char *name) {
+    char err[HCL_ERR_MAX];
+    progress_begin(&progress, "embedding %s, rows of %d views", name, m->cfg.nviews);
+    if (eval_embed_dataset_progress(e, m, ds, (int)opt_batch, 0, &progress, err) != 0) fail("%s", err);
+    progress_end(&progress);
+}
+
 /* --checkpoint: both splits embedded by the model; --features-train/test: hcl-embed's files. */
 static void load_embeddings(evaluation *ev) {
     char err[HCL_ERR_MAX];
@@ -152,8 +167,8 @@ static void load_embeddings(evaluation *ev) {
         hcl_model m;
         if (ckpt_model_path(opt_checkpoint, ev->mpath, err) != 0) fail("%s", err);
         if (model_load(&m, ev->mpath, err) != 0) fail("%s", err);
-        if (eval_embed_dataset(tr, &m, &ev->dtr, (int)opt_batch, 0, err) != 0) fail("%s", err);
-        if (eval_embed_dataset(te, &m, &ev->dte, (int)opt_batch, 0, err) != 0) fail("%s", err);
+        embed_split(tr, &m, &ev->dtr, opt_train);
+        embed_split(te, &m, &ev->dte, opt_test);
         model_free(&m);
     } else {
         if (eval_embeddings_load(tr, opt_ftrain, err) != 0) fail("%s", err);
@@ -249,6 +264,7 @@ static void run(evaluation *ev) {
     o.knn_k = (int)opt_knn_k;
     o.retrieval = !opt_no_retrieval;
     o.seed = (uint64_t)opt_seed;
+    o.progress = &progress;
     char err[HCL_ERR_MAX];
     if (eval_pass_run(&ev->pass, &o, err) != 0) fail("%s", err);
 }
@@ -423,6 +439,7 @@ static void evaluation_free(evaluation *ev) {
 }
 
 int main(int argc, char **argv) {
+    progress_init(&progress, stderr);
     parse_args(argc, argv);
     if (opt_threads > 0) kernels_set_threads((int)opt_threads);
     static evaluation ev;
