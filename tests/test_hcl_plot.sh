@@ -43,7 +43,7 @@ assert [r["label"] for r in dump["runs"]] == [lab for _, lab in runs], dump["run
 SCALARS = {"loss": ("loss", "train"), "val_loss": ("loss", "validation"), "supcon": ("loss", "supcon"),
            "ce": ("loss", "ce"), "lr": ("learning rate", "lr"), "logit_scale": ("logit scale", "logit_scale"),
            "samples_per_s": ("samples/s", "samples_per_s"), "grad_norm": ("gradient norm", "grad_norm")}
-EVAL = {"knn": "eval: kNN accuracy", "retrieval": "eval: retrieval recall@10",
+EVAL = {"knn": "eval: kNN accuracy", "retrieval": "eval: retrieval recall@1",
         "alignment": "eval: alignment (lower: closer pairs)", "uniformity": "eval: uniformity (lower: more spread)"}
 want = {}
 def put(title, label, series, x, y):
@@ -71,7 +71,7 @@ for path, label in runs:
                 if k.startswith("knn_"):
                     put(EVAL["knn"], label, k[4:], s, v)
             for k, v in e["retrieval"].items():
-                put(EVAL["retrieval"], label, k, s, v["r10"])
+                put(EVAL["retrieval"], label, k, s, v["r1"])
             for g in ("alignment", "uniformity"):
                 for k, v in e[g].items():
                     put(EVAL[g], label, k, s, v)
@@ -80,7 +80,7 @@ for path, label in runs:
             for k, v in f["knn"].items():
                 put(EVAL["knn"], label, "final " + k, s, v)
             for k, v in f["retrieval"].items():
-                put(EVAL["retrieval"], label, "final " + k.replace("->", ">"), s, v["r10"])
+                put(EVAL["retrieval"], label, "final " + k.replace("->", ">"), s, v["r1"])
             for g in ("alignment", "uniformity"):
                 for k, v in f[g].items():
                     put(EVAL[g], label, "final " + k, s, v)
