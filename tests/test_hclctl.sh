@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_hclctl: the hclctl client end to end. Usage errors exit 2 with one line; keygen writes a
 # Z85 key pair with modes 0600/0644 and never overwrites; nothing listening is exit 3 with the
-# "no answer ... within N ms (is the job running?)" line; then against a fake job
+# "no answer ... within N ms (is the job running?)" line; status's TensorBoard and Prometheus
+# lines (text and --json, on and off) from a fake coordinator with a crafted StatusBody; then
+# against a fake job
 # (test_control --serve: the real control plane behind a fake step loop whose worker 0 sends
 # telemetry, after dropping its first messages) every command, --json, the worker table with
 # its dropped-telemetry column, watch, stop, and CURVE (listed key answered, unknown key exit 3,
@@ -93,16 +95,90 @@ run 3 "$ctl" --run-dir nowhere pause
 grep -q 'nowhere/control.endpoint: not found (is the job running?' err || fail "no run dir: $(cat err)"
 one_line_error "missing control.endpoint"
 
+# ---- status: TensorBoard and Prometheus, from a crafted StatusBody ------------------------
+# A fake coordinator in Python: a ROUTER (libzmq through ctypes) answering every request with
+# a StatusBody encoded by hand (field numbers of proto/control.proto), so these fields are
+# tested whatever the real coordinator fills in.
+cat >fake_status.py <<'PY'
+import ctypes, ctypes.util, os, struct, sys
+d, tb, prom = sys.argv[1:4]
+z = ctypes.CDLL(ctypes.util.find_library("zmq") or "libzmq.so.5")
+z.zmq_ctx_new.restype = z.zmq_socket.restype = ctypes.c_void_p
+z.zmq_socket.argtypes = [ctypes.c_void_p, ctypes.c_int]
+z.zmq_bind.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+z.zmq_recv.argtypes = z.zmq_send.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+def varint(n):
+    n, out = n & (1 << 64) - 1, b""
+    while n > 0x7F:
+        out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+    return out + bytes([n])
+def field(num, v):   # int: varint; float: double; bytes: length-delimited
+    if isinstance(v, float): return varint(num << 3 | 1) + struct.pack("<d", v)
+    if isinstance(v, bytes): return varint(num << 3 | 2) + varint(len(v)) + v
+    return varint(num << 3) + varint(v)
+def read_varint(b, i):
+    v = shift = 0
+    while True:
+        v, shift, i = v | (b[i] & 0x7F) << shift, shift + 7, i + 1
+        if not b[i - 1] & 0x80: return v, i
+def request_id(b):   # ControlRequest field 1; other fields skipped
+    i = 0
+    while i < len(b):
+        key, i = read_varint(b, i)
+        v, i = read_varint(b, i) if key & 7 in (0, 2) else (0, len(b))
+        if key == 1 << 3: return v
+        if key & 7 == 2: i += v
+    return 0
+status = (field(1, 2) + field(2, 42) + field(3, 100) + field(5, 0.5) + field(6, 1e-3) + field(7, 1.0)
+          + field(13, -1) + field(15, 10) + field(18, d.encode()) + field(20, 0)
+          + (field(21, tb.encode()) if tb else b"") + (field(22, prom.encode()) if prom else b""))
+s = z.zmq_socket(z.zmq_ctx_new(), 6)   # ROUTER
+ep = "ipc://" + os.path.abspath(d) + "/control.sock"
+assert z.zmq_bind(s, ep.encode()) == 0, ep
+open(d + "/control.endpoint", "w").write(ep + "\n")
+ident, msg = ctypes.create_string_buffer(256), ctypes.create_string_buffer(65536)
+while True:
+    n, m = z.zmq_recv(s, ident, 256, 0), z.zmq_recv(s, msg, 65536, 0)
+    if n < 0 or m < 0: continue
+    reply = field(1, request_id(msg.raw[:m])) + field(2, 1) + field(3, 1) + field(10, status)
+    z.zmq_send(s, ident, n, 2)   # ZMQ_SNDMORE
+    z.zmq_send(s, reply, len(reply), 0)
+PY
+wait_endpoint() {
+    for _ in $(seq 200); do [ -s "$1/control.endpoint" ] && return 0; sleep 0.05; done
+    fail "$1/control.endpoint never appeared"
+}
+mkdir mon nomon
+"$py" fake_status.py mon /runs/r1/tensorboard 127.0.0.1:9464 2>mon.log &
+pids+=($!)
+"$py" fake_status.py nomon "" "" 2>nomon.log &
+pids+=($!)
+wait_endpoint mon
+wait_endpoint nomon
+run 0 "$ctl" --run-dir mon status
+grep -Eq '^step +42 / 100 ' out || fail "status from the fake coordinator: $(cat out)"
+grep -Eqx 'tensorboard +/runs/r1/tensorboard' out || fail "status lacks the TensorBoard directory: $(cat out)"
+grep -Eqx 'prometheus +http://127.0.0.1:9464/metrics' out || fail "status lacks the Prometheus address: $(cat out)"
+run 0 "$ctl" --run-dir mon --json status
+"$py" - <<'PY' || fail "status --json with TensorBoard and Prometheus: $(cat out)"
+import json
+d = json.load(open("out"))
+assert d["step"] == 42 and d["tensorboard_dir"] == "/runs/r1/tensorboard", d
+assert d["prometheus_address"] == "127.0.0.1:9464", d
+assert d["prometheus_url"] == "http://127.0.0.1:9464/metrics", d
+PY
+run 0 "$ctl" --run-dir nomon status
+grep -Eqx 'tensorboard +off' out && grep -Eqx 'prometheus +off' out || fail "status with both off: $(cat out)"
+run 0 "$ctl" --run-dir nomon --json status
+"$py" -c 'import json; d=json.load(open("out")); assert d["tensorboard_dir"] is None and d["prometheus_address"] is None and d["prometheus_url"] is None, d' ||
+    fail "status --json with both off: $(cat out)"
+
 # ---- a live (fake) job ---------------------------------------------------------------------
 if [ ! -x "$srv" ]; then
     echo "test_hclctl: $srv not built: skipping the live-job part"
     echo "test_hclctl: ok"
     exit 0
 fi
-wait_endpoint() {
-    for _ in $(seq 200); do [ -s "$1/control.endpoint" ] && return 0; sleep 0.05; done
-    fail "$1/control.endpoint never appeared"
-}
 mkdir job
 "$srv" --serve job --step-ms 20 2>job.log &
 pids+=($!)

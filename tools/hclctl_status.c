@@ -69,6 +69,27 @@ static void worker_json(hcl_json *j, const Hcl__WorkerStat *w) {
     json_end_object(j);
 }
 
+/* Where the job's Prometheus endpoint answers: 1 with url, 0 when it has none. */
+static int prometheus_url(char *url, size_t cap, const Hcl__StatusBody *b) {
+    if (!b->prometheus_address[0]) return 0;
+    snprintf(url, cap, "http://%s/metrics", b->prometheus_address);
+    return 1;
+}
+
+/* The monitoring outputs the job writes: each null when it is off. */
+static void monitoring_json(hcl_json *j, const Hcl__StatusBody *b) {
+    char url[EP_MAX + 32];
+    if (b->tensorboard_dir[0]) json_string(j, "tensorboard_dir", b->tensorboard_dir);
+    else json_null(j, "tensorboard_dir");
+    if (prometheus_url(url, sizeof url, b)) {
+        json_string(j, "prometheus_address", b->prometheus_address);
+        json_string(j, "prometheus_url", url);
+    } else {
+        json_null(j, "prometheus_address");
+        json_null(j, "prometheus_url");
+    }
+}
+
 void print_status_json(const Hcl__StatusBody *b) {
     hcl_json *j = json_line();
     json_bool(j, "ok", 1);
@@ -90,6 +111,7 @@ void print_status_json(const Hcl__StatusBody *b) {
     json_number(j, "checkpoint_interval_s", b->checkpoint_interval_s);
     json_int(j, "checkpoint_every", b->checkpoint_every);
     json_string(j, "run_dir", b->run_dir);
+    monitoring_json(j, b);
     json_int(j, "nworkers", b->nworkers);
     json_begin_array(j, "workers");
     for (size_t i = 0; i < b->n_workers; i++) worker_json(j, b->workers[i]);
@@ -145,6 +167,9 @@ void print_status(const Hcl__StatusBody *b) {
     if (b->checkpoint_interval_s > 0) printf("%-14s %g s\n", "ckpt interval", b->checkpoint_interval_s);
     else printf("%-14s off\n", "ckpt interval");
     printf("%-14s %s\n", "run dir", b->run_dir);
+    char url[EP_MAX + 32];
+    printf("%-14s %s\n", "tensorboard", b->tensorboard_dir[0] ? b->tensorboard_dir : "off");
+    printf("%-14s %s\n", "prometheus", prometheus_url(url, sizeof url, b) ? url : "off");
     printf("%-14s %d\n", "workers", b->nworkers);
     if (b->n_workers) print_worker_table(b);
 }
