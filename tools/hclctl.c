@@ -3,6 +3,7 @@
  * keygen and main; tools/hclctl.h lists the other files.
  *
  *   hclctl [--run-dir DIR | --endpoint E] status|watch|pause|resume|checkpoint|stop|set K=V
+ *   hclctl --run-dir DIR --run-dir DIR2 ... watch
  *   hclctl keygen DIR [--name NAME]
  *
  * A DEALER socket sends one ControlRequest and waits --timeout ms for the ControlReply of the
@@ -48,11 +49,12 @@ static int o_help;
 
 /* run-dir and endpoint first: main checks that they are not both given by their index */
 static const cli_option options[] = {
-    {"run-dir", HCL_OPT_PATH, ".", "run directory of the job: reads DIR/control.endpoint",
+    {"run-dir", HCL_OPT_PATH, ".", "run directory of the job: reads DIR/control.endpoint (watch: "
+     "once per job to follow several)",
      HCL_OPT_AT(hclctl_flag.run_dir), .meta = "DIR"},
     {"endpoint", HCL_OPT_STR, "", "control endpoint (ipc://PATH, tcp://HOST:PORT) instead of the run "
      "directory's", HCL_OPT_AT(hclctl_flag.endpoint), .meta = "E"},
-    {"json", HCL_OPT_FLAG, "0", "print JSON (watch: one object per line)", HCL_OPT_AT(hclctl_flag.json)},
+    {"json", HCL_OPT_FLAG, "0", "print JSON (watch: one object per line, with a \"job\" key when several)", HCL_OPT_AT(hclctl_flag.json)},
     {"timeout", HCL_OPT_INT, "2000", "how long to wait for an answer, in ms", HCL_OPT_AT(hclctl_flag.timeout),
      .lo = 1, .hi = 86400000, .meta = "MS"},
     {"curve-key", HCL_OPT_PATH, "", "this client's CURVE secret key (hclctl keygen)",
@@ -61,7 +63,8 @@ static const cli_option options[] = {
      "control.endpoint)", HCL_OPT_AT(hclctl_flag.server_key), .meta = "FILE"},
     {"no-checkpoint", HCL_OPT_FLAG, "0", "stop without writing a final checkpoint",
      HCL_OPT_AT(hclctl_flag.no_checkpoint), .only = "stop"},
-    {"count", HCL_OPT_INT, "0", "stop after N events (0: until interrupted)", HCL_OPT_AT(hclctl_flag.count),
+    {"count", HCL_OPT_INT, "0", "stop after N events, of all jobs together (0: until "
+     "interrupted or every job has ended)", HCL_OPT_AT(hclctl_flag.count),
      .only = "watch"},
     {"name", HCL_OPT_STR, "hcl", "key file names: DIR/NAME.key, DIR/NAME.pub", HCL_OPT_AT(hclctl_flag.name),
      .meta = "NAME", .only = "keygen"},
@@ -75,7 +78,9 @@ typedef struct {
 
 static const cli_command commands[] = {
     {"status", NULL, "state, progress, settings and the per-worker table"},
-    {"watch", NULL, "one line per training step until interrupted (or --count N)"},
+    {"watch", NULL, "one line per training step until interrupted (or --count N); several\n"
+     "                         --run-dir: one loop follows all, each line starting with the\n"
+     "                         job's name, 'NAME: ended' or 'NAME: lost' when one goes"},
     {"pause", NULL, "stop taking steps (the job keeps its state)"},
     {"resume", NULL, "continue after pause"},
     {"checkpoint", NULL, "write a checkpoint now"},
@@ -88,6 +93,7 @@ static const cli_command commands[] = {
 static void usage(FILE *fp) {
     fprintf(fp, "usage: hclctl [--run-dir DIR | --endpoint E] [--json] [--timeout MS]\n"
                 "              [--curve-key CLIENT.key --server-key SERVER.pub] COMMAND\n"
+                "       hclctl --run-dir DIR --run-dir DIR2 [--run-dir ...] watch\n"
                 "commands:\n");
     for (int i = 0; i < NCMDS; i++) {
         char head[64];
@@ -107,8 +113,10 @@ static void usage(FILE *fp) {
     fprintf(fp, "exit status:\n"
                 "  0  ok\n"
                 "  1  the job answered with an error (or keygen could not write its files)\n"
-                "  2  usage error (bad flag, command or key file)\n"
-                "  3  no answer, or no connection (no control.endpoint: is the job running?)\n");
+                "  2  usage error (bad flag, command or key file; watch: a run directory given\n"
+                "     twice or without a control socket)\n"
+                "  3  no answer, or no connection (no control.endpoint: is the job running?);\n"
+                "     watch of several jobs: one was lost\n");
 }
 
 /* Parse argv: flags anywhere, positionals in order into pos[]; seen[i] is &options[i] when the
@@ -125,6 +133,25 @@ static int parse_args(int argc, char **argv, const char **pos, int maxpos, const
     o_help = rc == 1;
     for (int i = 0; i < NOPTS; i++) seen[i] = given[i] ? &options[i] : NULL;
     return npos;
+}
+
+/* Every --run-dir value of a command line that parse_args took, in order, into dirs (at most
+ * max): how many. The option table says which flags take the next argument as their value. */
+static int collect_run_dirs(int argc, char **argv, const char **dirs, int max) {
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *eq = strchr(a, '=');
+        if (strncmp(a, "--", 2) || !a[2]) continue;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+        const cli_option *o = opts_find(&optset, name);
+        const char *value = eq ? eq + 1 : NULL;
+        if (o && o->type != HCL_OPT_FLAG && !eq) value = argv[++i];
+        if (o != &options[0]) continue;
+        if (n == max) fail(EXIT_USAGE, "--run-dir: more than %d", max);
+        dirs[n++] = value;
+    }
+    return n;
 }
 
 /* ---- keygen ---------------------------------------------------------------------------------- */
@@ -305,6 +332,10 @@ int main(int argc, char **argv) {
         if (seen[i] && seen[i]->only && strcmp(seen[i]->only, cmd))
             fail(EXIT_USAGE, "--%s: only for %s", seen[i]->name, seen[i]->only);
     if (seen[0] && seen[1]) fail(EXIT_USAGE, "--run-dir and --endpoint: pick one");
+    const char *dirs[WATCH_JOBS_MAX];
+    int ndirs = collect_run_dirs(argc, argv, dirs, WATCH_JOBS_MAX);
+    if (ndirs > 1 && strcmp(cmd, "watch"))
+        fail(EXIT_USAGE, "--run-dir: given %d times; only watch follows several jobs", ndirs);
     if (!strcmp(cmd, "keygen")) return cmd_keygen(pos[1]);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -312,5 +343,6 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (ndirs > 1) return watch_many(dirs, ndirs);
     return run_command(cmd, want == 2 ? pos[1] : NULL);
 }

@@ -22,6 +22,7 @@
 #define EXIT_USAGE 2      /* bad flag, command, key file or run directory */
 #define EXIT_NOANSWER 3   /* no answer or no connection; watch: a job was lost */
 #define EP_MAX 512
+#define WATCH_JOBS_MAX 64 /* run directories one watch follows */
 
 /* The command line's values (the option table in hclctl.c stores into them). */
 typedef struct {
@@ -98,5 +99,9 @@ void report_ack(const char *cmd, const char *arg, const Hcl__ControlReply *r);
 /* Follow one job (cl answered a watch request with watch_ep) until it is done, --count events
  * or an interrupt; a job that stops answering: fail(EXIT_NOANSWER). */
 int watch_one(client *cl, const char *watch_ep);
+/* Follow the jobs of run directories dirs[0..n) at once until each has ended or was lost (a
+ * line for each), --count events in all, or an interrupt: 0, or EXIT_NOANSWER when a job was
+ * lost. A directory given twice or without a control socket: fail(EXIT_USAGE). */
+int watch_many(const char *const *dirs, int n);
 
 #endif
