@@ -7,9 +7,11 @@
  *   hclctl keygen DIR [--name NAME]
  *
  * A DEALER socket sends one ControlRequest and waits --timeout ms for the ControlReply of the
- * same id; `watch` then subscribes to the job's PUB socket. Flags live in one table that drives
+ * same id; `watch` then subscribes to the job's PUB socket, or with --run-dir given several
+ * times follows each of those jobs (tools/hclctl_watch.c). Flags live in one table that drives
  * parsing and --help. Exit codes: 0 ok, 1 the job answered with an error (or keygen could not
- * write), 2 usage error, 3 no answer or connection problem. */
+ * write), 2 usage error (watch: a run directory twice or without a control socket), 3 no
+ * answer or connection problem (watch of several jobs: one was lost). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
