@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # test_hclctl: the hclctl client end to end. Usage errors exit 2 with one line; keygen writes a
 # Z85 key pair with modes 0600/0644 and never overwrites; nothing listening is exit 3 with the
-# "no answer ... within N ms (is the job running?)" line; then against a fake job
-# (test_control --serve: the real control plane behind a fake step loop whose worker 0 sends
-# telemetry, after dropping its first messages) every command, --json, the worker table with
-# its dropped-telemetry column, watch, stop, and CURVE (listed key answered, unknown key exit 3,
-# keys required off loopback).
+# "no answer ... within N ms (is the job running?)" line; status's TensorBoard and Prometheus
+# lines (text and --json, on and off) from a fake coordinator with a crafted StatusBody; then
+# against a fake job (test_control --serve: the real control plane behind a fake step loop
+# whose worker 0 sends telemetry, after dropping its first messages) every command, --json,
+# the worker table with its dropped-telemetry column, watch, stop, and CURVE (listed key
+# answered, unknown key exit 3, keys required off loopback). Watch of several jobs: against
+# fake jobs, bad run directories (twice, no control socket) exit 2 with one line naming them,
+# lines prefixed with the basename (the full path when two are the same), --json's "job" key,
+# --count over all jobs, SIGINT; against real hcl-train jobs, a job that finishes or is
+# stopped reported "ended" once while the other goes on (exit 0), a coordinator killed with
+# SIGKILL reported "lost" (exit 3), and status's monitoring lines agreeing with its --json.
 #   HCL_BUILD=build-ctl bash tests/test_hclctl.sh
 set -euo pipefail
 
@@ -49,7 +55,8 @@ for args in "frobnicate" "status --bogus" "set" "set lr" "set =1" "set lr=" "sta
             "status --timeout 0" "watch --count -1" "status --count 3" "pause --no-checkpoint" \
             "status extra" "keygen" "status --run-dir . --endpoint ipc:///x" "status --json=1" \
             "status --endpoint tcp://10.1.2.3:5555" "status --endpoint tcp://*:5555" \
-            "status --endpoint ipc:///x --curve-key nonexistent.key" "status --endpoint ipc:///x --server-key s.pub"; do
+            "status --endpoint ipc:///x --curve-key nonexistent.key" "status --endpoint ipc:///x --server-key s.pub" \
+            "status --run-dir a --run-dir b" "pause --run-dir=a --run-dir b"; do
     # shellcheck disable=SC2086
     run 2 "$ctl" $args
     one_line_error "hclctl $args"
@@ -93,16 +100,90 @@ run 3 "$ctl" --run-dir nowhere pause
 grep -q 'nowhere/control.endpoint: not found (is the job running?' err || fail "no run dir: $(cat err)"
 one_line_error "missing control.endpoint"
 
+# ---- status: TensorBoard and Prometheus, from a crafted StatusBody ------------------------
+# A fake coordinator in Python: a ROUTER (libzmq through ctypes) answering every request with
+# a StatusBody encoded by hand (field numbers of proto/control.proto), so these fields are
+# tested whatever the real coordinator fills in.
+cat >fake_status.py <<'PY'
+import ctypes, ctypes.util, os, struct, sys
+d, tb, prom = sys.argv[1:4]
+z = ctypes.CDLL(ctypes.util.find_library("zmq") or "libzmq.so.5")
+z.zmq_ctx_new.restype = z.zmq_socket.restype = ctypes.c_void_p
+z.zmq_socket.argtypes = [ctypes.c_void_p, ctypes.c_int]
+z.zmq_bind.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+z.zmq_recv.argtypes = z.zmq_send.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+def varint(n):
+    n, out = n & (1 << 64) - 1, b""
+    while n > 0x7F:
+        out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+    return out + bytes([n])
+def field(num, v):   # int: varint; float: double; bytes: length-delimited
+    if isinstance(v, float): return varint(num << 3 | 1) + struct.pack("<d", v)
+    if isinstance(v, bytes): return varint(num << 3 | 2) + varint(len(v)) + v
+    return varint(num << 3) + varint(v)
+def read_varint(b, i):
+    v = shift = 0
+    while True:
+        v, shift, i = v | (b[i] & 0x7F) << shift, shift + 7, i + 1
+        if not b[i - 1] & 0x80: return v, i
+def request_id(b):   # ControlRequest field 1; other fields skipped
+    i = 0
+    while i < len(b):
+        key, i = read_varint(b, i)
+        v, i = read_varint(b, i) if key & 7 in (0, 2) else (0, len(b))
+        if key == 1 << 3: return v
+        if key & 7 == 2: i += v
+    return 0
+status = (field(1, 2) + field(2, 42) + field(3, 100) + field(5, 0.5) + field(6, 1e-3) + field(7, 1.0)
+          + field(13, -1) + field(15, 10) + field(18, d.encode()) + field(20, 0)
+          + (field(21, tb.encode()) if tb else b"") + (field(22, prom.encode()) if prom else b""))
+s = z.zmq_socket(z.zmq_ctx_new(), 6)   # ROUTER
+ep = "ipc://" + os.path.abspath(d) + "/control.sock"
+assert z.zmq_bind(s, ep.encode()) == 0, ep
+open(d + "/control.endpoint", "w").write(ep + "\n")
+ident, msg = ctypes.create_string_buffer(256), ctypes.create_string_buffer(65536)
+while True:
+    n, m = z.zmq_recv(s, ident, 256, 0), z.zmq_recv(s, msg, 65536, 0)
+    if n < 0 or m < 0: continue
+    reply = field(1, request_id(msg.raw[:m])) + field(2, 1) + field(3, 1) + field(10, status)
+    z.zmq_send(s, ident, n, 2)   # ZMQ_SNDMORE
+    z.zmq_send(s, reply, len(reply), 0)
+PY
+wait_endpoint() {
+    for _ in $(seq 200); do [ -s "$1/control.endpoint" ] && return 0; sleep 0.05; done
+    fail "$1/control.endpoint never appeared"
+}
+mkdir mon nomon
+"$py" fake_status.py mon /runs/r1/tensorboard 127.0.0.1:9464 2>mon.log &
+pids+=($!)
+"$py" fake_status.py nomon "" "" 2>nomon.log &
+pids+=($!)
+wait_endpoint mon
+wait_endpoint nomon
+run 0 "$ctl" --run-dir mon status
+grep -Eq '^step +42 / 100 ' out || fail "status from the fake coordinator: $(cat out)"
+grep -Eqx 'tensorboard +/runs/r1/tensorboard' out || fail "status lacks the TensorBoard directory: $(cat out)"
+grep -Eqx 'prometheus +http://127.0.0.1:9464/metrics' out || fail "status lacks the Prometheus address: $(cat out)"
+run 0 "$ctl" --run-dir mon --json status
+"$py" - <<'PY' || fail "status --json with TensorBoard and Prometheus: $(cat out)"
+import json
+d = json.load(open("out"))
+assert d["step"] == 42 and d["tensorboard_dir"] == "/runs/r1/tensorboard", d
+assert d["prometheus_address"] == "127.0.0.1:9464", d
+assert d["prometheus_url"] == "http://127.0.0.1:9464/metrics", d
+PY
+run 0 "$ctl" --run-dir nomon status
+grep -Eqx 'tensorboard +off' out && grep -Eqx 'prometheus +off' out || fail "status with both off: $(cat out)"
+run 0 "$ctl" --run-dir nomon --json status
+"$py" -c 'import json; d=json.load(open("out")); assert d["tensorboard_dir"] is None and d["prometheus_address"] is None and d["prometheus_url"] is None, d' ||
+    fail "status --json with both off: $(cat out)"
+
 # ---- a live (fake) job ---------------------------------------------------------------------
 if [ ! -x "$srv" ]; then
     echo "test_hclctl: $srv not built: skipping the live-job part"
     echo "test_hclctl: ok"
     exit 0
 fi
-wait_endpoint() {
-    for _ in $(seq 200); do [ -s "$1/control.endpoint" ] && return 0; sleep 0.05; done
-    fail "$1/control.endpoint never appeared"
-}
 mkdir job
 "$srv" --serve job --step-ms 20 2>job.log &
 pids+=($!)
@@ -203,5 +284,134 @@ grep -q 'chmod 600' err || fail "a readable secret key: $(cat err)"
 chmod 600 keys/alice.key
 run 0 "$ctl" --run-dir cjob --curve-key keys/alice.key stop
 wait "$cjob_pid" || fail "the CURVE fake job exited $?"
+
+# ---- watch of several jobs: fake jobs ------------------------------------------------------
+# wait_for FILE ERE SECONDS: until a line of FILE matches
+wait_for() {
+    for _ in $(seq $(($3 * 20))); do grep -Eq -- "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done
+    fail "no /$2/ in $1 within $3 s: $(tail -5 "$1" 2>/dev/null)"
+}
+mkdir -p f1 f2 x/job y/job empty
+for d in f1 f2 x/job y/job; do
+    "$srv" --serve "$d" --step-ms 30 2>>fake.log &
+    pids+=($!)
+done
+for d in f1 f2 x/job y/job; do wait_endpoint "$d"; done
+# bad input: one line naming the run directory, exit 2, nothing on stdout
+for bad in none empty nowhere ./f1/ f2/../f1; do
+    run 2 timeout 10 "$ctl" --run-dir f1 --run-dir "$bad" --run-dir f2 watch
+    one_line_error "watch with --run-dir $bad"
+    grep -qF -- "--run-dir $bad:" err || fail "watch with --run-dir $bad: the line does not name it: $(cat err)"
+    [ -s out ] && fail "watch with --run-dir $bad printed: $(cat out)"
+done
+grep -q 'same run directory as --run-dir f1' err || fail "f1 twice: $(cat err)"
+run 2 timeout 10 "$ctl" --run-dir f1 --run-dir empty watch
+grep -q 'no control socket' err || fail "a run dir without control.endpoint: $(cat err)"
+run 2 timeout 10 "$ctl" --run-dir f1 --run-dir none watch
+grep -q 'no control socket' err || fail "a run dir whose socket is gone: $(cat err)"
+# until SIGINT: every job's lines, prefixed with its basename or, when two basenames are the
+# same, its full path; no job reported gone; exit 0 soon after the signal
+t0=$(date +%s%N)
+run 0 timeout --preserve-status -s INT 2 "$ctl" --run-dir f1 --run-dir f2 --run-dir x/job --run-dir y/job watch
+[ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 3500 ] || fail "watch took $(( ($(date +%s%N) - t0) / 1000000 )) ms to stop on SIGINT"
+[ -s err ] && fail "watch of 4 jobs wrote to stderr: $(cat err)"
+for p in f1 f2 "$(realpath x/job)" "$(realpath y/job)"; do
+    [ "$(grep -cF -- "$p: step " out)" -ge 5 ] || fail "watch of 4 jobs: fewer than 5 lines of $p: $(head -20 out)"
+done
+bad_lines=$(grep -vE "^(f1|f2|$(realpath x/job)|$(realpath y/job)): step [0-9]+/1000000 epoch 0 loss [0-9.]+ .* running$" out || true)
+[ -z "$bad_lines" ] || fail "watch of 4 jobs: lines without a job or not a step: $bad_lines"
+# --json: a "job" key on every line; --count counts the events of all jobs
+run 0 timeout 10 "$ctl" --run-dir f1 --run-dir f2 --json watch --count 8
+"$py" - <<'PY' || fail "watch --json of 2 jobs: $(cat out)"
+import json
+ev = [json.loads(l) for l in open("out")]
+assert len(ev) == 8 and {e["job"] for e in ev} == {"f1", "f2"}, ev
+for job in ("f1", "f2"):
+    steps = [e["step"] for e in ev if e["job"] == job]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps), (job, steps)
+PY
+# one --run-dir: the lines as they were, no prefix
+run 0 timeout 10 "$ctl" --run-dir f1 watch --count 2
+[ "$(grep -Ec '^step [0-9]+/1000000 ' out)" = 2 ] || fail "watch of one job: $(cat out)"
+for d in f1 f2 x/job y/job; do run 0 "$ctl" --run-dir "$d" stop --no-checkpoint; done
+
+# ---- watch of several jobs: real training jobs ---------------------------------------------
+# hcl-train in one process each; a job's end reported once when it finishes or is stopped
+# (exit 0), a coordinator killed with SIGKILL reported lost while the other goes on (exit 3).
+train=$HCL_BUILD/hcl-train
+"$HCL_BUILD/hcl-data" synth data --rows 4096 --widths 64,32,16 --seed 1 >/dev/null
+start_job() {   # start_job DIR STEPS: job_pid is its pid
+    "$train" --data data --hidden 256,256 --dim 32 --batch-size 256 --steps "$2" --threads 1 --log-every 100 \
+        --run-dir "$1" >"$1.log" 2>&1 &
+    job_pid=$!
+    pids+=("$job_pid")
+}
+# ja runs to its end (1000 steps, a few seconds), jb until stopped
+start_job ja 1000
+ja_pid=$job_pid
+start_job jb 100000
+wait_endpoint ja
+wait_endpoint jb
+"$ctl" --run-dir ja --run-dir jb --timeout 1000 watch >w1.out 2>w1.err &
+w1_pid=$!
+pids+=("$w1_pid")
+wait_for w1.out '^ja: step ' 30
+wait_for w1.out '^jb: step ' 30
+wait_for w1.out '^ja: ended$' 120
+wait "$ja_pid" || fail "job ja exited $?: $(tail -3 ja.log)"
+# jb goes on after ja ended
+n_after() { sed -n '/^ja: ended$/,$p' w1.out | grep -c '^jb: step ' || true; }
+for _ in $(seq 200); do [ "$(n_after)" -ge 3 ] && break; sleep 0.05; done
+[ "$(n_after)" -ge 3 ] || fail "no jb lines after ja ended: $(tail -5 w1.out)"
+kill -0 "$w1_pid" || fail "watch ended with one job still running: $(tail -5 w1.out)"
+# status of a real job: the monitoring lines agree with --json, whatever the coordinator fills
+run 0 "$ctl" --run-dir jb --json status
+tb=$("$py" -c 'import json; print(json.load(open("out"))["tensorboard_dir"] or "off")')
+prom=$("$py" -c 'import json; print(json.load(open("out"))["prometheus_url"] or "off")')
+run 0 "$ctl" --run-dir jb status
+grep -Eqx "tensorboard +$tb" out && grep -Eqx "prometheus +$prom" out ||
+    fail "status of a real job: tensorboard/prometheus lines do not agree with --json ($tb, $prom): $(cat out)"
+run 0 "$ctl" --run-dir jb stop --no-checkpoint
+rc=0
+wait "$w1_pid" || rc=$?
+[ "$rc" = 0 ] || fail "watch of two jobs that ended exited $rc, want 0: $(tail -5 w1.out) $(cat w1.err)"
+[ "$(grep -c '^ja: ended$' w1.out)" = 1 ] && [ "$(grep -c '^jb: ended$' w1.out)" = 1 ] ||
+    fail "each end once: ja $(grep -c '^ja: ended$' w1.out), jb $(grep -c '^jb: ended$' w1.out)"
+grep -q 'lost' w1.out && fail "a job that ended reported lost: $(grep lost w1.out)"
+tail -1 w1.out | grep -Eqx 'jb: ended' || fail "the watch went on after the last job ended: $(tail -3 w1.out)"
+bad_lines=$(grep -vE '^(ja|jb): (step [0-9]+/(1000|100000) epoch [0-9]+ loss .*|ended)$' w1.out || true)
+[ -z "$bad_lines" ] && [ ! -s w1.err ] || fail "watch of ja, jb: stray lines: $bad_lines $(cat w1.err)"
+# --json; SIGKILL of jc's coordinator: jc lost, jd goes on; stop jd: exit 3
+start_job jc 100000
+jc_pid=$job_pid
+start_job jd 100000
+wait_endpoint jc
+wait_endpoint jd
+"$ctl" --run-dir jc --run-dir jd --timeout 1000 --json watch >w2.out 2>w2.err &
+w2_pid=$!
+pids+=("$w2_pid")
+wait_for w2.out '"job": "jc", "step"' 30
+wait_for w2.out '"job": "jd", "step"' 30
+kill -9 "$jc_pid"
+wait "$jc_pid" 2>/dev/null || true
+wait_for w2.out '^\{"job": "jc", "end": "lost"\}$' 30
+n_after() { sed -n '/"job": "jc", "end"/,$p' w2.out | grep -c '"job": "jd", "step"' || true; }
+for _ in $(seq 200); do [ "$(n_after)" -ge 3 ] && break; sleep 0.05; done
+[ "$(n_after)" -ge 3 ] || fail "no jd lines after jc was lost: $(tail -5 w2.out)"
+run 0 "$ctl" --run-dir jd stop --no-checkpoint
+rc=0
+wait "$w2_pid" || rc=$?
+[ "$rc" = 3 ] || fail "watch with a lost job exited $rc, want 3: $(tail -5 w2.out) $(cat w2.err)"
+"$py" - <<'PY' || fail "watch --json of jc, jd: $(tail -5 w2.out)"
+import json
+ev = [json.loads(l) for l in open("w2.out")]
+assert all(e["job"] in ("jc", "jd") for e in ev), ev[:3]
+ends = [e for e in ev if "end" in e]
+assert ends == [{"job": "jc", "end": "lost"}, {"job": "jd", "end": "ended"}], ends
+assert ev[-1] == {"job": "jd", "end": "ended"}, ev[-3:]
+for job in ("jc", "jd"):
+    steps = [e["step"] for e in ev if e["job"] == job and "step" in e]
+    assert len(steps) >= 3 and steps == sorted(steps), (job, steps[:5])
+PY
 
 echo "test_hclctl: ok"
