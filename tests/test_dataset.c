@@ -214,7 +214,8 @@ static void test_bad(void) {
     put_raw("f16", "b.npy", "<f2", 0, "(10, 2)", N * 2 * 2);
     expect_bad("f16", "b.npy", "float16", "'<f2'");
     make_good("i32", 1, 0);
-    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, va);
+    int32_t c32[N * 4] = {0};   /* its own (N, 4) array: va holds only N * 3 floats */
+    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, c32);
     expect_bad("i32", "c.npy", "int32", NULL);
 
     /* big-endian, Fortran order, truncated view files */
