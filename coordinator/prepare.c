@@ -151,10 +151,20 @@ static int schedule(hcl_run *r, char *err) {
     return 0;
 }
 
+/* Before anything is allocated: one replica of the model of --hidden and --dim on the data's
+ * views (weights, gradients, optimizer state: what each worker holds) fits in memory. */
+static int model_fits(const hcl_run *r, char *err) {
+    char what[96], msg[HCL_ERR_MAX];
+    snprintf(what, sizeof what, "one replica's weights, gradients and %s state", optim_kind_name(r->oc.kind));
+    if (model_check_memory(&r->mc, 2 + (int)optim_state_floats(&r->oc, 1), what, msg) == 0) return 0;
+    return hcl_err(err, "--hidden/--dim: %s", msg);
+}
+
 /* The checkpoint buffers (the model's tensor table, one replica state), the status, the
  * evaluator, the batch order. */
 static int buffers(hcl_run *r, char *err) {
     const hcl_config *cfg = &r->cfg;
+    if (model_fits(r, err) != 0) return -1;
     if (model_init(&r->ck_model, &r->mc, (uint64_t)cfg->seed, err) != 0) return -1;
     r->nstate = optim_state_floats(&r->oc, r->ck_model.nparams);
     r->snap_floats = batch_snapshot_floats(r->ck_model.nparams, r->nstate);
