@@ -51,8 +51,11 @@ int model_config_check(const hcl_model_config *c, char *err) {
         if (len >= HCL_NAME_MAX)
             return hcl_err(err, "model: view %d name longer than %d characters", v,
                            HCL_NAME_MAX - 1);
-        if (strchr(c->names[v], '.'))
-            return hcl_err(err, "model: view name '%s' contains '.'", c->names[v]);
+        if (!hcl_view_name_ok(c->names[v])) {
+            char s[4 * HCL_NAME_MAX + 8];
+            hcl_printable(s, sizeof s, c->names[v]);
+            return hcl_err(err, "model: bad view name '%s' (%s)", s, HCL_VIEW_NAME_RULE);
+        }
         for (int u = 0; u < v; u++)
             if (strcmp(c->names[u], c->names[v]) == 0)
                 return hcl_err(err, "model: view name '%s' used twice", c->names[v]);

@@ -44,6 +44,23 @@ float *hcl_floats(size_t n) {
     return p;
 }
 
+int hcl_view_name_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n >= HCL_NAME_MAX || s[0] == '-') return 0;
+    for (; *s; s++)
+        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') || *s == '_' ||
+              *s == '-'))
+            return 0;
+    return 1;
+}
+
+void hcl_printable(char *out, size_t cap, const char *s) {
+    size_t k = 0;
+    for (; *s && k + 5 < cap; s++)
+        k += (size_t)snprintf(out + k, cap - k, *s >= 0x20 && *s < 0x7f ? "%c" : "\\x%02x", (unsigned char)*s);
+    out[k] = 0;
+}
+
 /* ---- memory limits --------------------------------------------------------------------------- */
 
 /* A cgroup limit file: its number, or UINT64_MAX ("max", missing, unreadable). */

@@ -14,6 +14,15 @@
 #define HCL_NAME_MAX 64
 #define HCL_ERR_MAX 512
 
+/* A view name: 1 to HCL_NAME_MAX - 1 letters, digits, '_' and '-', not starting with '-'. It
+ * becomes tensor names (encoder.NAME.0.weight: no '.'), file names (NAME.npy: no '/') and flag
+ * values. HCL_VIEW_NAME_RULE says so in error lines. */
+int hcl_view_name_ok(const char *s);
+#define HCL_VIEW_NAME_RULE "letters, digits, _ and - (not first), at most 63 characters"
+/* s for an error line: bytes outside printable ASCII as \xNN (names from files may hold
+ * anything); cut to fit cap, which 4 * strlen(s) + 5 always fits */
+void hcl_printable(char *out, size_t cap, const char *s);
+
 void hcl_die(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 

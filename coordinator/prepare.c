@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 /* ---- flags that name views ---------------------------------------------------------------- */
@@ -56,16 +57,27 @@ static int parse_clip_views(hcl_loss_config *lc, const hcl_dataset *ds, const ch
 
 /* ---- the configurations ------------------------------------------------------------------- */
 
-/* --data, and --val-data with the same views in the same order. */
+/* --data, and --val-data with the same views in the same order. A view that no training row
+ * has is an error: its encoder would never be trained (with two views the loss is 0), and its
+ * checkpoints would embed that view with the initial random weights. In --val-data it is a
+ * warning: training is not affected, that view's measures are null. */
 static int open_data(hcl_run *r, char *err) {
     const hcl_config *cfg = &r->cfg;
     if (dataset_open(&r->train, cfg->data, err) != 0) return -1;
     r->has_train = 1;
+    int v = dataset_absent_view(&r->train);
+    if (v >= 0)
+        return hcl_err(err, "%s/mask.npy: view '%s' is absent from every row (column %d is all 0): its encoder "
+                       "would never train; give it rows or remove it from manifest.txt", r->train.dir,
+                       r->train.names[v], v);
     if (!cfg->val_data[0]) return 0;
     if (dataset_open(&r->val, cfg->val_data, err) != 0) return -1;
     r->has_val = 1;
+    if ((v = dataset_absent_view(&r->val)) >= 0)
+        LOG_WARN("%s/mask.npy: view '%s' is absent from every validation row (column %d is all 0): its "
+                 "evaluation measures will be null", r->val.dir, r->val.names[v], v);
     int widths[HCL_MAX_VIEWS];
-    for (int v = 0; v < r->train.nviews; v++) widths[v] = (int)r->train.widths[v];
+    for (int k = 0; k < r->train.nviews; k++) widths[k] = (int)r->train.widths[k];
     return dataset_check_views(&r->val, r->train.nviews, r->train.names, widths, NULL, "--val-data", err);
 }
 

@@ -8,6 +8,8 @@
 #   5  a tensor of shape [8, 4611686018427387908]: its byte count wraps 64 bits to the file's 128
 #   6  a second __metadata__ in a safetensors header
 #   7  --epochs 9223372036854775807
+#   10 a view absent from every row of --data (trained with loss 0; now exit 2, a warning for
+#      --val-data), a view named v1.x (passed the manifest, refused by the model naming no file)
 #   HCL_BUILD=build bash tests/test_bad_inputs.sh
 set -euo pipefail
 B=${HCL_BUILD:-build}
@@ -82,6 +84,23 @@ grep -q "a second '__metadata__'" "$tmp/err" || fail "6: $(cat "$tmp/err")"
 
 # ---- 7: --epochs ------------------------------------------------------------------------------
 refused "--epochs 2^63-1" "--epochs" "${again[@]}" --steps 0 --epochs 9223372036854775807
+
+# ---- 10: views --------------------------------------------------------------------------------
+cp -r "$tmp/d" "$tmp/absent"
+"$PY" -c 'import numpy as np, sys; m = np.ones((64, 3), np.uint8); m[:, 1] = 0; np.save(sys.argv[1], m)' \
+    "$tmp/absent/mask.npy"
+refused "a view in no row of --data" "$tmp/absent/mask.npy: view 'v1'" "${again[@]}" --data "$tmp/absent"
+"$B/hcl-train" --data "$tmp/d" --val-data "$tmp/absent" --run-dir "$tmp/val" "${train[@]}" --steps 1 \
+    2>"$tmp/val.log" || { cat "$tmp/val.log"; fail "a view in no row of --val-data: the run failed"; }
+grep -q "WARN .*$tmp/absent/mask.npy: view 'v1' is absent from every validation row" "$tmp/val.log" ||
+    fail "a view in no row of --val-data: no warning: $(cat "$tmp/val.log")"
+cp -r "$tmp/d" "$tmp/dotted"
+sed -i 's/^view v1$/view v1.x/' "$tmp/dotted/manifest.txt"
+mv "$tmp/dotted/v1.npy" "$tmp/dotted/v1.x.npy"
+line=$(grep -n '^view v1.x$' "$tmp/dotted/manifest.txt" | cut -d: -f1)
+refused "a view named v1.x" "$tmp/dotted/manifest.txt:$line: bad view name 'v1.x'" "${again[@]}" --data "$tmp/dotted"
+# hcl-data's exit for bad data is 1 (tools/hcl-data.c)
+WANT=1 refused "hcl-data inspect of v1.x" "$tmp/dotted/manifest.txt:$line" "$B/hcl-data" inspect "$tmp/dotted"
 
 [ "$(sums "$tmp/run")" = "$before" ] || fail "a refused run changed $tmp/run"
 echo "test_bad_inputs: ok"

@@ -201,6 +201,30 @@ static void test_good(void) {
     rm_dir("boolmask");
 }
 
+/* dataset_absent_view: the first view that no row has (hcl-train refuses it in --data) */
+static void test_absent_view(void) {
+    char p[256];
+    hcl_dataset ds;
+    uint8_t m[N * 3];
+    snprintf(p, sizeof p, "%s/absent", root);
+    for (int nomask = 1; nomask >= 0; nomask--) {
+        make_good("absent", 1, 0);
+        for (int i = 0; i < N * 3; i++) m[i] = (uint8_t)(i % 3 != 1 || i / 3 == N - 1);   /* b: last row only */
+        if (!nomask) put_npy("absent", "mask.npy", NPY_U8, 2, N, 3, m);
+        CHECK(dataset_open(&ds, p, err) == 0, "%s", err);
+        CHECK(dataset_absent_view(&ds) == -1, "every view in some row: %d", dataset_absent_view(&ds));
+        dataset_close(&ds);
+        rm_dir("absent");
+    }
+    make_good("absent", 1, 0);
+    for (int i = 0; i < N * 3; i++) m[i] = i % 3 != 2;   /* c: no row */
+    put_npy("absent", "mask.npy", NPY_U8, 2, N, 3, m);
+    CHECK(dataset_open(&ds, p, err) == 0, "%s", err);
+    CHECK(dataset_absent_view(&ds) == 2, "view c in no row: %d, want 2", dataset_absent_view(&ds));
+    dataset_close(&ds);
+    rm_dir("absent");
+}
+
 /* ---- one directory per rule -------------------------------------------------------------- */
 
 static void test_bad(void) {
@@ -299,6 +323,16 @@ static void test_bad(void) {
     make_good("empty", 1, 0);
     put_text("empty", "manifest.txt", "# nothing\n");
     expect_bad("empty", "manifest.txt", "no `view NAME`", NULL);
+    /* view names are letters, digits, _ and - (not first): a '.' would split the model's tensor
+     * names (encoder.b.x.0.weight), a '/' would leave hcl-embed's output directory */
+    const char *names[] = {"b.x", "-b", ".b", "b/c", "b\x1b[31m"};
+    for (int i = 0; i < 5; i++) {
+        char text[64];
+        make_good("badname", 1, 0);
+        snprintf(text, sizeof text, "view a\nview %s\nview c\n", names[i]);
+        put_text("badname", "manifest.txt", text);
+        expect_bad("badname", "manifest.txt:2", "bad view name", "letters, digits, _ and -");
+    }
 
     /* a view that is 1-D, bad magic */
     make_good("oned", 1, 0);
@@ -324,6 +358,7 @@ int main(void) {
     snprintf(root, sizeof root, "/tmp/test_dataset.XXXXXX");
     HCL_CHECK(mkdtemp(root), "mkdtemp %s", root);
     test_good();
+    test_absent_view();
     test_bad();
     CHECK(rmdir(root) == 0, "rmdir %s: files left behind", root);
     CHECK_DONE();
