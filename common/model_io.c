@@ -93,10 +93,10 @@ int model_params_read(hcl_model *m, const st_file *f, char *err) {
         const hcl_tensor *t = &m->tensors[i];
         const st_tensor *s = st_find(f, t->name);
         if (!s) return hcl_err(err, "%s: tensor '%s' is missing", f->path, t->name);
-        int64_t numel = 1;
-        for (int d = 0; d < s->ndim; d++) numel *= s->shape[d];
-        if (strcmp(s->dtype, "F32") != 0 || s->ndim != t->ndim || numel != t->numel ||
-            s->shape[0] != t->shape[0])
+        /* the shape dimension by dimension: a product of a file's dimensions can overflow */
+        int same = strcmp(s->dtype, "F32") == 0 && s->ndim == t->ndim;
+        for (int d = 0; same && d < s->ndim; d++) same = s->shape[d] == t->shape[d];
+        if (!same)
             return hcl_err(err, "%s: tensor '%s' is %s %lldx%lld, the model needs F32 %lldx%lld",
                            f->path, t->name, s->dtype, (long long)s->shape[0],
                            (long long)(s->ndim > 1 ? s->shape[1] : 1), (long long)t->shape[0],

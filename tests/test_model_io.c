@@ -74,6 +74,13 @@ int main(void) {
     CHECK(st_open(&f, path, err) == 0, "open: %s", err);
     CHECK(model_params_read(&o, &f, err) == -1 && strstr(err, "encoder.img.0.weight"), "shape mismatch: %s", err);
     st_close(&f);
+    /* a shape whose element count wraps int64 to the model's (4 x (5 + 2^62) = 20 + 2^64) is
+     * refused by its dimensions (it was multiplied, with signed overflow, and loaded) */
+    CHECK(st_open(&f, path, err) == 0, "open: %s", err);
+    for (int i = 0; i < f.ntensors; i++)
+        if (!strcmp(f.tensors[i].name, "encoder.img.2.weight")) f.tensors[i].shape[1] += (int64_t)1 << 62;
+    CHECK(model_params_read(&m, &f, err) == -1 && strstr(err, "encoder.img.2.weight"), "wrapping shape: %s", err);
+    st_close(&f);
     model_free(&o);
     test_metadata_too_large(&m, path);
     model_free(&m);
