@@ -134,6 +134,9 @@ static int dataset_open_view(hcl_dataset *ds, int v, char *err) {
     if (f->shape[0] < 1 || f->shape[1] < 1)
         return hcl_err(err, "%s: empty view, shape (%lld, %lld)", path, (long long)f->shape[0],
                        (long long)f->shape[1]);
+    if (f->shape[1] > HCL_MAX_WIDTH)   /* past it, the width would not fit the model's ints */
+        return hcl_err(err, "%s: %lld columns, more than the %d a view may have", path, (long long)f->shape[1],
+                       HCL_MAX_WIDTH);
     if (v > 0 && f->shape[0] != ds->n)
         return hcl_err(err, "%s: %lld rows but %s/%s.npy has %lld rows", path,
                        (long long)f->shape[0], ds->dir, ds->names[0], (long long)ds->n);

@@ -47,7 +47,7 @@ static int meta_ints(const st_file *f, const char *key, int *out, int max, int *
     for (char *p = buf; *p;) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > 1 << 20 || *n == max || (*end && *end != ','))
+        if (end == p || v < 0 || v > HCL_MAX_WIDTH || *n == max || (*end && *end != ','))
             return hcl_err(err, "%s: metadata '%s' = '%s' is not a list of widths", f->path, key, buf);
         out[(*n)++] = (int)v;
         p = *end ? end + 1 : end;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #define HCL_MAX_VIEWS 8
+#define HCL_MAX_WIDTH (1 << 20)   /* columns of a view, width of a layer (ints, products in int64) */
 #define HCL_NAME_MAX 64
 #define HCL_ERR_MAX 512
 

@@ -4,7 +4,8 @@
 # (issue 17). Each case was a silent change, an abort or a late refusal before:
 #   3  a config line longer than 2,048 bytes (a comment whose tail read `lr = 7` set lr), --config DIR
 #   4  a model too large for memory: --hidden 65536,65536,65536 --dim 65536, or a model.safetensors
-#      whose metadata says hidden 65536,65536 (both aborted: "out of memory allocating N floats")
+#      whose metadata says hidden 65536,65536 (both aborted: "out of memory allocating N floats");
+#      a view wider than 2^20 columns (2^32 + 16 was cut to 16 by an int, then aborted)
 #   5  a tensor of shape [8, 4611686018427387908]: its byte count wraps 64 bits to the file's 128
 #   6  a second __metadata__ in a safetensors header
 #   7  --epochs 9223372036854775807
@@ -50,6 +51,20 @@ refused "--config DIR" "is a directory" "${again[@]}" --config "$tmp/d"
 # ---- 4: a model too large for memory ----------------------------------------------------------
 refused "--hidden 65536,65536,65536 --dim 65536" "--hidden/--dim" "${again[@]}" --hidden 65536,65536,65536 --dim 65536
 grep -q 'parameters: .* need at least .*, more than the .* of ' "$tmp/err" || fail "4: no need and limit: $(cat "$tmp/err")"
+
+# a view wider than 2^20 columns (a sparse file: 2^32 + 16 columns were cut to 16 by an int, then
+# its batch aborted); here 2^20 + 1 columns of one row, 1 MB
+mkdir "$tmp/wide"
+echo "view w" >"$tmp/wide/manifest.txt"
+"$PY" - "$tmp/wide/w.npy" <<'PY'
+import sys
+h = "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1048577), }"
+h += " " * (-(10 + len(h) + 1) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode())
+    f.truncate(10 + len(h) + 1048577)
+PY
+refused "a view of 2^20 + 1 columns" "$tmp/wide/w.npy: 1048577 columns" "${again[@]}" --data "$tmp/wide"
 
 # The model's file with its header rewritten: st_edit IN OUT PYTHON-EXPRESSION-OF-h (the header text)
 st_edit() {
