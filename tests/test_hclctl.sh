@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # test_hclctl: the hclctl client end to end. Usage errors exit 2 with one line; keygen writes a
 # Z85 key pair with modes 0600/0644 and never overwrites; nothing listening is exit 3 with the
-# "no answer ... within N ms (is the job running?)" line; status's TensorBoard and Prometheus
-# lines (text and --json, on and off) from a fake coordinator with a crafted StatusBody; then
+# "no answer ... within N ms (is the job running?)" line, and with --json also one JSON error
+# object on stdout; status's TensorBoard and Prometheus lines (text and --json, on and off) from
+# a fake coordinator with a crafted StatusBody; the job's strings with escape sequences and
+# invalid UTF-8 shown escaped on the terminal and valid UTF-8 in --json; a reply of the wrong
+# kind (an ack to status) exit 3; then
 # against a fake job (test_control --serve: the real control plane behind a fake step loop
 # whose worker 0 sends telemetry, after dropping its first messages) every command, --json,
 # the worker table with its dropped-telemetry column, watch, stop, and CURVE (listed key
