@@ -107,6 +107,12 @@ static void test_validation(void) {
     small_config(&c, HCL_ACT_RELU, 0, 0);
     c.names[0][0] = '\0';
     expect_invalid(&c, "empty view name");
+    const char *bad_names[] = {"v1.x", "a/b", "-a", "x\x1b[2J"};   /* tensor names, files, flags */
+    for (int i = 0; i < 4; i++) {
+        small_config(&c, HCL_ACT_RELU, 0, 0);
+        snprintf(c.names[1], HCL_NAME_MAX, "%s", bad_names[i]);
+        expect_invalid(&c, i == 3 ? "a name with an escape" : bad_names[i]);
+    }
 
     // the edges of the ranges are accepted
     small_config(&c, HCL_ACT_RELU, 0, 0);

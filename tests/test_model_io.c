@@ -1,7 +1,8 @@
 /* test_model_io: a model saved as safetensors loads back with the same configuration and the
  * same bytes; a file of another model shape is refused naming the tensor; a file whose metadata
  * asks for a model larger than memory, or larger than its tensors, is refused naming the file
- * before anything is allocated (it was an abort: "out of memory allocating N floats"). */
+ * before anything is allocated (it was an abort: "out of memory allocating N floats"), and so is
+ * a view name that is not letters, digits, _ and -. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -47,6 +48,14 @@ static void test_metadata_too_large(hcl_model *m, const char *path) {
     save_lying(m, 300, 200, path);
     CHECK(model_load(&l, path, err) == -1 && strstr(err, path) && strstr(err, "metadata") &&
           strstr(err, "tensors"), "metadata larger than the tensors: %s", err);
+    /* a view name that would leave hcl-embed's output directory: refused naming the file */
+    char keep[HCL_NAME_MAX];
+    memcpy(keep, m->cfg.names[0], sizeof keep);
+    snprintf(m->cfg.names[0], HCL_NAME_MAX, "../x");
+    CHECK(model_save(m, path, err) == 0, "save: %s", err);
+    memcpy(m->cfg.names[0], keep, sizeof keep);
+    CHECK(model_load(&l, path, err) == -1 && strstr(err, path) && strstr(err, "bad view name '../x'"),
+          "view name ../x: %s", err);
 }
 
 int main(void) {
