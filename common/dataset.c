@@ -11,14 +11,6 @@
 
 /* ---- manifest ---------------------------------------------------------------------------- */
 
-static int dataset_name_ok(const char *s) {
-    if (!*s || *s == '.') return 0;
-    for (; *s; s++)
-        if (!(('a' <= *s && *s <= 'z') || ('A' <= *s && *s <= 'Z') || ('0' <= *s && *s <= '9') ||
-              *s == '_' || *s == '-' || *s == '.'))
-            return 0;
-    return 1;
-}
 
 static int dataset_read_manifest(hcl_dataset *ds, char *err) {
     char path[1200];
@@ -49,10 +41,11 @@ static int dataset_read_manifest(hcl_dataset *ds, char *err) {
             fclose(fp);
             return hcl_err(err, "%s:%d: cannot parse '%s' (want `view NAME`)", path, lineno, line);
         }
-        if (!dataset_name_ok(name) || strlen(name) >= HCL_NAME_MAX) {
+        if (!hcl_view_name_ok(name)) {
+            char s[4 * HCL_NAME_MAX + 8];
+            hcl_printable(s, sizeof s, name);
             fclose(fp);
-            return hcl_err(err, "%s:%d: bad view name '%s' (letters, digits, _ - . only, "
-                           "at most %d characters)", path, lineno, name, HCL_NAME_MAX - 1);
+            return hcl_err(err, "%s:%d: bad view name '%s' (%s)", path, lineno, s, HCL_VIEW_NAME_RULE);
         }
         if (strcmp(name, "labels") == 0 || strcmp(name, "mask") == 0) {
             fclose(fp);
@@ -141,6 +134,9 @@ static int dataset_open_view(hcl_dataset *ds, int v, char *err) {
     if (f->shape[0] < 1 || f->shape[1] < 1)
         return hcl_err(err, "%s: empty view, shape (%lld, %lld)", path, (long long)f->shape[0],
                        (long long)f->shape[1]);
+    if (f->shape[1] > HCL_MAX_WIDTH)   /* past it, the width would not fit the model's ints */
+        return hcl_err(err, "%s: %lld columns, more than the %d a view may have", path, (long long)f->shape[1],
+                       HCL_MAX_WIDTH);
     if (v > 0 && f->shape[0] != ds->n)
         return hcl_err(err, "%s: %lld rows but %s/%s.npy has %lld rows", path,
                        (long long)f->shape[0], ds->dir, ds->names[0], (long long)ds->n);
@@ -338,6 +334,17 @@ int dataset_present(const hcl_dataset *ds, int64_t row, int v) {
               "dataset_present: row %lld view %d", (long long)row, v);
     if (!ds->has_mask) return 1;
     return ((const uint8_t *)ds->mask_file.data)[row * ds->nviews + v];
+}
+
+int dataset_absent_view(const hcl_dataset *ds) {
+    if (!ds->has_mask) return -1;
+    const uint8_t *m = ds->mask_file.data;
+    for (int v = 0; v < ds->nviews; v++) {
+        int64_t i = 0;
+        while (i < ds->n && !m[i * ds->nviews + v]) i++;
+        if (i == ds->n) return v;
+    }
+    return -1;
 }
 
 int dataset_check_views(const hcl_dataset *ds, int nviews, const char (*names)[HCL_NAME_MAX],

@@ -52,5 +52,7 @@ void dataset_gather_mask(const hcl_dataset *ds, const int64_t *idx, int64_t coun
 /* Gather labels (count,); -1 when the dataset has no labels. */
 void dataset_gather_labels(const hcl_dataset *ds, const int64_t *idx, int64_t count, int32_t *out);
 int dataset_present(const hcl_dataset *ds, int64_t row, int v);
+/* The first view that mask.npy leaves out of every row, or -1 (each view is in some row). */
+int dataset_absent_view(const hcl_dataset *ds);
 
 #endif

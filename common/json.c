@@ -40,10 +40,32 @@ static void put(hcl_json *j, const char *s, size_t n) {
 
 static void puts_(hcl_json *j, const char *s) { put(j, s, strlen(s)); }
 
+int json_utf8_char(const char *s, uint32_t *cp) {
+    const unsigned char *p = (const unsigned char *)s;
+    uint32_t c = p[0], min;
+    int n;
+    if (c < 0x80) n = 1, min = 0;
+    else if (c >= 0xc2 && c <= 0xdf) n = 2, c &= 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef) n = 3, c &= 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4) n = 4, c &= 0x07, min = 0x10000;
+    else return 0;
+    for (int i = 1; i < n; i++) {   /* stops at a NUL: it is no continuation byte */
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        c = c << 6 | (p[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return 0;
+    *cp = c;
+    return n;
+}
+
+/* s as a JSON string: quotes, backslashes and control characters escaped; each byte that does
+ * not start a valid UTF-8 character becomes U+FFFD (JSON text is UTF-8, whatever we were given). */
 static void quoted(hcl_json *j, const char *s) {
     put(j, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
+        uint32_t cp;
+        int n;
         switch (*p) {
         case '"': puts_(j, "\\\""); break;
         case '\\': puts_(j, "\\\\"); break;
@@ -54,8 +76,11 @@ static void quoted(hcl_json *j, const char *s) {
             if (*p < 0x20) {
                 snprintf(esc, sizeof esc, "\\u%04x", *p);
                 puts_(j, esc);
+            } else if ((n = json_utf8_char((const char *)p, &cp)) > 0) {
+                put(j, (const char *)p, (size_t)n);
+                p += n - 1;
             } else {
-                put(j, (const char *)p, 1);
+                puts_(j, "\xef\xbf\xbd");
             }
         }
     }

@@ -4,7 +4,8 @@
  *
  * Every number is written as the shortest of %.15g, %.16g, %.17g that reads back to the same
  * double (so a float or double value survives the round trip bit for bit); a non-finite number
- * is null. Strings are escaped (quotes, backslashes, control characters). Separators are ", "
+ * is null. Strings are escaped (quotes, backslashes, control characters) and come out valid
+ * UTF-8: each byte that starts no valid character is U+FFFD. Separators are ", "
  * and ": ", so a line reads `{"step": 3, "loss": 2.5}`.
  *
  *   hcl_json j; json_init(&j);
@@ -46,6 +47,11 @@ void json_bool(hcl_json *j, const char *key, int b);
 void json_null(hcl_json *j, const char *key);
 /* A value that is already JSON text (another writer's output), inserted as it is. */
 void json_raw(hcl_json *j, const char *key, const char *text);
+
+/* The UTF-8 character at s (s[0] != 0): its length 1-4 and its code point in *cp, or 0 when the
+ * bytes there are no valid UTF-8 (a stray or cut sequence, overlong, a surrogate, past
+ * U+10FFFF). Reads no further than a NUL. */
+int json_utf8_char(const char *s, uint32_t *cp);
 
 /* The text and a newline to f, flushed: one line of a .jsonl file. Returns 0 or -1 (errno). */
 int json_write_line(const hcl_json *j, FILE *f);

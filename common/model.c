@@ -41,7 +41,7 @@ static int64_t add_tensor(hcl_model *m, const char *name, int ndim, int64_t d0, 
     return t->offset;
 }
 
-static int validate(const hcl_model_config *c, char *err) {
+int model_config_check(const hcl_model_config *c, char *err) {
     if (c->nviews < 1 || c->nviews > HCL_MAX_VIEWS)
         return hcl_err(err, "model: number of views %d out of range 1..%d", c->nviews,
                        HCL_MAX_VIEWS);
@@ -51,8 +51,11 @@ static int validate(const hcl_model_config *c, char *err) {
         if (len >= HCL_NAME_MAX)
             return hcl_err(err, "model: view %d name longer than %d characters", v,
                            HCL_NAME_MAX - 1);
-        if (strchr(c->names[v], '.'))
-            return hcl_err(err, "model: view name '%s' contains '.'", c->names[v]);
+        if (!hcl_view_name_ok(c->names[v])) {
+            char s[4 * HCL_NAME_MAX + 8];
+            hcl_printable(s, sizeof s, c->names[v]);
+            return hcl_err(err, "model: bad view name '%s' (%s)", s, HCL_VIEW_NAME_RULE);
+        }
         for (int u = 0; u < v; u++)
             if (strcmp(c->names[u], c->names[v]) == 0)
                 return hcl_err(err, "model: view name '%s' used twice", c->names[v]);
@@ -76,6 +79,59 @@ static int validate(const hcl_model_config *c, char *err) {
     return 0;
 }
 
+/* ---- size ------------------------------------------------------------------------------------ */
+
+/* *n += a * b + extra, or -1 on overflow */
+static int add_product(int64_t *n, int64_t a, int64_t b, int64_t extra) {
+    int64_t p;
+    if (__builtin_mul_overflow(a, b, &p) || __builtin_add_overflow(p, extra, &p) ||
+        __builtin_add_overflow(*n, p, n))
+        return -1;
+    return 0;
+}
+
+int64_t model_config_nparams(const hcl_model_config *c) {
+    int64_t n = 1;   /* logit_t */
+    for (int v = 0; v < c->nviews; v++)
+        for (int k = 0; k <= c->nhidden; k++) {
+            int64_t in = k == 0 ? c->in_width[v] : c->hidden[k - 1];
+            int64_t out = k < c->nhidden ? c->hidden[k] : c->dim;
+            int64_t norm = c->layernorm && k < c->nhidden ? 2 * out : 0;
+            if (add_product(&n, out, in, out + norm) != 0) return -1;
+        }
+    if (c->nclasses > 0 && add_product(&n, c->nclasses, c->dim, c->nclasses) != 0) return -1;
+    return n;
+}
+
+/* "hidden 512,256 and dim 128 on 3 views (input widths 64,32,16)" */
+static void describe(const hcl_model_config *c, char *out, size_t cap) {
+    char hidden[12 * HCL_MAX_HIDDEN + 8] = "none", widths[12 * HCL_MAX_VIEWS + 8] = "";
+    size_t k = 0;
+    for (int i = 0; i < c->nhidden; i++)
+        k += (size_t)snprintf(hidden + k, sizeof hidden - k, "%s%d", i ? "," : "", c->hidden[i]);
+    k = 0;
+    for (int v = 0; v < c->nviews; v++)
+        k += (size_t)snprintf(widths + k, sizeof widths - k, "%s%d", v ? "," : "", c->in_width[v]);
+    snprintf(out, cap, "hidden %s and dim %d on %d view%s (input widths %s)", hidden, c->dim, c->nviews,
+             c->nviews == 1 ? "" : "s", widths);
+}
+
+int model_check_memory(const hcl_model_config *c, int copies, const char *what, char *err) {
+    char shape[256], limit_what[96], need[32], limit[32];
+    describe(c, shape, sizeof shape);
+    int64_t n = model_config_nparams(c);
+    if (n < 0) return hcl_err(err, "the model of %s has more than 2^63 parameters", shape);
+    double bytes = (double)n * (double)sizeof(float) * copies;
+    uint64_t lim = hcl_memory_limit(limit_what, sizeof limit_what);
+    if (bytes <= (double)lim) return 0;
+    hcl_format_bytes(need, sizeof need, bytes);
+    hcl_format_bytes(limit, sizeof limit, (double)lim);
+    return hcl_err(err, "the model of %s has %lld parameters: %s need at least %s, more than the %s of %s",
+                   shape, (long long)n, what, need, limit, limit_what);
+}
+
+/* ---- init ------------------------------------------------------------------------------------ */
+
 /* x ~ U(-bound, bound) for n floats, drawn in order from r. */
 static void init_uniform(float *x, int64_t n, double bound, hcl_rng *r) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform(r) - 1.0) * bound);
@@ -85,7 +141,7 @@ int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err
     memset(m, 0, sizeof *m);
     matmul_params_changed();   /* new weights: no bf16 copy of older ones stands for them */
     m->head_w = m->head_b = m->logit_t = -1;
-    if (validate(c, err) != 0) return -1;
+    if (model_config_check(c, err) != 0 || model_check_memory(c, 2, "its weights and gradients", err) != 0) return -1;
     m->cfg = *c;
 
     char name[HCL_TENSOR_NAME_MAX];

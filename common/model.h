@@ -80,7 +80,17 @@ typedef struct {
 } hcl_model_acts;
 
 void model_config_default(hcl_model_config *c);
-/* Lay out the tensors, allocate params and grads, initialise from seed (stream "init"). */
+/* 0 when c describes a model (views named, widths > 0, ...), else -1 with one line in err. */
+int model_config_check(const hcl_model_config *c, char *err);
+/* The parameters of c's model (model_init's layout), or -1 when a product or the sum overflows
+ * int64 (widths come from flags and files). */
+int64_t model_config_nparams(const hcl_model_config *c);
+/* 0 when `copies` float arrays of c's parameters (weights, gradients, optimizer moments: `what`
+ * names them) fit in the memory this process can have (hcl_memory_limit); else -1 with one
+ * line in err: the model's shape, its parameters, the bytes it needs and the limit. */
+int model_check_memory(const hcl_model_config *c, int copies, const char *what, char *err);
+/* Lay out the tensors, allocate params and grads, initialise from seed (stream "init"). A model
+ * whose weights and gradients do not fit in memory (model_check_memory) is refused. */
 int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err);
 void model_free(hcl_model *m);
 void model_zero_grad(hcl_model *m);

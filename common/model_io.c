@@ -47,7 +47,7 @@ static int meta_ints(const st_file *f, const char *key, int *out, int max, int *
     for (char *p = buf; *p;) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > 1 << 20 || *n == max || (*end && *end != ','))
+        if (end == p || v < 0 || v > HCL_MAX_WIDTH || *n == max || (*end && *end != ','))
             return hcl_err(err, "%s: metadata '%s' = '%s' is not a list of widths", f->path, key, buf);
         out[(*n)++] = (int)v;
         p = *end ? end + 1 : end;
@@ -93,10 +93,10 @@ int model_params_read(hcl_model *m, const st_file *f, char *err) {
         const hcl_tensor *t = &m->tensors[i];
         const st_tensor *s = st_find(f, t->name);
         if (!s) return hcl_err(err, "%s: tensor '%s' is missing", f->path, t->name);
-        int64_t numel = 1;
-        for (int d = 0; d < s->ndim; d++) numel *= s->shape[d];
-        if (strcmp(s->dtype, "F32") != 0 || s->ndim != t->ndim || numel != t->numel ||
-            s->shape[0] != t->shape[0])
+        /* the shape dimension by dimension: a product of a file's dimensions can overflow */
+        int same = strcmp(s->dtype, "F32") == 0 && s->ndim == t->ndim;
+        for (int d = 0; same && d < s->ndim; d++) same = s->shape[d] == t->shape[d];
+        if (!same)
             return hcl_err(err, "%s: tensor '%s' is %s %lldx%lld, the model needs F32 %lldx%lld",
                            f->path, t->name, s->dtype, (long long)s->shape[0],
                            (long long)(s->ndim > 1 ? s->shape[1] : 1), (long long)t->shape[0],
@@ -108,12 +108,35 @@ int model_params_read(hcl_model *m, const st_file *f, char *err) {
     return 0;
 }
 
+/* Before anything is allocated: the model of f's metadata fits in memory, and f's tensors hold
+ * as many floats as it has parameters (a file cannot ask for more memory than its size). */
+static int model_config_fits(const hcl_model_config *c, const st_file *f, char *err) {
+    char msg[HCL_ERR_MAX];
+    if (model_config_check(c, msg) != 0) return hcl_err(err, "%s: metadata: %s", f->path, msg);
+    if (model_check_memory(c, 2, "its weights and gradients", msg) != 0)
+        return hcl_err(err, "%s: metadata: %s", f->path, msg);
+    uint64_t held = 0;
+    for (int i = 0; i < f->ntensors; i++) {
+        const st_tensor *t = &f->tensors[i];
+        uint64_t numel = 1;   /* st_open checked that its bytes fit in the file */
+        for (int d = 0; d < t->ndim; d++) numel *= (uint64_t)t->shape[d];
+        if (__builtin_add_overflow(held, numel, &held)) held = UINT64_MAX;
+    }
+    int64_t n = model_config_nparams(c);
+    if (held != (uint64_t)n)
+        return hcl_err(err, "%s: its metadata describes a model of %lld parameters, its tensors hold %llu values",
+                       f->path, (long long)n, (unsigned long long)held);
+    return 0;
+}
+
 int model_load(hcl_model *m, const char *path, char *err) {
     st_file f;
     if (st_open(&f, path, err) != 0) return -1;
     hcl_model_config c;
+    char msg[HCL_ERR_MAX];
     int rc = model_config_read(&c, &f, err);
-    if (rc == 0) rc = model_init(m, &c, 0, err);
+    if (rc == 0) rc = model_config_fits(&c, &f, err);
+    if (rc == 0 && (rc = model_init(m, &c, 0, msg)) != 0) hcl_err(err, "%s: %s", path, msg);
     if (rc == 0 && (rc = model_params_read(m, &f, err)) != 0) model_free(m);
     st_close(&f);
     return rc;

@@ -343,12 +343,20 @@ double npy_get_f64(const npy_file *f, int64_t i) {
     return 0;
 }
 
+/* x truncated toward zero, clamped to int64's range (casting a double outside it is undefined);
+ * NaN: INT64_MIN. 2^63 is exact as a double; every double below it converts. */
+static int64_t npy_f64_to_i64(double x) {
+    if (x != x || x < -9223372036854775808.0) return INT64_MIN;
+    if (x >= 9223372036854775808.0) return INT64_MAX;
+    return (int64_t)x;
+}
+
 int64_t npy_get_i64(const npy_file *f, int64_t i) {
     HCL_CHECK(i >= 0 && i < f->count, "%s: element %lld out of range", f->path, (long long)i);
     const uint8_t *p = (const uint8_t *)f->data + i * f->elem_size;
     switch (f->dtype) {
-    case NPY_F32: { float v; memcpy(&v, p, sizeof v); return (int64_t)v; }
-    case NPY_F64: { double v; memcpy(&v, p, sizeof v); return (int64_t)v; }
+    case NPY_F32: { float v; memcpy(&v, p, sizeof v); return npy_f64_to_i64(v); }
+    case NPY_F64: { double v; memcpy(&v, p, sizeof v); return npy_f64_to_i64(v); }
     case NPY_U8: case NPY_BOOL: return *p;
     case NPY_I8: return (int8_t)*p;
     case NPY_I16: NPY_LOAD(int16_t);

@@ -30,7 +30,9 @@ const char *npy_dtype_name(enum npy_dtype t);    /* "float32", "int64", ... */
 int npy_open(npy_file *f, const char *path, char *err);
 void npy_close(npy_file *f);
 
-/* Element i (flat, row-major) as double / int64, whatever the integer or float dtype. */
+/* Element i (flat, row-major) as double / int64, whatever the integer or float dtype. As int64,
+ * floats truncate toward zero and values past int64's range clamp to INT64_MIN / INT64_MAX
+ * (uint64 too); NaN reads INT64_MIN. */
 double npy_get_f64(const npy_file *f, int64_t i);
 int64_t npy_get_i64(const npy_file *f, int64_t i);
 

@@ -11,8 +11,18 @@
 #include <stdlib.h>
 
 #define HCL_MAX_VIEWS 8
+#define HCL_MAX_WIDTH (1 << 20)   /* columns of a view, width of a layer (ints, products in int64) */
 #define HCL_NAME_MAX 64
 #define HCL_ERR_MAX 512
+
+/* A view name: 1 to HCL_NAME_MAX - 1 letters, digits, '_' and '-', not starting with '-'. It
+ * becomes tensor names (encoder.NAME.0.weight: no '.'), file names (NAME.npy: no '/') and flag
+ * values. HCL_VIEW_NAME_RULE says so in error lines. */
+int hcl_view_name_ok(const char *s);
+#define HCL_VIEW_NAME_RULE "letters, digits, _ and - (not first), at most 63 characters"
+/* s for an error line: bytes outside printable ASCII as \xNN (names from files may hold
+ * anything); cut to fit cap, which 4 * strlen(s) + 5 always fits */
+void hcl_printable(char *out, size_t cap, const char *s);
 
 void hcl_die(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
@@ -23,6 +33,14 @@ void hcl_die(const char *file, int line, const char *fmt, ...)
 void *hcl_malloc(size_t n);            /* aborts naming the size on failure */
 void *hcl_calloc(size_t n, size_t sz);
 float *hcl_floats(size_t n);           /* 64-byte aligned, zeroed; free with free() */
+
+/* The most memory this process can have, in bytes: the smallest of the machine's (RAM and
+ * swap), its cgroup's limit (memory.max, memory.limit_in_bytes) and ulimit -v / -d (RLIMIT_AS,
+ * RLIMIT_DATA). what (cap bytes, may be NULL) gets which one it is, e.g. "this machine's
+ * memory (RAM and swap)". For refusing a size from user input before it is allocated. */
+uint64_t hcl_memory_limit(char *what, size_t cap);
+/* bytes as "512 B", "4.1 kB", "35.2 TB" (powers of 1000) */
+void hcl_format_bytes(char *out, size_t cap, double bytes);
 
 /* hcl_err: write one formatted line into an error buffer of HCL_ERR_MAX bytes; returns -1 so
  * callers can `return hcl_err(err, "...")`. err may be NULL. */

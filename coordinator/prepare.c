@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 /* ---- flags that name views ---------------------------------------------------------------- */
@@ -56,16 +57,27 @@ static int parse_clip_views(hcl_loss_config *lc, const hcl_dataset *ds, const ch
 
 /* ---- the configurations ------------------------------------------------------------------- */
 
-/* --data, and --val-data with the same views in the same order. */
+/* --data, and --val-data with the same views in the same order. A view that no training row
+ * has is an error: its encoder would never be trained (with two views the loss is 0), and its
+ * checkpoints would embed that view with the initial random weights. In --val-data it is a
+ * warning: training is not affected, that view's measures are null. */
 static int open_data(hcl_run *r, char *err) {
     const hcl_config *cfg = &r->cfg;
     if (dataset_open(&r->train, cfg->data, err) != 0) return -1;
     r->has_train = 1;
+    int v = dataset_absent_view(&r->train);
+    if (v >= 0)
+        return hcl_err(err, "%s/mask.npy: view '%s' is absent from every row (column %d is all 0): its encoder "
+                       "would never train; give it rows or remove it from manifest.txt", r->train.dir,
+                       r->train.names[v], v);
     if (!cfg->val_data[0]) return 0;
     if (dataset_open(&r->val, cfg->val_data, err) != 0) return -1;
     r->has_val = 1;
+    if ((v = dataset_absent_view(&r->val)) >= 0)
+        LOG_WARN("%s/mask.npy: view '%s' is absent from every validation row (column %d is all 0): its "
+                 "evaluation measures will be null", r->val.dir, r->val.names[v], v);
     int widths[HCL_MAX_VIEWS];
-    for (int v = 0; v < r->train.nviews; v++) widths[v] = (int)r->train.widths[v];
+    for (int k = 0; k < r->train.nviews; k++) widths[k] = (int)r->train.widths[k];
     return dataset_check_views(&r->val, r->train.nviews, r->train.names, widths, NULL, "--val-data", err);
 }
 
@@ -151,10 +163,20 @@ static int schedule(hcl_run *r, char *err) {
     return 0;
 }
 
+/* Before anything is allocated: one replica of the model of --hidden and --dim on the data's
+ * views (weights, gradients, optimizer state: what each worker holds) fits in memory. */
+static int model_fits(const hcl_run *r, char *err) {
+    char what[96], msg[HCL_ERR_MAX];
+    snprintf(what, sizeof what, "one replica's weights, gradients and %s state", optim_kind_name(r->oc.kind));
+    if (model_check_memory(&r->mc, 2 + (int)optim_state_floats(&r->oc, 1), what, msg) == 0) return 0;
+    return hcl_err(err, "--hidden/--dim: %s", msg);
+}
+
 /* The checkpoint buffers (the model's tensor table, one replica state), the status, the
  * evaluator, the batch order. */
 static int buffers(hcl_run *r, char *err) {
     const hcl_config *cfg = &r->cfg;
+    if (model_fits(r, err) != 0) return -1;
     if (model_init(&r->ck_model, &r->mc, (uint64_t)cfg->seed, err) != 0) return -1;
     r->nstate = optim_state_floats(&r->oc, r->ck_model.nparams);
     r->snap_floats = batch_snapshot_floats(r->ck_model.nparams, r->nstate);

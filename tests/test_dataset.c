@@ -201,6 +201,65 @@ static void test_good(void) {
     rm_dir("boolmask");
 }
 
+/* dataset_absent_view: the first view that no row has (hcl-train refuses it in --data) */
+static void test_absent_view(void) {
+    char p[256];
+    hcl_dataset ds;
+    uint8_t m[N * 3];
+    snprintf(p, sizeof p, "%s/absent", root);
+    for (int nomask = 1; nomask >= 0; nomask--) {
+        make_good("absent", 1, 0);
+        for (int i = 0; i < N * 3; i++) m[i] = (uint8_t)(i % 3 != 1 || i / 3 == N - 1);   /* b: last row only */
+        if (!nomask) put_npy("absent", "mask.npy", NPY_U8, 2, N, 3, m);
+        CHECK(dataset_open(&ds, p, err) == 0, "%s", err);
+        CHECK(dataset_absent_view(&ds) == -1, "every view in some row: %d", dataset_absent_view(&ds));
+        dataset_close(&ds);
+        rm_dir("absent");
+    }
+    make_good("absent", 1, 0);
+    for (int i = 0; i < N * 3; i++) m[i] = i % 3 != 2;   /* c: no row */
+    put_npy("absent", "mask.npy", NPY_U8, 2, N, 3, m);
+    CHECK(dataset_open(&ds, p, err) == 0, "%s", err);
+    CHECK(dataset_absent_view(&ds) == 2, "view c in no row: %d, want 2", dataset_absent_view(&ds));
+    dataset_close(&ds);
+    rm_dir("absent");
+}
+
+/* manifest.txt: missing, a view with no file, a stray .npy, a bad line, a duplicate, empty,
+ * bad view names */
+static void test_bad_manifest(void) {
+    char p[256];
+    make_good("noman", 1, 0);
+    path_of(p, sizeof p, "noman", "manifest.txt");
+    unlink(p);
+    expect_bad("noman", "manifest.txt", "missing", NULL);
+    make_good("nofile", 1, 0);
+    put_text("nofile", "manifest.txt", "view a\nview b\nview c\nview d\n");
+    expect_bad("nofile", "d.npy", "'d'", NULL);
+    make_good("stray", 1, 0);
+    put_npy("stray", "extra.npy", NPY_F32, 2, N, 3, va);
+    expect_bad("stray", "extra.npy", "unknown view file", NULL);
+    make_good("badline", 1, 0);
+    put_text("badline", "manifest.txt", "view a\nview b\nviews c\n");
+    expect_bad("badline", "manifest.txt:3", "views c", NULL);
+    make_good("dup", 1, 0);
+    put_text("dup", "manifest.txt", "view a\nview b\nview c\nview a\n");
+    expect_bad("dup", "manifest.txt:4", "'a'", "twice");
+    make_good("empty", 1, 0);
+    put_text("empty", "manifest.txt", "# nothing\n");
+    expect_bad("empty", "manifest.txt", "no `view NAME`", NULL);
+    /* view names are letters, digits, _ and - (not first): a '.' would split the model's tensor
+     * names (encoder.b.x.0.weight), a '/' would leave hcl-embed's output directory */
+    const char *names[] = {"b.x", "-b", ".b", "b/c", "b\x1b[31m"};
+    for (int i = 0; i < 5; i++) {
+        char text[64];
+        make_good("badname", 1, 0);
+        snprintf(text, sizeof text, "view a\nview %s\nview c\n", names[i]);
+        put_text("badname", "manifest.txt", text);
+        expect_bad("badname", "manifest.txt:2", "bad view name", "letters, digits, _ and -");
+    }
+}
+
 /* ---- one directory per rule -------------------------------------------------------------- */
 
 static void test_bad(void) {
@@ -214,7 +273,8 @@ static void test_bad(void) {
     put_raw("f16", "b.npy", "<f2", 0, "(10, 2)", N * 2 * 2);
     expect_bad("f16", "b.npy", "float16", "'<f2'");
     make_good("i32", 1, 0);
-    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, va);
+    int32_t c32[N * 4] = {0};   /* its own (N, 4) array: va holds only N * 3 floats */
+    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, c32);
     expect_bad("i32", "c.npy", "int32", NULL);
 
     /* big-endian, Fortran order, truncated view files */
@@ -277,27 +337,14 @@ static void test_bad(void) {
     put_npy("mtype", "mask.npy", NPY_F32, 2, N, 3, va);
     expect_bad("mtype", "mask.npy", "float32", NULL);
 
-    /* manifest: missing, a view with no file, a stray .npy, a bad line, a duplicate, empty */
-    make_good("noman", 1, 0);
     char p[256];
-    path_of(p, sizeof p, "noman", "manifest.txt");
-    unlink(p);
-    expect_bad("noman", "manifest.txt", "missing", NULL);
-    make_good("nofile", 1, 0);
-    put_text("nofile", "manifest.txt", "view a\nview b\nview c\nview d\n");
-    expect_bad("nofile", "d.npy", "'d'", NULL);
-    make_good("stray", 1, 0);
-    put_npy("stray", "extra.npy", NPY_F32, 2, N, 3, va);
-    expect_bad("stray", "extra.npy", "unknown view file", NULL);
-    make_good("badline", 1, 0);
-    put_text("badline", "manifest.txt", "view a\nview b\nviews c\n");
-    expect_bad("badline", "manifest.txt:3", "views c", NULL);
-    make_good("dup", 1, 0);
-    put_text("dup", "manifest.txt", "view a\nview b\nview c\nview a\n");
-    expect_bad("dup", "manifest.txt:4", "'a'", "twice");
-    make_good("empty", 1, 0);
-    put_text("empty", "manifest.txt", "# nothing\n");
-    expect_bad("empty", "manifest.txt", "no `view NAME`", NULL);
+    /* a view wider than HCL_MAX_WIDTH: a width of 2^32 + 16 was cut to 16 by the model's int */
+    char wdir[300];
+    snprintf(wdir, sizeof wdir, "%s/wide", root);
+    HCL_CHECK(hcl_mkdir_p(wdir, err) == 0, "%s", err);
+    put_text("wide", "manifest.txt", "view w\n");
+    put_raw("wide", "w.npy", "|u1", 0, "(1, 1048577)", 1048577);
+    expect_bad("wide", "w.npy", "1048577 columns", "1048576");
 
     /* a view that is 1-D, bad magic */
     make_good("oned", 1, 0);
@@ -323,7 +370,9 @@ int main(void) {
     snprintf(root, sizeof root, "/tmp/test_dataset.XXXXXX");
     HCL_CHECK(mkdtemp(root), "mkdtemp %s", root);
     test_good();
+    test_absent_view();
     test_bad();
+    test_bad_manifest();
     CHECK(rmdir(root) == 0, "rmdir %s: files left behind", root);
     CHECK_DONE();
 }

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # test_hclctl: the hclctl client end to end. Usage errors exit 2 with one line; keygen writes a
 # Z85 key pair with modes 0600/0644 and never overwrites; nothing listening is exit 3 with the
-# "no answer ... within N ms (is the job running?)" line; status's TensorBoard and Prometheus
-# lines (text and --json, on and off) from a fake coordinator with a crafted StatusBody; then
+# "no answer ... within N ms (is the job running?)" line, and with --json also one JSON error
+# object on stdout; status's TensorBoard and Prometheus lines (text and --json, on and off) from
+# a fake coordinator with a crafted StatusBody; the job's strings with escape sequences and
+# invalid UTF-8 shown escaped on the terminal and valid UTF-8 in --json; a reply of the wrong
+# kind (an ack to status) exit 3; then
 # against a fake job (test_control --serve: the real control plane behind a fake step loop
 # whose worker 0 sends telemetry, after dropping its first messages) every command, --json,
 # the worker table with its dropped-telemetry column, watch, stop, and CURVE (listed key
@@ -99,14 +102,35 @@ grep -q '^hclctl: no answer from tcp://127.0.0.1:9 within 2000 ms (is the job ru
 run 3 "$ctl" --run-dir nowhere pause
 grep -q 'nowhere/control.endpoint: not found (is the job running?' err || fail "no run dir: $(cat err)"
 one_line_error "missing control.endpoint"
+# --json: a failure is also one JSON object on stdout (it printed nothing there), its message
+# the stderr line's
+json_error() {
+    "$py" - "$@" <<'PY' || fail "--json error object (want $1, '$2'): stdout: $(cat out); stderr: $(cat err)"
+import json, sys
+lines = open("out", encoding="utf-8").read().splitlines()
+assert len(lines) == 1, lines
+d = json.loads(lines[0])
+assert d["ok"] is False and d["error"] == sys.argv[1] and sys.argv[2] in d["message"], d
+assert open("err").read() == "hclctl: " + d["message"] + "\n", d
+PY
+}
+run 3 "$ctl" --run-dir none --timeout 300 --json status
+json_error no_answer "no answer from ipc://$tmp/none/nobody.sock within 300 ms"
+run 3 "$ctl" --run-dir nowhere --json pause
+json_error no_answer "nowhere/control.endpoint: not found"
+run 2 "$ctl" --json status extra
+json_error usage "unexpected argument 'extra'"
 
 # ---- status: TensorBoard and Prometheus, from a crafted StatusBody ------------------------
 # A fake coordinator in Python: a ROUTER (libzmq through ctypes) answering every request with
 # a StatusBody encoded by hand (field numbers of proto/control.proto), so these fields are
 # tested whatever the real coordinator fills in.
+# MODE (argv[4]): status (the default); evil: strings with terminal escapes, control characters
+# and invalid UTF-8; ack: an AckBody to every request; error: an error reply with such a message.
 cat >fake_status.py <<'PY'
 import ctypes, ctypes.util, os, struct, sys
 d, tb, prom = sys.argv[1:4]
+mode = sys.argv[4] if len(sys.argv) > 4 else "status"
 z = ctypes.CDLL(ctypes.util.find_library("zmq") or "libzmq.so.5")
 z.zmq_ctx_new.restype = z.zmq_socket.restype = ctypes.c_void_p
 z.zmq_socket.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -137,6 +161,12 @@ def request_id(b):   # ControlRequest field 1; other fields skipped
 status = (field(1, 2) + field(2, 42) + field(3, 100) + field(5, 0.5) + field(6, 1e-3) + field(7, 1.0)
           + field(13, -1) + field(15, 10) + field(18, d.encode()) + field(20, 0)
           + (field(21, tb.encode()) if tb else b"") + (field(22, prom.encode()) if prom else b""))
+evil = b"\x1b[31mred\x1b[0m \x07\xff\xc3( \xc2\x9b2J \xed\xa0\x80 caf\xc3\xa9"
+if mode == "evil":
+    worker = field(1, 0) + field(2, 3) + field(13, 1) + field(15, 4) + field(16, b"loss\x1b[2J" + evil) + field(17, 0.5)
+    status = (field(1, 2) + field(2, 42) + field(3, 100) + field(12, b"/ckpt/" + evil) + field(13, 40)
+              + field(14, b"disk\nfull " + evil) + field(15, 10) + field(18, b"/runs/" + evil)
+              + field(19, worker) + field(20, 1) + field(21, evil) + field(22, b"127.0.0.1:1" + evil))
 s = z.zmq_socket(z.zmq_ctx_new(), 6)   # ROUTER
 ep = "ipc://" + os.path.abspath(d) + "/control.sock"
 assert z.zmq_bind(s, ep.encode()) == 0, ep
@@ -145,7 +175,10 @@ ident, msg = ctypes.create_string_buffer(256), ctypes.create_string_buffer(65536
 while True:
     n, m = z.zmq_recv(s, ident, 256, 0), z.zmq_recv(s, msg, 65536, 0)
     if n < 0 or m < 0: continue
-    reply = field(1, request_id(msg.raw[:m])) + field(2, 1) + field(3, 1) + field(10, status)
+    reply = field(1, request_id(msg.raw[:m])) + field(2, 1)
+    if mode == "ack": reply += field(3, 1) + field(11, field(1, 7))
+    elif mode == "error": reply += field(4, 8) + field(5, b"boom " + evil)
+    else: reply += field(3, 1) + field(10, status)
     z.zmq_send(s, ident, n, 2)   # ZMQ_SNDMORE
     z.zmq_send(s, reply, len(reply), 0)
 PY
@@ -177,6 +210,55 @@ grep -Eqx 'tensorboard +off' out && grep -Eqx 'prometheus +off' out || fail "sta
 run 0 "$ctl" --run-dir nomon --json status
 "$py" -c 'import json; d=json.load(open("out")); assert d["tensorboard_dir"] is None and d["prometheus_address"] is None and d["prometheus_url"] is None, d' ||
     fail "status --json with both off: $(cat out)"
+
+# The job's strings reach the terminal escaped (no escape sequence, control character or
+# invalid UTF-8 gets through: \xNN and \uNNNN stand for them) and --json as valid UTF-8.
+mkdir evil ack error
+for m in evil ack error; do
+    "$py" fake_status.py $m "" "" $m 2>$m.log &
+    pids+=($!)
+done
+for m in evil ack error; do wait_endpoint $m; done
+terminal_safe() {   # FILE WHAT: valid UTF-8 without C0 (but newline), DEL or C1 characters
+    "$py" - "$1" <<'PY' || fail "$2 is not safe for a terminal: $(od -c "$1" | head -20)"
+import re, sys
+t = open(sys.argv[1], "rb").read().decode("utf-8")
+bad = re.findall("[\x00-\x09\x0b-\x1f\x7f-\x9f]", t)
+assert not bad, bad
+assert "\\x1b[31mred\\x1b[0m \\x07\\xff\\xc3( \\u009b2J \\xed\\xa0\\x80 caf\u00e9" in t, t
+PY
+}
+run 0 "$ctl" --run-dir evil status
+terminal_safe out "status"
+grep -Eq '^run dir +/runs/\\x1b\[31mred' out || fail "status: the run dir is not shown escaped: $(cat out)"
+grep -q 'step 4 loss\\x1b\[2J' out || fail "status: the worker's phase is not shown escaped: $(cat out)"
+run 0 "$ctl" --run-dir evil --json status
+"$py" - <<'PY' || fail "status --json of the job's bytes: $(od -c out | head -30)"
+import json
+d = json.loads(open("out", "rb").read().decode("utf-8"))
+evil = "\x1b[31mred\x1b[0m \x07\ufffd\ufffd( \x9b2J \ufffd\ufffd\ufffd caf\u00e9"
+assert d["run_dir"] == "/runs/" + evil and d["last_checkpoint_error"] == "disk\nfull " + evil, d
+assert d["workers"][0]["phase"] == "loss\x1b[2J" + evil, d
+PY
+run 1 "$ctl" --run-dir error pause
+terminal_safe err "an error reply on stderr"
+one_line_error "an error reply"
+run 1 "$ctl" --run-dir error --json pause
+"$py" -c 'import json; d = json.loads(open("out", "rb").read().decode("utf-8")); assert d["message"].startswith("boom \x1b[31m"), d' ||
+    fail "an error reply --json: $(cat out)"
+# A reply of the wrong kind is an error (an AckBody answering status was printed as "ok" and
+# exit 0), in --json too; an AckBody still answers pause.
+run 3 "$ctl" --run-dir ack status
+[ "$(cat err)" = "hclctl: status: the job sent a reply of the wrong kind (ack, not status)" ] || fail "ack to status: $(cat err)"
+[ ! -s out ] || fail "ack to status printed: $(cat out)"
+run 3 "$ctl" --run-dir ack --json status
+json_error no_answer "the job sent a reply of the wrong kind (ack, not status)"
+run 3 "$ctl" --run-dir ack watch --count 1
+grep -q 'wrong kind (ack, not watch)' err || fail "ack to watch: $(cat err)"
+run 3 "$ctl" --run-dir evil pause
+grep -q 'wrong kind (status, not ack)' err || fail "status to pause: $(cat err)"
+run 0 "$ctl" --run-dir ack pause
+[ "$(cat out)" = "ok: pause at step 7" ] || fail "ack to pause: $(cat out)"
 
 # ---- a live (fake) job ---------------------------------------------------------------------
 if [ ! -x "$srv" ]; then

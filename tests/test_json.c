@@ -1,6 +1,7 @@
-/* test_json: the one JSON writer: nesting and separators, escaping, numbers that read back to
- * the same double bits (and null for non-finite ones), reuse of the buffer after json_reset;
- * and json_walk_numbers over the writer's own text and malformed text. */
+/* test_json: the one JSON writer: nesting and separators, escaping, strings that are valid
+ * UTF-8 whatever bytes they were given (each bad one U+FFFD), numbers that read back to the same
+ * double bits (and null for non-finite ones), reuse of the buffer after json_reset; and
+ * json_walk_numbers over the writer's own text and malformed text. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,6 +38,37 @@ static void check_walk(const char *text) {
     walked e = {0};
     CHECK(json_walk_numbers(" {\"k\\\"ey\": [true, false, null, \"s\", {}, [], -1e-3]} ", collect, &e) == 0 &&
               strcmp(e.got, "k\"ey/6=-0.001;") == 0, "escaped key and empty containers: %s", e.got);
+}
+
+/* Strings come out valid UTF-8 (JSON text is UTF-8; hclctl --json writes what a job sent):
+ * valid characters unchanged, every byte of an invalid sequence U+FFFD, then the next byte
+ * read afresh. */
+static void test_utf8(void) {
+    const char *fffd = "\xef\xbf\xbd";
+    const struct { const char *in, *want; } cases[] = {
+        {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf"},
+        {"a\xff" "b", "a#b"},                  /* never in UTF-8 */
+        {"\xc3", "#"},                          /* cut short at the end */
+        {"\xc3(", "#("},                        /* cut short by an ASCII byte */
+        {"\xe2\x82", "##"},                    /* each byte of a cut sequence */
+        {"\xc0\xaf", "##"},                    /* overlong '/' */
+        {"\xe0\x80\xaf", "###"},              /* overlong, 3 bytes */
+        {"\xed\xa0\x80", "###"},              /* a UTF-16 surrogate */
+        {"\xf4\x90\x80\x80", "####"},        /* past U+10FFFF */
+        {"\x80x", "#x"},                        /* a lone continuation byte */
+        {"\x1b[31m", "\\u001b[31m"},          /* a control character: escaped, as before */
+    };
+    hcl_json j;
+    json_init(&j);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char want[128] = "\"";
+        for (const char *w = cases[i].want; *w; w++) strcat(want, *w == '#' ? fffd : (char[2]){*w, 0});
+        strcat(want, "\"");
+        json_reset(&j);
+        json_string(&j, NULL, cases[i].in);
+        CHECK(strcmp(json_text(&j), want) == 0, "case %zu: got %s, want %s", i, json_text(&j), want);
+    }
+    json_free(&j);
 }
 
 int main(void) {
@@ -99,5 +131,6 @@ int main(void) {
     json_end_array(&j);
     CHECK(strcmp(json_text(&j), "[]") == 0 && j.buf == before, "after reset: %s", json_text(&j));
     json_free(&j);
+    test_utf8();
     CHECK_DONE();
 }

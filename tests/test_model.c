@@ -107,6 +107,12 @@ static void test_validation(void) {
     small_config(&c, HCL_ACT_RELU, 0, 0);
     c.names[0][0] = '\0';
     expect_invalid(&c, "empty view name");
+    const char *bad_names[] = {"v1.x", "a/b", "-a", "x\x1b[2J"};   /* tensor names, files, flags */
+    for (int i = 0; i < 4; i++) {
+        small_config(&c, HCL_ACT_RELU, 0, 0);
+        snprintf(c.names[1], HCL_NAME_MAX, "%s", bad_names[i]);
+        expect_invalid(&c, i == 3 ? "a name with an escape" : bad_names[i]);
+    }
 
     // the edges of the ranges are accepted
     small_config(&c, HCL_ACT_RELU, 0, 0);
@@ -639,10 +645,46 @@ static int have_torch(void) {
     return system(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1") == 0;
 }
 
+/* model_config_nparams is model_init's count, and an overflowing one is -1 (refused by
+ * model_init with a line, not an abort allocating it). */
+static void test_size(void) {
+    hcl_model_config c;
+    hcl_model m;
+    char err[HCL_ERR_MAX] = "";
+    for (int ln = 0; ln < 2; ln++) {
+        small_config(&c, HCL_ACT_RELU, ln, 3 * ln);
+        CHECK(model_init(&m, &c, 1, err) == 0, "%s", err);
+        CHECK(model_config_nparams(&c) == m.nparams, "nparams %lld, model_init %lld",
+              (long long)model_config_nparams(&c), (long long)m.nparams);
+        model_free(&m);
+    }
+    model_config_default(&c);
+    c.nviews = HCL_MAX_VIEWS;
+    c.nhidden = HCL_MAX_HIDDEN;
+    for (int v = 0; v < c.nviews; v++) {
+        snprintf(c.names[v], HCL_NAME_MAX, "v%d", v);
+        c.in_width[v] = INT32_MAX;
+    }
+    for (int k = 0; k < c.nhidden; k++) c.hidden[k] = INT32_MAX;
+    CHECK(model_config_nparams(&c) == -1, "56 layers of 2^62 parameters: %lld, want -1 (overflow)",
+          (long long)model_config_nparams(&c));
+    expect_invalid(&c, "2^68 parameters");
+    CHECK(model_init(&m, &c, 1, err) == -1 && strstr(err, "more than 2^63 parameters"), "overflow: %s", err);
+    /* 2^20-wide layers (the widest a model file may name) on 2 views: 6 x 2^40 parameters, 53 TB
+     * of weights and gradients, refused with the shape, the count and the limit */
+    small_config(&c, HCL_ACT_RELU, 0, 0);
+    c.nhidden = 3;
+    c.hidden[0] = c.hidden[1] = c.hidden[2] = c.dim = 1 << 20;
+    CHECK(model_init(&m, &c, 1, err) == -1 && strstr(err, "hidden 1048576,1048576,1048576 and dim 1048576") &&
+          strstr(err, "6597088641025 parameters") && strstr(err, "TB, more than the"), "2^20-wide: %s", err);
+    CHECK(model_check_memory(&c, 0, "nothing", err) == 0, "0 copies fit: %s", err);
+}
+
 int main(void) {
     rng_derive(&rng, 99, "test_model", 0);
     test_default_config();
     test_validation();
+    test_size();
     test_layout(0, 0);
     test_layout(1, 0);
     test_layout(0, 4);

@@ -1,5 +1,8 @@
 /* test_model_io: a model saved as safetensors loads back with the same configuration and the
- * same bytes; a file of another model shape is refused naming the tensor. */
+ * same bytes; a file of another model shape is refused naming the tensor; a file whose metadata
+ * asks for a model larger than memory, or larger than its tensors, is refused naming the file
+ * before anything is allocated (it was an abort: "out of memory allocating N floats"), and so is
+ * a view name that is not letters, digits, _ and -. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,6 +24,38 @@ static void config(hcl_model_config *c, int hidden0, int layernorm) {
     c->act = HCL_ACT_GELU;
     c->layernorm = layernorm;
     c->nclasses = 3;
+}
+
+/* The small model m saved with metadata that says hidden h0,h1: the file lies about its size. */
+static void save_lying(hcl_model *m, int h0, int h1, const char *path) {
+    char err[HCL_ERR_MAX];
+    hcl_model_config keep = m->cfg;
+    m->cfg.hidden[0] = h0;
+    m->cfg.hidden[1] = h1;
+    CHECK(model_save(m, path, err) == 0, "save: %s", err);
+    m->cfg = keep;
+}
+
+static void test_metadata_too_large(hcl_model *m, const char *path) {
+    char err[HCL_ERR_MAX] = "";
+    hcl_model l;
+    /* 2^20 x 2^20 hidden layers (the widest a file may name): 2^40 parameters, 8 TB of weights
+     * and gradients, more than any machine this runs on */
+    save_lying(m, 1 << 20, 1 << 20, path);
+    CHECK(model_load(&l, path, err) == -1 && strstr(err, path) && strstr(err, "parameters") &&
+          strstr(err, "memory") && !strchr(err, '\n'), "metadata past memory: %s", err);
+    /* a size that fits in memory but not in the file's tensors: refused before allocation */
+    save_lying(m, 300, 200, path);
+    CHECK(model_load(&l, path, err) == -1 && strstr(err, path) && strstr(err, "metadata") &&
+          strstr(err, "tensors"), "metadata larger than the tensors: %s", err);
+    /* a view name that would leave hcl-embed's output directory: refused naming the file */
+    char keep[HCL_NAME_MAX];
+    memcpy(keep, m->cfg.names[0], sizeof keep);
+    snprintf(m->cfg.names[0], HCL_NAME_MAX, "../x");
+    CHECK(model_save(m, path, err) == 0, "save: %s", err);
+    memcpy(m->cfg.names[0], keep, sizeof keep);
+    CHECK(model_load(&l, path, err) == -1 && strstr(err, path) && strstr(err, "bad view name '../x'"),
+          "view name ../x: %s", err);
 }
 
 int main(void) {
@@ -48,7 +83,15 @@ int main(void) {
     CHECK(st_open(&f, path, err) == 0, "open: %s", err);
     CHECK(model_params_read(&o, &f, err) == -1 && strstr(err, "encoder.img.0.weight"), "shape mismatch: %s", err);
     st_close(&f);
+    /* a shape whose element count wraps int64 to the model's (4 x (5 + 2^62) = 20 + 2^64) is
+     * refused by its dimensions (it was multiplied, with signed overflow, and loaded) */
+    CHECK(st_open(&f, path, err) == 0, "open: %s", err);
+    for (int i = 0; i < f.ntensors; i++)
+        if (!strcmp(f.tensors[i].name, "encoder.img.2.weight")) f.tensors[i].shape[1] += (int64_t)1 << 62;
+    CHECK(model_params_read(&m, &f, err) == -1 && strstr(err, "encoder.img.2.weight"), "wrapping shape: %s", err);
+    st_close(&f);
     model_free(&o);
+    test_metadata_too_large(&m, path);
     model_free(&m);
     unlink(path);
     rmdir(dir);

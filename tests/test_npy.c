@@ -1,4 +1,5 @@
 /* test_npy: npy_write round trips, and hand-crafted files for every error npy_open reports. */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -214,12 +215,42 @@ static void test_crafted_errors(void) {
     expect_error(tmp_path("absent.npy"), "No such file");
 }
 
+/* Floats read as int64 truncate toward zero and clamp to int64's range (a cast of an
+ * out-of-range float is undefined: x86 gives INT64_MIN for 1e300); NaN reads INT64_MIN. */
+static void test_float_to_i64(void) {
+    char err[HCL_ERR_MAX];
+    const double two63 = 9223372036854775808.0;
+    double d[] = {1e300, -1e300, NAN, INFINITY, -INFINITY, two63, -two63, 9223372036854774784.0, 3.9, -3.9};
+    int64_t want[] = {INT64_MAX, INT64_MIN, INT64_MIN, INT64_MAX, INT64_MIN, INT64_MAX, INT64_MIN,
+                      9223372036854774784, 3, -3};
+    int64_t shape[1] = {10};
+    const char *p = tmp_path("f2i.npy");
+    npy_file f;
+    CHECK(npy_write(p, NPY_F64, 1, shape, d, err) == 0, "npy_write: %s", err);
+    CHECK(npy_open(&f, p, err) == 0, "npy_open: %s", err);
+    for (int i = 0; i < 10; i++)
+        CHECK(npy_get_i64(&f, i) == want[i], "npy_get_i64 of float64 %g = %lld, want %lld", d[i],
+              (long long)npy_get_i64(&f, i), (long long)want[i]);
+    npy_close(&f);
+    float x[] = {3e38f, -3e38f, NAN, 2.5f};
+    int64_t xwant[] = {INT64_MAX, INT64_MIN, INT64_MIN, 2};
+    shape[0] = 4;
+    p = tmp_path("f2i32.npy");
+    CHECK(npy_write(p, NPY_F32, 1, shape, x, err) == 0, "npy_write: %s", err);
+    CHECK(npy_open(&f, p, err) == 0, "npy_open: %s", err);
+    for (int i = 0; i < 4; i++)
+        CHECK(npy_get_i64(&f, i) == xwant[i], "npy_get_i64 of float32 %g = %lld, want %lld", (double)x[i],
+              (long long)npy_get_i64(&f, i), (long long)xwant[i]);
+    npy_close(&f);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
     HCL_CHECK(mkdtemp(tmpdir), "mkdtemp %s", tmpdir);
     test_roundtrip();
     test_crafted_ok();
     test_crafted_errors();
+    test_float_to_i64();
     for (int i = 0; i < nmade; i++) unlink(made[i]);
     CHECK(rmdir(tmpdir) == 0, "rmdir %s: temp files left behind", tmpdir);
     CHECK_DONE();

@@ -1,10 +1,12 @@
 /* test_util: CRC-32C (checkpoint files, replica checksums) against published check values and a
  * bitwise reference, for every length and alignment up to 200 bytes and chained calls; durable
  * files (whole and in pieces; the old file stays until the commit, no temp file is left);
- * whole-file reads (a file, a pipe, the size limit, a missing file). */
+ * whole-file reads (a file, a pipe, the size limit, a missing file); the memory limit that
+ * refuses models too large (ulimit -d lowers it and is named) and its byte counts. */
 #include <dirent.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -75,8 +77,36 @@ static void test_files(void) {
     rmdir(dir);
 }
 
+/* hcl_memory_limit: at most the machine's memory, named; a lower ulimit -d takes its place. */
+static void test_memory_limit(void) {
+    char what[96] = "", s[32];
+    uint64_t lim = hcl_memory_limit(what, sizeof what);
+    CHECK(lim >= (64u << 20) && lim < UINT64_MAX && strstr(what, "memory"), "limit %llu (%s)",
+          (unsigned long long)lim, what);
+#ifndef __SANITIZE_ADDRESS__   /* ASan's reserved shadow counts against RLIMIT_DATA */
+    struct rlimit old, low;
+    CHECK(getrlimit(RLIMIT_DATA, &old) == 0, "getrlimit");
+    low = old;
+    low.rlim_cur = lim / 2;
+    if (old.rlim_max == RLIM_INFINITY || old.rlim_max > low.rlim_cur) {
+        CHECK(setrlimit(RLIMIT_DATA, &low) == 0, "setrlimit");
+        uint64_t got = hcl_memory_limit(what, sizeof what);
+        setrlimit(RLIMIT_DATA, &old);
+        CHECK(got == lim / 2 && strstr(what, "ulimit -d"), "with ulimit -d %llu: %llu (%s)",
+              (unsigned long long)(lim / 2), (unsigned long long)got, what);
+    }
+#endif
+    const struct { double bytes; const char *want; } cases[] = {
+        {0, "0 B"}, {999, "999 B"}, {1000, "1.0 kB"}, {25.3e9, "25.3 GB"}, {35.18e12, "35.2 TB"}, {4e21, "4000.0 EB"}};
+    for (int i = 0; i < 6; i++) {
+        hcl_format_bytes(s, sizeof s, cases[i].bytes);
+        CHECK(!strcmp(s, cases[i].want), "hcl_format_bytes(%g) = '%s', want '%s'", cases[i].bytes, s, cases[i].want);
+    }
+}
+
 int main(void) {
     test_files();
+    test_memory_limit();
     /* Check values: "123456789" (the CRC catalogue), 32 zero and 32 0xff bytes (RFC 3720 B.4). */
     CHECK(hcl_crc32c(0, "123456789", 9) == 0xE3069283u, "crc32c(\"123456789\") = %08x",
           hcl_crc32c(0, "123456789", 9));

@@ -11,7 +11,9 @@
  * times follows each of those jobs (tools/hclctl_watch.c). Flags live in one table that drives
  * parsing and --help. Exit codes: 0 ok, 1 the job answered with an error (or keygen could not
  * write), 2 usage error (watch: a run directory twice or without a control socket), 3 no
- * answer or connection problem (watch of several jobs: one was lost). */
+ * answer, connection problem or a reply of the wrong kind (watch of several jobs: one was
+ * lost); with --json each failure is also a JSON object on stdout. What the job sends is
+ * printed through put_text (terminal escapes shown, not obeyed) or the JSON writer. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -34,12 +36,21 @@ hclctl_flags hclctl_flag;
 volatile sig_atomic_t hclctl_interrupted;
 
 void fail(int code, const char *fmt, ...) {
+    char msg[3 * PATH_MAX];
     va_list ap;
-    fputs("hclctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    fputs("hclctl: ", stderr);
+    put_text(stderr, msg);
     fputc('\n', stderr);
+    if (hclctl_flag.json) {
+        hcl_json *j = json_line();
+        json_bool(j, "ok", 0);
+        json_string(j, "error", code == EXIT_USAGE ? "usage" : code == EXIT_NOANSWER ? "no_answer" : "failed");
+        json_string(j, "message", msg);
+        json_print();
+    }
     exit(code);
 }
 
@@ -117,8 +128,11 @@ static void usage(FILE *fp) {
                 "  1  the job answered with an error (or keygen could not write its files)\n"
                 "  2  usage error (bad flag, command or key file; watch: a run directory given\n"
                 "     twice or without a control socket)\n"
-                "  3  no answer, or no connection (no control.endpoint: is the job running?);\n"
-                "     watch of several jobs: one was lost\n");
+                "  3  no answer, or no connection (no control.endpoint: is the job running?), or\n"
+                "     a reply of the wrong kind; watch of several jobs: one was lost\n"
+                "with --json a failure is also one object on stdout: {\"ok\": false, \"error\": ...,\n"
+                "\"message\": ...}; the job's strings are printed with control characters and bytes\n"
+                "that are no UTF-8 escaped (\\xNN), and are valid UTF-8 in --json\n");
 }
 
 /* Parse argv: flags anywhere, positionals in order into pos[]; seen[i] is &options[i] when the
@@ -272,7 +286,18 @@ void build_request(Hcl__ControlRequest *rq, request_bodies *b, const char *cmd, 
     }
 }
 
-/* Send cmd's request, print what comes back (or follow the watch stream). The exit code. */
+static const char *body_name(Hcl__ControlReply__BodyCase b) {
+    switch (b) {
+    case HCL__CONTROL_REPLY__BODY_STATUS: return "status";
+    case HCL__CONTROL_REPLY__BODY_ACK: return "ack";
+    case HCL__CONTROL_REPLY__BODY_WATCH: return "watch";
+    default: return "no body";
+    }
+}
+
+/* Send cmd's request, print what comes back (or follow the watch stream): status wants a
+ * StatusBody, watch a WatchBody, the other commands an AckBody; any other reply is an error
+ * (exit 3). The exit code. */
 static int run_command(const char *cmd, const char *arg) {
     Hcl__ControlRequest rq;
     request_bodies bodies;
@@ -290,18 +315,21 @@ static int run_command(const char *cmd, const char *arg) {
         no_answer(&cl);
     }
     int code = 0;
+    Hcl__ControlReply__BodyCase want = !strcmp(cmd, "status") ? HCL__CONTROL_REPLY__BODY_STATUS
+                                       : !strcmp(cmd, "watch") ? HCL__CONTROL_REPLY__BODY_WATCH
+                                       : HCL__CONTROL_REPLY__BODY_ACK;
     if (!r->ok) {
         code = report_error(cmd, r);
-    } else if (r->body_case == HCL__CONTROL_REPLY__BODY_STATUS && !strcmp(cmd, "status")) {
+    } else if (r->body_case != want) {   /* an ack to status was "ok: status at step N", exit 0 */
+        fail(EXIT_NOANSWER, "%s: the job sent a reply of the wrong kind (%s, not %s)", cmd, body_name(r->body_case),
+             body_name(want));
+    } else if (want == HCL__CONTROL_REPLY__BODY_STATUS) {
         if (hclctl_flag.json) print_status_json(r->status);
         else print_status(r->status);
-    } else if (r->body_case == HCL__CONTROL_REPLY__BODY_WATCH && !strcmp(cmd, "watch")) {
+    } else if (want == HCL__CONTROL_REPLY__BODY_WATCH) {
         code = watch_one(&cl, r->watch->endpoint);
-    } else if (r->body_case == HCL__CONTROL_REPLY__BODY_ACK) {
-        report_ack(cmd, arg, r);
     } else {
-        fprintf(stderr, "hclctl: %s: the job sent a reply of the wrong kind\n", cmd);
-        code = EXIT_NOANSWER;
+        report_ack(cmd, arg, r);
     }
     hcl__control_reply__free_unpacked(r, NULL);
     client_close(&cl);

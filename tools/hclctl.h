@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "control.pb-c.h"
 #include "json.h"
@@ -35,7 +36,8 @@ extern hclctl_flags hclctl_flag;
 /* Set by SIGINT/SIGTERM (the handler does nothing else); the loops act on it. */
 extern volatile sig_atomic_t hclctl_interrupted;
 
-/* "hclctl: " and the message on stderr, then exit(code). */
+/* "hclctl: " and the message on stderr (put_text), with --json also {"ok": false, "error":
+ * "failed"|"usage"|"no_answer", "message": ...} on stdout, then exit(code). */
 void fail(int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 
 /* ---- hclctl_client.c ---- */
@@ -87,6 +89,10 @@ void build_request(Hcl__ControlRequest *rq, request_bodies *b, const char *cmd, 
 /* ---- hclctl_status.c ---- */
 hcl_json *json_line(void);    /* a new --json line: an open object in the one reused writer */
 void json_print(void);        /* close it, print it, flush */
+/* s to f safe for a terminal: valid UTF-8 printable characters as they are; C0 and C1 control
+ * characters (escape sequences), DEL and bytes that are no UTF-8 as \xNN or \uNNNN. Every
+ * string that came from a job or a file is printed with it. */
+void put_text(FILE *f, const char *s);
 const char *state_name(int s);
 const char *error_name(int e);
 void duration(char *out, size_t cap, double s);   /* "1h02m03s", "4m05s", "6.0s", "unknown" */

@@ -1,6 +1,8 @@
 /* hclctl_status: what hclctl prints of the job's replies (tools/hclctl.h): `status` as a
  * table or one --json object, a command's ack, an error reply; and the pieces the watch
- * lines share (the JSON line writer, state names, durations). */
+ * lines share (the JSON line writer, state names, durations). A job's strings reach the
+ * terminal through put_text (escapes, control characters and bytes that are no UTF-8 shown as
+ * \xNN, \uNNNN) and --json through the JSON writer (valid UTF-8). */
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +25,22 @@ hcl_json *json_line(void) {
 void json_print(void) {
     json_end_object(&json_out);
     json_write_line(&json_out, stdout);
+}
+
+void put_text(FILE *f, const char *s) {
+    while (*s) {
+        uint32_t cp;
+        int n = json_utf8_char(s, &cp);
+        if (n > 0 && cp >= 0x20 && cp != 0x7f && !(cp >= 0x80 && cp < 0xa0)) {
+            fwrite(s, 1, (size_t)n, f);
+            s += n;
+        } else if (n > 1) {   /* a C1 control character (U+009B starts a CSI sequence) */
+            fprintf(f, "\\u%04x", (unsigned)cp);
+            s += n;
+        } else {              /* a C0 control character, DEL or a byte that is no UTF-8 */
+            fprintf(f, "\\x%02x", (unsigned char)*s++);
+        }
+    }
 }
 
 /* ---- status ---------------------------------------------------------------------------------- */
@@ -120,7 +138,7 @@ void print_status_json(const Hcl__StatusBody *b) {
 }
 
 /* The per-worker table: the last step's timings, traffic, memory, when last heard from, the
- * telemetry messages the worker had to drop, stragglers. */
+ * telemetry messages the worker had to drop, stragglers, what it computes ("step 3 loss 45%"). */
 static void print_worker_table(const Hcl__StatusBody *b) {
     printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %8s %9s  %s\n", "rank", "compute ms", "allgather ms",
            "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB", "last seen", "dropped",
@@ -130,17 +148,24 @@ static void print_worker_table(const Hcl__StatusBody *b) {
         char seen[32];
         if (w->messages) snprintf(seen, sizeof seen, "%.1fs", w->last_seen_s);
         else snprintf(seen, sizeof seen, "never");
-        char now[64] = "";   /* what it computes: "step 3 loss 45%" */
-        if (w->in_step >= 0 && w->phase && w->phase[0]) {
-            int k = snprintf(now, sizeof now, "step %" PRId64 " %s", w->in_step, w->phase);
-            if (w->phase_done >= 0 && k > 0 && (size_t)k < sizeof now)
-                snprintf(now + k, sizeof now - (size_t)k, " %.0f%%", 100.0 * w->phase_done);
-        }
-        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s  %s\n", w->rank,
+        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s  ", w->rank,
                w->compute_s * 1e3, w->allgather_s * 1e3, w->reduce_scatter_s * 1e3,
                w->allreduce_s * 1e3, w->wait_s * 1e3, w->bytes / 1e6, w->rss_bytes / 1048576.0, seen,
-               w->telemetry_dropped, w->straggler ? "yes" : "", now);
+               w->telemetry_dropped, w->straggler ? "yes" : "");
+        if (w->in_step >= 0 && w->phase && w->phase[0]) {
+            printf("step %" PRId64 " ", w->in_step);
+            put_text(stdout, w->phase);
+            if (w->phase_done >= 0) printf(" %.0f%%", 100.0 * w->phase_done);
+        }
+        putchar('\n');
     }
+}
+
+/* "NAME" padded to the column, then the job's text s (put_text) and a newline */
+static void text_line(const char *name, const char *s) {
+    printf("%-14s ", name);
+    put_text(stdout, s);
+    putchar('\n');
 }
 
 void print_status(const Hcl__StatusBody *b) {
@@ -156,20 +181,23 @@ void print_status(const Hcl__StatusBody *b) {
     printf("%-14s %.4g\n", "logit scale", b->logit_scale);
     printf("%-14s %.0f\n", "samples/s", b->samples_per_s);
     printf("%-14s %s\n%-14s %s\n", "eta", eta, "elapsed", el);
-    if (b->last_checkpoint_step >= 0)
-        printf("%-14s %s (step %" PRId64 ")\n", "checkpoint", b->last_checkpoint_path, b->last_checkpoint_step);
-    else
+    if (b->last_checkpoint_step >= 0) {
+        printf("%-14s ", "checkpoint");
+        put_text(stdout, b->last_checkpoint_path);
+        printf(" (step %" PRId64 ")\n", b->last_checkpoint_step);
+    } else {
         printf("%-14s none\n", "checkpoint");
-    if (b->last_checkpoint_error[0]) printf("%-14s %s\n", "ckpt error", b->last_checkpoint_error);
+    }
+    if (b->last_checkpoint_error[0]) text_line("ckpt error", b->last_checkpoint_error);
     printf("%-14s %" PRId64 " steps\n", "log every", b->log_every);
     if (b->checkpoint_every > 0) printf("%-14s %" PRId64 " steps\n", "ckpt every", b->checkpoint_every);
     else printf("%-14s off\n", "ckpt every");
     if (b->checkpoint_interval_s > 0) printf("%-14s %g s\n", "ckpt interval", b->checkpoint_interval_s);
     else printf("%-14s off\n", "ckpt interval");
-    printf("%-14s %s\n", "run dir", b->run_dir);
+    text_line("run dir", b->run_dir);
     char url[EP_MAX + 32];
-    printf("%-14s %s\n", "tensorboard", b->tensorboard_dir[0] ? b->tensorboard_dir : "off");
-    printf("%-14s %s\n", "prometheus", prometheus_url(url, sizeof url, b) ? url : "off");
+    text_line("tensorboard", b->tensorboard_dir[0] ? b->tensorboard_dir : "off");
+    text_line("prometheus", prometheus_url(url, sizeof url, b) ? url : "off");
     printf("%-14s %d\n", "workers", b->nworkers);
     if (b->n_workers) print_worker_table(b);
 }
@@ -184,7 +212,9 @@ int report_error(const char *cmd, const Hcl__ControlReply *r) {
         json_string(j, "message", r->message);
         json_print();
     }
-    fprintf(stderr, "hclctl: %s: %s: %s\n", cmd, error_name(r->error), r->message);
+    fprintf(stderr, "hclctl: %s: %s: ", cmd, error_name(r->error));
+    put_text(stderr, r->message);
+    fputc('\n', stderr);
     return EXIT_ERROR;
 }
 
@@ -197,7 +227,10 @@ void report_ack(const char *cmd, const char *arg, const Hcl__ControlReply *r) {
         json_string(j, "message", r->message);
         json_print();
     } else {
-        printf("ok: %s%s%s at step %" PRId64 "%s%s\n", cmd, arg ? " " : "", arg ? arg : "",
-               r->ack->step, r->message[0] ? ": " : "", r->message);
+        printf("ok: %s%s", cmd, arg ? " " : "");
+        put_text(stdout, arg ? arg : "");
+        printf(" at step %" PRId64 "%s", r->ack->step, r->message[0] ? ": " : "");
+        put_text(stdout, r->message);
+        putchar('\n');
     }
 }

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# test_bad_inputs: bad input to hcl-train, hcl-embed and hcl-data gets one line naming the file,
+# flag or value, exit 2, no crash, and what a run directory already holds stays as it was
+# (issue 17). Each case was a silent change, an abort or a late refusal before:
+#   3  a config line longer than 2,048 bytes (a comment whose tail read `lr = 7` set lr), --config DIR
+#   4  a model too large for memory: --hidden 65536,65536,65536 --dim 65536, or a model.safetensors
+#      whose metadata says hidden 65536,65536 (both aborted: "out of memory allocating N floats");
+#      a view wider than 2^20 columns (2^32 + 16 was cut to 16 by an int, then aborted)
+#   5  a tensor of shape [8, 4611686018427387908]: its byte count wraps 64 bits to the file's 128
+#   6  a second __metadata__ in a safetensors header
+#   7  --epochs 9223372036854775807
+#   10 a view absent from every row of --data (trained with loss 0; now exit 2, a warning for
+#      --val-data), a view named v1.x (passed the manifest, refused by the model naming no file)
+#   HCL_BUILD=build bash tests/test_bad_inputs.sh
+set -euo pipefail
+B=${HCL_BUILD:-build}
+PY=/usr/bin/python3
+tmp=$(mktemp -d /tmp/test_bad_inputs.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "test_bad_inputs: FAIL: $*" >&2; exit 1; }
+
+# refused WHAT NAMED CMD...: CMD exits 2 (WANT=N: N) with one line on stderr that names NAMED
+refused() {
+    local what=$1 named=$2 got=0 want=${WANT:-2}
+    shift 2
+    "$@" >"$tmp/out" 2>"$tmp/err" </dev/null || got=$?
+    [ "$got" = "$want" ] || fail "$what: exit $got, want $want; stderr: $(head -c 800 "$tmp/err")"
+    [ "$(wc -l <"$tmp/err")" = 1 ] || fail "$what: want one line on stderr, got: $(head -c 800 "$tmp/err")"
+    grep -qF -- "$named" "$tmp/err" || fail "$what: the line does not name '$named': $(cat "$tmp/err")"
+    echo "  $what: $(cat "$tmp/err")"
+}
+# sums DIR: every file of DIR with its checksum, to see that nothing saved changed
+sums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
+
+"$B/hcl-data" synth "$tmp/d" --rows 64 --widths 16,8,4 --classes 4 --seed 1 >/dev/null
+train=(--hidden 8 --dim 4 --batch-size 8 --threads 1)
+"$B/hcl-train" --data "$tmp/d" --run-dir "$tmp/run" "${train[@]}" --steps 4 --checkpoint-every 2 \
+    2>"$tmp/run.log" || { cat "$tmp/run.log"; fail "the good run failed"; }
+before=$(sums "$tmp/run")
+model=$(ls -d "$tmp"/run/checkpoints/step-*/model.safetensors | tail -1)
+[ -f "$model" ] || fail "no model.safetensors in $tmp/run/checkpoints"
+again=("$B/hcl-train" --data "$tmp/d" --run-dir "$tmp/run" "${train[@]}" --steps 8 --resume auto)
+
+# ---- 3: config files --------------------------------------------------------------------------
+"$PY" -c 'import sys; open(sys.argv[1], "w").write("# " + "x" * 3000 + " lr = 7\n")' "$tmp/long.conf"
+"$B/hcl-train" --data "$tmp/d" --run-dir "$tmp/long" "${train[@]}" --steps 1 --config "$tmp/long.conf" \
+    2>"$tmp/long.log" || { cat "$tmp/long.log"; fail "a long comment: the run failed"; }
+grep -qx 'lr = 0.001' "$tmp/long/config.txt" || fail "a long comment changed lr: $(grep '^lr' "$tmp/long/config.txt")"
+refused "--config DIR" "is a directory" "${again[@]}" --config "$tmp/d"
+
+# ---- 4: a model too large for memory ----------------------------------------------------------
+refused "--hidden 65536,65536,65536 --dim 65536" "--hidden/--dim" "${again[@]}" --hidden 65536,65536,65536 --dim 65536
+grep -q 'parameters: .* need at least .*, more than the .* of ' "$tmp/err" || fail "4: no need and limit: $(cat "$tmp/err")"
+
+# a view wider than 2^20 columns (a sparse file: 2^32 + 16 columns were cut to 16 by an int, then
+# its batch aborted); here 2^20 + 1 columns of one row, 1 MB
+mkdir "$tmp/wide"
+echo "view w" >"$tmp/wide/manifest.txt"
+"$PY" - "$tmp/wide/w.npy" <<'PY'
+import sys
+h = "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1048577), }"
+h += " " * (-(10 + len(h) + 1) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h.encode())
+    f.truncate(10 + len(h) + 1048577)
+PY
+refused "a view of 2^20 + 1 columns" "$tmp/wide/w.npy: 1048577 columns" "${again[@]}" --data "$tmp/wide"
+
+# The model's file with its header rewritten: st_edit IN OUT PYTHON-EXPRESSION-OF-h (the header text)
+st_edit() {
+    "$PY" - "$@" <<'PY'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = b[8:8 + n].decode()
+new = eval(sys.argv[3]).encode()
+assert new != h.encode(), "the edit changed nothing"
+new += b" " * (-len(new) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(new)) + new + b[8 + n:])
+PY
+}
+embed() { "$B/hcl-embed" --checkpoint "$1" --data "$tmp/d" --out "$tmp/emb"; }
+st_edit "$model" "$tmp/wide.safetensors" 'h.replace("\"hidden\": \"8\"", "\"hidden\": \"65536,65536\"")'
+refused "metadata hidden 65536,65536" "$tmp/wide.safetensors: metadata" embed "$tmp/wide.safetensors"
+grep -q 'parameters: .* need at least ' "$tmp/err" || fail "4: metadata: no need: $(cat "$tmp/err")"
+st_edit "$model" "$tmp/lies.safetensors" 'h.replace("\"hidden\": \"8\"", "\"hidden\": \"300\"")'
+refused "metadata larger than the tensors" "$tmp/lies.safetensors" embed "$tmp/lies.safetensors"
+[ ! -e "$tmp/emb" ] || fail "a refused model left $tmp/emb"
+
+# ---- 5, 6: safetensors headers ----------------------------------------------------------------
+st_edit "$model" "$tmp/wrap.safetensors" \
+    'h.replace("\"logit_t\": {\"dtype\": \"F32\", \"shape\": [1]", "\"logit_t\": {\"dtype\": \"F32\", \"shape\": [8, 4611686018427387908]").replace("[4112, 4116]", "[4112, 4240]")'
+"$PY" -c 'import sys; open(sys.argv[1], "ab").write(bytes(124))' "$tmp/wrap.safetensors"
+refused "shape [8, 4611686018427387908]" "$tmp/wrap.safetensors: header at byte" embed "$tmp/wrap.safetensors"
+grep -q "'logit_t'" "$tmp/err" || fail "5: the tensor is not named: $(cat "$tmp/err")"
+st_edit "$model" "$tmp/meta2.safetensors" 'h.replace("{\"__metadata__\"", "{\"__metadata__\": {\"a\": \"b\"}, \"__metadata__\"")'
+refused "a second __metadata__" "$tmp/meta2.safetensors: header at byte" embed "$tmp/meta2.safetensors"
+grep -q "a second '__metadata__'" "$tmp/err" || fail "6: $(cat "$tmp/err")"
+
+# ---- 7: --epochs ------------------------------------------------------------------------------
+refused "--epochs 2^63-1" "--epochs" "${again[@]}" --steps 0 --epochs 9223372036854775807
+
+# ---- 10: views --------------------------------------------------------------------------------
+cp -r "$tmp/d" "$tmp/absent"
+"$PY" -c 'import numpy as np, sys; m = np.ones((64, 3), np.uint8); m[:, 1] = 0; np.save(sys.argv[1], m)' \
+    "$tmp/absent/mask.npy"
+refused "a view in no row of --data" "$tmp/absent/mask.npy: view 'v1'" "${again[@]}" --data "$tmp/absent"
+"$B/hcl-train" --data "$tmp/d" --val-data "$tmp/absent" --run-dir "$tmp/val" "${train[@]}" --steps 1 \
+    2>"$tmp/val.log" || { cat "$tmp/val.log"; fail "a view in no row of --val-data: the run failed"; }
+grep -q "WARN .*$tmp/absent/mask.npy: view 'v1' is absent from every validation row" "$tmp/val.log" ||
+    fail "a view in no row of --val-data: no warning: $(cat "$tmp/val.log")"
+cp -r "$tmp/d" "$tmp/dotted"
+sed -i 's/^view v1$/view v1.x/' "$tmp/dotted/manifest.txt"
+mv "$tmp/dotted/v1.npy" "$tmp/dotted/v1.x.npy"
+line=$(grep -n '^view v1.x$' "$tmp/dotted/manifest.txt" | cut -d: -f1)
+refused "a view named v1.x" "$tmp/dotted/manifest.txt:$line: bad view name 'v1.x'" "${again[@]}" --data "$tmp/dotted"
+# hcl-data's exit for bad data is 1 (tools/hcl-data.c)
+WANT=1 refused "hcl-data inspect of v1.x" "$tmp/dotted/manifest.txt:$line" "$B/hcl-data" inspect "$tmp/dotted"
+
+[ "$(sums "$tmp/run")" = "$before" ] || fail "a refused run changed $tmp/run"
+echo "test_bad_inputs: ok"
