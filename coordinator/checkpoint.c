@@ -145,8 +145,8 @@ int keep_metrics_until(const char *path, int64_t step, char *err) {
     char *out = hcl_malloc(cap), *line = NULL;
     ssize_t n;
     while ((n = getline(&line, &line_cap, f)) > 0) {
-        long long s = -1;
-        if (sscanf(line, "{\"step\": %lld", &s) != 1 || s > step) continue;
+        long long s = -1;   /* a last line without its newline is torn: dropped, whatever its start says */
+        if (line[n - 1] != '\n' || sscanf(line, "{\"step\": %lld", &s) != 1 || s > step) continue;
         if (len + (size_t)n + 1 > cap) {
             cap = 2 * (len + (size_t)n + 1);
             out = realloc(out, cap);
