@@ -39,11 +39,12 @@ static int drain(hcl_append *a) {
         }
         a->off += (size_t)w;
     }
-    if (a->err) {
-        LOG_INFO("%s: written again (after: %s; %lld records dropped)", a->path, strerror(a->err),
+    if (a->err && a->dropped)
+        LOG_INFO("%s: written again (after: %s; %lld records were dropped)", a->path, strerror(a->err),
                  (long long)a->dropped);
-        a->err = 0;
-    }
+    else if (a->err)
+        LOG_INFO("%s: written again (after: %s)", a->path, strerror(a->err));
+    a->err = 0;
     a->off = a->len = 0;
     return 0;
 }
