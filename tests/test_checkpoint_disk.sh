@@ -47,7 +47,11 @@ for _ in $(seq 300); do [ -f "$run/metrics.jsonl" ] && [ "$(wc -l <"$run/metrics
 # fill it to the last page
 dd if=/dev/zero of="$tmp/logdisk/fill" bs=64k 2>/dev/null || true
 dd if=/dev/zero of="$tmp/logdisk/fill2" bs=4k 2>/dev/null || true
-for _ in $(seq 300); do grep -q "checkpoint of step .* failed" "$tmp/log2" && break; sleep 0.1; done
+# full until metrics.jsonl has met it (a few lines fit in its last page) and a checkpoint failed
+for _ in $(seq 300); do
+    grep -q "metrics.jsonl: cannot write" "$tmp/log2" && grep -q "checkpoint of step .* failed" "$tmp/log2" && break
+    sleep 0.1
+done
 written=$(grep -c "INFO  checkpoint .*step-" "$tmp/log2")
 rm -f "$tmp/logdisk/fill" "$tmp/logdisk/fill2"
 for _ in $(seq 300); do [ "$(grep -c "INFO  checkpoint .*step-" "$tmp/log2")" -gt "$written" ] && break; sleep 0.1; done
