@@ -44,8 +44,11 @@ void run_checkpoint(hcl_run *r, int64_t step) {
     hcl_ckpt_state st;
     fill_state(r, step, &st);
     char err[HCL_ERR_MAX], path[CKPT_PATH_MAX];
-    int rc = ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + r->ck_model.nparams, &st, (int)r->cfg.keep, path,
-                        err);
+    /* a run resumed from this checkpoint keeps metrics.jsonl up to its step (keep_metrics_until): the
+     * lines a full disk held back must be written first */
+    int rc = metrics_flush(&r->metrics, err);
+    if (rc == 0)
+        rc = ckpt_write(r->cfg.run_dir, &r->ck_model, r->snap + r->ck_model.nparams, &st, (int)r->cfg.keep, path, err);
     r->st.state = was;
     if (rc != 0) {
         snprintf(r->last_ckpt_error, sizeof r->last_ckpt_error, "step %lld: %s", (long long)step, err);
@@ -145,8 +148,8 @@ int keep_metrics_until(const char *path, int64_t step, char *err) {
     char *out = hcl_malloc(cap), *line = NULL;
     ssize_t n;
     while ((n = getline(&line, &line_cap, f)) > 0) {
-        long long s = -1;
-        if (sscanf(line, "{\"step\": %lld", &s) != 1 || s > step) continue;
+        long long s = -1;   /* a last line without its newline is torn: dropped, whatever its start says */
+        if (line[n - 1] != '\n' || sscanf(line, "{\"step\": %lld", &s) != 1 || s > step) continue;
         if (len + (size_t)n + 1 > cap) {
             cap = 2 * (len + (size_t)n + 1);
             out = realloc(out, cap);

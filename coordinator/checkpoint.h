@@ -22,12 +22,15 @@
 int run_resume(hcl_run *r, char *err);
 /* Create the run directory, config.txt and metrics.jsonl (after run_prepare and run_resume). */
 int run_open_dir(hcl_run *r, char *err);
-/* The replica's state in r->snap, of `step` updates -> a checkpoint on disk. A failed write is
- * logged and remembered (hclctl status shows it); training goes on and the previous checkpoint
- * stays. Answers the hclctl checkpoint requests waiting for it either way. */
+/* The replica's state in r->snap, of `step` updates -> a checkpoint on disk, once the lines of
+ * metrics.jsonl and TensorBoard that a full disk held back are written (metrics_flush: a resume
+ * from the checkpoint then finds every line up to its step). A failed write is logged and
+ * remembered (hclctl status shows it); training goes on and the previous checkpoint stays.
+ * Answers the hclctl checkpoint requests waiting for it either way. */
 void run_checkpoint(hcl_run *r, int64_t step);
-/* Keep the lines of metrics.jsonl at path whose "step" is at most step (lines of any length);
- * no file is fine. Returns 0, or -1 with err. */
+/* Keep the lines of metrics.jsonl at path whose "step" is at most step (lines of any length; a
+ * last line without its newline, torn by a crash, is dropped); no file is fine. Returns 0, or
+ * -1 with err. */
 int keep_metrics_until(const char *path, int64_t step, char *err);
 
 #endif

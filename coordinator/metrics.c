@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <string.h>
 #include <unistd.h>
@@ -13,13 +14,11 @@
 int metrics_open(hcl_metrics *m, const char *path, int append, char *err) {
     memset(m, 0, sizeof *m);
     json_init(&m->j);
-    m->f = fopen(path, append ? "a" : "w");
-    if (!m->f) return hcl_err(err, "%s: cannot create: %s", path, strerror(errno));
-    return 0;
+    return append_open(&m->out, path, append ? 0 : O_TRUNC, err);
 }
 
 void metrics_close(hcl_metrics *m) {
-    if (m->f) fclose(m->f);
+    append_close(&m->out);
     json_free(&m->j);
     memset(m, 0, sizeof *m);
 }
@@ -94,7 +93,7 @@ static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double sampl
                        const int64_t *split, int nw, const hcl_control *ctl, int rank0) {
     const hcl_step_result *res = &m->logged;
     hcl_json *j = &m->j;
-    if (!m->f) return;
+    if (!m->out.is_open) return;
     json_reset(j);
     json_begin_object(j, NULL);
     json_int(j, "step", step);
@@ -125,7 +124,7 @@ static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double sampl
     write_workers(j, ctl, rank0);
     json_number(j, "time", hcl_wall());
     json_end_object(j);
-    json_write_line(j, m->f);
+    append_line(&m->out, json_text(j));
     if (m->tb) tb_line(m->tb, json_text(j));
 }
 
@@ -179,21 +178,25 @@ void metrics_pause(hcl_metrics *m) {
 }
 
 void metrics_put(hcl_metrics *m, const char *line) {
-    if (!m->f) return;
-    fputs(line, m->f);
-    fflush(m->f);
+    if (!m->out.is_open) return;
+    append_put(&m->out, line, strlen(line));
     if (m->tb) tb_line(m->tb, line);
 }
 
 void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json) {
-    if (!m->f) return;
+    if (!m->out.is_open) return;
     json_reset(&m->j);
     json_begin_object(&m->j, NULL);
     json_int(&m->j, "step", step);
     json_raw(&m->j, "final_eval", json);
     json_end_object(&m->j);
-    json_write_line(&m->j, m->f);
+    append_line(&m->out, json_text(&m->j));
     if (m->tb) tb_line(m->tb, json_text(&m->j));
+}
+
+int metrics_flush(hcl_metrics *m, char *err) {
+    if (append_flush(&m->out, err) != 0) return -1;
+    return m->tb ? tb_flush(m->tb, err) : 0;
 }
 
 void metrics_end(hcl_metrics *m) {

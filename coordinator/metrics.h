@@ -13,7 +13,11 @@
  * --val-data, workers with telemetry (a worker's last step: compute, collectives, waiting for
  * its batch; absent before its first report). Evaluation lines ({"step": S, "eval": {...}}, evaluate.h) and the final
  * evaluation ({"step": S, "final_eval": {...}}) go to the same file: every line starts with
- * {"step": S, which a resumed run relies on to cut the file at its step.
+ * {"step": S, which a resumed run relies on to cut the file at its step. A line that cannot be
+ * written (a full disk) waits in memory and is written with the next ones (append.h): the file
+ * never keeps a torn line and, once there is room, has every line; metrics_flush says whether
+ * all are written, which a checkpoint needs (checkpoint.c), so that a run resumed from it finds
+ * every line up to its step.
  *
  * The progress line of each logged step: on a terminal one line rewritten in place, otherwise
  * a log line. samples/s is over the steps since the last logged step, the ETA from the run's
@@ -21,13 +25,14 @@
  *
  * Exports: hcl_metrics, metrics_open / metrics_close, metrics_start, metrics_step,
  * metrics_logged, metrics_val, metrics_write, metrics_pause, metrics_in_step, metrics_put, metrics_final_eval,
- * metrics_end. */
+ * metrics_flush, metrics_end. */
 #ifndef HCL_METRICS_H
 #define HCL_METRICS_H
 
 #include <stdint.h>
 #include <stdio.h>
 
+#include "append.h"
 #include "batch.h"
 #include "control.h"
 #include "json.h"
@@ -36,7 +41,7 @@
 #include "tensorboard.h"
 
 typedef struct {
-    FILE *f;                    /* metrics.jsonl */
+    hcl_append out;             /* metrics.jsonl: lines a full disk holds back are written later */
     hcl_tb *tb;                 /* every line also as a TensorBoard event (NULL: none) */
     hcl_json j;                 /* the line being written (its buffer kept between lines) */
     /* from metrics_start */
@@ -84,6 +89,9 @@ void metrics_in_step(const hcl_metrics *m, int64_t step, double secs, const char
 void metrics_put(hcl_metrics *m, const char *line);
 /* {"step": S, "final_eval": json} */
 void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json);
+/* Write the lines a full disk held back, to metrics.jsonl and the TensorBoard file: 0 when all
+ * are written, else -1 with one line in err naming the file. */
+int metrics_flush(hcl_metrics *m, char *err);
 /* The progress line is done (a newline on a terminal). */
 void metrics_end(hcl_metrics *m);
 

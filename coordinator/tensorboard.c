@@ -48,9 +48,9 @@ static void put_le(uint8_t *p, uint64_t x, int n) {
     for (int i = 0; i < n; i++) p[i] = (uint8_t)(x >> (8 * i));
 }
 
-/* The Event as one record, flushed; a failure turns the file off. */
+/* The Event as one record, written (or queued while the disk is full: append.h). */
 static void write_event(hcl_tb *t, const Tensorboard__Event *ev) {
-    if (!t->f) return;
+    if (!t->out.is_open) return;
     size_t n = tensorboard__event__get_packed_size(ev), need = n + 16;
     if (need > t->rec_cap) {
         uint8_t *grown = realloc(t->rec, need);
@@ -62,12 +62,7 @@ static void write_event(hcl_tb *t, const Tensorboard__Event *ev) {
     put_le(r + 8, tb_masked_crc32c(r, 8), 4);
     tensorboard__event__pack(ev, r + 12);
     put_le(r + 12 + n, tb_masked_crc32c(r + 12, n), 4);
-    if (fwrite(r, 1, need, t->f) != need || fflush(t->f) != 0) {
-        LOG_ERROR("%s: cannot write: %s; TensorBoard events are off for this run (metrics.jsonl goes on)",
-                  t->path, strerror(errno));
-        fclose(t->f);
-        t->f = NULL;
-    }
+    append_put(&t->out, r, need);
 }
 
 /* ---- the records ------------------------------------------------------------------------------ */
@@ -128,15 +123,10 @@ int tb_open(hcl_tb *t, const char *dir, int64_t first_step, const char *config_t
     int n = snprintf(t->path, sizeof t->path, "%s/events.out.tfevents.%lld.%s.%d.hcl", dir, (long long)time(NULL),
                      host, (int)getpid());
     if (n < 0 || (size_t)n >= sizeof t->path) return hcl_err(err, "%s: --tensorboard directory name too long", dir);
-    int fd = open(t->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 || !(t->f = fdopen(fd, "wb"))) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        return hcl_err(err, "%s: cannot create: %s", t->path, strerror(e));
-    }
+    if (append_open(&t->out, t->path, O_EXCL, err) != 0) return -1;
     t->v = hcl_calloc(1, sizeof *t->v);
     write_header(t, first_step, config_text);
-    return t->f ? 0 : hcl_err(err, "%s: cannot write", t->path);
+    return 0;
 }
 
 /* A number of the line: the Event's step or time, or a scalar. */
@@ -159,7 +149,7 @@ static void take_number(void *arg, const char *path, double x) {
 }
 
 void tb_line(hcl_tb *t, const char *json) {
-    if (!t->f) return;
+    if (!t->out.is_open) return;
     hcl_tb_values *v = t->v;
     v->n = 0, v->step = -1, v->wall = 0;
     if (json_walk_numbers(json, take_number, v) != 0 || v->step < 0 || v->n == 0) return;
@@ -174,12 +164,10 @@ void tb_line(hcl_tb *t, const char *json) {
     write_event(t, &ev);
 }
 
+int tb_flush(hcl_tb *t, char *err) { return append_flush(&t->out, err); }
+
 void tb_close(hcl_tb *t) {
-    if (t->f) {
-        fflush(t->f);
-        fsync(fileno(t->f));
-        fclose(t->f);
-    }
+    append_close(&t->out);
     free(t->rec);
     free(t->v);
     memset(t, 0, sizeof *t);

@@ -14,14 +14,16 @@
  *     not "step" and "time" (the Event's own) and not a worker's "rank".
  * Records are TFRecords: the data's length (u64, little-endian), the masked CRC-32C of those 8
  * bytes, the data (an Event, proto/tensorboard.proto), the masked CRC-32C of the data; each
- * Event is flushed when written. A failed write is logged once and turns the file off: the run
- * goes on (metrics.jsonl stays the record). */
+ * Event is written when made; one that cannot be (a full disk) waits in memory and is written
+ * with the next ones (append.h), so the file never keeps a torn record and, once there is room,
+ * has every Event: the run goes on meanwhile. */
 #ifndef HCL_TENSORBOARD_H
 #define HCL_TENSORBOARD_H
 
 #include <stdint.h>
 #include <stdio.h>
 
+#include "append.h"
 #include "json.h"
 
 #define TB_MAX_SCALARS 512            /* scalars an Event holds; a line's later numbers are dropped */
@@ -29,7 +31,7 @@
 typedef struct hcl_tb_values hcl_tb_values;
 
 typedef struct {
-    FILE *f;                          /* NULL: off */
+    hcl_append out;                   /* the event file; closed: off */
     char path[4096];
     uint8_t *rec;                     /* the record being built, grown to the largest once */
     size_t rec_cap;
@@ -41,7 +43,10 @@ typedef struct {
 int tb_open(hcl_tb *t, const char *dir, int64_t first_step, const char *config_text, char *err);
 /* One metrics.jsonl line (without its newline) as an Event; nothing when t is off. */
 void tb_line(hcl_tb *t, const char *json);
-/* Flush, fsync and close (t off afterwards). */
+/* Write the Events a full disk held back: 0 when all are written (or t is off), else -1 with
+ * one line in err naming the file. */
+int tb_flush(hcl_tb *t, char *err);
+/* Write what waits, fsync and close (t off afterwards). */
 void tb_close(hcl_tb *t);
 
 /* The masked CRC-32C of TFRecord framing (exposed for the unit test). */

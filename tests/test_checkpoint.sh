@@ -31,7 +31,9 @@ for mode in single mpi; do
     # make it look as if the run died right after step 20's checkpoint
     rm -rf "$tmp/$mode-cut/checkpoints/step-00000040"
     echo step-00000020 > "$tmp/$mode-cut/checkpoints/latest"
-    # (the steps after 20 in metrics.jsonl are dropped on resume and logged again)
+    # (the steps after 20 in metrics.jsonl are dropped on resume and logged again; so is a last
+    # line torn by a crash or a full disk, whatever step its beginning names)
+    printf '{"step": 1' >> "$tmp/$mode-cut/metrics.jsonl"
     "${launch[@]}" "$B/hcl-train" "${common[@]}" --checkpoint-every 20 --resume auto --run-dir "$tmp/$mode-cut" \
         2>"$tmp/log" || { cat "$tmp/log"; fail "$mode: resume failed"; }
     grep -q "resuming from .*step-00000020" "$tmp/log" || { cat "$tmp/log"; fail "$mode: did not resume from step 20"; }
