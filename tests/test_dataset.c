@@ -60,6 +60,7 @@ static void put_raw(const char *dir, const char *name, const char *descr, int fo
 static float va[N * 3];
 static double vb[N * 2];
 static uint8_t vc[N * 4];
+static int32_t vi[N * 4];   /* the int32 view c of test_bad */
 static int64_t labels[N];
 static uint8_t mask[N * 3];
 
@@ -214,7 +215,7 @@ static void test_bad(void) {
     put_raw("f16", "b.npy", "<f2", 0, "(10, 2)", N * 2 * 2);
     expect_bad("f16", "b.npy", "float16", "'<f2'");
     make_good("i32", 1, 0);
-    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, va);
+    put_npy("i32", "c.npy", NPY_I32, 2, N, 4, vi);
     expect_bad("i32", "c.npy", "int32", NULL);
 
     /* big-endian, Fortran order, truncated view files */
