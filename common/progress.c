@@ -81,7 +81,9 @@ void progress_tick(hcl_progress *p, int64_t done, int64_t total) {
     p->done = done;
     p->total = total;
     double now = coarse_now();
-    if (now - p->t_draw >= PROGRESS_INTERVAL) draw(p, now);
+    /* the finished count (done == total) is progress_end's frame, drawn once: a caller that
+     * counts the last unit before doing it would otherwise show 100% twice when slow */
+    if (done < total && now - p->t_draw >= PROGRESS_INTERVAL) draw(p, now);
 }
 
 void progress_end(hcl_progress *p) {

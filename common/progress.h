@@ -6,9 +6,10 @@
  * what is being done (the caller's words, naming the unit counted), the count done of the total,
  * the percentage (100% only when done == total), elapsed time and the ETA from the mean pace so
  * far ("--:--" until something is done). A task is begin .. update* .. end: begin draws its name,
- * update draws when the interval has passed, end draws the finished frame (100%) and erases the
- * line, so whatever is written next starts on a clean line. progress_clear erases the line in
- * the middle of a task (before an error or a verbose line on stderr); the next update redraws.
+ * update draws when the interval has passed and done < total, end draws the finished frame
+ * (100%, the only one) and erases the line, so whatever is written next starts on a clean line.
+ * progress_clear erases the line in the middle of a task (before an error or a verbose line on
+ * stderr); the next update redraws.
  *
  * The line is drawn only when stderr is a terminal: in logs and pipes nothing at all is written.
  * The environment variable HCL_PROGRESS overrides that: HCL_PROGRESS=1 draws whatever stderr is

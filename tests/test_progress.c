@@ -2,7 +2,8 @@
  * stream is not a terminal or HCL_PROGRESS=0; with HCL_PROGRESS=1 the frames of a task: its name
  * first, counts that never go back, 99% until the end, the last frame at 100% and the line erased
  * after it, an ETA field in every frame, at most one redraw per PROGRESS_INTERVAL however often
- * update is called, frames cut to the terminal's width; a NULL progress draws nothing. */
+ * update is called, one 100% frame when the last unit is counted before it is done, frames cut
+ * to the terminal's width; a NULL progress draws nothing. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,6 +118,28 @@ static void test_frames(double secs, int64_t total) {
     fclose(f);
 }
 
+/* A caller that counts the last unit before doing it (update(total, total), then work, then
+ * end) gets one 100% frame, end's, however slow the work. */
+static void test_counted_before_done(void) {
+    setenv("HCL_PROGRESS", "1", 1);
+    FILE *f = tmpfile();
+    hcl_progress p;
+    progress_init(&p, f);
+    progress_begin(&p, "rows");
+    double t0 = hcl_now();
+    while (hcl_now() - t0 < 2 * PROGRESS_INTERVAL) progress_update(&p, 5, 10);
+    progress_update(&p, 10, 10);
+    t0 = hcl_now();
+    while (hcl_now() - t0 < 2 * PROGRESS_INTERVAL) progress_update(&p, 10, 10);
+    progress_end(&p);
+    char *s = contents(f);
+    int full = 0;
+    for (const char *c = s; (c = strstr(c, "100%")) != NULL; c++) full++;
+    CHECK(full == 1, "%d frames at 100%%, want end's only: '%s'", full, s);
+    free(s);
+    fclose(f);
+}
+
 static void test_width(void) {
     setenv("HCL_PROGRESS", "1", 1);
     FILE *f = tmpfile();
@@ -136,6 +159,7 @@ int main(void) {
     test_quiet();
     test_frames(0.02, 10);
     test_frames(0.45, 1000000);
+    test_counted_before_done();
     test_width();
     CHECK_DONE();
 }
