@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,15 @@
 
 #include "checkpoint.pb-c.h"
 #include "model_io.h"
+#include "rng.h"
 #include "safetensors.h"
 #include "util.h"
+
+/* state.pb's own checksum, the field state_crc32c (20, fixed32) written last: the tag's two
+ * bytes (20 << 3 | 5 as a varint) and the CRC-32C of every byte before them, little-endian */
+#define STATE_CRC_TAG0 0xa5
+#define STATE_CRC_TAG1 0x01
+#define STATE_TRAILER 6
 
 /* ---- files ------------------------------------------------------------------------------- */
 
@@ -188,11 +196,16 @@ int ckpt_write(const char *run_dir, const hcl_model *m, const float *opt_state,
     ts.model_params = m->nparams;
     ts.n_files = 2;
     ts.files = sump;
+    /* state_crc32c (0: not packed) goes last, over every byte before it (proto/checkpoint.proto) */
     size_t len = hcl__train_state__get_packed_size(&ts);
-    uint8_t *buf = hcl_malloc(len ? len : 1);
+    uint8_t *buf = hcl_malloc(len + STATE_TRAILER);
     hcl__train_state__pack(&ts, buf);
+    const uint32_t crc = hcl_crc32c(0, buf, len);
+    buf[len] = STATE_CRC_TAG0;
+    buf[len + 1] = STATE_CRC_TAG1;
+    for (int i = 0; i < 4; i++) buf[len + 2 + i] = (uint8_t)(crc >> (8 * i));
     snprintf(path, sizeof path, "%s/state.pb", tmp);
-    int rc = hcl_write_file_durable(path, buf, len, err);
+    int rc = hcl_write_file_durable(path, buf, len + STATE_TRAILER, err);
     free(buf);
     if (rc != 0) goto fail;
     if (hcl_fsync_dir(tmp, err) != 0) goto fail;
@@ -227,6 +240,18 @@ fail:
 
 /* ---- read -------------------------------------------------------------------------------- */
 
+/* Format 2 ends with its CRC-32C over every byte before it; format 1 has none. */
+static int check_state_crc(const char *path, const Hcl__TrainState *ts, const uint8_t *buf, size_t n, char *err) {
+    if (ts->format_version == 1) return 0;
+    if (n < STATE_TRAILER || buf[n - 6] != STATE_CRC_TAG0 || buf[n - 5] != STATE_CRC_TAG1)
+        return hcl_err(err, "%s: checksum missing (format %u ends with its CRC-32C): truncated or damaged", path,
+                       ts->format_version);
+    const uint32_t crc = hcl_crc32c(0, buf, n - STATE_TRAILER);
+    if (crc != ts->state_crc32c)
+        return hcl_err(err, "%s: checksum %08x, the file says %08x (damaged or edited)", path, crc, ts->state_crc32c);
+    return 0;
+}
+
 static Hcl__TrainState *read_state_pb(const char *dir, char *err) {
     char path[1200];
     snprintf(path, sizeof path, "%s/state.pb", dir);
@@ -234,13 +259,19 @@ static Hcl__TrainState *read_state_pb(const char *dir, char *err) {
     uint8_t *buf = (uint8_t *)hcl_read_file(path, 1 << 24, &n, err);
     if (!buf) return NULL;
     Hcl__TrainState *ts = hcl__train_state__unpack(NULL, n, buf);
-    free(buf);
     if (!ts) {
+        free(buf);
         hcl_err(err, "%s: damaged (not a TrainState message)", path);
         return NULL;
     }
-    if (ts->format_version != CKPT_FORMAT_VERSION) {
-        hcl_err(err, "%s: format version %u, this hcl reads %d", path, ts->format_version, CKPT_FORMAT_VERSION);
+    int rc = 0;
+    if (ts->format_version != 1 && ts->format_version != CKPT_FORMAT_VERSION)
+        rc = hcl_err(err, "%s: format version %u, this hcl reads 1 and %d", path, ts->format_version,
+                     CKPT_FORMAT_VERSION);
+    else
+        rc = check_state_crc(path, ts, buf, n, err);
+    free(buf);
+    if (rc != 0) {
         hcl__train_state__free_unpacked(ts, NULL);
         return NULL;
     }
@@ -279,38 +310,129 @@ static int verify_files(const char *dir, const char *only, char *err) {
     return rc;
 }
 
-int ckpt_verify(const char *dir, char *err) { return verify_files(dir, NULL, err); }
+/* ---- state.pb's fields ------------------------------------------------------------------- */
 
-int ckpt_read_state(const char *dir, hcl_ckpt_state *st, hcl_model_config *mc, char *err) {
-    if (ckpt_verify(dir, err) != 0) return -1;
-    Hcl__TrainState *ts = read_state_pb(dir, err);
-    if (!ts) return -1;
-    memset(st, 0, sizeof *st);
-    st->step = ts->step;
-    st->epoch = ts->epoch;
-    st->samples_seen = ts->samples_seen;
-    st->data_cursor = ts->data_cursor;
-    st->seed = ts->seed;
-    for (size_t i = 0; i < 4 && i < ts->n_data_rng; i++) st->data_rng[i] = ts->data_rng[i];
-    snprintf(st->config, sizeof st->config, "%s", ts->config);
-    st->world_size = ts->world_size;
-    st->workers = ts->workers;
-    st->updates = ts->optimizer_updates;
-    st->skipped = ts->skipped_steps;
-    int rc = 0;
-    if (optim_kind_parse(ts->optimizer, &st->optimizer) != 0)
-        rc = hcl_err(err, "%s/state.pb: unknown optimizer '%s'", dir, ts->optimizer);
-    st->lr_scale = ts->lr_scale;
-    st->wall_time = ts->wall_time;
-    st->global_batch = ts->global_batch;
-    hcl__train_state__free_unpacked(ts, NULL);
-    if (rc) return rc;
+/* Where training stands: the step and the counts that follow from it, in range and agreeing. */
+static int check_counts(const char *pb, const Hcl__TrainState *ts, char *err) {
+    const long long s = ts->step, e = ts->epoch, c = ts->data_cursor, u = ts->optimizer_updates,
+                    k = ts->skipped_steps, b = ts->global_batch;
+    if (s < 0 || s > CKPT_MAX_STEP) return hcl_err(err, "%s: step %lld out of [0, 2^40]", pb, s);
+    if (b < 1 || b > CKPT_MAX_BATCH) return hcl_err(err, "%s: global_batch %lld out of [1, 2^22]", pb, b);
+    if (ts->samples_seen != s * b)
+        return hcl_err(err, "%s: samples_seen %lld, but step %lld x global_batch %lld is %lld", pb,
+                       (long long)ts->samples_seen, s, b, s * b);
+    if (e < 0 || e > s) return hcl_err(err, "%s: epoch %lld out of [0, step %lld]", pb, e, s);
+    if (c < 0 || c > s) return hcl_err(err, "%s: data_cursor %lld out of [0, step %lld]", pb, c, s);
+    /* step = epoch x (batches per epoch) + data_cursor, with data_cursor < batches per epoch */
+    if (e == 0 ? c != s : (s - c) % e != 0 || (s - c) / e <= c)
+        return hcl_err(err, "%s: epoch %lld and data_cursor %lld do not make step %lld (epoch x batches "
+                       "per epoch + data_cursor)", pb, e, c, s);
+    if (u < 0) return hcl_err(err, "%s: optimizer_updates %lld is negative", pb, u);
+    if (k < 0) return hcl_err(err, "%s: skipped_steps %lld is negative", pb, k);
+    if (u + k != s)
+        return hcl_err(err, "%s: optimizer_updates %lld + skipped_steps %lld is not step %lld (each step "
+                       "updates or is skipped)", pb, u, k, s);
+    hcl_rng rng;
+    rng_derive(&rng, ts->seed, "epoch", (uint64_t)e);
+    if (ts->n_data_rng != 4 || memcmp(ts->data_rng, rng.s, sizeof rng.s) != 0)
+        return hcl_err(err, "%s: data_rng (%zu words) is not the order of seed %llu, epoch %lld", pb,
+                       ts->n_data_rng, (unsigned long long)ts->seed, e);
+    return 0;
+}
+
+/* Everything else of ts: the world, the optimizer, the scalars, the texts, the views. */
+static int check_rest(const char *pb, const Hcl__TrainState *ts, enum hcl_optim_kind *kind, char *err) {
+    const int ws = ts->world_size, want = ws > 1 ? ws - 1 : 1;
+    if (ws < 1 || ws > CKPT_MAX_WORLD) return hcl_err(err, "%s: world_size %d out of [1, 2^20]", pb, ws);
+    if (ts->workers != want)
+        return hcl_err(err, "%s: workers %d with world_size %d (want %d)", pb, ts->workers, ws, want);
+    if (optim_kind_parse(ts->optimizer, kind) != 0)
+        return hcl_err(err, "%s: optimizer '%.64s' is none of adamw, sgd, lars", pb, ts->optimizer);
+    if (!(isfinite(ts->lr_scale) && ts->lr_scale >= 0 && ts->lr_scale <= 1e6))
+        return hcl_err(err, "%s: lr_scale %g out of [0, 1e6]", pb, ts->lr_scale);
+    if (!(isfinite(ts->wall_time) && ts->wall_time >= 0))
+        return hcl_err(err, "%s: wall_time %g is not a time", pb, ts->wall_time);
+    const size_t clen = strlen(ts->config);
+    if (clen >= sizeof ((hcl_ckpt_state *)0)->config)
+        return hcl_err(err, "%s: config of %zu bytes, at most %zu", pb, clen,
+                       sizeof ((hcl_ckpt_state *)0)->config - 1);
+    if (ts->n_views < 1 || ts->n_views > HCL_MAX_VIEWS)
+        return hcl_err(err, "%s: views %zu, want 1..%d", pb, ts->n_views, HCL_MAX_VIEWS);
+    if (ts->model_params < 1) return hcl_err(err, "%s: model_params %lld", pb, (long long)ts->model_params);
+    return 0;
+}
+
+/* The views and the size state.pb gives the model, against model.safetensors' configuration. */
+static int check_model(const char *pb, const Hcl__TrainState *ts, const hcl_model_config *mc, char *err) {
+    for (size_t v = 0; v < ts->n_views; v++) {
+        const Hcl__View *w = ts->views[v];
+        if ((int)v >= mc->nviews || strcmp(w->name, mc->names[v]) != 0 || w->width != mc->in_width[v])
+            return hcl_err(err, "%s: views: view %zu is '%.64s' of width %lld; model.safetensors has %d views%s%.64s",
+                           pb, v, w->name, (long long)w->width, mc->nviews, (int)v < mc->nviews ? ", that one " : "",
+                           (int)v < mc->nviews ? mc->names[v] : "");
+    }
+    if ((int)ts->n_views != mc->nviews)
+        return hcl_err(err, "%s: views: %zu, model.safetensors has %d", pb, ts->n_views, mc->nviews);
+    hcl_model lay;
+    if (model_layout(&lay, mc, err) != 0) return -1;
+    if (ts->model_params != lay.nparams)
+        return hcl_err(err, "%s: model_params %lld, model.safetensors' model has %lld", pb,
+                       (long long)ts->model_params, (long long)lay.nparams);
+    return 0;
+}
+
+/* The model configuration stored in dir's model.safetensors. */
+static int read_model_config(const char *dir, hcl_model_config *mc, char *err) {
     char path[1300];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     st_file f;
     if (st_open(&f, path, err) != 0) return -1;
-    rc = model_config_read(mc, &f, err);
+    int rc = model_config_read(mc, &f, err);
     st_close(&f);
+    return rc;
+}
+
+/* state.pb of dir, checked whole and against the model file, into st and mc. */
+static int read_state(const char *dir, hcl_ckpt_state *st, hcl_model_config *mc, char *err) {
+    char pb[1200];
+    snprintf(pb, sizeof pb, "%s/state.pb", dir);
+    Hcl__TrainState *ts = read_state_pb(dir, err);
+    if (!ts) return -1;
+    memset(st, 0, sizeof *st);
+    int rc = check_counts(pb, ts, err) || check_rest(pb, ts, &st->optimizer, err) ||
+             read_model_config(dir, mc, err) || check_model(pb, ts, mc, err) ? -1 : 0;
+    if (rc == 0) {
+        st->step = ts->step;
+        st->epoch = ts->epoch;
+        st->samples_seen = ts->samples_seen;
+        st->data_cursor = ts->data_cursor;
+        st->seed = ts->seed;
+        memcpy(st->data_rng, ts->data_rng, sizeof st->data_rng);
+        memcpy(st->config, ts->config, strlen(ts->config) + 1);
+        st->world_size = ts->world_size;
+        st->workers = ts->workers;
+        st->updates = ts->optimizer_updates;
+        st->skipped = ts->skipped_steps;
+        st->lr_scale = ts->lr_scale;
+        st->wall_time = ts->wall_time;
+        st->global_batch = ts->global_batch;
+        st->model_params = ts->model_params;
+        st->format_version = ts->format_version;
+    }
+    hcl__train_state__free_unpacked(ts, NULL);
+    return rc;
+}
+
+int ckpt_read_state(const char *dir, hcl_ckpt_state *st, hcl_model_config *mc, char *err) {
+    if (verify_files(dir, NULL, err) != 0) return -1;
+    return read_state(dir, st, mc, err);
+}
+
+int ckpt_verify(const char *dir, char *err) {
+    hcl_ckpt_state *st = hcl_malloc(sizeof *st);
+    hcl_model_config mc;
+    int rc = ckpt_read_state(dir, st, &mc, err);
+    free(st);
     return rc;
 }
 
@@ -371,7 +493,7 @@ int ckpt_find_latest(const char *run_dir, char *path_out, void (*warn)(const cha
     }
     char **names;
     int n = list_steps(ckdir, &names);
-    int found = 1;
+    int found = name[0] || n > 0 ? 2 : 1;   /* none verifies, or there is none */
     for (int i = n - 1; i >= 0; i--) {
         if (!strcmp(names[i], name)) continue;   /* already tried */
         snprintf(path, sizeof path, "%s/%s", ckdir, names[i]);

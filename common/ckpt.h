@@ -5,7 +5,8 @@
  *                                     optimizer.safetensors  moments, PyTorch's names:
  *                                        exp_avg.<tensor>, exp_avg_sq.<tensor> (AdamW),
  *                                        momentum_buffer.<tensor> (SGD, LARS)
- *                                     state.pb               hcl.TrainState (proto/checkpoint.proto)
+ *                                     state.pb               hcl.TrainState (proto/checkpoint.proto),
+ *                                        its own CRC-32C last (format 2)
  *   RUN_DIR/checkpoints/latest        "step-NNNNNNNN\n", the newest complete checkpoint
  *
  * Writing: files go to checkpoints/.tmp-step-NNNNNNNN.PID/, each fsynced; state.pb last, with
@@ -20,7 +21,11 @@
 #include "model.h"
 #include "optim.h"
 
-#define CKPT_FORMAT_VERSION 1
+/* 2: state.pb ends with its own CRC-32C (field state_crc32c); 1, without it, is still read */
+#define CKPT_FORMAT_VERSION 2
+#define CKPT_MAX_STEP ((int64_t)1 << 40)    /* the option table's limits of --steps and */
+#define CKPT_MAX_BATCH ((int64_t)1 << 22)   /* --batch-size (common/config.c) */
+#define CKPT_MAX_WORLD (1 << 20)
 #define CKPT_PATH_MAX 2048   /* size of every path_out buffer */
 
 /* Everything but the tensors. */
@@ -38,6 +43,8 @@ typedef struct {
     double lr_scale;
     double wall_time;
     int64_t global_batch;
+    int64_t model_params;      /* floats in model.safetensors */
+    uint32_t format_version;   /* 1: written by an hcl before state.pb had its own checksum */
 } hcl_ckpt_state;
 
 /* Write checkpoint st->step of model m (params) and optimizer state into run_dir, replace
@@ -45,10 +52,15 @@ typedef struct {
 int ckpt_write(const char *run_dir, const hcl_model *m, const float *opt_state,
                const hcl_ckpt_state *st, int keep, char *path_out, char *err);
 
-/* Check every file of a checkpoint directory against state.pb (size and CRC-32C). */
+/* Check a checkpoint directory: state.pb against its own CRC-32C (format 2), every other file
+ * against state.pb (size and CRC-32C), and every field of state.pb in range and consistent with
+ * the others and with the model file (the step is not negative, epoch, data_cursor,
+ * samples_seen, the data order's words and the optimizer's counts agree with it, the views are
+ * the model's, ...). One line naming the file and the field in err. */
 int ckpt_verify(const char *dir, char *err);
 
-/* Read a verified checkpoint: its state, and the model configuration stored with the model. */
+/* Read a checkpoint (verified as ckpt_verify does): its state, and the model configuration
+ * stored with the model. */
 int ckpt_read_state(const char *dir, hcl_ckpt_state *st, hcl_model_config *mc, char *err);
 /* Load params and optimizer state into m (same shapes) and opt_state (optim_state_floats). */
 int ckpt_read_tensors(const char *dir, hcl_model *m, float *opt_state, enum hcl_optim_kind kind,
@@ -56,7 +68,8 @@ int ckpt_read_tensors(const char *dir, hcl_model *m, float *opt_state, enum hcl_
 
 /* The newest checkpoint of run_dir that verifies, into path_out (CKPT_PATH_MAX bytes): `latest` first,
  * then step-* directories newest first; each damaged one is reported with warn() (may be
- * NULL) and skipped. Returns 0 when found, 1 when run_dir has no valid checkpoint. */
+ * NULL) and skipped. Returns 0 when found, 1 when run_dir has no checkpoint, 2 when it has
+ * some and none verifies. */
 int ckpt_find_latest(const char *run_dir, char *path_out, void (*warn)(const char *msg));
 
 /* The model file a user names to evaluate or embed (hcl-eval, hcl-embed): PATH is a

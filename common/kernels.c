@@ -4,10 +4,12 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include <cblas.h>
 
 #include "matmul.h"
+#include "util.h"
 
 /* Declared by OpenBLAS's cblas.h; repeated so another CBLAS header still compiles. */
 extern void openblas_set_num_threads(int num_threads);
@@ -247,3 +249,55 @@ void kernels_set_threads(int n) {
 }
 
 int kernels_get_threads(void) { return openblas_get_num_threads(); }
+
+/* OpenBLAS maps BUFFER_SIZE (x86_64: 32 << 22 bytes, OpenBLAS's common_x86_64.h) and a page for
+ * each thread that calls it, at its first product past the small-matrix path, and for each
+ * helper thread as it starts (Debian's 0.3.21: 131,076 kB of address space each, measured).
+ * When that mmap fails blas_memory_alloc tries again forever, so it is counted before
+ * training. Touched of it: the packed panels of one product. */
+#define OPENBLAS_BUFFER ((128.0 * 1024 + 4) * 1024)
+#define OPENBLAS_TOUCHED (8.0 * MEMLIMIT_MB)
+/* oneDNN: its primitives' scratchpads and JIT code for the step's few shapes (measured) */
+#define ONEDNN_BYTES (24.0 * MEMLIMIT_MB)
+
+int kernels_blas_started(double timeout) {
+    const int helpers = openblas_get_num_threads() - 1;
+    const double t0 = hcl_now();
+    for (;;) {
+        int found = 0;
+        FILE *f = fopen("/proc/self/maps", "r");
+        char line[512];
+        while (f && fgets(line, sizeof line, f)) {
+            unsigned long a, b;
+            if (sscanf(line, "%lx-%lx", &a, &b) == 2 && (double)(b - a) >= 128.0 * MEMLIMIT_MB &&
+                strstr(line, " rw-p ") && !strchr(line, '/'))
+                found++;
+        }
+        if (f) fclose(f);
+        if (found >= helpers) return 1;
+        if (hcl_now() - t0 > timeout) return 0;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+void kernels_blas_reserve(void) {
+    const int n = 256;   /* past OpenBLAS's small-matrix path (no buffer up to 100^3) */
+    float *a = hcl_floats(3 * (size_t)n * n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, a + n * n, n, 0.0f, a + 2 * n * n, n);
+    free(a);
+}
+
+void kernels_memory(memlimit_need *need, enum hcl_matmul_engine engine, int threads, int callers) {
+    const double stack = memlimit_thread_stack();
+    const int helpers = threads - openblas_get_num_threads();   /* started by kernels_set_threads */
+    if (helpers > 0) {
+        memlimit_add(need, "OpenBLAS buffers", helpers * OPENBLAS_BUFFER, helpers * OPENBLAS_TOUCHED);
+        memlimit_add(need, "thread stacks", helpers * stack, 0.0);
+    }
+    if (callers > 0) memlimit_add(need, "OpenBLAS buffers", callers * OPENBLAS_BUFFER, callers * OPENBLAS_TOUCHED);
+    if (engine == HCL_MATMUL_ONEDNN) {
+        memlimit_add(need, "thread stacks", (threads - 1) * stack, 0.0);   /* OpenMP's */
+        memlimit_add(need, "oneDNN", ONEDNN_BYTES, ONEDNN_BYTES);
+    }
+}

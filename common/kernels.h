@@ -9,6 +9,9 @@
 
 #include <stdint.h>
 
+#include "matmul.h"
+#include "memlimit.h"
+
 /* out (B,OC) = inp (B,C) @ weight^T (C,OC) + bias (OC); bias may be NULL. inp_bf (B,C) or NULL:
  * with bf16 products (matmul.h) inp is rounded into it, for linear_backward to reuse. */
 void linear_forward(float *out, const float *inp, uint16_t *inp_bf, const float *weight, const float *bias,
@@ -56,5 +59,19 @@ void l2norm_backward_bias(float *dinp, float *dbias, const float *dout, const fl
 /* Threads used by OpenBLAS in this process. */
 void kernels_set_threads(int n);
 int kernels_get_threads(void);
+
+/* What the matmul engines will still map (memlimit.h) once kernels_set_threads(threads) has run
+ * and `callers` threads that have not yet called OpenBLAS do (the step's thread with
+ * --matmul openblas, an evaluation's): OpenBLAS's buffer of each of those and of each helper
+ * thread it will start; with engine oneDNN its OpenMP threads and its primitives' scratchpads. */
+void kernels_memory(memlimit_need *need, enum hcl_matmul_engine engine, int threads, int callers);
+/* 1 when every helper thread OpenBLAS started as the program loaded has mapped its buffer
+ * (within timeout seconds); 0 when one has not: under too low a memory limit it waits for the
+ * memory forever, at full speed, and the process could not end (exit joins it). */
+int kernels_blas_started(double timeout);
+/* Have OpenBLAS map the calling thread's buffer now, by one product: right after a memory
+ * check has found room for it, before anything else takes that room (its mmap failing later
+ * would be a wait forever; an allocation of hcl's failing ends with one line). */
+void kernels_blas_reserve(void);
 
 #endif

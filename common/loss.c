@@ -48,9 +48,8 @@ double loss_pair_weight(const hcl_loss_config *cfg, int i, int j) {
     return loss_contrastive_kind(cfg) == HCL_LOSS_CLIP ? 1.0 : cfg->pair_weight[i][j];
 }
 
-/* The scratch layout: loss_private.h. */
-void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
-                        int64_t tile) {
+/* The scratch layout (loss_private.h): every size of c, nothing allocated. */
+static void ctx_plan(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n, int64_t tile) {
     memset(c, 0, sizeof *c);
     HCL_CHECK(cfg->nviews >= 1 && cfg->nviews <= HCL_MAX_VIEWS, "loss: nviews %d out of [1, %d]",
               cfg->nviews, HCL_MAX_VIEWS);
@@ -89,10 +88,7 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
     }
     if (tile > widest) tile = widest;
     if (rows > max_b) rows = max_b;
-    if (k == HCL_LOSS_SUPCON) {
-        c->iscratch_len = 2 * max_n + V * max_n;   /* (label, present views) per row; keys */
-        c->iscratch = hcl_malloc((size_t)c->iscratch_len * sizeof(int32_t));
-    }
+    if (k == HCL_LOSS_SUPCON) c->iscratch_len = 2 * max_n + V * max_n;   /* (label, present views) per row; keys */
     int64_t kbuf = cfg->kind == HCL_LOSS_HYBRID ? max_b * cfg->nclasses : 0;   /* (b, K) head logits */
     c->cfg = *cfg;
     c->max_b = max_b;
@@ -109,8 +105,14 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
     c->off_bias = off_colcoef(c) + 2 * tile;
     c->off_pair = c->off_bias + (k == HCL_LOSS_SUPCON ? V * max_n : max_n);
     c->scratch_len = c->off_pair + P * (2 * max_b + max_n) + kbuf;
-    c->scratch = hcl_floats((size_t)c->scratch_len);
     c->dscratch_len = 3 * max_n + P * (max_b + max_n);
+}
+
+void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, int64_t max_n,
+                        int64_t tile) {
+    ctx_plan(c, cfg, max_b, max_n, tile);
+    if (c->iscratch_len) c->iscratch = hcl_malloc((size_t)c->iscratch_len * sizeof(int32_t));
+    c->scratch = hcl_floats((size_t)c->scratch_len);
     c->dscratch = hcl_malloc((size_t)c->dscratch_len * sizeof(double));
 }
 
@@ -118,14 +120,28 @@ void loss_ctx_init(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max_b, i
     loss_ctx_init_tile(c, cfg, max_b, max_n, 0);
 }
 
-size_t loss_ctx_keep(hcl_loss_ctx *c, size_t max_bytes) {
+/* What loss_ctx_keep would keep: the logits of every pair when pass 2 computes them again
+ * and they fit in max_bytes, else 0. */
+static double kept_bytes(const hcl_loss_ctx *c, size_t max_bytes) {
     const int recompute = c->max_n > c->tile || c->max_b > c->rows;
     const double bytes = (double)c->npairs * (double)c->max_b * (double)c->max_n * sizeof(float);
+    return c->npairs == 0 || !recompute || bytes > (double)max_bytes ? 0.0 : bytes;
+}
+
+size_t loss_ctx_keep(hcl_loss_ctx *c, size_t max_bytes) {
+    const double bytes = kept_bytes(c, max_bytes);
     free(c->kept);
     c->kept = NULL;
-    if (c->npairs == 0 || !recompute || bytes > (double)max_bytes) return 0;
+    if (bytes == 0.0) return 0;
     c->kept = hcl_floats((size_t)c->npairs * (size_t)c->max_b * (size_t)c->max_n);
     return (size_t)bytes;
+}
+
+double loss_ctx_bytes(const hcl_loss_config *cfg, int64_t max_b, int64_t max_n, size_t keep_bytes) {
+    hcl_loss_ctx c;
+    ctx_plan(&c, cfg, max_b, max_n, 0);
+    return 4.0 * (double)c.scratch_len + 8.0 * (double)c.dscratch_len + 4.0 * (double)c.iscratch_len +
+           kept_bytes(&c, keep_bytes);
 }
 
 void loss_ctx_free(hcl_loss_ctx *c) {

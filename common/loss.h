@@ -119,6 +119,8 @@ void loss_ctx_init_tile(hcl_loss_ctx *c, const hcl_loss_config *cfg, int64_t max
  * blocks fit in max_bytes (`--loss-memory`). Returns the bytes it took (0: they do not fit, or
  * nothing is recomputed anyway; then nothing is kept). */
 size_t loss_ctx_keep(hcl_loss_ctx *c, size_t max_bytes);
+/* Bytes loss_ctx_init and then loss_ctx_keep(keep_bytes) allocate, without allocating them. */
+double loss_ctx_bytes(const hcl_loss_config *cfg, int64_t max_b, int64_t max_n, size_t keep_bytes);
 void loss_ctx_free(hcl_loss_ctx *c);
 
 /* dz[v]: d loss / d z[v] for the rows z[v] holds (all N, or the own rows from z_first[v]),

@@ -24,9 +24,11 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "log.h"
+#include "memlimit.h"
 #include "util.h"
 
 #define DNNL_OK(call) do { dnnl_status_t _s = (call); \
+    if (_s == dnnl_out_of_memory) memlimit_out_of_memory("oneDNN (" #call ")", 0.0); \
     HCL_CHECK(_s == dnnl_success, "%s failed: %s", #call, dnnl_status2str(_s)); } while (0)
 
 /* A parameter tensor's bf16 copy (matmul_f32_param): valid while gen is the current

@@ -137,9 +137,8 @@ static void init_uniform(float *x, int64_t n, double bound, hcl_rng *r) {
     for (int64_t i = 0; i < n; i++) x[i] = (float)((2.0 * rng_uniform(r) - 1.0) * bound);
 }
 
-int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err) {
+int model_layout(hcl_model *m, const hcl_model_config *c, char *err) {
     memset(m, 0, sizeof *m);
-    matmul_params_changed();   /* new weights: no bf16 copy of older ones stands for them */
     m->head_w = m->head_b = m->logit_t = -1;
     if (model_config_check(c, err) != 0 || model_check_memory(c, 2, "its weights and gradients", err) != 0) return -1;
     m->cfg = *c;
@@ -171,7 +170,12 @@ int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err
         m->head_b = add_tensor(m, "head.bias", 1, c->nclasses, 0, 0);
     }
     m->logit_t = add_tensor(m, "logit_t", 1, 1, 0, 0);
+    return 0;
+}
 
+int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err) {
+    matmul_params_changed();   /* new weights: no bf16 copy of older ones stands for them */
+    if (model_layout(m, c, err) != 0) return -1;
     m->params = hcl_floats((size_t)m->nparams);
     m->grads = hcl_floats((size_t)m->nparams);
 

@@ -92,6 +92,9 @@ int model_check_memory(const hcl_model_config *c, int copies, const char *what, 
 /* Lay out the tensors, allocate params and grads, initialise from seed (stream "init"). A model
  * whose weights and gradients do not fit in memory (model_check_memory) is refused. */
 int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err);
+/* Only the layout (tensors, offsets, nparams; params and grads stay NULL): what a model of c
+ * holds, without allocating it. */
+int model_layout(hcl_model *m, const hcl_model_config *c, char *err);
 void model_free(hcl_model *m);
 void model_zero_grad(hcl_model *m);
 /* All gradients but the encoders' linear weights to zero: a step's first model_encode_backward

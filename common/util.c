@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "memlimit.h"
+
 void hcl_die(const char *file, int line, const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "hcl: fatal at %s:%d: ", file, line);
@@ -24,22 +26,23 @@ void hcl_die(const char *file, int line, const char *fmt, ...) {
     abort();
 }
 
+/* Out of memory is the machine's or a limit's, not a bug: one line and exit 2 (memlimit.h). */
 void *hcl_malloc(size_t n) {
     void *p = malloc(n ? n : 1);
-    HCL_CHECK(p, "out of memory allocating %zu bytes", n);
+    if (!p) memlimit_out_of_memory("an allocation", (double)n);
     return p;
 }
 
 void *hcl_calloc(size_t n, size_t sz) {
     void *p = calloc(n ? n : 1, sz ? sz : 1);
-    HCL_CHECK(p, "out of memory allocating %zu x %zu bytes", n, sz);
+    if (!p) memlimit_out_of_memory("an allocation", (double)n * (double)sz);
     return p;
 }
 
 float *hcl_floats(size_t n) {
     size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
     void *p = NULL;
-    HCL_CHECK(posix_memalign(&p, 64, bytes ? bytes : 64) == 0, "out of memory allocating %zu floats", n);
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) memlimit_out_of_memory("a buffer", (double)bytes);
     memset(p, 0, bytes);
     return p;
 }

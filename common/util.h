@@ -30,7 +30,7 @@ void hcl_die(const char *file, int line, const char *fmt, ...)
 #define HCL_CHECK(cond, ...) \
     do { if (!(cond)) hcl_die(__FILE__, __LINE__, __VA_ARGS__); } while (0)
 
-void *hcl_malloc(size_t n);            /* aborts naming the size on failure */
+void *hcl_malloc(size_t n);            /* out of memory: one line, exit 2 (memlimit.h) */
 void *hcl_calloc(size_t n, size_t sz);
 float *hcl_floats(size_t n);           /* 64-byte aligned, zeroed; free with free() */
 

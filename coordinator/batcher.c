@@ -62,6 +62,7 @@ void batcher_stop(hcl_batcher *bt) {
 }
 
 int64_t batcher_rows(hcl_batcher *bt, int64_t step) {
+    HCL_CHECK(step >= 0, "batcher_rows: step %lld (run_resume checks a checkpoint's)", (long long)step);
     int64_t epoch = step / bt->steps_per_epoch;
     int64_t k = step % bt->steps_per_epoch;
     if (epoch != bt->perm_epoch) {

@@ -73,7 +73,27 @@ void run_checkpoint(hcl_run *r, int64_t step) {
 
 /* ---- resuming ----------------------------------------------------------------------------- */
 
-static void warn_line(const char *msg) { LOG_WARN("%s", msg); }
+/* --resume auto's skipped checkpoints: logged when an older one is resumed from, one line of
+ * error (the newest's reason) when none is left. */
+#define SKIPPED_MAX 4
+static char skipped[SKIPPED_MAX][HCL_ERR_MAX + 64];
+static int nskipped;
+static void note_skipped(const char *msg) {
+    if (nskipped < SKIPPED_MAX) snprintf(skipped[nskipped], sizeof skipped[0], "%s", msg);
+    nskipped++;
+}
+
+static int find_auto(const hcl_run *r, char *dir, char *err) {
+    nskipped = 0;
+    int rc = ckpt_find_latest(r->cfg.run_dir, dir, note_skipped);
+    if (rc == 2)
+        return hcl_err(err, "--resume auto: %d checkpoint%s in %s/checkpoints, none valid (%s); resume one "
+                       "with --resume PATH, or move them away to start again", nskipped, nskipped == 1 ? "" : "s",
+                       r->cfg.run_dir, nskipped ? skipped[0] + strlen("skipping damaged checkpoint: ") : "");
+    for (int i = 0; i < nskipped && i < SKIPPED_MAX; i++) LOG_WARN("%s", skipped[i]);
+    if (nskipped > SKIPPED_MAX) LOG_WARN("skipped %d more damaged checkpoints", nskipped - SKIPPED_MAX);
+    return rc;
+}
 
 /* The checkpoint of dir (its state st, its model mc) fits this run's data and flags. */
 static int check_fits(const hcl_run *r, const char *dir, const hcl_ckpt_state *st, const hcl_model_config *mc,
@@ -97,6 +117,17 @@ static int check_fits(const hcl_run *r, const char *dir, const hcl_ckpt_state *s
     if (st->step > r->total_steps)
         return hcl_err(err, "checkpoint %s is at step %lld, past the run's %lld steps", dir,
                        (long long)st->step, (long long)r->total_steps);
+    /* the data order is a function of (seed, step) through the batches per epoch */
+    const int64_t spe = r->steps_per_epoch;
+    if (st->epoch != st->step / spe || st->data_cursor != st->step % spe) {
+        char per[64];   /* ckpt_read_state checked that epoch and data_cursor make the step */
+        if (st->epoch > 0) snprintf(per, sizeof per, "%lld", (long long)((st->step - st->data_cursor) / st->epoch));
+        else snprintf(per, sizeof per, "more than %lld", (long long)st->step);
+        return hcl_err(err, "%s/state.pb: step %lld is epoch %lld, batch %lld at %s batches per epoch; --data %s "
+                       "gives %lld (%lld rows / batch %lld)", dir, (long long)st->step, (long long)st->epoch,
+                       (long long)st->data_cursor, per, r->cfg.data, (long long)spe, (long long)r->train.n,
+                       (long long)r->batch);
+    }
     return 0;
 }
 
@@ -105,7 +136,9 @@ int run_resume(hcl_run *r, char *err) {
     if (!want[0]) return 0;
     char dir[CKPT_PATH_MAX];
     if (strcmp(want, "auto") == 0) {
-        if (ckpt_find_latest(r->cfg.run_dir, dir, warn_line) != 0) {
+        int rc = find_auto(r, dir, err);
+        if (rc < 0) return -1;
+        if (rc == 1) {
             LOG_INFO("--resume auto: no checkpoint in %s/checkpoints, starting at step 0", r->cfg.run_dir);
             return 0;
         }
@@ -116,6 +149,9 @@ int run_resume(hcl_run *r, char *err) {
     hcl_ckpt_state st;
     hcl_model_config mc;
     if (ckpt_read_state(dir, &st, &mc, err) != 0 || check_fits(r, dir, &st, &mc, err) != 0) return -1;
+    if (st.format_version == 1)
+        LOG_INFO("%s/state.pb: format 1 (an hcl before state.pb had its own checksum): its fields are "
+                 "checked, its bytes cannot be", dir);
     if ((uint64_t)r->cfg.seed != st.seed) {
         LOG_WARN("--seed %lld differs from the checkpoint's %llu: continuing with the checkpoint's data order",
                  (long long)r->cfg.seed, (unsigned long long)st.seed);

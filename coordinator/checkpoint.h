@@ -17,8 +17,12 @@
 #include "train.h"
 
 /* --resume auto|PATH: find and load the checkpoint (into ck_model and snap), check that it
- * matches the data and the flags (one line naming what differs). Returns 0, also when there is
- * nothing to resume (auto in a fresh run directory). */
+ * matches the data and the flags (one line naming what differs). Everything is checked here,
+ * before run_open_dir changes anything in the run directory: state.pb's own checksum and every
+ * field (ckpt_verify), its step against --steps, its epoch against the data. auto skips a
+ * checkpoint that fails ckpt_verify with a warning; with checkpoints but none valid it fails
+ * (starting again would cut metrics.jsonl). Returns 0, also when there is nothing to resume
+ * (auto in a run directory without checkpoints). */
 int run_resume(hcl_run *r, char *err);
 /* Create the run directory, config.txt and metrics.jsonl (after run_prepare and run_resume). */
 int run_open_dir(hcl_run *r, char *err);

@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include "checkpoint.h"
 #include "config.h"
+#include "kernels.h"
 #include "log.h"
+#include "memlimit.h"
 #include "prepare.h"
 #include "step.h"
 #include "train.h"
@@ -27,12 +30,44 @@ static int world_on_one_host(void) {
     return here == size;
 }
 
+/* Open MPI's start (MPI_Init of a singleton: its components and their libraries), measured:
+ * 200 MB of address space, 20 MB of it data, 12 MB resident. */
+#define MPI_START_BYTES (200.0 * MEMLIMIT_MB)
+#define MPI_START_DATA (20.0 * MEMLIMIT_MB)
+#define MPI_START_RESIDENT (12.0 * MEMLIMIT_MB)
+
+/* Under a memory limit, before MPI_Init: OpenBLAS's helper threads, started as the program
+ * loaded, hold their buffers (one that could not map it waits for memory forever, and MPI_Init's
+ * fork and exit would wait for it), and MPI has room to start. Else one line and _exit(2): not
+ * exit, which would join that thread. */
+static void check_start(void) {
+    memlimit_state s;
+    memlimit_read(&s);
+    if (s.as <= 0 && s.data <= 0) return;
+    char err[HCL_ERR_MAX];
+    const int started = kernels_blas_started(2.0);
+    memlimit_read(&s);
+    if (!started) {
+        fprintf(stderr, "hcl-train: the limit %s is %.0f MB: OpenBLAS found no room for its helper threads' "
+                "buffers (128 MB each) as it loaded, %.0f MB mapped now\n", s.as > 0 ? "RLIMIT_AS (ulimit -v)" :
+                "RLIMIT_DATA (ulimit -d)", (s.as > 0 ? s.as : s.data) / MEMLIMIT_MB, s.vm_size / MEMLIMIT_MB);
+        _exit(2);
+    }
+    memlimit_need need = {0};
+    memlimit_add_mapped(&need, "MPI", MPI_START_BYTES, MPI_START_DATA, MPI_START_RESIDENT);
+    if (memlimit_check(&need, &s, "starting", err) != 0) {
+        fprintf(stderr, "hcl-train: %s\n", err);
+        _exit(2);
+    }
+}
+
 int main(int argc, char **argv) {
     /* Open MPI's collectives malloc and free temporary buffers of the batch's embeddings every
      * step; with glibc's default thresholds each one is a fresh mmap whose pages fault in again
      * (a sixth of a worker's W1 step). Keep them on the heap and keep the heap. */
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    memlimit_arenas();
     hcl_config cfg;
     char err[HCL_ERR_MAX];
     config_defaults(&cfg);
@@ -40,6 +75,7 @@ int main(int argc, char **argv) {
      * MPI_Init, and --help must work without MPI). */
     int prc = config_parse_args(&cfg, argc, argv, stdout, err);
     if (prc == 1) return 0;
+    check_start();
     MPI_Init(&argc, &argv);
     int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -73,7 +109,7 @@ int main(int argc, char **argv) {
             (size > 1 && run.batch < size - 1 &&
              hcl_err(err, "--batch-size: %lld rows cannot be split among %d workers",
                      (long long)run.batch, size - 1)) ||
-            run_resume(&run, err) != 0 || run_open_dir(&run, err) != 0 ||
+            run_check_memory(&run, size - 1, err) != 0 || run_resume(&run, err) != 0 || run_open_dir(&run, err) != 0 ||
             run_control_open(&run, size > 1 ? size - 1 : 1, err) != 0) {
             fprintf(stderr, "hcl-train: %s\n", err);
             su.status = 2;

@@ -4,8 +4,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "kernels.h"
 #include "log.h"
+#include "memlimit.h"
+#include "step.h"
 #include "util.h"
 
 /* ---- flags that name views ---------------------------------------------------------------- */
@@ -216,7 +220,12 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, int one_host, char *err) {
               cfg->precision);
     if (r->precision == HCL_PRECISION_BF16 && r->matmul != HCL_MATMUL_ONEDNN)
         return hcl_err(err, "--precision bf16: needs --matmul onednn (OpenBLAS has no bf16 products here)");
+    memlimit_read(&r->mem_start);
+    r->one_host = one_host;
     if (open_data(r, err) != 0) return -1;
+    memlimit_state s;
+    memlimit_read(&s);
+    r->mem_data = s.vm_size - r->mem_start.vm_size;
     model_config(r);
     if (loss_config(r, err) != 0 || schedule(r, err) != 0) return -1;
     return buffers(r, err);
@@ -246,4 +255,84 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->mc = r->mc;
     su->lc = r->lc;
     su->oc = r->oc;
+}
+
+/* ---- memory ------------------------------------------------------------------------------- */
+
+/* An evaluation (--eval-every): the validation rows' embeddings of every view and fused, the
+ * encoders' activations for 512 rows, and the kNN's tiles. */
+static double eval_bytes(const hcl_run *r) {
+    if (!r->has_ev) return 0.0;
+    const double rows = (double)r->ev.rows.n, D = r->mc.dim;
+    return 4.0 * rows * D * (r->mc.nviews + 1) + 4.0 * 512 * 4 * 1024 * r->mc.nviews + 16.0 * MEMLIMIT_MB;
+}
+
+/* Each worker on this host (workers check themselves too, but later: after the run directory
+ * is made): the replica, its batches, its engines' threads and buffers on a process as this one
+ * started (libraries, MPI, OpenBLAS's helpers) with the data mapped when it reads its rows. */
+static int check_worker(const hcl_run *r, int workers, char *err) {
+    if (!r->one_host) return 0;
+    memlimit_need need = {0};
+    hcl_setup su;
+    run_setup(r, &su);
+    if (worker_memory(&need, &su, workers, 1, err) != 0) return -1;
+    const double batch = 2.0 * batcher_message_bytes(&r->bt, workers, r->direct);
+    memlimit_add(&need, "batches", batch, batch);
+    const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    const int t = r->cfg.threads > 0 ? (int)r->cfg.threads : cores / workers > 1 ? (int)(cores / workers) : 1;
+    kernels_memory(&need, r->matmul, t, r->matmul == HCL_MATMUL_OPENBLAS);
+    memlimit_add(&need, "thread stacks", 3 * memlimit_thread_stack(), 0.0);   /* watchdog, telemetry */
+    memlimit_state s = r->mem_start;
+    s.vm_size += r->direct ? r->mem_data : 0.0;
+    s.vm_data = r->mem_start.vm_data;
+    s.cgroup = 0.0;   /* shared with this process: counted in run_check_memory */
+    return memlimit_check(&need, &s, "each worker", err);
+}
+
+/* The resident memory of the workers to come, for the cgroup all the ranks share. */
+static double workers_resident(const hcl_run *r, int workers) {
+    memlimit_need need = {0};
+    hcl_setup su;
+    char err[HCL_ERR_MAX];
+    run_setup(r, &su);
+    if (worker_memory(&need, &su, workers, 1, err) != 0) return 0.0;
+    double res = r->mem_start.vm_rss;
+    for (int i = 0; i < need.n; i++) res += need.part[i].resident;
+    return workers * res;
+}
+
+int run_check_memory(hcl_run *r, int workers, char *err) {
+    memlimit_need need = {0};
+    const int nmsg = workers ? workers : 1;
+    const double batches = (double)HCL_BATCHES_IN_FLIGHT * nmsg * batcher_message_bytes(&r->bt, nmsg, workers && r->direct);
+    memlimit_add(&need, "batches", batches, batches);
+    int threads = 2 + (r->cfg.prometheus[0] != 0) + (r->has_ev && workers);   /* ZeroMQ's two */
+    if (workers == 0) {   /* the worker in this process (transport_local_open) */
+        hcl_setup su;
+        run_setup(r, &su);
+        if (worker_memory(&need, &su, 1, 0, err) != 0) return -1;
+        const int t = r->cfg.threads > 0 ? (int)r->cfg.threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        kernels_memory(&need, r->matmul, t, r->matmul == HCL_MATMUL_OPENBLAS || r->has_ev);
+        threads += 2;   /* its telemetry's ZeroMQ */
+    } else {
+        kernels_memory(&need, HCL_MATMUL_OPENBLAS, 1, r->has_ev);   /* an evaluation's thread */
+        if (r->one_host) memlimit_add_mapped(&need, "the workers", 0.0, 0.0, workers_resident(r, workers));
+    }
+    memlimit_add(&need, "evaluation", eval_bytes(r), eval_bytes(r));
+    memlimit_add(&need, "thread stacks", threads * memlimit_thread_stack(), 0.0);
+    memlimit_state s;
+    memlimit_read(&s);
+    r->mem_need[0] = s.vm_size;
+    r->mem_need[1] = s.vm_rss;
+    for (int i = 0; i < need.n; i++) {
+        r->mem_need[0] += need.part[i].bytes;
+        r->mem_need[1] += strcmp(need.part[i].what, "the workers") ? need.part[i].resident : 0.0;
+    }
+    LOG_DEBUG("memory: %.0f MB of address space (%.0f mapped now), %.0f MB resident (%.0f now) expected",
+              r->mem_need[0] / MEMLIMIT_MB, s.vm_size / MEMLIMIT_MB, r->mem_need[1] / MEMLIMIT_MB, s.vm_rss / MEMLIMIT_MB);
+    if (memlimit_check(&need, &s, workers ? "the coordinator" : "training", err) != 0 ||
+        (workers && check_worker(r, workers, err) != 0))
+        return -1;
+    if ((workers == 0 && r->matmul == HCL_MATMUL_OPENBLAS) || r->has_ev) kernels_blas_reserve();
+    return 0;
 }

@@ -10,6 +10,7 @@
 
 #include "checkpoint.h"
 #include "log.h"
+#include "memlimit.h"
 #include "transport.h"
 #include "util.h"
 
@@ -274,6 +275,11 @@ static void finish(hcl_run *r) {
     prom_update(r->prom, &r->st, r->ctl, r->world_size > 1);
     double secs = hcl_now() - m->t_start;
     int64_t ran = js->next_step - r->start_step;
+    memlimit_state ms;
+    memlimit_read(&ms);
+    LOG_DEBUG("memory: peak %.0f MB of address space, %.0f MB resident (run_check_memory expected %.0f, %.0f)",
+              ms.vm_peak / MEMLIMIT_MB, ms.vm_hwm / MEMLIMIT_MB, r->mem_need[0] / MEMLIMIT_MB,
+              r->mem_need[1] / MEMLIMIT_MB);
     if (js->next_step < r->total_steps)
         LOG_INFO("stopped at step %lld of %lld after %.1f s; resume with --resume auto",
                  (long long)js->next_step, (long long)r->total_steps, secs);

@@ -28,6 +28,7 @@
 #include "jobs.h"
 #include "loss.h"
 #include "matmul.h"
+#include "memlimit.h"
 #include "metrics.h"
 #include "prometheus.h"
 #include "model.h"
@@ -79,6 +80,11 @@ typedef struct {
     /* monitoring */
     hcl_tb tb;                  /* --tensorboard (f NULL: off) */
     hcl_prom *prom;             /* --prometheus, NULL off */
+    /* memory (run_check_memory) */
+    int one_host;               /* every rank on this host (main.c: world_on_one_host) */
+    memlimit_state mem_start;   /* this process before the data: as any rank starts */
+    double mem_data;            /* address space of the datasets' mappings */
+    double mem_need[2];         /* this process's expected peak: address space, resident */
 } hcl_run;
 
 /* Bind the control socket (--control, default ipc in the run directory) and the telemetry

@@ -1,7 +1,7 @@
 /* test_ckpt: the checkpoint layout of common/ckpt.h on real files: the directory and file names,
  * `latest`, state.pb's fields and the tensors round trip bit for bit, pruning to --keep, the
  * newest valid checkpoint when the newest is damaged (a flipped byte, a truncated file, a missing
- * state.pb, a `latest` naming nothing), no temporary directory left, ckpt_cleanup of a crash's
+ * state.pb, a flipped byte in state.pb, a `latest` naming nothing), no temporary directory left, ckpt_cleanup of a crash's
  * leftovers, and ckpt_model_path from a run directory, a checkpoint directory and a model file. */
 #include <dirent.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "ckpt.h"
+#include "rng.h"
 
 static char root[] = "/tmp/hcl_test_ckpt_XXXXXX";
 
@@ -69,8 +70,11 @@ static int write_step(const char *run, hcl_model *m, float *state, int64_t step,
     st.data_cursor = step % 10;
     st.samples_seen = step * 32;
     st.seed = 99;
-    st.updates = step;
-    st.skipped = 1;
+    hcl_rng rng;   /* the fields agree as hcl-train writes them (ckpt_verify checks) */
+    rng_derive(&rng, st.seed, "epoch", (uint64_t)st.epoch);
+    memcpy(st.data_rng, rng.s, sizeof st.data_rng);
+    st.skipped = step > 0;
+    st.updates = step - st.skipped;
     st.optimizer = HCL_OPTIM_ADAMW;
     st.lr_scale = 0.5;
     st.global_batch = 32;
@@ -118,7 +122,7 @@ static void test_layout_and_round_trip(const char *run, hcl_model *m, float *sta
     hcl_model_config mc;
     CHECK(ckpt_read_state(path, &st, &mc, err) == 0, "read state: %s", err);
     CHECK(st.step == 20 && st.epoch == 2 && st.data_cursor == 0 && st.samples_seen == 640 && st.seed == 99 &&
-          st.updates == 20 && st.skipped == 1 && st.optimizer == HCL_OPTIM_ADAMW && st.lr_scale == 0.5 &&
+          st.updates == 19 && st.skipped == 1 && st.optimizer == HCL_OPTIM_ADAMW && st.lr_scale == 0.5 &&
           st.global_batch == 32 && st.world_size == 3 && st.workers == 2,
           "state.pb fields round trip (step %lld epoch %lld updates %lld)", (long long)st.step,
           (long long)st.epoch, (long long)st.updates);
@@ -136,7 +140,21 @@ static void test_layout_and_round_trip(const char *run, hcl_model *m, float *sta
 }
 
 static void test_damage(const char *run) {
-    char path[CKPT_PATH_MAX], err[HCL_ERR_MAX] = "", f[CKPT_PATH_MAX + 64];
+    char path[CKPT_PATH_MAX], err[HCL_ERR_MAX] = "", f[CKPT_PATH_MAX + 64], none[CKPT_PATH_MAX + 16];
+    snprintf(none, sizeof none, "%s/nothing", run);
+    CHECK(ckpt_find_latest(none, path, NULL) == 1, "no checkpoints at all: 1");
+    /* a flipped byte in state.pb itself: its own checksum (format 2) catches it */
+    snprintf(f, sizeof f, "%s/checkpoints/step-00000010/state.pb", run);
+    char saved[4096];
+    read_text(f, saved, sizeof saved);
+    struct stat sb;
+    CHECK(stat(f, &sb) == 0 && sb.st_size < (off_t)sizeof saved, "state.pb of %lld bytes", (long long)sb.st_size);
+    damage(f, 0);
+    snprintf(path, sizeof path, "%s/checkpoints/step-00000010", run);
+    CHECK(ckpt_verify(path, err) != 0 && strstr(err, "state.pb: checksum"), "flipped byte in state.pb: '%s'", err);
+    FILE *out = fopen(f, "wb");
+    CHECK(out && fwrite(saved, 1, (size_t)sb.st_size, out) == (size_t)sb.st_size && fclose(out) == 0, "restore");
+    CHECK(ckpt_verify(path, err) == 0, "restored state.pb: %s", err);
     /* a flipped byte in the newest: it fails verification naming the file; the one before wins */
     snprintf(f, sizeof f, "%s/checkpoints/step-00000020/model.safetensors", run);
     damage(f, 0);
@@ -146,7 +164,7 @@ static void test_damage(const char *run) {
     /* a truncated optimizer file in that one too: nothing valid is left */
     snprintf(f, sizeof f, "%s/checkpoints/step-00000010/optimizer.safetensors", run);
     damage(f, 1);
-    CHECK(ckpt_find_latest(run, path, NULL) == 1, "no valid checkpoint left, got %s", path);
+    CHECK(ckpt_find_latest(run, path, NULL) == 2, "checkpoints but none valid, got %s", path);
     /* a missing state.pb is refused, naming it */
     snprintf(f, sizeof f, "%s/checkpoints/step-00000010/state.pb", run);
     unlink(f);

@@ -130,6 +130,53 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     return 0;
 }
 
+/* Activations of one encoder for R rows, as model_acts_init sizes them (floats). */
+static double acts_floats(const hcl_encoder *e, int ln, int dim, double R) {
+    double f = R + R * dim;   /* norm, z */
+    int wmax = e->in[0];
+    for (int k = 0; k < e->nlayers; k++) {
+        wmax = e->out[k] > wmax ? e->out[k] : wmax;
+        f += R * e->out[k] * (k < e->nlayers - 1 ? (ln ? 3.0 : 2.0) : 1.0) + (ln && k < e->nlayers - 1 ? 2 * R : 0);
+        if (matmul_precision() == HCL_PRECISION_BF16) f += R * e->in[k] / 2;
+    }
+    return f + 2 * R * wmax + (matmul_precision() == HCL_PRECISION_BF16 ? R * wmax / 2 : 0);
+}
+
+int worker_memory(memlimit_need *need, const hcl_setup *su, int W, int snapshot, char *err) {
+    const hcl_model_config *mc = &su->mc;
+    const hcl_loss_config *lc = &su->lc;
+    const int64_t n = su->batch;
+    hcl_model m;
+    if (model_layout(&m, mc, err) != 0) return -1;
+    const double np = (double)m.nparams, D = mc->dim, b = (double)batch_share_max(n, W, su->balance);
+    const double R = b < HCL_MICRO_ROWS ? b : HCL_MICRO_ROWS;
+    memlimit_add(need, "parameters and gradients", 8 * np, 8 * np);
+    const int64_t ns = optim_state_floats(&su->oc, m.nparams);
+    memlimit_add(need, "optimizer", 4.0 * (double)ns, 4.0 * (double)ns);
+    if (snapshot) {
+        const double snap = 4.0 * (double)batch_snapshot_floats(m.nparams, ns);
+        memlimit_add(need, "snapshot", snap, snap);
+    }
+    double acts = 0;
+    for (int v = 0; v < mc->nviews; v++) acts += 4 * acts_floats(&m.enc[v], mc->layernorm, mc->dim, R);
+    memlimit_add(need, "activations", acts, acts);
+    const double loss = loss_ctx_bytes(lc, (int64_t)b, n, (size_t)su->loss_memory << 20);
+    memlimit_add(need, "loss", loss, loss);
+    int gathered[HCL_MAX_VIEWS], G = 0;
+    loss_gathered_views(lc, gathered);
+    double x = 0;   /* init_buffers: zall, dzall, the packed buffers, colmax, rsbuf */
+    for (int v = 0; v < mc->nviews; v++) {
+        G += W == 1 || gathered[v];
+        x += 2 * D * (W == 1 || gathered[v] ? (double)n : b);
+    }
+    if (G * n * D * 4 <= HCL_PACKED_MAX_BYTES) x += 2 * G * D * (b + (double)n);
+    x += (double)(loss_pair_count(lc) > 0 ? loss_pair_count(lc) : 1) * n + HCL_RS_FLOATS;
+    memlimit_add(need, "exchange", 4 * x, 4 * x);
+    if (W > 1)   /* worker_share_memory: every other worker's segment (its gradients) mapped here */
+        memlimit_add(need, "shared segments", (W - 1) * 4 * np, 0.0);
+    return 0;
+}
+
 void worker_select_exchange(hcl_worker *w) {
     w->xch = w->size == 1 ? exchange_solo : w->packed ? exchange_mpi_packed : exchange_mpi_views;
     if (w->seg) exchange_shm_apply(w, &w->xch);

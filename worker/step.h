@@ -27,6 +27,7 @@
 #include "batch.h"
 #include "exchange.h"
 #include "loss.h"
+#include "memlimit.h"
 #include "model.h"
 #include "optim.h"
 
@@ -136,6 +137,11 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
                 const hcl_loss_config *lc, const hcl_optim_config *oc, int learn_t,
                 uint64_t seed, int64_t n, int balance, char *err);
 void worker_free(hcl_worker *w);
+/* What worker_init, loss_ctx_keep(--loss-memory) and worker_share_memory will allocate for the
+ * setup su with W workers (and with snapshot a replica's snapshot buffer), by part, into need
+ * (memlimit.h); nothing is allocated. The batches' buffers, the threads and the matmul engines'
+ * buffers are the caller's to add. */
+int worker_memory(memlimit_need *need, const hcl_setup *su, int W, int snapshot, char *err);
 /* Choose the exchange of each operation from the worker's mode (size, packed, seg, shm_views,
  * zero). worker_init and worker_share_memory call it; so does a test that changes packed. */
 void worker_select_exchange(hcl_worker *w);

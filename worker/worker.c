@@ -9,6 +9,7 @@
 
 #include "kernels.h"
 #include "log.h"
+#include "memlimit.h"
 #include "matmul.h"
 #include "step.h"
 #include "telemetry.h"
@@ -132,7 +133,7 @@ static uint64_t step_bytes_model(const hcl_worker *w, const hcl_setup *su) {
 }
 
 /* --data-plane direct: this worker reads its rows from the dataset files itself; they must
- * hold the model's views. */
+ * hold the model's views. Before the replica, so that memory_check sees them mapped. */
 static void direct_open(worker_loop *L) {
     const hcl_setup *su = L->su;
     char err[HCL_ERR_MAX];
@@ -151,7 +152,40 @@ static void direct_open(worker_loop *L) {
     int64_t wd64[HCL_MAX_VIEWS];
     for (int v = 0; v < su->mc.nviews; v++) wd64[v] = su->mc.in_width[v];
     hcl_batch_layout fl;
-    L->full = hcl_malloc(batch_layout(&fl, su->batch, L->w.b_max, L->w.size, su->mc.nviews, wd64));
+    int W;
+    MPI_Comm_size(L->workers, &W);
+    L->full = hcl_malloc(batch_layout(&fl, su->batch, batch_share_max(su->batch, W, su->balance), W, su->mc.nviews,
+                                      wd64));
+}
+
+/* Before the replica is made: what this worker will take against its process's limits
+ * (memlimit.h); too little ends the job with one line naming what is needed and the limit. */
+static void memory_check(worker_loop *L) {
+    const hcl_setup *su = L->su;
+    char err[HCL_ERR_MAX], who[32];
+    int W, rank;
+    MPI_Comm_size(L->workers, &W);
+    MPI_Comm_rank(L->workers, &rank);
+    snprintf(who, sizeof who, "worker %d", rank);
+    memlimit_need need = {0};
+    if (worker_memory(&need, su, W, 1, err) != 0) {
+        LOG_ERROR("%s", err);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    memlimit_add(&need, "batches", 2.0 * (double)su->max_batch_bytes, 2.0 * (double)su->max_batch_bytes);
+    const int threads = su->threads > 0 ? su->threads : default_threads(L->workers);
+    kernels_memory(&need, (enum hcl_matmul_engine)su->matmul, threads, su->matmul == HCL_MATMUL_OPENBLAS);
+    memlimit_add(&need, "thread stacks", 3 * memlimit_thread_stack(), 0.0);   /* watchdog, telemetry's ZeroMQ */
+    memlimit_state s;
+    memlimit_read(&s);
+    double as = s.vm_size;
+    for (int i = 0; i < need.n; i++) as += need.part[i].bytes;
+    LOG_DEBUG("memory: %.0f MB of address space expected (%.0f mapped now)", as / MEMLIMIT_MB, s.vm_size / MEMLIMIT_MB);
+    if (memlimit_check(&need, &s, who, err) != 0) {
+        fprintf(stderr, "hcl-train: %s\n", err);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    if (su->matmul == HCL_MATMUL_OPENBLAS) kernels_blas_reserve();
 }
 
 /* Every replica's parameter checksum must be worker 0's: else abort, naming the step. */
@@ -245,6 +279,9 @@ static void loop_close(worker_loop *L) {
     worker_free(&L->w);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) LOG_DEBUG("peak resident memory %ld kB", ru.ru_maxrss);
+    memlimit_state s;
+    memlimit_read(&s);
+    LOG_DEBUG("memory: peak %.0f MB of address space", s.vm_peak / MEMLIMIT_MB);
 }
 
 int worker_main(MPI_Comm workers, const hcl_setup *su) {
@@ -252,11 +289,12 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     worker_loop *L = &loop;
     L->su = su;
     L->workers = workers;
+    if (su->direct) direct_open(L);
+    memory_check(L);
     replica_open(L);
     watchdog_open(L);
     hcl_worker *w = &L->w;
     L->step_bytes = step_bytes_model(w, su);
-    if (su->direct) direct_open(L);
     L->buf[0] = hcl_malloc(su->max_batch_bytes);
     L->buf[1] = hcl_malloc(su->max_batch_bytes);
     L->sums = hcl_calloc((size_t)w->size, sizeof(uint32_t));
