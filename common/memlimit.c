@@ -4,11 +4,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 /* What the estimate cannot see: the libraries' own small allocations (MPI, ZeroMQ, protobuf,
@@ -209,4 +211,21 @@ void memlimit_out_of_memory(const char *what, double bytes) {
             s.vm_rss / MEMLIMIT_MB, limits);
     fflush(stderr);
     _exit(2);
+}
+
+uint64_t hcl_memory_limit(char *what, size_t cap) {
+    memlimit_state s;
+    memlimit_read(&s);
+    double lim = INFINITY;
+    const char *name = "no limit known";
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) {
+        lim = ((double)si.totalram + (double)si.totalswap) * si.mem_unit;
+        name = "this machine's memory (RAM and swap)";
+    }
+    if (s.cgroup > 0 && s.cgroup < lim) lim = s.cgroup, name = "the memory limit of this process's cgroup";
+    if (s.as > 0 && s.as < lim) lim = s.as, name = "ulimit -v (RLIMIT_AS)";
+    if (s.data > 0 && s.data < lim) lim = s.data, name = "ulimit -d (RLIMIT_DATA)";
+    if (what) snprintf(what, cap, "%s", name);
+    return lim >= 1.8e19 ? UINT64_MAX : (uint64_t)lim;
 }

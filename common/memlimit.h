@@ -13,12 +13,13 @@
  * and which limit is too low. hcl_malloc and the libraries' allocations that fail after it end
  * the process with one line too (memlimit_out_of_memory), never an abort or a wait.
  *
- * Exports: memlimit_add, memlimit_add_mapped, memlimit_read, memlimit_cgroup, memlimit_check, memlimit_arenas,
+ * Exports: hcl_memory_limit, memlimit_add, memlimit_add_mapped, memlimit_read, memlimit_cgroup, memlimit_check, memlimit_arenas,
  * memlimit_thread_stack, memlimit_out_of_memory. */
 #ifndef HCL_MEMLIMIT_H
 #define HCL_MEMLIMIT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define MEMLIMIT_PARTS 16
 #define MEMLIMIT_MB (1024.0 * 1024.0)
@@ -64,6 +65,12 @@ int memlimit_cgroup(const char *proc_cgroup, const char *root, double *limit, do
  * and one line in err (HCL_ERR_MAX bytes): "needs about N MB of address space (M mapped now;
  * to come: parts...); the limit RLIMIT_AS (ulimit -v) is L MB". */
 int memlimit_check(const memlimit_need *n, const memlimit_state *s, const char *who, char *err);
+
+/* The most memory this process can have, in bytes: the smallest of the machine's (RAM and
+ * swap), its cgroup's limit and ulimit -v / -d (memlimit_read's). what (cap bytes, may be NULL)
+ * gets which one it is, e.g. "this machine's memory (RAM and swap)". For refusing a size from
+ * user input before it is allocated (model_check_memory). */
+uint64_t hcl_memory_limit(char *what, size_t cap);
 
 /* Under an address-space or data limit: one malloc arena (glibc reserves 64 MB of address space
  * for each thread's own, which would be taken from what the estimate counts on). */

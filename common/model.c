@@ -7,6 +7,7 @@
 
 #include "kernels.h"
 #include "matmul.h"
+#include "memlimit.h"
 #include "rng.h"
 
 void model_config_default(hcl_model_config *c) {

@@ -7,9 +7,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,67 +63,6 @@ void hcl_printable(char *out, size_t cap, const char *s) {
 }
 
 /* ---- memory limits --------------------------------------------------------------------------- */
-
-/* A cgroup limit file: its number, or UINT64_MAX ("max", missing, unreadable). */
-static uint64_t cgroup_number(const char *path) {
-    char buf[64] = "";
-    FILE *f = fopen(path, "r");
-    if (!f) return UINT64_MAX;
-    int ok = fgets(buf, sizeof buf, f) != NULL;
-    fclose(f);
-    char *end;
-    errno = 0;
-    unsigned long long v = ok ? strtoull(buf, &end, 10) : 0;
-    return ok && end != buf && errno == 0 ? (uint64_t)v : UINT64_MAX;
-}
-
-/* This process's cgroup limit: v2 (0::PATH, memory.max) or v1 (N:memory:PATH), at its path
- * and at the root of the mount (a container's own limit). */
-static uint64_t cgroup_limit(void) {
-    uint64_t lim = UINT64_MAX, v;
-    char line[1024], path[1200];
-    FILE *f = fopen("/proc/self/cgroup", "r");
-    while (f && fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        char *rest = strchr(line, ':');
-        char *cg = rest ? strchr(rest + 1, ':') : NULL;
-        if (!cg) continue;
-        *cg++ = 0;
-        char ctl[sizeof line + 2];   /* ",cpu,memory," holds ",memory," */
-        snprintf(ctl, sizeof ctl, ",%s,", rest + 1);
-        if (!rest[1]) snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", cg);
-        else if (strstr(ctl, ",memory,"))
-            snprintf(path, sizeof path, "/sys/fs/cgroup/memory%s/memory.limit_in_bytes", cg);
-        else continue;
-        if ((v = cgroup_number(path)) < lim) lim = v;
-    }
-    if (f) fclose(f);
-    if ((v = cgroup_number("/sys/fs/cgroup/memory.max")) < lim) lim = v;
-    if ((v = cgroup_number("/sys/fs/cgroup/memory/memory.limit_in_bytes")) < lim) lim = v;
-    return lim;
-}
-
-uint64_t hcl_memory_limit(char *what, size_t cap) {
-    uint64_t lim = UINT64_MAX, v;
-    const char *name = "no limit known";
-    struct sysinfo si;
-    if (sysinfo(&si) == 0) {
-        lim = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
-        name = "this machine's memory (RAM and swap)";
-    }
-    if ((v = cgroup_limit()) < lim) { lim = v; name = "the memory limit of this process's cgroup"; }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < lim) {
-        lim = rl.rlim_cur;
-        name = "ulimit -v (RLIMIT_AS)";
-    }
-    if (getrlimit(RLIMIT_DATA, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < lim) {
-        lim = rl.rlim_cur;
-        name = "ulimit -d (RLIMIT_DATA)";
-    }
-    if (what) snprintf(what, cap, "%s", name);
-    return lim;
-}
 
 void hcl_format_bytes(char *out, size_t cap, double bytes) {
     static const char *unit[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};

@@ -34,11 +34,6 @@ void *hcl_malloc(size_t n);            /* out of memory: one line, exit 2 (memli
 void *hcl_calloc(size_t n, size_t sz);
 float *hcl_floats(size_t n);           /* 64-byte aligned, zeroed; free with free() */
 
-/* The most memory this process can have, in bytes: the smallest of the machine's (RAM and
- * swap), its cgroup's limit (memory.max, memory.limit_in_bytes) and ulimit -v / -d (RLIMIT_AS,
- * RLIMIT_DATA). what (cap bytes, may be NULL) gets which one it is, e.g. "this machine's
- * memory (RAM and swap)". For refusing a size from user input before it is allocated. */
-uint64_t hcl_memory_limit(char *what, size_t cap);
 /* bytes as "512 B", "4.1 kB", "35.2 TB" (powers of 1000) */
 void hcl_format_bytes(char *out, size_t cap, double bytes);
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "memlimit.h"
 #include "util.h"
 
 /* The definition, one bit at a time (reflected polynomial 0x82F63B78). */
