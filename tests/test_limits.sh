@@ -20,7 +20,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 "$B/hcl-data" synth "$tmp/data" --rows 60000 --widths 392,392,49 --classes 10 --seed 1 >/dev/null
 recipe=(--data "$tmp/data" --loss full --batch-size 512 --hidden 512,256 --steps 10 --log-every 5)
 engines=(openblas)
-"$B/hcl-train" --help | grep -q "onednn" && engines+=(onednn)
+"$B/hcl-train" --matmul onednn --data "$tmp/none" --run-dir "$tmp/none" 2>&1 | grep -q "no oneDNN" || engines+=(onednn)
 
 # limited LIMIT_FLAG KB NAME -- CMD...: run CMD in a subshell under `ulimit LIMIT_FLAG KB` with a
 # timeout; it must train to the end (exit 0, metrics.jsonl at step 10) or exit 2 with one line
