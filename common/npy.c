@@ -343,12 +343,21 @@ double npy_get_f64(const npy_file *f, int64_t i) {
     return 0;
 }
 
+/* A float toward zero into int64, saturated at its ends (a cast of one out of range, or of NaN,
+ * is undefined): NaN gives 0. */
+static int64_t npy_float_to_i64(double v) {
+    if (v != v) return 0;
+    if (v >= 0x1p63) return INT64_MAX;
+    if (v <= -0x1p63) return INT64_MIN;
+    return (int64_t)v;
+}
+
 int64_t npy_get_i64(const npy_file *f, int64_t i) {
     HCL_CHECK(i >= 0 && i < f->count, "%s: element %lld out of range", f->path, (long long)i);
     const uint8_t *p = (const uint8_t *)f->data + i * f->elem_size;
     switch (f->dtype) {
-    case NPY_F32: { float v; memcpy(&v, p, sizeof v); return (int64_t)v; }
-    case NPY_F64: { double v; memcpy(&v, p, sizeof v); return (int64_t)v; }
+    case NPY_F32: { float v; memcpy(&v, p, sizeof v); return npy_float_to_i64(v); }
+    case NPY_F64: { double v; memcpy(&v, p, sizeof v); return npy_float_to_i64(v); }
     case NPY_U8: case NPY_BOOL: return *p;
     case NPY_I8: return (int8_t)*p;
     case NPY_I16: NPY_LOAD(int16_t);

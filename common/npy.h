@@ -30,7 +30,8 @@ const char *npy_dtype_name(enum npy_dtype t);    /* "float32", "int64", ... */
 int npy_open(npy_file *f, const char *path, char *err);
 void npy_close(npy_file *f);
 
-/* Element i (flat, row-major) as double / int64, whatever the integer or float dtype. */
+/* Element i (flat, row-major) as double / int64, whatever the integer or float dtype (into
+ * int64 a float goes toward zero, saturated, NaN as 0; a uint64 saturates). */
 double npy_get_f64(const npy_file *f, int64_t i);
 int64_t npy_get_i64(const npy_file *f, int64_t i);
 
