@@ -108,11 +108,37 @@ int model_params_read(hcl_model *m, const st_file *f, char *err) {
     return 0;
 }
 
+/* The floats of the model c describes, as model_init lays it out, counted before it allocates
+ * them: a damaged file's metadata may describe one far larger than the file (each width is at
+ * most 2^20, so the count fits int64_t). */
+static int64_t config_floats(const hcl_model_config *c) {
+    int64_t n = 1;   /* logit_t */
+    for (int v = 0; v < c->nviews; v++) {
+        int64_t in = c->in_width[v];
+        for (int k = 0; k <= c->nhidden; k++) {
+            int64_t out = k < c->nhidden ? c->hidden[k] : c->dim;
+            n += in * out + out + (c->layernorm && k < c->nhidden ? 2 * out : 0);
+            in = out;
+        }
+    }
+    return n + (c->nclasses > 0 ? (int64_t)c->nclasses * (c->dim + 1) : 0);
+}
+
+static int64_t file_floats(const st_file *f) {
+    int64_t n = 0;
+    for (int i = 0; i < f->ntensors; i++)
+        if (strcmp(f->tensors[i].dtype, "F32") == 0) n += (int64_t)((f->tensors[i].end - f->tensors[i].begin) / 4);
+    return n;
+}
+
 int model_load(hcl_model *m, const char *path, char *err) {
     st_file f;
     if (st_open(&f, path, err) != 0) return -1;
     hcl_model_config c;
     int rc = model_config_read(&c, &f, err);
+    if (rc == 0 && config_floats(&c) > file_floats(&f))
+        rc = hcl_err(err, "%s: the metadata describes a model of %lld parameters, the file holds %lld floats",
+                     path, (long long)config_floats(&c), (long long)file_floats(&f));
     if (rc == 0) rc = model_init(m, &c, 0, err);
     if (rc == 0 && (rc = model_params_read(m, &f, err)) != 0) model_free(m);
     st_close(&f);
