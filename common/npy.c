@@ -61,7 +61,10 @@ static void npy_descr_describe(const char *descr, char *out, size_t cap) {
     case 'm': snprintf(out, cap, "timedelta64"); return;
     default: snprintf(out, cap, "unknown kind"); return;
     }
-    snprintf(out, cap, "%s%ld", base, size * 8);
+    if (size < 1 || size > 64)   /* no such type; and size * 8 may not fit a long */
+        snprintf(out, cap, "%s of %ld-byte items", base, size);
+    else
+        snprintf(out, cap, "%s%ld", base, size * 8);
 }
 
 /* ---- header parsing ---------------------------------------------------------------------- */

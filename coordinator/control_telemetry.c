@@ -62,7 +62,7 @@ static void take_message(control_worker_slot *w, const Hcl__Telemetry *t) {
     if (t->dropped > s->telemetry_dropped) s->telemetry_dropped = t->dropped;
     s->in_step = t->in_step;
     snprintf(s->phase, sizeof s->phase, "%s", t->phase ? t->phase : "");
-    s->phase_done = isfinite(t->phase_done) && t->phase_done <= 1.0 ? t->phase_done : -1.0;
+    s->phase_done = t->phase_done >= 0.0 && t->phase_done <= 1.0 ? t->phase_done : -1.0;   /* NaN: -1 */
     if (t->step < 0) return;
     s->step = t->step;
     s->compute_s = t->compute_s;
