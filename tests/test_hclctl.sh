@@ -474,6 +474,8 @@ w2_pid=$!
 pids+=("$w2_pid")
 wait_for w2.out '"job": "jc", "step"' 30
 wait_for w2.out '"job": "jd", "step"' 30
+# three of jc's steps watched before it is killed: the check at the end wants 3 of each job
+for _ in $(seq 600); do [ "$(grep -c '"job": "jc", "step"' w2.out || true)" -ge 3 ] && break; sleep 0.05; done
 kill -9 "$jc_pid"
 wait "$jc_pid" 2>/dev/null || true
 wait_for w2.out '^\{"job": "jc", "end": "lost"\}$' 30
