@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -24,23 +23,9 @@ struct hcl_tb_values {
 
 /* ---- TFRecord framing ------------------------------------------------------------------------ */
 
-static uint32_t crc_table[256];
-
-static void crc_init(void) {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;   /* Castagnoli, reflected */
-        crc_table[i] = c;
-    }
-}
-
+/* TFRecord's mask of a CRC-32C (util.h's hcl_crc32c): rotated right 15 bits, plus a constant. */
 uint32_t tb_masked_crc32c(const void *data, size_t n) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, crc_init);
-    const uint8_t *p = data;
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = crc_table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    c ^= 0xFFFFFFFFu;
+    uint32_t c = hcl_crc32c(0, data, n);
     return ((c >> 15) | (c << 17)) + 0xA282EAD8u;
 }
 

@@ -12,6 +12,8 @@ had (an edit the checksum catches); none writes no trailer (as an hcl before the
 import struct
 import sys
 
+from crc32c import crc32c   # tests/crc32c.py, beside this script
+
 FIELDS = {"format_version": 1, "step": 2, "epoch": 3, "samples_seen": 4, "data_cursor": 5, "seed": 6,
           "data_rng": 7, "config": 8, "views": 9, "world_size": 10, "workers": 11, "optimizer_updates": 12,
           "skipped_steps": 13, "optimizer": 14, "lr_scale": 15, "wall_time": 16, "global_batch": 17,
@@ -19,19 +21,6 @@ FIELDS = {"format_version": 1, "step": 2, "epoch": 3, "samples_seen": 4, "data_c
 DOUBLES = {15, 16}
 STRINGS = {8, 14}
 TRAILER = 20
-
-
-def crc32c(data):
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def varint(x):
