@@ -86,8 +86,9 @@ static const hcl_opt options[] = {
     {"worker-timeout", HCL_OPT_FLOAT, "60", "seconds a worker may be silent, or wait (for a batch, "
      "for the other workers), before the job is aborted; computing never counts",
      F(worker_timeout), .flags = HCL_OPT_ABOVE_MIN},
-    {"coordinator-nice", HCL_OPT_INT, "19", "with workers, rank 0 runs at this nice value: sharing "
-     "a core with a worker, it then runs in the worker's waits instead of preempting its compute",
+    {"coordinator-nice", HCL_OPT_INT, "10", "with workers, rank 0 runs at this nice value: sharing "
+     "a core with a worker, it then runs mostly in the worker's waits instead of preempting its "
+     "compute; at 19, on busy cores, control requests can wait 0.3 s and more",
      F(coordinator_nice), .hi = 19},
     {"grad-allreduce", HCL_OPT_ENUM, "shm", "shm: workers that share one node exchange gradients, "
      "parameters (ZeRO-1) and small batches' embeddings in shared memory (/dev/shm); mpi: MPI "

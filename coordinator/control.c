@@ -133,6 +133,9 @@ static void control_free(hcl_control *c) {
     free(c->clients);
     free(c->workers);
     free(c->median_scratch);
+    free(c->status_ws);
+    free(c->status_wp);
+    free(c->status_pack);
     free(c);
 }
 
@@ -176,16 +179,23 @@ const char *control_watch_endpoint(const hcl_control *c) { return c->watch_endpo
 /* ---- service, publish, close ------------------------------------------------------------------ */
 
 int control_service(hcl_control *c, const hcl_status *st, int timeout_ms) {
+    /* Within CONTROL_GATHER_MS of the last answered burst the ROUTER does not wake the poll:
+     * requests arriving meanwhile are answered together when it is over (one wakeup and one
+     * packed STATUS for many clients, here and in the clients). */
+    const double gather = CONTROL_GATHER_MS * 1e-3 - (hcl_now() - c->last_request);
     zmq_pollitem_t items[3] = {
-        {c->router, 0, ZMQ_POLLIN, 0}, {c->zap, 0, ZMQ_POLLIN, 0}, {c->pull, 0, ZMQ_POLLIN, 0}};
-    int nitems = c->pull ? 3 : 2;
-    int rc = zmq_poll(items, nitems, timeout_ms < 0 ? 0 : timeout_ms);
-    if (rc <= 0) return 0;   /* timeout, or EINTR (a signal for the loop to look at) */
-    int handled = 0;
+        {c->router, 0, gather > 0 ? 0 : ZMQ_POLLIN, 0}, {c->zap, 0, ZMQ_POLLIN, 0},
+        {c->pull, 0, ZMQ_POLLIN, 0}};
+    int nitems = c->pull ? 3 : 2, wait = timeout_ms < 0 ? 0 : timeout_ms;
+    if (gather > 0 && wait > (int)ceil(gather * 1e3)) wait = (int)ceil(gather * 1e3);
+    if (zmq_poll(items, nitems, wait) < 0) return 0;   /* EINTR: a signal for the loop to see */
+    control_status_stale(c);
+    int handled = 0, requests = 0;
     /* ZAP first: handshakes waiting on it hold up clients. */
     for (int i = 0; i < CONTROL_SERVICE_BUDGET && control_zap_one(c); i++) handled++;
-    for (int i = 0; i < CONTROL_SERVICE_BUDGET && control_router_one(c, st); i++) handled++;
-    handled += control_telemetry_take(c);
+    for (; requests < CONTROL_SERVICE_BUDGET && control_router_one(c, st); requests++) {}
+    if (requests) c->last_request = hcl_now();
+    handled += requests + control_telemetry_take(c);
     return handled;
 }
 

@@ -29,6 +29,7 @@
 #define CONTROL_ZAP_DOMAIN "hcl-control"    /* the control and watch sockets */
 #define CONTROL_ZAP_DOMAIN_TELEMETRY "hcl-telemetry"
 #define CONTROL_SERVICE_BUDGET 256          /* messages per socket per control_service call */
+#define CONTROL_GATHER_MS 5                 /* requests are answered in bursts this far apart */
 
 /* One worker's row of the table, with the recent compute times its median is taken over. */
 typedef struct {
@@ -61,6 +62,13 @@ struct hcl_control {
     double telemetry_start;
     uint8_t telemetry_client[32];
     uint64_t telemetry_bad;
+    /* the STATUS reply packed once per control_service call (control_request.c) */
+    uint8_t *status_pack;
+    size_t status_len, status_cap;
+    int status_fresh;
+    struct Hcl__WorkerStat *status_ws;        /* nworkers of each */
+    struct Hcl__WorkerStat **status_wp;
+    double last_request;                      /* hcl_now() when a burst was last answered */
     /* commands waiting for the loop (control_request.c) */
     ctl_request queue[CONTROL_QUEUE_MAX];
     int qhead, qlen;
@@ -98,6 +106,8 @@ int control_zap_one(hcl_control *c);
 /* ---- control_request.c ---- */
 /* Take one message from the ROUTER and answer or queue it: 1, or 0 when none is waiting. */
 int control_router_one(hcl_control *c, const hcl_status *st);
+/* *st may have changed since the STATUS reply was packed: pack it again when next asked. */
+void control_status_stale(hcl_control *c);
 
 /* ---- control_telemetry.c ---- */
 /* Take what the workers sent (a bounded amount) into the table: the number of messages. */

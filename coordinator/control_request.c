@@ -27,6 +27,14 @@ typedef struct {
     uint64_t id;
 } reply_to;
 
+/* A packed reply to its client. ROUTER without ROUTER_MANDATORY drops what it cannot route or
+ * queue: never blocks. */
+static void send_frames(hcl_control *c, const reply_to *to, const uint8_t *buf, size_t n) {
+    if (zmq_send(c->router, to->rid, to->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
+        (!to->delimiter || zmq_send(c->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0))
+        zmq_send(c->router, buf, n, ZMQ_DONTWAIT);
+}
+
 static void send_reply(hcl_control *c, const reply_to *to, Hcl__ControlReply *r) {
     r->id = to->id;
     r->version = HCL__CONTROL_VERSION__CONTROL_VERSION_1;
@@ -34,10 +42,7 @@ static void send_reply(hcl_control *c, const reply_to *to, Hcl__ControlReply *r)
     uint8_t stackbuf[4096];
     uint8_t *buf = n <= sizeof stackbuf ? stackbuf : hcl_malloc(n);
     hcl__control_reply__pack(r, buf);
-    /* ROUTER without ROUTER_MANDATORY drops what it cannot route or queue: never blocks. */
-    if (zmq_send(c->router, to->rid, to->rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
-        (!to->delimiter || zmq_send(c->router, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0))
-        zmq_send(c->router, buf, n, ZMQ_DONTWAIT);
+    send_frames(c, to, buf, n);
     if (buf != stackbuf) free(buf);
 }
 
@@ -98,8 +103,10 @@ static void fill_workers(const hcl_control *c, Hcl__WorkerStat *ws, Hcl__WorkerS
     }
 }
 
-/* STATUS: what the loop filled in *st, and the worker table. */
-static void reply_status(hcl_control *c, const reply_to *to, const hcl_status *st) {
+/* The STATUS reply without its id: what the loop filled in *st, and the worker table, packed
+ * into c->status_pack once per control_service call (control_status_stale) however many
+ * clients ask in it. */
+static void pack_status(hcl_control *c, const hcl_status *st) {
     Hcl__StatusBody b = HCL__STATUS_BODY__INIT;
     b.state = (Hcl__RunState)st->state;
     b.step = st->step;
@@ -128,22 +135,46 @@ static void reply_status(hcl_control *c, const reply_to *to, const hcl_status *s
     b.tensorboard_dir = tb;
     b.prometheus_address = prom;
     b.nworkers = c->nworkers;
-    Hcl__WorkerStat *ws = NULL, **wp = NULL;
     if (c->nworkers > 0) {
-        ws = hcl_calloc((size_t)c->nworkers, sizeof *ws);
-        wp = hcl_calloc((size_t)c->nworkers, sizeof *wp);
-        fill_workers(c, ws, wp);
+        fill_workers(c, c->status_ws, c->status_wp);
         b.n_workers = (size_t)c->nworkers;
-        b.workers = wp;
+        b.workers = c->status_wp;
     }
-    Hcl__ControlReply r = HCL__CONTROL_REPLY__INIT;
+    Hcl__ControlReply r = HCL__CONTROL_REPLY__INIT;   /* id 0: not packed (proto3) */
+    r.version = HCL__CONTROL_VERSION__CONTROL_VERSION_1;
     r.ok = 1;
     r.body_case = HCL__CONTROL_REPLY__BODY_STATUS;
     r.status = &b;
-    send_reply(c, to, &r);
-    free(ws);
-    free(wp);
+    size_t n = hcl__control_reply__get_packed_size(&r);
+    if (n > c->status_cap) {
+        free(c->status_pack);
+        c->status_cap = n + n / 2;
+        c->status_pack = hcl_malloc(c->status_cap);
+    }
+    c->status_len = hcl__control_reply__pack(&r, c->status_pack);
+    c->status_fresh = 1;
 }
+
+/* STATUS: field 1 (the id) in front of the packed reply; protobuf takes fields in any order. */
+static void reply_status(hcl_control *c, const reply_to *to, const hcl_status *st) {
+    if (!c->status_fresh) pack_status(c, st);
+    uint8_t stackbuf[4096];
+    size_t n = 11 + c->status_len;
+    uint8_t *buf = n <= sizeof stackbuf ? stackbuf : hcl_malloc(n);
+    size_t k = 0;
+    if (to->id) {
+        buf[k++] = 0x08;   /* field 1, varint */
+        for (uint64_t v = to->id; ; v >>= 7) {
+            buf[k++] = (uint8_t)(v >= 0x80 ? (v & 0x7f) | 0x80 : v);
+            if (v < 0x80) break;
+        }
+    }
+    memcpy(buf + k, c->status_pack, c->status_len);
+    send_frames(c, to, buf, k + c->status_len);
+    if (buf != stackbuf) free(buf);
+}
+
+void control_status_stale(hcl_control *c) { c->status_fresh = 0; }
 
 /* WATCH: where the StepEvents are published. */
 static void reply_watch(hcl_control *c, const reply_to *to) {

@@ -84,13 +84,15 @@ int main(int argc, char **argv) {
     if (rank == 0) run_install_signals();
     else worker_ignore_signals();
     /* The coordinator wakes often for short work (the next batch, a result, the control
-     * socket). Where it shares a core with a worker, each wakeup at the
-     * worker's priority preempts the worker's compute: a worker sharing its core ran 8% slower
-     * than one process doing both jobs (bench/shared_core). At a lower priority it runs when
-     * the worker waits (in a collective, for its batch) instead. Set before ZeroMQ starts its
-     * I/O threads, which inherit it; on Linux it applies to the calling thread and its new
-     * threads only, not to Open MPI's threads that already exist (they sleep in poll). A nice value
-     * already higher (the job started under nice) is kept. */
+     * socket). Where it shares a core with a worker, each wakeup at the worker's priority
+     * preempts the worker's compute: a worker sharing its core ran 8% slower than one process
+     * doing both jobs (bench/shared_core). At a lower priority it runs when the worker waits (in
+     * a collective, for its batch) instead. Not the lowest: at nice 19 on busy cores the kernel
+     * (EEVDF) runs it so seldom that 10,000 control requests a second wait 0.3-0.6 s at p99 (20-40
+     * ms at 15, 8-12 ms at 10: bench/control_load), while a shared core costs the same from 10
+     * to 19. Set before ZeroMQ starts its I/O threads, which inherit it; on Linux it applies to
+     * the calling thread and its new threads only, not to Open MPI's threads that already exist
+     * (they sleep in poll). A nice value already higher (the job started under nice) is kept. */
     if (rank == 0 && size > 1 && prc == 0) {
         errno = 0;
         int cur = getpriority(PRIO_PROCESS, 0);

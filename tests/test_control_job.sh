@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The control plane against a real mpirun job (coordinator + 2 workers) over real sockets:
 # status while training (answered within 100 ms; the worker table with each worker's dropped
-# telemetry count), pause (no progress, no CPU on any rank),
+# telemetry count; 36,000 requests from 20 clients all answered, no memory growth), pause (no progress, no CPU on any rank),
 # resume, checkpoint on request, set lr visible in metrics at the reported step, 10,000 random
 # and truncated messages, stop (exit 0 after a checkpoint); CURVE on a non-loopback endpoint
 # (authorised key answered, unknown key refused, no keys refused); a SIGSTOPped worker ends
@@ -44,6 +44,21 @@ for _ in $(seq 100); do [ -s "$tmp/run/metrics.jsonl" ] && [ -f "$tmp/run/contro
 
 # status while training: every request answered within 100 ms (round trip on one connection)
 "$B/test_control" --latency "$(head -1 "$tmp/run/control.endpoint")" 100 || fail "status not answered within 100 ms"
+# 20 clients x 200 status/s for 3 s, three times: every request answered exactly once, and the
+# coordinator's memory does not grow with the requests (a leak of 100 bytes each would show)
+ep=$(head -1 "$tmp/run/control.endpoint")
+coord=$(for p in $(pgrep -f "$tmp/run"); do if grep -qa OMPI_COMM_WORLD_RANK=0 /proc/$p/environ 2>/dev/null; then echo $p; fi; done | head -1)
+[ -n "$coord" ] || fail "no process of rank 0"
+rss() { awk '/^VmRSS:/ {print $2}' /proc/$coord/status; }
+for i in 1 2 3; do
+    "$B/bench_control_load" "$ep" 20 200 3 > "$tmp/load$i.json" || fail "bench_control_load failed"
+    [ "$(jget 'd["ok"] == d["sent"] >= 11900 and d["errors"] == d["unanswered"] == 0' < "$tmp/load$i.json")" = True ] ||
+        fail "burst $i of about 12,000 status requests: $(cat "$tmp/load$i.json")"
+    eval "rss$i=$(rss)"
+done
+[ $((rss3 - rss1)) -le 2048 ] || fail "coordinator RSS grew by $((rss3 - rss1)) kB over about 24,000 status requests ($rss1 -> $rss3 kB)"
+echo "3 bursts of about 12,000 status requests from 20 clients all answered; coordinator RSS $rss1 -> $rss2 -> $rss3 kB"
+
 ctl --json status > "$tmp/s.json"
 [ "$(jget 'd["state"]' < "$tmp/s.json")" = running ] || fail "state is not running: $(cat "$tmp/s.json")"
 [ "$(jget 'len(d["workers"])' < "$tmp/s.json")" = 2 ] || fail "status lacks the 2-worker table"

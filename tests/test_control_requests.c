@@ -92,6 +92,45 @@ static void check_status(fixture *fx) {
     expect_error(r, 78, CTL_ERROR_BUSY, "status without a status: busy", 0);
 }
 
+/* The STATUS reply is packed once per control_service call with the client's id put in front:
+ * ids of every varint length come back exact, every client of a burst gets its own replies,
+ * and a status changed between two calls is what the next reply says. */
+static void check_status_burst(fixture *fx) {
+    static const uint64_t ids[] = {1, 127, 128, 16383, 16384, 1ull << 35, (1ull << 63) + 5, UINT64_MAX};
+    enum { NIDS = sizeof ids / sizeof ids[0], CLIENTS = 20, EACH = 50 };
+    for (int i = 0; i < NIDS; i++) kit_send_request(fx->cli, RQ_STATUS, ids[i], NULL, NULL, 0);
+    int same = 0;
+    for (int i = 0; i < NIDS; i++) {
+        Hcl__ControlReply *r = kit_await_reply(fx->c, &fx->st, fx->cli, 2000);
+        same += r && r->ok && r->id == ids[i] && r->version == 1 &&
+                r->body_case == HCL__CONTROL_REPLY__BODY_STATUS && r->status->step == 1200 &&
+                r->status->loss == 0.285 && !strcmp(r->status->run_dir, fx->real);
+        kit_free_reply(r);
+    }
+    CHECK(same == NIDS, "status ids of every varint length: %d of %d replies exact", same, NIDS);
+    fx->st.step = 1201;
+    Hcl__ControlReply *r = kit_call(fx->c, &fx->st, fx->cli, RQ_STATUS, 79, NULL, NULL);
+    CHECK(r && r->ok && r->id == 79 && r->status && r->status->step == 1201,
+          "status after the loop's next step: step %lld, want 1201", r && r->status ? (long long)r->status->step : -1LL);
+    kit_free_reply(r);
+    fx->st.step = 1200;
+    void *cl[CLIENTS];
+    for (int k = 0; k < CLIENTS; k++) cl[k] = kit_client_socket(fx->ctx, ZMQ_DEALER, control_endpoint(fx->c), NULL, NULL);
+    for (int i = 0; i < EACH; i++)
+        for (int k = 0; k < CLIENTS; k++) kit_send_request(cl[k], RQ_STATUS, 1000 * (uint64_t)k + i, NULL, NULL, 0);
+    int right = 0, wrong = 0;
+    for (int k = 0; k < CLIENTS && !wrong; k++)
+        for (int i = 0; i < EACH && !wrong; i++) {   /* one client's replies come in its order */
+            r = kit_await_reply(fx->c, &fx->st, cl[k], 2000);
+            int ok = r && r->ok && r->id == 1000 * (uint64_t)k + i && r->status && r->status->step == 1200;
+            right += ok;
+            wrong = !ok;   /* the first wrong one is enough: no 2 s wait for each of the rest */
+            kit_free_reply(r);
+        }
+    CHECK(right == CLIENTS * EACH, "a burst of %d clients x %d status: %d replies right", CLIENTS, EACH, right);
+    for (int k = 0; k < CLIENTS; k++) zmq_close(cl[k]);
+}
+
 /* each command: queued, popped with its fields, acked with the step */
 static void check_commands(fixture *fx) {
     struct { int type; const char *key, *value; int no_ckpt; enum ctl_cmd cmd; enum ctl_key k; double v; } cmds[] = {
@@ -327,6 +366,7 @@ void test_requests(void) {
     memset(&fx, 0, sizeof fx);
     if (open_default(&fx) != 0) return;
     check_status(&fx);
+    check_status_burst(&fx);
     check_commands(&fx);
     check_refusal(&fx);
     check_bad_sets(&fx);
