@@ -55,6 +55,15 @@ static int meta_ints(const st_file *f, const char *key, int *out, int max, int *
     return 0;
 }
 
+/* One integer (dim, layernorm, nclasses): an empty value is an error, not a zero. */
+static int meta_int(const st_file *f, const char *key, int *out, char *err) {
+    int n, one[1];
+    if (meta_ints(f, key, one, 1, &n, err)) return -1;
+    if (n != 1) return hcl_err(err, "%s: metadata '%s' is empty (want one integer)", f->path, key);
+    *out = one[0];
+    return 0;
+}
+
 int model_config_read(hcl_model_config *c, const st_file *f, char *err) {
     model_config_default(c);
     char buf[HCL_MAX_VIEWS * HCL_NAME_MAX + 16];
@@ -70,16 +79,13 @@ int model_config_read(hcl_model_config *c, const st_file *f, char *err) {
             return hcl_err(err, "%s: metadata 'views' has too many or too long names", f->path);
         snprintf(c->names[c->nviews++], HCL_NAME_MAX, "%s", tok);
     }
-    int n, one[1];
+    int n;
     if (meta_ints(f, "in_widths", c->in_width, HCL_MAX_VIEWS, &n, err)) return -1;
     if (n != c->nviews) return hcl_err(err, "%s: %d views but %d input widths", f->path, c->nviews, n);
     if (meta_ints(f, "hidden", c->hidden, HCL_MAX_HIDDEN, &c->nhidden, err)) return -1;
-    if (meta_ints(f, "dim", one, 1, &n, err)) return -1;
-    c->dim = one[0];
-    if (meta_ints(f, "layernorm", one, 1, &n, err)) return -1;
-    c->layernorm = one[0];
-    if (meta_ints(f, "nclasses", one, 1, &n, err)) return -1;
-    c->nclasses = one[0];
+    if (meta_int(f, "dim", &c->dim, err) || meta_int(f, "layernorm", &c->layernorm, err) ||
+        meta_int(f, "nclasses", &c->nclasses, err))
+        return -1;
     if (st_metadata_get(f, "act", buf, sizeof buf) != 0) return hcl_err(err, "%s: metadata lacks 'act'", f->path);
     if (strcmp(buf, "relu") == 0) c->act = HCL_ACT_RELU;
     else if (strcmp(buf, "gelu") == 0) c->act = HCL_ACT_GELU;

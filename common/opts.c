@@ -273,10 +273,15 @@ static char *trim(char *s) {
     return s;
 }
 
-/* One line of a config file (comment and newline included); 0 or -1 with err. */
+/* One line of a config file (comment and newline included); 0 or -1 with err. A comment starts
+ * with a '#' at the start of the line or after a blank: one inside a value (a run directory
+ * /x/run#1, as opts_to_text writes it) stays in the value. */
 static int file_line(const hcl_optset *s, char *line, const char *path, int lineno, char *err) {
-    char *hash = strchr(line, '#');
-    if (hash) *hash = 0;
+    for (char *p = line; *p; p++)
+        if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+            *p = 0;
+            break;
+        }
     char *t = trim(line);
     if (!*t) return 0;
     char *eq = strchr(t, '=');

@@ -209,7 +209,7 @@ static void test_snapshot(const char *dir) {
         "--momentum", "0.8", "--nesterov", "1", "--clip-norm", "4", "--warmup-steps", "2",
         "--checkpoint-every", "5", "--checkpoint-interval", "1.5", "--keep", "4", "--resume", "auto",
         "--no-shuffle", "1", "--eval-every", "3", "--eval-rows", "100", "--control", "tcp://127.0.0.1:5",
-        "--control-secret", "/s.key", "--control-clients", "/c.txt", "--tensorboard", "off",
+        "--control-secret", "/s#1.key", "--control-clients", "/c.txt", "--tensorboard", "off",
         "--prometheus", "127.0.0.1:9464", "--worker-timeout", "9.5",
         "--coordinator-nice", "3", "--grad-allreduce", "mpi", "--balance", "adaptive",
         "--data-plane", "direct", "--matmul", MATMUL_OTHER, "--precision", "bf16", "--threads", "2", "--loss-memory", "64",
@@ -239,7 +239,8 @@ static void test_snapshot(const char *dir) {
     config_to_text(&d, back, sizeof back);
     CHECK(strcmp(text, back) == 0, "round trip:\n%s\nvs\n%s", text, back);
     CHECK(d.lr == c.lr && d.worker_timeout == c.worker_timeout && d.layernorm == 1 &&
-          strcmp(d.core_view, "thumb") == 0, "round trip values");
+          strcmp(d.core_view, "thumb") == 0 && strcmp(d.control_secret, "/s#1.key") == 0,
+          "round trip values ('#' in a path: '%s')", d.control_secret);
     unlink(path);
 }
 

@@ -58,6 +58,30 @@ static void test_metadata_too_large(hcl_model *m, const char *path) {
           "view name ../x: %s", err);
 }
 
+/* The model's tensors under metadata whose `key` is empty: refused naming the key (dim, layernorm
+ * and nclasses were read from an uninitialised int). */
+static void test_empty_metadata(hcl_model *m, const char *path) {
+    static const char *keys[] = {"dim", "layernorm", "nclasses"};
+    for (int k = 0; k < 3; k++) {
+        const char *meta[] = {"format", "hcl-model", "version", "1", "views", "img,txt", "in_widths", "12,7",
+                              "hidden", "9,5", "dim", "4", "act", "gelu", "layernorm", "1", "nclasses", "3",
+                              NULL};
+        for (int i = 0; meta[i]; i += 2)
+            if (!strcmp(meta[i], keys[k])) meta[i + 1] = "";
+        st_entry e[HCL_MAX_TENSORS];
+        for (int i = 0; i < m->ntensors; i++)
+            e[i] = (st_entry){m->tensors[i].name, m->tensors[i].ndim, m->tensors[i].shape,
+                              m->params + m->tensors[i].offset};
+        char err[HCL_ERR_MAX] = "";
+        CHECK(st_write(path, e, m->ntensors, meta, err) == 0, "write: %s", err);
+        hcl_model l;
+        char want[64];
+        snprintf(want, sizeof want, "'%s' is empty", keys[k]);
+        CHECK(model_load(&l, path, err) == -1 && strstr(err, path) && strstr(err, want),
+              "empty %s: %s", keys[k], err);
+    }
+}
+
 int main(void) {
     char dir[] = "/tmp/hcl_test_model_io_XXXXXX", path[256], err[HCL_ERR_MAX];
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
@@ -92,6 +116,7 @@ int main(void) {
     st_close(&f);
     model_free(&o);
     test_metadata_too_large(&m, path);
+    test_empty_metadata(&m, path);
     model_free(&m);
     unlink(path);
     rmdir(dir);
