@@ -136,6 +136,10 @@ static void pack_status(hcl_control *c, const hcl_status *st) {
     b.prometheus_address = prom;
     b.nworkers = c->nworkers;
     if (c->nworkers > 0) {
+        if (!c->status_ws) {   /* once: the table's size is fixed when telemetry opens */
+            c->status_ws = hcl_calloc((size_t)c->nworkers, sizeof *c->status_ws);
+            c->status_wp = hcl_calloc((size_t)c->nworkers, sizeof *c->status_wp);
+        }
         fill_workers(c, c->status_ws, c->status_wp);
         b.n_workers = (size_t)c->nworkers;
         b.workers = c->status_wp;

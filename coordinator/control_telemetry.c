@@ -145,8 +145,6 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
     c->nworkers = nworkers;
     c->workers = hcl_calloc((size_t)nworkers, sizeof *c->workers);
     c->median_scratch = hcl_calloc((size_t)nworkers, sizeof *c->median_scratch);
-    c->status_ws = hcl_calloc((size_t)nworkers, sizeof *c->status_ws);
-    c->status_wp = hcl_calloc((size_t)nworkers, sizeof *c->status_wp);
     c->telemetry_start = hcl_now();
     for (int i = 0; i < nworkers; i++) {
         c->workers[i].s.step = -1;
