@@ -103,6 +103,7 @@ typedef struct {
     double last_checkpoint_time;    /* unix time the last checkpoint was written, 0 none */
     char tensorboard_dir[1024];     /* "" off */
     char prometheus_address[280];   /* HOST:PORT of /metrics, "" off */
+    int64_t restarts;               /* hcl-run's relaunches before this run, 0 none */
 } hcl_status;
 
 /* state STARTING, loss NaN, lr_scale 1, eta -1, last_checkpoint_step -1, the rest 0. */

@@ -135,6 +135,7 @@ static void pack_status(hcl_control *c, const hcl_status *st) {
     b.tensorboard_dir = tb;
     b.prometheus_address = prom;
     b.nworkers = c->nworkers;
+    b.restarts = st->restarts;
     if (c->nworkers > 0) {
         if (!c->status_ws) {   /* once: the table's size is fixed when telemetry opens */
             c->status_ws = hcl_calloc((size_t)c->nworkers, sizeof *c->status_ws);

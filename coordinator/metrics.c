@@ -194,6 +194,21 @@ void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json) {
     if (m->tb) tb_line(m->tb, json_text(&m->j));
 }
 
+void metrics_event(hcl_metrics *m, int64_t step, const char *event, int64_t restart, const char *reason) {
+    if (!m->out.is_open) return;
+    json_reset(&m->j);
+    json_begin_object(&m->j, NULL);
+    json_int(&m->j, "step", step);
+    json_string(&m->j, "event", event);
+    json_number(&m->j, "time", hcl_wall());
+    if (restart >= 0) json_int(&m->j, "restart", restart);
+    json_string(&m->j, "reason", reason);
+    json_end_object(&m->j);
+    append_line(&m->out, json_text(&m->j));
+    char err[HCL_ERR_MAX];
+    if (append_flush(&m->out, err) != 0) LOG_WARN("metrics: %s", err);
+}
+
 int metrics_flush(hcl_metrics *m, char *err) {
     if (append_flush(&m->out, err) != 0) return -1;
     return m->tb ? tb_flush(m->tb, err) : 0;

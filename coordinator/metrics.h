@@ -89,6 +89,10 @@ void metrics_in_step(const hcl_metrics *m, int64_t step, double secs, const char
 void metrics_put(hcl_metrics *m, const char *line);
 /* {"step": S, "final_eval": json} */
 void metrics_final_eval(hcl_metrics *m, int64_t step, const char *json);
+/* An event line, written through at once: {"step": S, "event": EVENT, "time": ..., ["restart": K,]
+ * "reason": ...}: "abort" (rank 0 ends the job: hcl-run watches for it) or "restart" (hcl-run
+ * relaunched the job; restart < 0 leaves the field out). Not sent to TensorBoard. */
+void metrics_event(hcl_metrics *m, int64_t step, const char *event, int64_t restart, const char *reason);
 /* Write the lines a full disk held back, to metrics.jsonl and the TensorBoard file: 0 when all
  * are written, else -1 with one line in err naming the file. */
 int metrics_flush(hcl_metrics *m, char *err);

@@ -2,6 +2,7 @@
 #include "train.h"
 
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,9 +76,12 @@ static void check_workers(hcl_run *r) {
     int w = control_silent_worker(r->ctl, r->cfg.worker_timeout);
     if (w < 0) return;
     const hcl_worker_stat *ws = control_worker(r->ctl, w);
-    LOG_ERROR("worker %d (rank %d) silent for %.0f s (--worker-timeout %.0f): lost; aborting the job; "
-              "the last checkpoint is %s", w, w + 1, ws ? now - ws->last_seen : 0.0, r->cfg.worker_timeout,
+    char why[256];
+    snprintf(why, sizeof why, "worker %d (rank %d) silent for %.0f s (--worker-timeout %.0f): lost", w, w + 1,
+             ws ? now - ws->last_seen : 0.0, r->cfg.worker_timeout);
+    LOG_ERROR("%s; aborting the job; the last checkpoint is %s", why,
               r->last_ckpt_path[0] ? r->last_ckpt_path : "none");
+    metrics_event(&r->metrics, r->st.step, "abort", -1, why);   /* hcl-run ends a stuck mpirun on it */
     alarm(10);
     MPI_Abort(MPI_COMM_WORLD, 5);
     _exit(5);
@@ -139,6 +143,18 @@ static void idle_while_paused(hcl_run *r) {
     prom_update(r->prom, &r->st, r->ctl, r->world_size > 1);
     check_workers(r);
     metrics_pause(&r->metrics);
+}
+
+/* A relaunch by hcl-run (HCL_RUN_RESTART > 0, its reason in HCL_RUN_REASON): one event line in
+ * metrics.jsonl and the count in hclctl status. */
+static void log_restart(hcl_run *r) {
+    const char *k = getenv("HCL_RUN_RESTART"), *why = getenv("HCL_RUN_REASON");
+    char *end;
+    long long n = k ? strtoll(k, &end, 10) : 0;
+    if (!k || *end || n <= 0) return;
+    r->st.restarts = n;
+    LOG_INFO("restart %lld by hcl-run: %s", n, why ? why : "");
+    metrics_event(&r->metrics, r->start_step, "restart", n, why ? why : "");
 }
 
 /* ---- the jobs ------------------------------------------------------------------------------ */
@@ -246,6 +262,7 @@ static hcl_transport *start_workers(hcl_run *r, const hcl_setup *su, int workers
              (long long)r->train.n, r->mc.nviews, loss_kind_name(r->lc.kind), (long long)r->batch,
              (long long)r->total_steps, (long long)r->steps_per_epoch, where);
     metrics_start(&r->metrics, &r->mc, &r->lc, r->total_steps, r->start_step, r->batch, r->steps_per_epoch);
+    log_restart(r);
     r->st.state = jobs_run_state(&r->jobs);
     r->st.lr_scale = r->lr_scale;
     return tp;

@@ -130,6 +130,7 @@ void print_status_json(const Hcl__StatusBody *b) {
     json_int(j, "checkpoint_every", b->checkpoint_every);
     json_string(j, "run_dir", b->run_dir);
     monitoring_json(j, b);
+    json_int(j, "restarts", b->restarts);
     json_int(j, "nworkers", b->nworkers);
     json_begin_array(j, "workers");
     for (size_t i = 0; i < b->n_workers; i++) worker_json(j, b->workers[i]);
@@ -198,6 +199,7 @@ void print_status(const Hcl__StatusBody *b) {
     char url[EP_MAX + 32];
     text_line("tensorboard", b->tensorboard_dir[0] ? b->tensorboard_dir : "off");
     text_line("prometheus", prometheus_url(url, sizeof url, b) ? url : "off");
+    if (b->restarts > 0) printf("%-14s %" PRId64 " (hcl-run)\n", "restarts", b->restarts);
     printf("%-14s %d\n", "workers", b->nworkers);
     if (b->n_workers) print_worker_table(b);
 }
