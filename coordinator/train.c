@@ -323,7 +323,9 @@ int run_train(hcl_run *r, const hcl_setup *su, int workers) {
          * requests are complete before it looks, and the control socket must not starve. */
         if (r->ctl) control_service(r->ctl, &r->st, 0);
         hcl_step_result res;
-        const double *busy = tp->await(tp, head, &res);
+        double done;
+        const double *busy = tp->await(tp, head, &res, &done);
+        metrics_done(&r->metrics, done);
         if (slot[head].flags & HCL_BATCH_TRAIN) batcher_observe(&r->bt, head, busy);
         record(r, tp, &slot[head], &res);
         head = (head + 1) % HCL_BATCHES_IN_FLIGHT;

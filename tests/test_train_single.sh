@@ -107,4 +107,18 @@ expect_error "bad.conf:1: log-level: 'loud' is not one of" --data "$tmp/data" --
 "$B/hcl-train" --help >"$tmp/help" || fail "--help failed"
 grep -q -- "--batch-size N .*an integer from 2 to .*\[256\]" "$tmp/help" || fail "--help lacks --batch-size's range"
 grep -q -- "--log-level debug|info|warn|error" "$tmp/help" || fail "--help lacks --log-level's words"
+
+# 6. samples/s of every logged window, the last one too, is the pace of the steps in it: the
+# worker in this process computes each job as it is submitted, a job ahead of the records, so
+# windows timed by the records counted the last window's 2 steps over 1 step's time (2x) and
+# the first window's over 3.
+"$B/hcl-data" synth "$tmp/wide" --rows 2048 --widths 256,128 --classes 8 --seed 3 >/dev/null
+"$B/hcl-train" --data "$tmp/wide" --run-dir "$tmp/pace" --hidden 512,256 --dim 64 --batch-size 512 --threads 1 \
+    --steps 16 --log-every 2 2>"$tmp/pace.log" || { cat "$tmp/pace.log"; fail "pace run failed"; }
+$PY - "$tmp/pace/metrics.jsonl" <<'PY' || fail "samples/s of the first or last window is off the others'"
+import json, sys
+sps = [json.loads(l)["samples_per_s"] for l in open(sys.argv[1])]
+mid = sorted(sps[1:-1])[len(sps[1:-1]) // 2]
+assert len(sps) == 8 and sps[-1] < 1.5 * mid and sps[0] > 0.75 * mid, [round(x) for x in sps]
+PY
 echo "test_train_single: ok"
