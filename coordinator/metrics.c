@@ -124,7 +124,7 @@ static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double sampl
     if (!isnan(val_loss)) json_number(j, "val_loss", val_loss);
     json_int(j, "skipped", m->skipped);
     write_workers(j, ctl, rank0);
-    json_number(j, "time", hcl_wall());
+    json_seconds(j, "time", hcl_wall());
     json_end_object(j);
     append_line(&m->out, json_text(j));
     if (m->tb) tb_line(m->tb, json_text(j));

@@ -7,7 +7,7 @@
  *    ["ce": ...,] "lr": ..., "logit_scale": ..., "grad_norm": ..., "samples_per_s": ...,
  *    ["shares": [rows of each worker],] ["val_loss": ...,] "skipped": K,
  *    ["workers": [{"rank": R, "compute_s": ..., "comm_s": ..., "wait_s": ...}, ...],]
- *    "time": unix seconds}
+ *    "time": unix seconds to the millisecond}
  * S is the number of updates done (the step's index + 1); supcon with a SupCon loss (or a
  * hybrid on SupCon), ce with a hybrid, shares with --balance adaptive, val_loss with
  * --val-data, workers with telemetry (a worker's last step: compute, collectives, waiting for

@@ -324,9 +324,13 @@ run 0 timeout 10 "$ctl" --run-dir job watch --count 3
 [ "$(grep -Ec '^step [0-9]+/1000000 epoch [0-9]+ loss [0-9.]+ lr 0.0005 ' out)" = 3 ] || fail "watch: $(cat out)"
 run 0 timeout 10 "$ctl" --run-dir job --json watch --count 2
 "$py" -c '
-import json
+import json, re, time
 ev = [json.loads(l) for l in open("out")]
-assert len(ev) == 2 and ev[1]["step"] > ev[0]["step"] and ev[0]["state"] == "running", ev' || fail "watch --json: $(cat out)"
+assert len(ev) == 2 and ev[1]["step"] > ev[0]["step"] and ev[0]["state"] == "running", ev
+# times to the millisecond: the wall clock with at most 3 decimals (it had 7), and close to now
+t = re.findall(r"\"(time|eta_s)\": ([-0-9.e+]+)", open("out").read())
+assert len(t) == 4 and all(re.fullmatch(r"\d+(\.\d{1,3})?", v) for k, v in t), t
+assert abs(ev[1]["time"] - time.time()) < 60, ev[1]' || fail "watch --json: $(cat out)"
 # watch until interrupted: SIGINT ends it cleanly
 timeout -s INT 1 "$ctl" --run-dir job watch >out 2>err || true
 [ "$(grep -c '^step ' out)" -ge 5 ] || fail "watch until SIGINT printed $(grep -c '^step ' out) lines"

@@ -76,7 +76,7 @@ static void worker_json(hcl_json *j, const Hcl__WorkerStat *w) {
     json_number(j, "wait_s", w->wait_s);
     json_uint(j, "bytes", w->bytes);
     json_uint(j, "rss_bytes", w->rss_bytes);
-    json_number(j, "last_seen_s", w->last_seen_s);
+    json_seconds(j, "last_seen_s", w->last_seen_s);
     json_number(j, "compute_median_s", w->compute_median_s);
     json_uint(j, "messages", w->messages);
     json_uint(j, "telemetry_dropped", w->telemetry_dropped);
@@ -120,8 +120,8 @@ void print_status_json(const Hcl__StatusBody *b) {
     json_number(j, "lr_scale", b->lr_scale);
     json_number(j, "logit_scale", b->logit_scale);
     json_number(j, "samples_per_s", b->samples_per_s);
-    json_number(j, "eta_s", b->eta_s >= 0 ? b->eta_s : NAN);
-    json_number(j, "elapsed_s", b->elapsed_s);
+    json_seconds(j, "eta_s", b->eta_s >= 0 ? b->eta_s : NAN);
+    json_seconds(j, "elapsed_s", b->elapsed_s);
     json_string(j, "last_checkpoint_path", b->last_checkpoint_path);
     json_int(j, "last_checkpoint_step", b->last_checkpoint_step);
     json_string(j, "last_checkpoint_error", b->last_checkpoint_error);
