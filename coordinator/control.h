@@ -29,9 +29,13 @@
  * removed by control_close. tcp://127.0.0.1:PORT (any 127.x),
  * tcp://[::1]:PORT and tcp://localhost:PORT (PORT may be * for an ephemeral port) need no keys;
  * any other tcp endpoint needs CURVE (curve_secret_file and curve_clients_file) or
- * control_open fails. The watch socket then binds the same host on an ephemeral port.
- * The endpoint actually bound goes to RUN_DIR/control.endpoint (written durably; removed by
- * control_close): line 1 the endpoint, and with CURVE a line `curve-server-key Z85PUBLIC`.
+ * control_open fails. The watch socket then binds the same host on watch_port (--watch-port;
+ * 0, the default: an ephemeral port; a port is refused with an ipc endpoint). The endpoint
+ * bound goes to RUN_DIR/control.endpoint (written durably; removed by control_close): line 1
+ * the endpoint, and with CURVE a line `curve-server-key Z85PUBLIC`. A wildcard host (*,
+ * 0.0.0.0, [::]) binds every interface, but is no address to connect to: the file, the watch
+ * endpoint hclctl gets and control_endpoint() name this host instead (its host name when that
+ * resolves, else its first address other than loopback).
  *
  * CURVE (the control and watch sockets): curve_secret_file holds the server's Z85 secret key
  * (the first line that is not blank or a `#` comment; the file must not be readable by group
@@ -40,7 +44,8 @@
  * a `#` inside a key is a Z85 digit). Other keys get no answer at all.
  * `hclctl keygen DIR --name NAME` writes such key pairs.
  *
- * Telemetry security: control_telemetry_open() binds tcp on an ephemeral port as a CURVE
+ * Telemetry security: control_telemetry_open() binds tcp (--telemetry-port, default an
+ * ephemeral port) as a CURVE
  * server with a fresh per-job server key pair, and makes one fresh per-job client key pair.
  * The ZAP handler accepts on that socket only that one client public key. The coordinator
  * hands the endpoint, the server public key and the client SECRET key to the workers over MPI
@@ -173,11 +178,15 @@ typedef struct hcl_control hcl_control;
 /* Bind the control and watch sockets (see the top of this file) and write
  * RUN_DIR/control.endpoint. run_dir must exist. Returns 0, or -1 with one line in err. */
 int control_open(hcl_control **c, const char *endpoint, const char *run_dir,
-                 const char *curve_secret_file, const char *curve_clients_file, char *err);
+                 const char *curve_secret_file, const char *curve_clients_file, int watch_port, char *err);
 /* Unbinds, closes (never blocks), removes RUN_DIR/control.endpoint. NULL is fine. */
 void control_close(hcl_control *c);
-const char *control_endpoint(const hcl_control *c);        /* as bound, e.g. ipc:///r/control.sock */
+const char *control_endpoint(const hcl_control *c);        /* as clients connect: ipc:///r/control.sock,
+                                                            * tcp://HOST:5555 for tcp://0.0.0.0:5555 */
 const char *control_watch_endpoint(const hcl_control *c);
+/* One log line: where clients connect (and where it is bound when that differs: a wildcard),
+ * the watch endpoint, the telemetry endpoint once open, CURVE. */
+void control_log(const hcl_control *c);
 
 /* Wait up to timeout_ms (0: just look) for traffic on any socket, then handle what is there
  * (a bounded amount): answer STATUS (from *st; NULL answers CTL_ERROR_BUSY) and WATCH,
@@ -195,11 +204,14 @@ void control_reply_error(hcl_control *c, const ctl_request *rq, enum ctl_error c
 /* One StepEvent from *st to the watchers (dropped when nobody listens or they lag). */
 void control_publish(hcl_control *c, const hcl_status *st);
 
-/* Telemetry: bind a CURVE PULL socket on tcp://HOST:* (HOST NULL: every interface, and the
- * endpoint reported names gethostname()), for workers 0..nworkers-1. Fills what the workers
- * need for telemetry_open(): endpoint (tcp://HOST:PORT), the server public key and the client
- * secret key (Z85). Once per hcl_control. Returns 0, or -1 with err. */
-int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
+/* Telemetry: bind a CURVE PULL socket on port (0: any free port) of HOST; HOST NULL: the
+ * control socket's tcp interface when other hosts reach it by that address, else every
+ * interface, the endpoint reported naming this host (its name when that resolves, else its
+ * first address but loopback). For workers 0..nworkers-1. Fills what the workers need for
+ * telemetry_open(): endpoint (tcp://HOST:PORT), the server public key and the client secret
+ * key (Z85). Once per hcl_control. Returns 0, or -1 with err (naming --telemetry-port when
+ * port is taken). */
+int control_telemetry_open(hcl_control *c, int nworkers, const char *host, int port,
                            char endpoint[CONTROL_ENDPOINT_MAX],
                            char server_public[CONTROL_KEY_Z85],
                            char client_secret[CONTROL_KEY_Z85], char *err);

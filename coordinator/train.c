@@ -18,12 +18,13 @@ int run_control_open(hcl_run *r, int nworkers, char *err) {
     const hcl_config *c = &r->cfg;
     if (control_open(&r->ctl, c->control[0] ? c->control : NULL, c->run_dir,
                      c->control_secret[0] ? c->control_secret : NULL,
-                     c->control_clients[0] ? c->control_clients : NULL, err) != 0)
+                     c->control_clients[0] ? c->control_clients : NULL, (int)c->watch_port, err) != 0)
         return -1;
     hcl_setup *t = &r->tel_setup;
-    if (control_telemetry_open(r->ctl, nworkers, NULL, t->tel_endpoint, t->tel_server_public,
+    if (control_telemetry_open(r->ctl, nworkers, NULL, (int)c->telemetry_port, t->tel_endpoint, t->tel_server_public,
                                t->tel_client_secret, err) != 0)
         return -1;
+    control_log(r->ctl);
     if (c->prometheus[0]) {
         if (prom_open(&r->prom, c->prometheus, r->st.prometheus_address, sizeof r->st.prometheus_address, err) != 0)
             return -1;

@@ -40,7 +40,7 @@ typedef struct {
 static void open_worker_telemetry(fake_job *j, int nworkers, int telemetry) {
     char ep[CONTROL_ENDPOINT_MAX], spub[41], csec[41], err[HCL_ERR_MAX];
     if (nworkers <= 0) return;
-    if (control_telemetry_open(j->c, nworkers, "127.0.0.1", ep, spub, csec, err) != 0) {
+    if (control_telemetry_open(j->c, nworkers, "127.0.0.1", 0, ep, spub, csec, err) != 0) {
         fprintf(stderr, "test_control --serve: %s\n", err);
         exit(1);
     }
@@ -116,7 +116,7 @@ int serve_loop(const char *dir, const char *endpoint, const char *secret, const 
     memset(&j, 0, sizeof j);
     j.dir = dir;
     j.exit_on_stop = exit_on_stop;
-    if (control_open(&j.c, endpoint, dir, secret, clients, err) != 0) {
+    if (control_open(&j.c, endpoint, dir, secret, clients, 0, err) != 0) {
         fprintf(stderr, "test_control --serve: %s\n", err);
         return 1;
     }

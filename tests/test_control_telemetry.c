@@ -51,15 +51,15 @@ static Hcl__ControlReply *status(fixture *fx, uint64_t id) {
 static int open_fixture(fixture *fx) {
     char dir[512], err[HCL_ERR_MAX];
     kit_make_dir(dir, sizeof dir, "telemetry");
-    if (control_open(&fx->c, NULL, dir, NULL, NULL, err) != 0) {
+    if (control_open(&fx->c, NULL, dir, NULL, NULL, 0, err) != 0) {
         CHECK(0, "control_open: %s", err);
         return -1;
     }
-    int rc = control_telemetry_open(fx->c, NW, "127.0.0.1", fx->ep, fx->spub, fx->csec, err);
+    int rc = control_telemetry_open(fx->c, NW, "127.0.0.1", 0, fx->ep, fx->spub, fx->csec, err);
     CHECK(rc == 0 && !strncmp(fx->ep, "tcp://127.0.0.1:", 16) && strlen(fx->spub) == 40 &&
           strlen(fx->csec) == 40, "control_telemetry_open: %s", rc ? err : fx->ep);
     if (rc) { control_close(fx->c); return -1; }
-    CHECK(control_telemetry_open(fx->c, NW, "127.0.0.1", fx->ep, fx->spub, fx->csec, err) != 0,
+    CHECK(control_telemetry_open(fx->c, NW, "127.0.0.1", 0, fx->ep, fx->spub, fx->csec, err) != 0,
           "telemetry opened twice");
     CHECK(control_nworkers(fx->c) == NW && control_worker(fx->c, NW) == NULL &&
           control_worker(fx->c, -1) == NULL && control_worker(fx->c, 0)->step == -1,
