@@ -63,12 +63,14 @@
 #ifndef HCL_CONTROL_H
 #define HCL_CONTROL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define CONTROL_MSG_MAX (64 * 1024)   /* larger requests are dropped by ZeroMQ (ZMQ_MAXMSGSIZE) */
 #define CONTROL_QUEUE_MAX 64          /* queued commands; more get CTL_ERROR_BUSY */
 #define CONTROL_ENDPOINT_MAX 256
 #define CONTROL_KEY_Z85 41            /* a Z85 CURVE key: 40 characters + NUL */
+#define CONTROL_HOST_MAX 64           /* a host name (HOST_NAME_MAX) + NUL */
 /* Straggler: a worker whose median compute time over its last CONTROL_STRAGGLER_WINDOW
  * messages is more than CONTROL_STRAGGLER_RATIO times the lower median of all workers'
  * medians (and at least 0.5 ms more); needs 2+ workers with 4+ messages each. */
@@ -115,6 +117,8 @@ void control_status_init(hcl_status *st);
 
 /* One worker's telemetry; filled by control_telemetry.c. */
 typedef struct {
+    int rank;                       /* its MPI rank (its index + 1; 0: the worker in this process) */
+    char host[CONTROL_HOST_MAX];    /* the host it runs on, "" unknown (control_worker_where) */
     int64_t step;                   /* -1: nothing received yet */
     double compute_s, allgather_s, reduce_scatter_s, allreduce_s, wait_s;  /* last step */
     uint64_t bytes, rss_bytes;
@@ -215,6 +219,11 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host, int p
                            char endpoint[CONTROL_ENDPOINT_MAX],
                            char server_public[CONTROL_KEY_Z85],
                            char client_secret[CONTROL_KEY_Z85], char *err);
+/* Where worker index runs: its MPI rank and host name (the setup exchange, main.c), for hclctl
+ * status and the messages naming it. Before, a worker is rank index + 1 on an unknown host. */
+void control_worker_where(hcl_control *c, int index, int rank, const char *host);
+/* "worker 1 (rank 2 on host h3)" (or "... (rank 2)" when the host is unknown) into out. */
+const char *control_worker_name(const hcl_control *c, int index, char *out, size_t cap);
 int control_nworkers(const hcl_control *c);                 /* 0 before telemetry_open */
 const hcl_worker_stat *control_worker(const hcl_control *c, int rank);  /* NULL out of range */
 /* The worker silent for the longest time if that is more than timeout_s seconds (a worker

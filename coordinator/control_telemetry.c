@@ -162,6 +162,7 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host, int p
     c->median_scratch = hcl_calloc((size_t)nworkers, sizeof *c->median_scratch);
     c->telemetry_start = hcl_now();
     for (int i = 0; i < nworkers; i++) {
+        c->workers[i].s.rank = i + 1;
         c->workers[i].s.step = -1;
         c->workers[i].s.in_step = -1;
         c->workers[i].s.phase_done = -1.0;
@@ -172,6 +173,20 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host, int p
     memset(ssec, 0, sizeof ssec);
     memset(csec, 0, sizeof csec);
     return 0;
+}
+
+void control_worker_where(hcl_control *c, int index, int rank, const char *host) {
+    if (index < 0 || index >= c->nworkers) return;
+    c->workers[index].s.rank = rank;
+    snprintf(c->workers[index].s.host, sizeof c->workers[index].s.host, "%s", host ? host : "");
+}
+
+const char *control_worker_name(const hcl_control *c, int index, char *out, size_t cap) {
+    const hcl_worker_stat *w = control_worker(c, index);
+    if (!w) snprintf(out, cap, "worker %d", index);
+    else if (!w->host[0]) snprintf(out, cap, "worker %d (rank %d)", index, w->rank);
+    else snprintf(out, cap, "worker %d (rank %d on host %s)", index, w->rank, w->host);
+    return out;
 }
 
 int control_nworkers(const hcl_control *c) { return c->nworkers; }

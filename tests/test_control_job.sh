@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The control plane against a real mpirun job (coordinator + 2 workers) over real sockets:
 # status while training (answered within 100 ms; the worker table with each worker's dropped
-# telemetry count; 36,000 requests from 20 clients all answered, no memory growth), pause (no progress, no CPU on any rank),
+# telemetry count; each worker's index, rank and host there and in the start line; 36,000 requests from 20 clients all answered, no memory growth), pause (no progress, no CPU on any rank),
 # resume, checkpoint on request, set lr visible in metrics at the reported step, 10,000 random
 # and truncated messages, stop (exit 0 after a checkpoint); CURVE on a non-loopback endpoint
 # (authorised key answered, unknown key refused, no keys refused); a wildcard named by this
@@ -43,6 +43,12 @@ started+=("$mp")
 for _ in $(seq 100); do [ -s "$tmp/run/metrics.jsonl" ] && [ -f "$tmp/run/control.endpoint" ] && break; sleep 0.1; done
 [ -f "$tmp/run/control.endpoint" ] || fail "the job wrote no control.endpoint"
 [ "$(stat -c %a "$(sed -n '1s|^ipc://||p' "$tmp/run/control.endpoint")")" = 600 ] || fail "control socket is not owner-only"
+# the start line names each worker's rank and host, and status's table and --json the same
+h=$(hostname)
+grep -q "2 workers: ranks 1-2 on $h (" "$tmp/job.log" || fail "the start line does not name the workers' ranks and host: $(grep training "$tmp/job.log")"
+"$B/hclctl" --run-dir "$tmp/run" status | grep -Eq "^ +1 +2 +$h " || fail "status: no row 'worker 1, rank 2, host $h'"
+[ "$(ctl --json status | jget '[(w["index"], w["rank"], w["host"]) for w in d["workers"]]')" = "[(0, 1, '$h'), (1, 2, '$h')]" ] ||
+    fail "status --json: workers' index, rank, host: $(ctl --json status)"
 
 # status while training: every request answered within 100 ms (round trip on one connection)
 "$B/test_control" --latency "$(head -1 "$tmp/run/control.endpoint")" 100 || fail "status not answered within 100 ms"
@@ -207,7 +213,8 @@ kill -0 $mp 2>/dev/null && fail "the job still runs 30 s after a worker stopped"
 wait $mp || rc=$?
 secs=$(( $(date +%s) - t0 ))
 [ $rc != 0 ] || fail "exit 0 after a lost worker"
-grep -q "worker 1 (rank 2) silent for" "$tmp/job.log" || fail "no line names the lost worker"
+grep -Eq "worker 1 \(rank 2 on host $(hostname)\) silent for [0-9]+\.[0-9] s" "$tmp/job.log" ||
+    fail "no line names the lost worker by index, rank and host: $(grep silent "$tmp/job.log")"
 [ -z "$(pgrep -f "$tmp/run3" || true)" ] || fail "processes left after the lost worker"
 latest="$tmp/run3/checkpoints/$(cat "$tmp/run3/checkpoints/latest")"
 "$B/hcl-train" "${job[@]}" --resume "$latest" --run-dir "$tmp/run4" --steps 1 >/dev/null 2>&1 &
@@ -221,7 +228,7 @@ p=$!
 started+=("$p")
 for _ in $(seq 100); do grep -q "resuming from" "$tmp/r4.log" && break; sleep 0.1; done
 kill -INT $p; wait $p || fail "resume from the last checkpoint of the lost job failed"
-echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2); last checkpoint intact"
+echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2 on host $(hostname)); last checkpoint intact"
 # a coordinator that stops (SIGSTOP): the workers get no batch and end the job themselves
 mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run5" >"$tmp/job.log" 2>&1 &
 mp=$!

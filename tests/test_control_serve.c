@@ -44,6 +44,11 @@ static void open_worker_telemetry(fake_job *j, int nworkers, int telemetry) {
         fprintf(stderr, "test_control --serve: %s\n", err);
         exit(1);
     }
+    for (int i = 0; i < nworkers; i++) {   /* as hcl-train learns them at startup */
+        char host[32];
+        snprintf(host, sizeof host, "hclh%d", i + 2);
+        control_worker_where(j->c, i, i + 1, host);
+    }
     if (!telemetry) return;
     if (telemetry_open(&j->tel, ep, spub, csec, 0, err) != 0) {
         fprintf(stderr, "test_control --serve: %s\n", err);

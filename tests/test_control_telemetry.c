@@ -64,6 +64,13 @@ static int open_fixture(fixture *fx) {
     CHECK(control_nworkers(fx->c) == NW && control_worker(fx->c, NW) == NULL &&
           control_worker(fx->c, -1) == NULL && control_worker(fx->c, 0)->step == -1,
           "worker table before telemetry");
+    /* workers named by index, rank and host (the host learnt at startup) */
+    char name[128];
+    CHECK(!strcmp(control_worker_name(fx->c, 0, name, sizeof name), "worker 0 (rank 1)"), "unknown host: %s", name);
+    control_worker_where(fx->c, 1, 2, "hclh3");
+    CHECK(!strcmp(control_worker_name(fx->c, 1, name, sizeof name), "worker 1 (rank 2 on host hclh3)") &&
+          control_worker(fx->c, 1)->rank == 2 && !strcmp(control_worker(fx->c, 1)->host, "hclh3"),
+          "worker 1 named %s", name);
     CHECK(telemetry_rss_bytes() > 1 << 20, "rss %llu", (unsigned long long)telemetry_rss_bytes());
     for (int i = 0; i < NW; i++) {
         rc = telemetry_open(&fx->t[i], fx->ep, fx->spub, fx->csec, i, err);

@@ -16,6 +16,7 @@ common=(--hidden 64,32 --dim 16 --batch-size 128 --threads 1 --log-every 5)
 # 1. The loss falls and metrics.jsonl holds the required keys.
 "$B/hcl-train" --data "$tmp/data" --val-data "$tmp/val" --run-dir "$tmp/r1" "${common[@]}" \
     --steps 60 --lr 0.003 --seed 7 2>"$tmp/r1.log" || { cat "$tmp/r1.log"; fail "training run failed"; }
+grep -q "one process on $(hostname)\$" "$tmp/r1.log" || fail "the start line does not name the host: $(grep training "$tmp/r1.log")"
 $PY - "$tmp/r1/metrics.jsonl" <<'PY' || fail "metrics check"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -121,12 +122,19 @@ grep -q -- "--log-level debug|info|warn|error" "$tmp/help" || fail "--help lacks
 # worker in this process computes each job as it is submitted, a job ahead of the records, so
 # windows timed by the records counted the last window's 2 steps over 1 step's time (2x).
 "$B/hcl-data" synth "$tmp/wide" --rows 2048 --widths 256,128 --classes 8 --seed 3 >/dev/null
-"$B/hcl-train" --data "$tmp/wide" --run-dir "$tmp/pace" --hidden 512,256 --dim 64 --batch-size 512 --threads 1 \
-    --steps 16 --log-every 2 2>"$tmp/pace.log" || { cat "$tmp/pace.log"; fail "pace run failed"; }
-$PY - "$tmp/pace/metrics.jsonl" <<'PY' || fail "samples/s of the last window is off the others'"
+# against the window before it (the nearest in time: this machine's load changes the pace); a
+# try of three that passes is enough (the error was there every time)
+pace_ok=0
+for try in 1 2 3; do
+    "$B/hcl-train" --data "$tmp/wide" --run-dir "$tmp/pace$try" --hidden 512,256 --dim 64 --batch-size 512 --threads 1 \
+        --steps 16 --log-every 2 2>"$tmp/pace.log" || { cat "$tmp/pace.log"; fail "pace run failed"; }
+    $PY - "$tmp/pace$try/metrics.jsonl" <<'PY' && { pace_ok=1; break; }
 import json, sys
 sps = [json.loads(l)["samples_per_s"] for l in open(sys.argv[1])]
-mid = sorted(sps[1:-1])[len(sps[1:-1]) // 2]
-assert len(sps) == 8 and sps[-1] < 1.5 * mid, [round(x) for x in sps]
+ok = len(sps) == 8 and sps[-1] < 1.5 * sps[-2]
+print(f"samples/s of the windows, try: {[round(x) for x in sps]}", file=sys.stderr)
+sys.exit(0 if ok else 1)
 PY
+done
+[ $pace_ok = 1 ] || fail "samples/s of the last window was 1.5x the one before it in three runs"
 echo "test_train_single: ok"
