@@ -75,6 +75,10 @@ static const hcl_opt options[] = {
      F(eval_rows)},
     {"control", HCL_OPT_STR, "", "control endpoint (default: ipc socket RUN_DIR/control.sock; "
      "tcp://127.0.0.1:PORT; others need CURVE)", F(control), .meta = "ENDPOINT"},
+    {"watch-port", HCL_OPT_INT, "0", "tcp port of the watch socket (hclctl watch) on the interface of a tcp "
+     "--control (0: any free port)", F(watch_port), .hi = 65535, .meta = "PORT"},
+    {"telemetry-port", HCL_OPT_INT, "0", "tcp port rank 0 takes the workers' telemetry and heartbeats on "
+     "(0: any free port)", F(telemetry_port), .hi = 65535, .meta = "PORT"},
     {"control-secret", HCL_OPT_PATH, "", "CURVE secret key file of the control socket (hclctl keygen)",
      F(control_secret), .meta = "FILE"},
     {"control-clients", HCL_OPT_PATH, "", "file of authorised client public keys, one a line",

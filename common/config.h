@@ -58,6 +58,8 @@ typedef struct {
     int64_t eval_rows;
     /* control plane */
     char control[HCL_PATH_MAX];
+    int64_t watch_port;
+    int64_t telemetry_port;
     char control_secret[HCL_PATH_MAX];
     char control_clients[HCL_PATH_MAX];
     /* monitoring */

@@ -129,6 +129,19 @@ void json_number(hcl_json *j, const char *key, double x) {
     puts_(j, s);
 }
 
+void json_seconds(hcl_json *j, const char *key, double x) {
+    if (!isfinite(x) || fabs(x) >= 1e15) {   /* past 1e15 the double has no millisecond left */
+        json_number(j, key, x);
+        return;
+    }
+    char s[40];
+    int n = snprintf(s, sizeof s, "%.3f", x);
+    while (s[n - 1] == '0') s[--n] = 0;   /* "2.500" -> "2.5", "3.000" -> "3" */
+    if (s[n - 1] == '.') s[--n] = 0;
+    member(j, key);
+    puts_(j, strcmp(s, "-0") ? s : "0");
+}
+
 void json_int(hcl_json *j, const char *key, int64_t x) {
     char s[32];
     snprintf(s, sizeof s, "%lld", (long long)x);

@@ -4,9 +4,9 @@
  *
  * Every number is written as the shortest of %.15g, %.16g, %.17g that reads back to the same
  * double (so a float or double value survives the round trip bit for bit); a non-finite number
- * is null. Strings are escaped (quotes, backslashes, control characters) and come out valid
- * UTF-8: each byte that starts no valid character is U+FFFD. Separators are ", "
- * and ": ", so a line reads `{"step": 3, "loss": 2.5}`.
+ * is null; times (json_seconds) are written to the millisecond. Strings are escaped (quotes,
+ * backslashes, control characters) and come out valid UTF-8: each byte that starts no valid
+ * character is U+FFFD. Separators are ", " and ": ", so a line reads `{"step": 3, "loss": 2.5}`.
  *
  *   hcl_json j; json_init(&j);
  *   json_begin_object(&j, NULL); json_int(&j, "step", 3); json_number(&j, "loss", 2.5);
@@ -40,6 +40,10 @@ void json_end_object(hcl_json *j);
 void json_begin_array(hcl_json *j, const char *key);
 void json_end_array(hcl_json *j);
 void json_number(hcl_json *j, const char *key, double x);
+/* Seconds, a wall-clock time or a duration, to the millisecond ("%.3f" without its trailing
+ * zeros: 1796424725.944, 2.5, 3): a time of today read back as a double keeps its
+ * milliseconds, and the line carries no digits below them. */
+void json_seconds(hcl_json *j, const char *key, double x);
 void json_int(hcl_json *j, const char *key, int64_t x);
 void json_uint(hcl_json *j, const char *key, uint64_t x);
 void json_string(hcl_json *j, const char *key, const char *s);

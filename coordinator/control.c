@@ -140,7 +140,7 @@ static void control_free(hcl_control *c) {
 }
 
 int control_open(hcl_control **cp, const char *endpoint, const char *run_dir,
-                 const char *curve_secret_file, const char *curve_clients_file, char *err) {
+                 const char *curve_secret_file, const char *curve_clients_file, int watch_port, char *err) {
     *cp = NULL;
     if (endpoint && !*endpoint) endpoint = NULL;
     if (!run_dir || !*run_dir) return hcl_err(err, "control: no run directory");
@@ -164,13 +164,22 @@ int control_open(hcl_control **cp, const char *endpoint, const char *run_dir,
     }
     make_sockets(c, secret, host[0] == '[');
     memset(secret, 0, sizeof secret);
-    if (control_bind(c, endpoint, kind, host, err) != 0) {
+    if (control_bind(c, endpoint, kind, host, watch_port, err) != 0) {
         control_free(c);
         return -1;
     }
-    LOG_INFO("control: %s (watch %s)%s", c->endpoint, c->watch_endpoint, c->curve ? ", CURVE" : "");
     *cp = c;
     return 0;
+}
+
+void control_log(const hcl_control *c) {
+    char tel[CONTROL_ENDPOINT_MAX + 16] = "";
+    if (c->pull) snprintf(tel, sizeof tel, ", telemetry %s", c->telemetry_endpoint);
+    if (strcmp(c->endpoint, c->bound_endpoint) != 0)
+        LOG_INFO("control: %s, bound as %s (watch %s%s)%s", c->endpoint, c->bound_endpoint, c->watch_endpoint,
+                 tel, c->curve ? ", CURVE" : "");
+    else
+        LOG_INFO("control: %s (watch %s%s)%s", c->endpoint, c->watch_endpoint, tel, c->curve ? ", CURVE" : "");
 }
 
 const char *control_endpoint(const hcl_control *c) { return c->endpoint; }

@@ -29,9 +29,13 @@
  * removed by control_close. tcp://127.0.0.1:PORT (any 127.x),
  * tcp://[::1]:PORT and tcp://localhost:PORT (PORT may be * for an ephemeral port) need no keys;
  * any other tcp endpoint needs CURVE (curve_secret_file and curve_clients_file) or
- * control_open fails. The watch socket then binds the same host on an ephemeral port.
- * The endpoint actually bound goes to RUN_DIR/control.endpoint (written durably; removed by
- * control_close): line 1 the endpoint, and with CURVE a line `curve-server-key Z85PUBLIC`.
+ * control_open fails. The watch socket then binds the same host on watch_port (--watch-port;
+ * 0, the default: an ephemeral port; a port is refused with an ipc endpoint). The endpoint
+ * bound goes to RUN_DIR/control.endpoint (written durably; removed by control_close): line 1
+ * the endpoint, and with CURVE a line `curve-server-key Z85PUBLIC`. A wildcard host (*,
+ * 0.0.0.0, [::]) binds every interface, but is no address to connect to: the file, the watch
+ * endpoint hclctl gets and control_endpoint() name this host instead (its host name when that
+ * resolves, else its first address other than loopback).
  *
  * CURVE (the control and watch sockets): curve_secret_file holds the server's Z85 secret key
  * (the first line that is not blank or a `#` comment; the file must not be readable by group
@@ -40,7 +44,8 @@
  * a `#` inside a key is a Z85 digit). Other keys get no answer at all.
  * `hclctl keygen DIR --name NAME` writes such key pairs.
  *
- * Telemetry security: control_telemetry_open() binds tcp on an ephemeral port as a CURVE
+ * Telemetry security: control_telemetry_open() binds tcp (--telemetry-port, default an
+ * ephemeral port) as a CURVE
  * server with a fresh per-job server key pair, and makes one fresh per-job client key pair.
  * The ZAP handler accepts on that socket only that one client public key. The coordinator
  * hands the endpoint, the server public key and the client SECRET key to the workers over MPI
@@ -58,12 +63,14 @@
 #ifndef HCL_CONTROL_H
 #define HCL_CONTROL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define CONTROL_MSG_MAX (64 * 1024)   /* larger requests are dropped by ZeroMQ (ZMQ_MAXMSGSIZE) */
 #define CONTROL_QUEUE_MAX 64          /* queued commands; more get CTL_ERROR_BUSY */
 #define CONTROL_ENDPOINT_MAX 256
 #define CONTROL_KEY_Z85 41            /* a Z85 CURVE key: 40 characters + NUL */
+#define CONTROL_HOST_MAX 64           /* a host name (HOST_NAME_MAX) + NUL */
 /* Straggler: a worker whose median compute time over its last CONTROL_STRAGGLER_WINDOW
  * messages is more than CONTROL_STRAGGLER_RATIO times the lower median of all workers'
  * medians (and at least 0.5 ms more); needs 2+ workers with 4+ messages each. */
@@ -111,6 +118,8 @@ void control_status_init(hcl_status *st);
 
 /* One worker's telemetry; filled by control_telemetry.c. */
 typedef struct {
+    int rank;                       /* its MPI rank (its index + 1; 0: the worker in this process) */
+    char host[CONTROL_HOST_MAX];    /* the host it runs on, "" unknown (control_worker_where) */
     int64_t step;                   /* -1: nothing received yet */
     double compute_s, allgather_s, reduce_scatter_s, allreduce_s, wait_s;  /* last step */
     uint64_t bytes, rss_bytes;
@@ -174,11 +183,15 @@ typedef struct hcl_control hcl_control;
 /* Bind the control and watch sockets (see the top of this file) and write
  * RUN_DIR/control.endpoint. run_dir must exist. Returns 0, or -1 with one line in err. */
 int control_open(hcl_control **c, const char *endpoint, const char *run_dir,
-                 const char *curve_secret_file, const char *curve_clients_file, char *err);
+                 const char *curve_secret_file, const char *curve_clients_file, int watch_port, char *err);
 /* Unbinds, closes (never blocks), removes RUN_DIR/control.endpoint. NULL is fine. */
 void control_close(hcl_control *c);
-const char *control_endpoint(const hcl_control *c);        /* as bound, e.g. ipc:///r/control.sock */
+const char *control_endpoint(const hcl_control *c);        /* as clients connect: ipc:///r/control.sock,
+                                                            * tcp://HOST:5555 for tcp://0.0.0.0:5555 */
 const char *control_watch_endpoint(const hcl_control *c);
+/* One log line: where clients connect (and where it is bound when that differs: a wildcard),
+ * the watch endpoint, the telemetry endpoint once open, CURVE. */
+void control_log(const hcl_control *c);
 
 /* Wait up to timeout_ms (0: just look) for traffic on any socket, then handle what is there
  * (a bounded amount): answer STATUS (from *st; NULL answers CTL_ERROR_BUSY) and WATCH,
@@ -196,14 +209,22 @@ void control_reply_error(hcl_control *c, const ctl_request *rq, enum ctl_error c
 /* One StepEvent from *st to the watchers (dropped when nobody listens or they lag). */
 void control_publish(hcl_control *c, const hcl_status *st);
 
-/* Telemetry: bind a CURVE PULL socket on tcp://HOST:* (HOST NULL: every interface, and the
- * endpoint reported names gethostname()), for workers 0..nworkers-1. Fills what the workers
- * need for telemetry_open(): endpoint (tcp://HOST:PORT), the server public key and the client
- * secret key (Z85). Once per hcl_control. Returns 0, or -1 with err. */
-int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
+/* Telemetry: bind a CURVE PULL socket on port (0: any free port) of HOST; HOST NULL: the
+ * control socket's tcp interface when other hosts reach it by that address, else every
+ * interface, the endpoint reported naming this host (its name when that resolves, else its
+ * first address but loopback). For workers 0..nworkers-1. Fills what the workers need for
+ * telemetry_open(): endpoint (tcp://HOST:PORT), the server public key and the client secret
+ * key (Z85). Once per hcl_control. Returns 0, or -1 with err (naming --telemetry-port when
+ * port is taken). */
+int control_telemetry_open(hcl_control *c, int nworkers, const char *host, int port,
                            char endpoint[CONTROL_ENDPOINT_MAX],
                            char server_public[CONTROL_KEY_Z85],
                            char client_secret[CONTROL_KEY_Z85], char *err);
+/* Where worker index runs: its MPI rank and host name (the setup exchange, main.c), for hclctl
+ * status and the messages naming it. Before, a worker is rank index + 1 on an unknown host. */
+void control_worker_where(hcl_control *c, int index, int rank, const char *host);
+/* "worker 1 (rank 2 on host h3)" (or "... (rank 2)" when the host is unknown) into out. */
+const char *control_worker_name(const hcl_control *c, int index, char *out, size_t cap);
 int control_nworkers(const hcl_control *c);                 /* 0 before telemetry_open */
 const hcl_worker_stat *control_worker(const hcl_control *c, int rank);  /* NULL out of range */
 /* The worker silent for the longest time if that is more than timeout_s seconds (a worker

@@ -1,10 +1,16 @@
 /* control_bind: where the control and watch sockets listen (control.h, "Endpoints"): the
  * endpoint's kind, ipc sockets bound owner-only (refused where another job listens, moved to
- * /tmp/hcl-UID when the run directory cannot hold them), tcp binds, and the
+ * /tmp/hcl-UID when the run directory cannot hold them), tcp binds (the watch socket on
+ * --watch-port), the name of this host other hosts reach for a wildcard bind, and the
  * RUN_DIR/control.endpoint file that tells hclctl where to connect. */
 #include "control_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -164,34 +170,97 @@ static int bind_explicit_ipc(hcl_control *c, const char *endpoint, char *err) {
 
 /* ---- tcp ----------------------------------------------------------------------------------- */
 
-/* tcp://HOST:PORT, and the watch socket on the same host at an ephemeral port. */
-static int bind_tcp(hcl_control *c, const char *endpoint, const char *host0, char *err) {
+/* A tcp host that binds every interface: *, 0.0.0.0, [::] (or [::0], ...). */
+int control_host_is_wildcard(const char *host) {
+    char a[INET6_ADDRSTRLEN];
+    size_t n = strlen(host);
+    if (!strcmp(host, "*")) return 1;
+    if (host[0] == '[' && n >= 2 && n - 2 < sizeof a && host[n - 1] == ']') {
+        struct in6_addr v6;
+        memcpy(a, host + 1, n - 2);
+        a[n - 2] = 0;
+        return inet_pton(AF_INET6, a, &v6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&v6);
+    }
+    struct in_addr v4;
+    return inet_pton(AF_INET, host, &v4) == 1 && v4.s_addr == htonl(INADDR_ANY);
+}
+
+/* The first address of an interface that is up and not loopback: IPv4 first, then IPv6 (not
+ * link-local), in brackets. Returns 0, or -1 when there is none. */
+static int first_address(char *out, size_t cap) {
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) != 0) return -1;
+    int found = -1;
+    for (int fam = 0; fam < 2 && found != 0; fam++) {
+        for (struct ifaddrs *i = ifs; i && found != 0; i = i->ifa_next) {
+            if (!i->ifa_addr || !(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
+            char a[INET6_ADDRSTRLEN];
+            if (fam == 0 && i->ifa_addr->sa_family == AF_INET) {
+                inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, a, sizeof a);
+                found = snprintf(out, cap, "%s", a) < (int)cap ? 0 : -1;
+            } else if (fam == 1 && i->ifa_addr->sa_family == AF_INET6) {
+                const struct in6_addr *v6 = &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
+                if (IN6_IS_ADDR_LINKLOCAL(v6) || IN6_IS_ADDR_LOOPBACK(v6)) continue;
+                inet_ntop(AF_INET6, v6, a, sizeof a);
+                found = snprintf(out, cap, "[%s]", a) < (int)cap ? 0 : -1;
+            }
+        }
+    }
+    freeifaddrs(ifs);
+    return found;
+}
+
+int control_reachable_host(char *out, size_t cap, char *err) {
+    char name[256];
+    if (gethostname(name, sizeof name) != 0) return hcl_err(err, "gethostname: %s", strerror(errno));
+    name[sizeof name - 1] = 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(name, NULL, &hints, &res) == 0) {
+        freeaddrinfo(res);
+        if (snprintf(out, cap, "%s", name) < (int)cap) return 0;
+    }
+    if (first_address(out, cap) == 0) return 0;
+    return hcl_err(err, "this host's name '%s' does not resolve and it has no address but loopback: "
+                   "name an address in the endpoint instead of a wildcard", name);
+}
+
+/* tcp://HOST:PORT, and the watch socket on the same host at watch_port (0: any free port). */
+static int bind_tcp(hcl_control *c, const char *endpoint, const char *host0, int watch_port, char *err) {
     /* ZeroMQ binds addresses and interface names, not host names: localhost is 127.0.0.1. */
-    char host[CONTROL_ENDPOINT_MAX], bep[CONTROL_ENDPOINT_MAX + 16], wep[CONTROL_ENDPOINT_MAX + 8];
+    char host[CONTROL_ENDPOINT_MAX], bep[CONTROL_ENDPOINT_MAX + 16], wep[CONTROL_ENDPOINT_MAX + 24];
     snprintf(host, sizeof host, "%s", host0);
     if (!strcmp(host, "localhost")) {
         snprintf(host, sizeof host, "127.0.0.1");
         snprintf(bep, sizeof bep, "tcp://127.0.0.1%s", strrchr(endpoint, ':'));
         endpoint = bep;
     }
-    snprintf(wep, sizeof wep, "tcp://%s:*", host);
+    if (watch_port > 0) snprintf(wep, sizeof wep, "tcp://%s:%d", host, watch_port);
+    else snprintf(wep, sizeof wep, "tcp://%s:*", host);
     if (zmq_bind(c->router, endpoint) != 0)
         return hcl_err(err, "%s: bind: %s", endpoint, zmq_strerror(zmq_errno()));
-    if (zmq_bind(c->pub, wep) != 0)
+    if (zmq_bind(c->pub, wep) != 0) {
+        if (watch_port > 0)
+            return hcl_err(err, "--watch-port %d: %s: bind: %s", watch_port, wep, zmq_strerror(zmq_errno()));
         return hcl_err(err, "%s: bind (watch): %s", wep, zmq_strerror(zmq_errno()));
+    }
+    snprintf(c->tcp_host, sizeof c->tcp_host, "%s", host);
     return 0;
 }
 
-/* A wildcard bind (0.0.0.0, [::]): name this host in what the clients get for the watch socket. */
-static void name_wildcard_watch(hcl_control *c) {
-    char name[200], *port = strrchr(c->watch_endpoint, ':');
-    if ((strstr(c->watch_endpoint, "//0.0.0.0:") || strstr(c->watch_endpoint, "//[::]:")) &&
-        port && gethostname(name, sizeof name) == 0) {
+/* A wildcard bind (*, 0.0.0.0, [::]): what the clients get (control.endpoint, the watch
+ * endpoint) names this host instead, which other hosts can connect to. */
+static int name_wildcard(hcl_control *c, char *err) {
+    char name[CONTROL_ENDPOINT_MAX];
+    if (control_reachable_host(name, sizeof name, err) != 0) return -1;
+    char *eps[2] = {c->endpoint, c->watch_endpoint};
+    for (int i = 0; i < 2; i++) {
         char tmp[CONTROL_ENDPOINT_MAX];
-        name[sizeof name - 1] = 0;
-        snprintf(tmp, sizeof tmp, "tcp://%s%s", name, port);
-        snprintf(c->watch_endpoint, sizeof c->watch_endpoint, "%s", tmp);
+        const char *port = strrchr(eps[i], ':');
+        if (!port || snprintf(tmp, sizeof tmp, "tcp://%s%s", name, port) >= (int)sizeof tmp)
+            return hcl_err(err, "%s: cannot name this host (%s) in it", eps[i], name);
+        snprintf(eps[i], CONTROL_ENDPOINT_MAX, "%s", tmp);
     }
+    return 0;
 }
 
 /* ---- all of it ------------------------------------------------------------------------------ */
@@ -205,14 +274,18 @@ static int write_endpoint_file(hcl_control *c, char *err) {
 }
 
 int control_bind(hcl_control *c, const char *endpoint, enum control_ep_kind kind, const char *host,
-                 char *err) {
+                 int watch_port, char *err) {
+    if (watch_port && (!endpoint || kind == CONTROL_EP_IPC))
+        return hcl_err(err, "--watch-port %d: the watch socket is on a tcp port only with a tcp --control "
+                       "endpoint (this one is %s)", watch_port, endpoint ? endpoint : "the run directory's ipc socket");
     int rc;
     if (!endpoint) rc = bind_default(c, err);
     else if (kind == CONTROL_EP_IPC) rc = bind_explicit_ipc(c, endpoint, err);
-    else rc = bind_tcp(c, endpoint, host, err);
+    else rc = bind_tcp(c, endpoint, host, watch_port, err);
     if (rc != 0) return -1;
     control_last_endpoint(c->router, c->endpoint, sizeof c->endpoint);
     control_last_endpoint(c->pub, c->watch_endpoint, sizeof c->watch_endpoint);
-    if (kind == CONTROL_EP_TCP_OPEN) name_wildcard_watch(c);
+    snprintf(c->bound_endpoint, sizeof c->bound_endpoint, "%s", c->endpoint);
+    if (kind != CONTROL_EP_IPC && control_host_is_wildcard(host) && name_wildcard(c, err) != 0) return -1;
     return write_endpoint_file(c, err);
 }

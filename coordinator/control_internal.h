@@ -41,8 +41,10 @@ typedef struct {
 struct hcl_control {
     void *ctx;
     void *router, *pub, *zap, *pull;
-    char endpoint[CONTROL_ENDPOINT_MAX];
-    char watch_endpoint[CONTROL_ENDPOINT_MAX];
+    char endpoint[CONTROL_ENDPOINT_MAX];        /* as clients connect (a wildcard named) */
+    char watch_endpoint[CONTROL_ENDPOINT_MAX];  /* as clients connect */
+    char bound_endpoint[CONTROL_ENDPOINT_MAX];  /* as bound, e.g. tcp://0.0.0.0:5555 */
+    char tcp_host[CONTROL_ENDPOINT_MAX];        /* a tcp control endpoint's host as bound, "" ipc */
     char run_dir[PATH_MAX];
     char endpoint_file[PATH_MAX + 32];
     /* ipc socket files to remove at close (only if still the ones bound: same inode) */
@@ -57,6 +59,7 @@ struct hcl_control {
     int nclients;
     /* telemetry (control_telemetry.c) */
     int nworkers;
+    char telemetry_endpoint[CONTROL_ENDPOINT_MAX];   /* as the workers connect */
     control_worker_slot *workers;
     double *median_scratch;         /* nworkers doubles for update_stragglers */
     double telemetry_start;
@@ -88,10 +91,17 @@ enum control_ep_kind { CONTROL_EP_IPC, CONTROL_EP_TCP_LOCAL, CONTROL_EP_TCP_OPEN
  * ("[::1]", "localhost", ...). Returns 0, or -1 with err. */
 int control_endpoint_kind(const char *ep, enum control_ep_kind *kind, char *host, size_t hostcap,
                           char *err);
-/* Bind c->router and c->pub (endpoint NULL: the run directory's default), fill c->endpoint
- * and c->watch_endpoint, write RUN_DIR/control.endpoint. Returns 0, or -1 with err. */
+/* Bind c->router and c->pub (endpoint NULL: the run directory's default; watch_port > 0: the
+ * watch socket's tcp port, only with a tcp endpoint), fill c->endpoint and c->watch_endpoint
+ * (a wildcard host replaced by control_reachable_host), write RUN_DIR/control.endpoint.
+ * Returns 0, or -1 with err. */
 int control_bind(hcl_control *c, const char *endpoint, enum control_ep_kind kind, const char *host,
-                 char *err);
+                 int watch_port, char *err);
+/* 1 when a tcp host binds every interface: *, 0.0.0.0, [::]. */
+int control_host_is_wildcard(const char *host);
+/* The name other hosts reach this one by: its host name when that resolves, else its first
+ * address that is up and not loopback (IPv4 first; IPv6 in brackets). 0, or -1 with err. */
+int control_reachable_host(char *out, size_t cap, char *err);
 /* Remove the ipc socket files this job bound (if they are still the same files). */
 void control_remove_ipc_files(hcl_control *c);
 

@@ -83,6 +83,8 @@ static void fill_workers(const hcl_control *c, Hcl__WorkerStat *ws, Hcl__WorkerS
         const hcl_worker_stat *s = &c->workers[i].s;
         hcl__worker_stat__init(&ws[i]);
         ws[i].rank = i;
+        ws[i].world_rank = s->rank;
+        ws[i].host = (char *)s->host;
         ws[i].step = s->step;
         ws[i].compute_s = s->compute_s;
         ws[i].allgather_s = s->allgather_s;

@@ -106,7 +106,23 @@ int control_telemetry_take(hcl_control *c) {
     return got;
 }
 
-int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
+/* Where the PULL socket binds (bind, e.g. tcp://10.0.0.5:PORT) and the host the workers are
+ * told (name): host if given; else the control socket's tcp interface when it is one other
+ * hosts reach by its address; else every interface, named by control_reachable_host. */
+static int telemetry_where(const hcl_control *c, const char *host, int port,
+                           char bind[CONTROL_ENDPOINT_MAX + 24], char name[CONTROL_ENDPOINT_MAX], char *err) {
+    char p[16] = "*";
+    if (port > 0) snprintf(p, sizeof p, "%d", port);
+    if (!host && c->tcp_host[0] && !control_host_is_wildcard(c->tcp_host) &&
+        strncmp(c->tcp_host, "127.", 4) != 0 && strcmp(c->tcp_host, "[::1]") != 0)
+        host = c->tcp_host;
+    if (host) snprintf(name, CONTROL_ENDPOINT_MAX, "%s", host);
+    else if (control_reachable_host(name, CONTROL_ENDPOINT_MAX, err) != 0) return -1;
+    snprintf(bind, CONTROL_ENDPOINT_MAX + 24, "tcp://%s:%s", host ? host : "*", p);
+    return 0;
+}
+
+int control_telemetry_open(hcl_control *c, int nworkers, const char *host, int port,
                            char endpoint[CONTROL_ENDPOINT_MAX], char server_public[CONTROL_KEY_Z85],
                            char client_secret[CONTROL_KEY_Z85], char *err) {
     if (c->pull) return hcl_err(err, "telemetry: already open");
@@ -115,12 +131,9 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
     if (zmq_curve_keypair(spub, ssec) != 0 || zmq_curve_keypair(cpub, csec) != 0)
         return hcl_err(err, "telemetry: zmq_curve_keypair: %s (libzmq without CURVE?)",
                        zmq_strerror(zmq_errno()));
-    char bind_ep[CONTROL_ENDPOINT_MAX], name[256];
-    if (host) snprintf(name, sizeof name, "%s", host);
-    else if (gethostname(name, sizeof name) != 0) return hcl_err(err, "gethostname: %s", strerror(errno));
-    name[sizeof name - 1] = 0;
-    snprintf(bind_ep, sizeof bind_ep, "tcp://%s:*", host ? host : "*");
-    void *s = control_socket(c->ctx, ZMQ_PULL, host && host[0] == '[');
+    char bind_ep[CONTROL_ENDPOINT_MAX + 24], name[CONTROL_ENDPOINT_MAX];
+    if (telemetry_where(c, host, port, bind_ep, name, err) != 0) return -1;
+    void *s = control_socket(c->ctx, ZMQ_PULL, bind_ep[6] == '[');
     control_sockopt_int(s, ZMQ_RCVHWM, TELEMETRY_RCVHWM);
     int64_t maxmsg = TELEMETRY_MSG_MAX;
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
@@ -130,23 +143,26 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
     if (zmq_bind(s, bind_ep) != 0) {
         int e = zmq_errno();
         zmq_close(s);
+        if (port > 0) return hcl_err(err, "--telemetry-port %d: %s: bind: %s", port, bind_ep, zmq_strerror(e));
         return hcl_err(err, "telemetry: %s: bind: %s", bind_ep, zmq_strerror(e));
     }
     char last[CONTROL_ENDPOINT_MAX];
     control_last_endpoint(s, last, sizeof last);
-    const char *port = strrchr(last, ':');
-    if (snprintf(endpoint, CONTROL_ENDPOINT_MAX, "tcp://%s:%s", name, port ? port + 1 : "0") >=
+    const char *bound_port = strrchr(last, ':');
+    if (snprintf(endpoint, CONTROL_ENDPOINT_MAX, "tcp://%s:%s", name, bound_port ? bound_port + 1 : "0") >=
         CONTROL_ENDPOINT_MAX) {
         zmq_close(s);
         return hcl_err(err, "telemetry: host name too long: %s", name);
     }
     c->pull = s;
+    snprintf(c->telemetry_endpoint, sizeof c->telemetry_endpoint, "%s", endpoint);
     zmq_z85_decode(c->telemetry_client, cpub);
     c->nworkers = nworkers;
     c->workers = hcl_calloc((size_t)nworkers, sizeof *c->workers);
     c->median_scratch = hcl_calloc((size_t)nworkers, sizeof *c->median_scratch);
     c->telemetry_start = hcl_now();
     for (int i = 0; i < nworkers; i++) {
+        c->workers[i].s.rank = i + 1;
         c->workers[i].s.step = -1;
         c->workers[i].s.in_step = -1;
         c->workers[i].s.phase_done = -1.0;
@@ -157,6 +173,20 @@ int control_telemetry_open(hcl_control *c, int nworkers, const char *host,
     memset(ssec, 0, sizeof ssec);
     memset(csec, 0, sizeof csec);
     return 0;
+}
+
+void control_worker_where(hcl_control *c, int index, int rank, const char *host) {
+    if (index < 0 || index >= c->nworkers) return;
+    c->workers[index].s.rank = rank;
+    snprintf(c->workers[index].s.host, sizeof c->workers[index].s.host, "%s", host ? host : "");
+}
+
+const char *control_worker_name(const hcl_control *c, int index, char *out, size_t cap) {
+    const hcl_worker_stat *w = control_worker(c, index);
+    if (!w) snprintf(out, cap, "worker %d", index);
+    else if (!w->host[0]) snprintf(out, cap, "worker %d (rank %d)", index, w->rank);
+    else snprintf(out, cap, "worker %d (rank %d on host %s)", index, w->rank, w->host);
+    return out;
 }
 
 int control_nworkers(const hcl_control *c) { return c->nworkers; }

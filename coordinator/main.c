@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -28,6 +29,17 @@ static int world_on_one_host(void) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     MPI_Comm_free(&node);
     return here == size;
+}
+
+/* Every rank's host name at rank 0 (collective: every rank calls it), hosts[r] of rank r; NULL
+ * on the other ranks. Workers are then named by rank and host in status and messages. */
+static char (*gather_hosts(int rank, int size))[CONTROL_HOST_MAX] {
+    char mine[CONTROL_HOST_MAX] = "";
+    if (gethostname(mine, sizeof mine) != 0) snprintf(mine, sizeof mine, "?");
+    mine[sizeof mine - 1] = 0;
+    char (*hosts)[CONTROL_HOST_MAX] = rank == 0 ? hcl_calloc((size_t)size, sizeof *hosts) : NULL;
+    MPI_Gather(mine, CONTROL_HOST_MAX, MPI_CHAR, hosts, CONTROL_HOST_MAX, MPI_CHAR, 0, MPI_COMM_WORLD);
+    return hosts;
 }
 
 /* Open MPI's start (MPI_Init of a singleton: its components and their libraries), measured:
@@ -102,6 +114,7 @@ int main(int argc, char **argv) {
     }
 
     const int one_host = size > 1 && world_on_one_host();   /* --data-plane auto */
+    char (*hosts)[CONTROL_HOST_MAX] = gather_hosts(rank, size);
     hcl_run run;
     hcl_setup su;
     memset(&su, 0, sizeof su);
@@ -112,7 +125,7 @@ int main(int argc, char **argv) {
              hcl_err(err, "--batch-size: %lld rows cannot be split among %d workers",
                      (long long)run.batch, size - 1)) ||
             run_check_memory(&run, size - 1, err) != 0 || run_resume(&run, err) != 0 || run_open_dir(&run, err) != 0 ||
-            run_control_open(&run, size > 1 ? size - 1 : 1, err) != 0) {
+            run_control_open(&run, size, hosts, err) != 0) {
             fprintf(stderr, "hcl-train: %s\n", err);
             su.status = 2;
         } else {
@@ -138,6 +151,7 @@ int main(int argc, char **argv) {
         if (workers != MPI_COMM_NULL) MPI_Comm_free(&workers);
     }
     if (rank == 0) run_free(&run);
+    free(hosts);
     MPI_Finalize();
     return code;
 }

@@ -33,13 +33,15 @@ void metrics_start(hcl_metrics *m, const hcl_model_config *mc, const hcl_loss_co
     m->batch = batch;
     m->steps_per_epoch = steps_per_epoch;
     m->tty = isatty(STDERR_FILENO);
-    m->t_start = m->t_window = hcl_now();
-    m->t_last_step = hcl_now();
+    m->t_start = m->t_window = m->t_done = hcl_now();
+    m->t_last_step = m->t_start;
 }
+
+void metrics_done(hcl_metrics *m, double t) { m->t_done = t; }
 
 void metrics_step(hcl_metrics *m, const hcl_step_result *res, hcl_status *st) {
     m->window_steps++;
-    double now = hcl_now();
+    const double now = m->t_done;
     m->step_s = m->step_s ? 0.9 * m->step_s + 0.1 * (now - m->t_last_step) : now - m->t_last_step;
     m->t_last_step = now;
     st->step = res->step + 1;
@@ -122,7 +124,7 @@ static void write_line(hcl_metrics *m, int64_t step, int64_t epoch, double sampl
     if (!isnan(val_loss)) json_number(j, "val_loss", val_loss);
     json_int(j, "skipped", m->skipped);
     write_workers(j, ctl, rank0);
-    json_number(j, "time", hcl_wall());
+    json_seconds(j, "time", hcl_wall());
     json_end_object(j);
     append_line(&m->out, json_text(j));
     if (m->tb) tb_line(m->tb, json_text(j));
@@ -149,13 +151,15 @@ static void progress(const hcl_metrics *m, int64_t step, int64_t epoch, double s
 void metrics_write(hcl_metrics *m, int val_batches, const int64_t *split, int nw, const hcl_control *ctl,
                    int rank0) {
     const int64_t done = m->logged.step + 1, epoch = m->logged.step / m->steps_per_epoch;
-    const double now = hcl_now();
-    const double sps = m->window_steps * m->batch / (now - m->t_window);
+    /* the window: from the end of the job before its first step to the end of the logged step
+     * (validation batches after it are not training time) */
+    const double now = m->t_last_step;
+    const double sps = now > m->t_window ? m->window_steps * m->batch / (now - m->t_window) : 0.0;
     const double eta = (m->total_steps - done) * (now - m->t_start) / (done - m->start_step);
     const double vl = val_batches > 0 ? m->val_sum / val_batches : NAN;
     write_line(m, done, epoch, sps, vl, split, nw, ctl, rank0);
     progress(m, done, epoch, sps, eta, vl);
-    m->t_window = hcl_now();
+    m->t_window = m->t_done;
     m->window_steps = 0;
 }
 
@@ -173,7 +177,7 @@ void metrics_in_step(const hcl_metrics *m, int64_t step, double secs, const char
 }
 
 void metrics_pause(hcl_metrics *m) {
-    m->t_window = m->t_last_step = hcl_now();
+    m->t_window = m->t_last_step = m->t_done = hcl_now();
     m->window_steps = 0;
 }
 

@@ -7,7 +7,7 @@
  *    ["ce": ...,] "lr": ..., "logit_scale": ..., "grad_norm": ..., "samples_per_s": ...,
  *    ["shares": [rows of each worker],] ["val_loss": ...,] "skipped": K,
  *    ["workers": [{"rank": R, "compute_s": ..., "comm_s": ..., "wait_s": ...}, ...],]
- *    "time": unix seconds}
+ *    "time": unix seconds to the millisecond}
  * S is the number of updates done (the step's index + 1); supcon with a SupCon loss (or a
  * hybrid on SupCon), ce with a hybrid, shares with --balance adaptive, val_loss with
  * --val-data, workers with telemetry (a worker's last step: compute, collectives, waiting for
@@ -23,7 +23,7 @@
  * a log line. samples/s is over the steps since the last logged step, the ETA from the run's
  * mean pace since its start.
  *
- * Exports: hcl_metrics, metrics_open / metrics_close, metrics_start, metrics_step,
+ * Exports: hcl_metrics, metrics_open / metrics_close, metrics_start, metrics_done, metrics_step,
  * metrics_logged, metrics_val, metrics_write, metrics_pause, metrics_in_step, metrics_put, metrics_final_eval,
  * metrics_flush, metrics_end. */
 #ifndef HCL_METRICS_H
@@ -50,7 +50,8 @@ typedef struct {
     int64_t total_steps, start_step, batch, steps_per_epoch;
     int tty;                    /* stderr is a terminal */
     double t_start;
-    /* the steps since the last logged one */
+    double t_done;              /* when the job being recorded was finished (metrics_done) */
+    /* the steps since the last logged one, from when the job before them finished */
     double t_window;
     int64_t window_steps;
     double t_last_step, step_s; /* a step's seconds, smoothed: hclctl status's pace */
@@ -68,6 +69,10 @@ void metrics_close(hcl_metrics *m);
 /* The run starts (its clock too). */
 void metrics_start(hcl_metrics *m, const hcl_model_config *mc, const hcl_loss_config *lc, int64_t total_steps,
                    int64_t start_step, int64_t batch, int64_t steps_per_epoch);
+/* When the job about to be recorded was finished (the transport's await): the clock of the
+ * step times and of samples/s, so a worker that runs ahead of the records (the one in this
+ * process computes each job as it is submitted) is timed by its work, not by the records. */
+void metrics_done(hcl_metrics *m, double t);
 /* A training step's result: the status numbers in st (step, epoch, loss, lr, logit scale,
  * samples/s, ETA, elapsed), the skipped count (and a warning when this one was skipped). */
 void metrics_step(hcl_metrics *m, const hcl_step_result *res, hcl_status *st);

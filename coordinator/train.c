@@ -15,16 +15,23 @@
 #include "transport.h"
 #include "util.h"
 
-int run_control_open(hcl_run *r, int nworkers, char *err) {
+int run_control_open(hcl_run *r, int world_size, char (*hosts)[CONTROL_HOST_MAX], char *err) {
     const hcl_config *c = &r->cfg;
+    const int nworkers = world_size > 1 ? world_size - 1 : 1;
+    r->hosts = hosts;
     if (control_open(&r->ctl, c->control[0] ? c->control : NULL, c->run_dir,
                      c->control_secret[0] ? c->control_secret : NULL,
-                     c->control_clients[0] ? c->control_clients : NULL, err) != 0)
+                     c->control_clients[0] ? c->control_clients : NULL, (int)c->watch_port, err) != 0)
         return -1;
     hcl_setup *t = &r->tel_setup;
-    if (control_telemetry_open(r->ctl, nworkers, NULL, t->tel_endpoint, t->tel_server_public,
+    if (control_telemetry_open(r->ctl, nworkers, NULL, (int)c->telemetry_port, t->tel_endpoint, t->tel_server_public,
                                t->tel_client_secret, err) != 0)
         return -1;
+    for (int i = 0; i < nworkers; i++) {   /* worker i on rank i + 1, or in this process */
+        const int rank = world_size > 1 ? i + 1 : 0;
+        control_worker_where(r->ctl, i, rank, hosts ? hosts[rank] : NULL);
+    }
+    control_log(r->ctl);
     if (c->prometheus[0]) {
         if (prom_open(&r->prom, c->prometheus, r->st.prometheus_address, sizeof r->st.prometheus_address, err) != 0)
             return -1;
@@ -76,9 +83,10 @@ static void check_workers(hcl_run *r) {
     int w = control_silent_worker(r->ctl, r->cfg.worker_timeout);
     if (w < 0) return;
     const hcl_worker_stat *ws = control_worker(r->ctl, w);
-    char why[256];
-    snprintf(why, sizeof why, "worker %d (rank %d) silent for %.0f s (--worker-timeout %.0f): lost", w, w + 1,
-             ws ? now - ws->last_seen : 0.0, r->cfg.worker_timeout);
+    char name[CONTROL_HOST_MAX + 64], why[CONTROL_HOST_MAX + 160];
+    snprintf(why, sizeof why, "%s silent for %.1f s (--worker-timeout %.0f): lost",
+             control_worker_name(r->ctl, w, name, sizeof name), ws ? now - ws->last_seen : 0.0,
+             r->cfg.worker_timeout);
     LOG_ERROR("%s; aborting the job; the last checkpoint is %s", why,
               r->last_ckpt_path[0] ? r->last_ckpt_path : "none");
     metrics_event(&r->metrics, r->st.step, "abort", -1, why);   /* hcl-run ends a stuck mpirun on it */
@@ -234,6 +242,26 @@ static void record(hcl_run *r, hcl_transport *tp, const hcl_job *j, const hcl_st
 
 /* ---- the run ------------------------------------------------------------------------------- */
 
+/* The start line's workers: "one process on h1", "2 workers: rank 1 on h2, rank 2 on h3 (data
+ * plane ...)"; ranks in a row on one host together ("ranks 1-8 on h2"); "..." when too long. */
+static void workers_where(const hcl_run *r, int workers, char *out, size_t cap) {
+    const char *plane = r->direct ? "data plane direct: they read their rows" : "data plane coordinator: rows sent";
+    if (!workers) {
+        snprintf(out, cap, "one process on %s", r->hosts ? r->hosts[0] : "this host");
+        return;
+    }
+    char ranks[400];
+    size_t n = (size_t)snprintf(ranks, sizeof ranks, "%d worker%s:", workers, workers > 1 ? "s" : "");
+    for (int a = 1, b; a <= workers && n < sizeof ranks; a = b + 1) {
+        const char *h = r->hosts ? r->hosts[a] : "?";
+        for (b = a; b < workers && r->hosts && !strcmp(r->hosts[b + 1], h);) b++;
+        if (a == b) n += (size_t)snprintf(ranks + n, sizeof ranks - n, "%s rank %d on %s", a > 1 ? "," : "", a, h);
+        else n += (size_t)snprintf(ranks + n, sizeof ranks - n, "%s ranks %d-%d on %s", a > 1 ? "," : "", a, b, h);
+    }
+    if (n >= sizeof ranks) memcpy(ranks + sizeof ranks - 4, "...", 4);
+    snprintf(out, cap, "%s (%s)", ranks, plane);
+}
+
 static hcl_transport *start_workers(hcl_run *r, const hcl_setup *su, int workers) {
     char err[HCL_ERR_MAX];
     const int nmsg = workers ? workers : 1;
@@ -254,10 +282,8 @@ static hcl_transport *start_workers(hcl_run *r, const hcl_setup *su, int workers
         .workers = workers, .worker_timeout = r->cfg.worker_timeout, .last_ckpt_step = r->last_ckpt_step,
         .last_ckpt_path = r->last_ckpt_path, .lr_scale = r->lr_scale};
     jobs_init(&r->jobs, &jc, hcl_now());
-    char where[128] = "one process";
-    const char *plane = r->direct ? "data plane direct: they read their rows" : "data plane coordinator: rows sent";
-    if (workers == 1) snprintf(where, sizeof where, "1 worker on rank 1 (%s)", plane);
-    if (workers > 1) snprintf(where, sizeof where, "%d workers on ranks 1..%d (%s)", workers, workers, plane);
+    char where[640];
+    workers_where(r, workers, where, sizeof where);
     LOG_INFO("training %s: %lld rows, %d views, loss %s, batch %lld, %lld steps (%lld per epoch), %s", r->cfg.data,
              (long long)r->train.n, r->mc.nviews, loss_kind_name(r->lc.kind), (long long)r->batch,
              (long long)r->total_steps, (long long)r->steps_per_epoch, where);
@@ -340,7 +366,9 @@ int run_train(hcl_run *r, const hcl_setup *su, int workers) {
          * requests are complete before it looks, and the control socket must not starve. */
         if (r->ctl) control_service(r->ctl, &r->st, 0);
         hcl_step_result res;
-        const double *busy = tp->await(tp, head, &res);
+        double done;
+        const double *busy = tp->await(tp, head, &res, &done);
+        metrics_done(&r->metrics, done);
         if (slot[head].flags & HCL_BATCH_TRAIN) batcher_observe(&r->bt, head, busy);
         record(r, tp, &slot[head], &res);
         head = (head + 1) % HCL_BATCHES_IN_FLIGHT;

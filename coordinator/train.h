@@ -68,6 +68,7 @@ typedef struct {
     ctl_request ckpt_waiters[CONTROL_QUEUE_MAX];  /* `checkpoint` requests answered when written */
     int nckpt_waiters;
     int world_size;
+    char (*hosts)[CONTROL_HOST_MAX];  /* every rank's host name (run_control_open; not owned) */
     double lr_scale;            /* operator's multiplier on the schedule (a resumed run's to start) */
     /* control plane */
     hcl_control *ctl;
@@ -88,8 +89,9 @@ typedef struct {
 } hcl_run;
 
 /* Bind the control socket (--control, default ipc in the run directory) and the telemetry
- * socket for nworkers workers (1 for a worker in this process). */
-int run_control_open(hcl_run *r, int nworkers, char *err);
+ * socket for the workers of a world of world_size ranks (world_size - 1 on ranks 1.., or one in
+ * this process), which run on hosts[rank] (every rank's host name; kept, not owned). */
+int run_control_open(hcl_run *r, int world_size, char (*hosts)[CONTROL_HOST_MAX], char *err);
 /* SIGUSR1: checkpoint at the next step boundary; SIGUSR2, SIGTERM, SIGINT: checkpoint there
  * and exit 0. Installed right after MPI_Init, so no signal falls between. */
 void run_install_signals(void);

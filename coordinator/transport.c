@@ -89,12 +89,13 @@ static void mpi_submit(hcl_transport *t, int slot, uint32_t flags, int64_t step)
     if (step == m->stall_step) m->stalled = 1;
 }
 
-static const double *mpi_await(hcl_transport *t, int slot, hcl_step_result *res) {
+static const double *mpi_await(hcl_transport *t, int slot, hcl_step_result *res, double *done) {
     mpi_transport *m = (mpi_transport *)t;
     const size_t bytes = batch_result_bytes(t->workers);
     MPI_Request req;
     MPI_Irecv(m->res_msg, (int)bytes, MPI_BYTE, 1, HCL_TAG_RESULT, MPI_COMM_WORLD, &req);
     mpi_wait(m, &req);
+    *done = hcl_now();
     memcpy(res, m->res_msg, sizeof *res);
     HCL_CHECK(res->step == m->s.step[slot] && res->flags == m->s.flags[slot],
               "result of step %lld (flags %u) arrived for step %lld (flags %u)", (long long)res->step,
@@ -152,6 +153,7 @@ typedef struct {
     slots s;
     hcl_worker w;
     hcl_step_result res[HCL_BATCHES_IN_FLIGHT];
+    double done[HCL_BATCHES_IN_FLIGHT];  /* hcl_now() when each slot's job was computed */
     double busy;                /* no adaptive shares with one worker: never measured */
     float *snap;
     hcl_telemetry *tel;
@@ -165,6 +167,7 @@ static void local_submit(hcl_transport *t, int slot, uint32_t flags, int64_t ste
     hcl_step_result *res = &l->res[slot];
     if (flags & (HCL_BATCH_TRAIN | HCL_BATCH_EVAL)) {
         worker_step(&l->w, l->s.box[slot].buf, res);
+        l->done[slot] = hcl_now();
         if (l->tel) {
             hcl_telemetry_msg msg = {.step = res->step, .compute_s = res->t_compute, .allgather_s = res->t_allgather,
                                      .reduce_scatter_s = res->t_reduce_scatter, .allreduce_s = res->t_allreduce,
@@ -176,13 +179,15 @@ static void local_submit(hcl_transport *t, int slot, uint32_t flags, int64_t ste
     memset(res, 0, sizeof *res);
     res->step = step;
     res->flags = flags;
+    l->done[slot] = hcl_now();
     /* The worker runs ahead at submit time: its state is taken now, not when answered. */
     if (flags & HCL_BATCH_SNAPSHOT) worker_snapshot_pack(&l->w, l->snap);
 }
 
-static const double *local_await(hcl_transport *t, int slot, hcl_step_result *res) {
+static const double *local_await(hcl_transport *t, int slot, hcl_step_result *res, double *done) {
     local_transport *l = (local_transport *)t;
     *res = l->res[slot];
+    *done = l->done[slot];
     return &l->busy;
 }
 

@@ -45,9 +45,11 @@ struct hcl_transport {
     hcl_outbox *(*outbox)(hcl_transport *t, int slot);
     /* Send slot s's outbox: the job of these flags and step. */
     void (*submit)(hcl_transport *t, int slot, uint32_t flags, int64_t step);
-    /* The result of slot s's job (the oldest outstanding one) into *res; returns every
+    /* The result of slot s's job (the oldest outstanding one) into *res and when it was
+     * finished into *done (hcl_now(): as it arrived, or for the worker in this process, which
+     * computes at submit time and runs a job ahead, when it was computed); returns every
      * worker's busy seconds in it (one per message). */
-    const double *(*await)(hcl_transport *t, int slot, hcl_step_result *res);
+    const double *(*await)(hcl_transport *t, int slot, hcl_step_result *res, double *done);
     /* After a SNAPSHOT job's result: the replica's state is in the snapshot buffer given at
      * open (batch_snapshot_floats). */
     void (*snapshot)(hcl_transport *t);

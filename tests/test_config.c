@@ -92,6 +92,9 @@ static void test_types(void) {
     CHECK(REFUSED("--keep", "0", "--keep"), "keep >= 1");
     CHECK(REFUSED("--worker-timeout", "0", "--worker-timeout", "> 0"), "worker-timeout > 0");
     CHECK(REFUSED("--coordinator-nice", "20", "--coordinator-nice", "from 0 to 19"), "nice");
+    CHECK(REFUSED("--watch-port", "65536", "--watch-port: bad value '65536' (want an integer from 0 to 65535)"),
+          "watch-port high");
+    CHECK(REFUSED("--telemetry-port", "-1", "--telemetry-port", "from 0 to 65535"), "telemetry-port low");
     CHECK(REFUSED("--epochs", "9223372036854775807", "--epochs", "from 0 to"), "epochs overflow");
     CHECK(REFUSED("--steps", "9223372036854775807", "--steps", "from 0 to"), "steps overflow");
     CHECK(REFUSED("--seed", "99999999999999999999", "--seed"), "seed beyond int64");
@@ -209,6 +212,7 @@ static void test_snapshot(const char *dir) {
         "--momentum", "0.8", "--nesterov", "1", "--clip-norm", "4", "--warmup-steps", "2",
         "--checkpoint-every", "5", "--checkpoint-interval", "1.5", "--keep", "4", "--resume", "auto",
         "--no-shuffle", "1", "--eval-every", "3", "--eval-rows", "100", "--control", "tcp://127.0.0.1:5",
+        "--watch-port", "5556", "--telemetry-port", "5557",
         "--control-secret", "/s#1.key", "--control-clients", "/c.txt", "--tensorboard", "off",
         "--prometheus", "127.0.0.1:9464", "--worker-timeout", "9.5",
         "--coordinator-nice", "3", "--grad-allreduce", "mpi", "--balance", "adaptive",

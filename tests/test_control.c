@@ -46,6 +46,7 @@ int main(int argc, char **argv) {
     test_long_path();
     test_tcp_policy();
     test_curve();
+    test_endpoints();
     test_telemetry();
     kit_rm_rf(control_tmp_root);
     /* check.h counts per file: gather the other files' counts into this one's */

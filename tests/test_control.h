@@ -4,7 +4,7 @@
  *   test_control.c            main: the tests in order, and the modes the shell tests call
  *   test_control_kit.c        the client side: sockets, requests, replies, a fake status, files
  *   test_control_requests.c   requests, replies and commands over the default ipc endpoint
- *   test_control_auth.c       endpoint policy, tcp, CURVE
+ *   test_control_auth.c       endpoint policy, tcp, CURVE, wildcards named, watch/telemetry ports
  *   test_control_telemetry.c  the worker table, stragglers, silence, strangers, dropped counts
  *   test_control_serve.c      a fake training loop behind the control plane (forked for the
  *                             fuzz and latency tests, --serve for tests/test_hclctl.sh)
@@ -82,6 +82,7 @@ void test_long_path(void);
 void requests_tally(int *checks, int *failures);
 void test_tcp_policy(void);
 void test_curve(void);
+void test_endpoints(void);
 void auth_tally(int *checks, int *failures);
 void test_telemetry(void);
 void telemetry_tally(int *checks, int *failures);

@@ -1,11 +1,18 @@
 /* test_control_auth: who may talk to the control plane. Endpoint policy (no tcp off loopback
  * without CURVE, clear errors for malformed endpoints), status over tcp on loopback (IPv4,
  * localhost, IPv6); CURVE: key-file checks, the listed key answered, an unknown key and a plain
- * client ignored, the listed client still served, watch events only to the listed key. */
+ * client ignored, the listed client still served, watch events only to the listed key.
+ * Wildcard binds (*, 0.0.0.0, [::]) name this host in control.endpoint, the watch endpoint and
+ * the telemetry endpoint, and a client connects there; --watch-port and --telemetry-port bind
+ * the ports asked for, a port taken is an error naming the flag and the port. */
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "check.h"
@@ -27,7 +34,7 @@ void test_tcp_policy(void) {
                              "tcp://eth0:5555", "tcp://127.0.0.1.example.com:5555"};
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         hcl_control *c;
-        int rc = control_open(&c, refused[i], dir, NULL, NULL, err);
+        int rc = control_open(&c, refused[i], dir, NULL, NULL, 0, err);
         CHECK(rc != 0 && strstr(err, "CURVE") && strstr(err, refused[i]), "%s without keys: %s", refused[i],
               rc ? err : "opened");
         if (!rc) control_close(c);
@@ -37,18 +44,18 @@ void test_tcp_policy(void) {
                          "udp://127.0.0.1:5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         hcl_control *c;
-        int rc = control_open(&c, bad[i], dir, NULL, NULL, err);
+        int rc = control_open(&c, bad[i], dir, NULL, NULL, 0, err);
         CHECK(rc != 0 && strstr(err, bad[i]), "%s: want a clear error, got %s", bad[i], rc ? err : "opened");
         if (!rc) control_close(c);
     }
     hcl_control *c;
-    int rc = control_open(&c, "tcp://127.0.0.1:*", dir, "only-a-secret.key", NULL, err);
+    int rc = control_open(&c, "tcp://127.0.0.1:*", dir, "only-a-secret.key", NULL, 0, err);
     CHECK(rc != 0 && strstr(err, "both"), "a secret without a clients file: %s", rc ? err : "opened");
     if (!rc) control_close(c);
 
     const char *ok[] = {"tcp://127.0.0.1:*", "tcp://localhost:*", "tcp://[::1]:*", "tcp://127.0.0.1:0"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
-        rc = control_open(&c, ok[i], dir, NULL, NULL, err);
+        rc = control_open(&c, ok[i], dir, NULL, NULL, 0, err);
         if (rc != 0 && strstr(ok[i], "::1")) {
             printf("  skip %s: %s\n", ok[i], err);
             continue;
@@ -91,16 +98,16 @@ static void check_key_files(curve_keys *k) {
     snprintf(k->clients_text, sizeof k->clients_text, "# authorised clients\n\n   %s   # alice\n", k->gpub);
     kit_write_text(k->clif, k->clients_text, 0644);
     hcl_control *c;
-    int rc = control_open(&c, "tcp://127.0.0.1:*", k->dir, k->secf, k->clif, err);
+    int rc = control_open(&c, "tcp://127.0.0.1:*", k->dir, k->secf, k->clif, 0, err);
     CHECK(rc != 0 && strstr(err, "chmod 600"), "a world-readable secret key: %s", rc ? err : "opened");
     if (!rc) control_close(c);
     chmod(k->secf, 0600);
     kit_write_text(k->clif, "not-a-key\n", 0644);
-    rc = control_open(&c, "tcp://127.0.0.1:*", k->dir, k->secf, k->clif, err);
+    rc = control_open(&c, "tcp://127.0.0.1:*", k->dir, k->secf, k->clif, 0, err);
     CHECK(rc != 0 && strstr(err, "clients:1"), "a bad clients file: %s", rc ? err : "opened");
     if (!rc) control_close(c);
     kit_write_text(k->clif, k->clients_text, 0644);
-    rc = control_open(&c, "tcp://0.0.0.0:*", k->dir, k->secf, k->clif, err);
+    rc = control_open(&c, "tcp://0.0.0.0:*", k->dir, k->secf, k->clif, 0, err);
     CHECK(rc == 0, "tcp://0.0.0.0:* with CURVE: %s", err);
     if (!rc) control_close(c);
 }
@@ -176,7 +183,7 @@ void test_curve(void) {
     check_key_files(&k);
     char err[HCL_ERR_MAX];
     hcl_control *c;
-    int rc = control_open(&c, "tcp://127.0.0.1:*", k.dir, k.secf, k.clif, err);
+    int rc = control_open(&c, "tcp://127.0.0.1:*", k.dir, k.secf, k.clif, 0, err);
     CHECK(rc == 0, "CURVE control_open: %s", err);
     if (rc) return;
     char path[600], line[256], keyline[256] = "", want[128];
@@ -190,4 +197,122 @@ void test_curve(void) {
     CHECK(!strcmp(keyline, want), "control.endpoint key line '%s'", keyline);
     check_curve_clients(c, &k);
     control_close(c);
+}
+
+/* ---- wildcards and ports ---------------------------------------------------------------------- */
+
+/* A tcp port free now (bound to port 0 on every interface, then let go). */
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t n = sizeof a;
+    HCL_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              getsockname(fd, (struct sockaddr *)&a, &n) == 0, "free_port");
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* What a wildcard must become: this host's name when it resolves, else some address (checked
+ * by the connection). */
+static void want_host(char *out, size_t cap) {
+    char name[256];
+    struct addrinfo *res = NULL;
+    out[0] = 0;
+    if (gethostname(name, sizeof name) != 0) return;
+    if (getaddrinfo(name, NULL, NULL, &res) == 0) {
+        snprintf(out, cap, "%s", name);
+        freeaddrinfo(res);
+    }
+}
+
+static int names_no_wildcard(const char *ep, const char *host) {
+    char want[300];
+    snprintf(want, sizeof want, "tcp://%s:", host);
+    return !strstr(ep, "0.0.0.0") && !strstr(ep, "[::]") && !strstr(ep, "//*") &&
+           (!host[0] || !strncmp(ep, want, strlen(want)));
+}
+
+/* A wildcard endpoint with CURVE: every endpoint handed out names this host, and a client
+ * connecting to what control.endpoint says gets its status. */
+static void check_wildcard(const curve_keys *k, const char *ep) {
+    char err[HCL_ERR_MAX], host[256], path[600], line[300] = "";
+    hcl_control *c;
+    want_host(host, sizeof host);
+    int rc = control_open(&c, ep, k->dir, k->secf, k->clif, 0, err);
+    if (rc != 0 && strstr(ep, "::")) {
+        printf("  skip %s: %s\n", ep, err);
+        return;
+    }
+    CHECK(rc == 0, "%s with CURVE: %s", ep, err);
+    if (rc) return;
+    snprintf(path, sizeof path, "%s/control.endpoint", k->dir);
+    kit_read_first_line(path, line, sizeof line);
+    CHECK(names_no_wildcard(control_endpoint(c), host) && !strcmp(line, control_endpoint(c)) &&
+          names_no_wildcard(control_watch_endpoint(c), host),
+          "%s: control.endpoint '%s', control %s, watch %s (want host '%s')", ep, line, control_endpoint(c),
+          control_watch_endpoint(c), host);
+    char tel[CONTROL_ENDPOINT_MAX], spub[41], csec[41];
+    rc = control_telemetry_open(c, 1, NULL, 0, tel, spub, csec, err);
+    CHECK(rc == 0 && names_no_wildcard(tel, host), "%s: telemetry endpoint %s", ep, rc ? err : tel);
+    hcl_status st;
+    kit_fake_status(&st);
+    void *ctx = zmq_ctx_new();
+    void *cli = kit_client_socket(ctx, ZMQ_DEALER, line, k->spub, k->gsec);
+    Hcl__ControlReply *r = kit_call(c, &st, cli, RQ_STATUS, 7, NULL, NULL);
+    CHECK(r && r->ok, "%s: status over %s", ep, line);
+    kit_free_reply(r);
+    zmq_close(cli);
+    zmq_ctx_term(ctx);
+    control_close(c);
+}
+
+/* --watch-port and --telemetry-port: bound where asked; taken, an error naming flag and port. */
+static void check_ports(const char *dir) {
+    char err[HCL_ERR_MAX], want[64], tel[CONTROL_ENDPOINT_MAX], spub[41], csec[41];
+    const int wp = free_port(), tp = free_port();
+    hcl_control *c, *c2;
+    int rc = control_open(&c, "tcp://127.0.0.1:*", dir, NULL, NULL, wp, err);
+    snprintf(want, sizeof want, "tcp://127.0.0.1:%d", wp);
+    CHECK(rc == 0 && !strcmp(control_watch_endpoint(c), want), "--watch-port %d: %s", wp,
+          rc ? err : control_watch_endpoint(c));
+    if (rc) return;
+    rc = control_telemetry_open(c, 2, NULL, tp, tel, spub, csec, err);
+    snprintf(want, sizeof want, ":%d", tp);
+    CHECK(rc == 0 && strlen(tel) > strlen(want) && !strcmp(tel + strlen(tel) - strlen(want), want),
+          "--telemetry-port %d: %s", tp, rc ? err : tel);
+    char dir2[512];
+    kit_make_dir(dir2, sizeof dir2, "ports2");
+    rc = control_open(&c2, "tcp://127.0.0.1:*", dir2, NULL, NULL, wp, err);
+    snprintf(want, sizeof want, "--watch-port %d: ", wp);
+    CHECK(rc != 0 && !strncmp(err, want, strlen(want)) && strstr(err, "in use"), "watch port taken: %s",
+          rc ? err : "opened");
+    if (!rc) control_close(c2);
+    rc = control_open(&c2, "tcp://127.0.0.1:*", dir2, NULL, NULL, 0, err);
+    CHECK(rc == 0, "a second control: %s", err);
+    if (!rc) {
+        rc = control_telemetry_open(c2, 2, NULL, tp, tel, spub, csec, err);
+        snprintf(want, sizeof want, "--telemetry-port %d: ", tp);
+        CHECK(rc != 0 && !strncmp(err, want, strlen(want)) && strstr(err, "in use"), "telemetry port taken: %s",
+              rc ? err : tel);
+        control_close(c2);
+    }
+    control_close(c);
+    rc = control_open(&c, NULL, dir, NULL, NULL, wp, err);
+    CHECK(rc != 0 && strstr(err, "--watch-port") && strstr(err, "tcp"), "--watch-port with ipc: %s",
+          rc ? err : "opened");
+    if (!rc) control_close(c);
+}
+
+void test_endpoints(void) {
+    curve_keys k;
+    memset(&k, 0, sizeof k);
+    kit_make_dir(k.dir, sizeof k.dir, "wildcard");
+    HCL_CHECK(zmq_curve_keypair(k.spub, k.ssec) == 0 && zmq_curve_keypair(k.gpub, k.gsec) == 0 &&
+              zmq_curve_keypair(k.bpub, k.bsec) == 0, "zmq_curve_keypair");
+    check_key_files(&k);
+    const char *eps[] = {"tcp://0.0.0.0:*", "tcp://*:*", "tcp://[::]:*"};
+    for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) check_wildcard(&k, eps[i]);
+    char dir[512];
+    kit_make_dir(dir, sizeof dir, "ports");
+    check_ports(dir);
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The control plane against a real mpirun job (coordinator + 2 workers) over real sockets:
 # status while training (answered within 100 ms; the worker table with each worker's dropped
-# telemetry count; 36,000 requests from 20 clients all answered, no memory growth), pause (no progress, no CPU on any rank),
+# telemetry count; each worker's index, rank and host there and in the start line; 36,000 requests from 20 clients all answered, no memory growth), pause (no progress, no CPU on any rank),
 # resume, checkpoint on request, set lr visible in metrics at the reported step, 10,000 random
 # and truncated messages, stop (exit 0 after a checkpoint); CURVE on a non-loopback endpoint
-# (authorised key answered, unknown key refused, no keys refused); a SIGSTOPped worker ends
+# (authorised key answered, unknown key refused, no keys refused); a wildcard named by this
+# host (its name, or its first address when the name does not resolve), --watch-port and
+# --telemetry-port bound; a SIGSTOPped worker ends
 # the job within --worker-timeout with a line naming it.
 set -euo pipefail
 B=${HCL_BUILD:-build}
@@ -41,6 +43,12 @@ started+=("$mp")
 for _ in $(seq 100); do [ -s "$tmp/run/metrics.jsonl" ] && [ -f "$tmp/run/control.endpoint" ] && break; sleep 0.1; done
 [ -f "$tmp/run/control.endpoint" ] || fail "the job wrote no control.endpoint"
 [ "$(stat -c %a "$(sed -n '1s|^ipc://||p' "$tmp/run/control.endpoint")")" = 600 ] || fail "control socket is not owner-only"
+# the start line names each worker's rank and host, and status's table and --json the same
+h=$(hostname)
+grep -q "2 workers: ranks 1-2 on $h (" "$tmp/job.log" || fail "the start line does not name the workers' ranks and host: $(grep training "$tmp/job.log")"
+"$B/hclctl" --run-dir "$tmp/run" status | grep -Eq "^ +1 +2 +$h " || fail "status: no row 'worker 1, rank 2, host $h'"
+[ "$(ctl --json status | jget '[(w["index"], w["rank"], w["host"]) for w in d["workers"]]')" = "[(0, 1, '$h'), (1, 2, '$h')]" ] ||
+    fail "status --json: workers' index, rank, host: $(ctl --json status)"
 
 # status while training: every request answered within 100 ms (round trip on one connection)
 "$B/test_control" --latency "$(head -1 "$tmp/run/control.endpoint")" 100 || fail "status not answered within 100 ms"
@@ -127,12 +135,32 @@ mpirun --oversubscribe -np 2 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run2" --
 rc=$?
 set -e
 [ $rc != 0 ] && grep -q "CURVE" "$tmp/nokey.log" || { cat "$tmp/nokey.log"; fail "a non-loopback endpoint without keys was not refused"; }
+# ... and a wildcard is named: control.endpoint and the watch endpoint name this host; the
+# watch and telemetry sockets on the ports asked for (--watch-port, --telemetry-port)
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
+listening() { $PY -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 2)' "$1"; }
+wport=$(free_port); tport=$(free_port)
 mpirun --oversubscribe -np 2 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run2" --control 'tcp://0.0.0.0:*' \
+    --watch-port "$wport" --telemetry-port "$tport" \
     --control-secret "$tmp/keys/server.key" --control-clients "$tmp/keys/authorized" >"$tmp/job.log" 2>&1 &
 mp=$!
 started+=("$mp")
 for _ in $(seq 100); do [ -f "$tmp/run2/control.endpoint" ] && break; sleep 0.1; done
 "$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" status >/dev/null || fail "authorised CURVE client not answered"
+if getent hosts "$(hostname)" >/dev/null; then
+    head -1 "$tmp/run2/control.endpoint" | grep -Eqx "tcp://$(hostname):[0-9]+" ||
+        fail "tcp://0.0.0.0:* wrote $(head -1 "$tmp/run2/control.endpoint") to control.endpoint, not tcp://$(hostname):PORT"
+    grep -Eq "control: tcp://$(hostname):[0-9]+, bound as tcp://0.0.0.0:[0-9]+ \(watch tcp://$(hostname):$wport, telemetry tcp://$(hostname):$tport\)" "$tmp/job.log" ||
+        fail "the control log line does not name this host and watch port $wport: $(grep 'control:' "$tmp/job.log")"
+fi
+named=$(head -1 "$tmp/run2/control.endpoint")
+"$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" watch --count 1 >/dev/null || fail "watch of a wildcard job"
+listening "$wport" && listening "$tport" || fail "nothing listens on --watch-port $wport or --telemetry-port $tport"
+for _ in $(seq 50); do
+    m=$("$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" --json status | jget 'd["workers"][0]["messages"]')
+    [ "$m" -gt 0 ] && break; sleep 0.1
+done
+[ "$m" -gt 0 ] || fail "no telemetry arrived on --telemetry-port $tport"
 set +e
 "$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/stranger.key" --timeout 1000 status >"$tmp/out" 2>&1
 rc=$?
@@ -141,7 +169,31 @@ set -e
 "$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" status >/dev/null || fail "good client refused after a stranger"
 "$B/hclctl" --run-dir "$tmp/run2" --curve-key "$tmp/keys/client.key" stop >/dev/null
 wait $mp || fail "CURVE job did not stop cleanly"
-echo "CURVE: authorised key answered, unknown key refused, no keys refused"
+echo "CURVE: authorised key answered, unknown key refused, no keys refused; tcp://0.0.0.0:* named $named"
+
+# a host whose name does not resolve (its own UTS namespace): a wildcard is named by the
+# host's first address but loopback, which hclctl and the telemetry reach (one process)
+if unshare --uts true 2>/dev/null; then
+    unshare --uts bash -c 'hostname hcl-no-such-host-i16 && exec "$@"' - "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run6" \
+        --control 'tcp://0.0.0.0:*' --control-secret "$tmp/keys/server.key" \
+        --control-clients "$tmp/keys/authorized" >"$tmp/noname.log" 2>&1 &
+    mp=$!
+    started+=("$mp")
+    for _ in $(seq 100); do [ -f "$tmp/run6/control.endpoint" ] && break; sleep 0.1; done
+    ep=$(head -1 "$tmp/run6/control.endpoint" 2>/dev/null || true)
+    [[ $ep =~ ^tcp://([0-9]+\.[0-9]+\.[0-9]+\.[0-9]+|\[[0-9a-f:]+\]):[0-9]+$ ]] && [[ $ep != tcp://127.* && $ep != tcp://0.0.0.0:* ]] ||
+        { cat "$tmp/noname.log"; fail "a host without a resolvable name wrote '$ep' to control.endpoint"; }
+    for _ in $(seq 50); do
+        m=$("$B/hclctl" --run-dir "$tmp/run6" --curve-key "$tmp/keys/client.key" --json status | jget 'd["workers"][0]["messages"]')
+        [ "$m" -gt 0 ] && break; sleep 0.1
+    done
+    [ "$m" -gt 0 ] || fail "no telemetry from the worker of a host without a resolvable name"
+    "$B/hclctl" --run-dir "$tmp/run6" --curve-key "$tmp/keys/client.key" stop >/dev/null
+    wait $mp || fail "the job on the unnamed host did not stop cleanly"
+    echo "a host whose name does not resolve: control.endpoint $ep, telemetry arrives"
+else
+    echo "skip: unshare --uts not permitted here (the unresolvable host name)"
+fi
 
 # a worker that stops answering (SIGSTOP) is declared lost within --worker-timeout
 mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --checkpoint-every 50 --run-dir "$tmp/run3" >"$tmp/job.log" 2>&1 &
@@ -161,7 +213,8 @@ kill -0 $mp 2>/dev/null && fail "the job still runs 30 s after a worker stopped"
 wait $mp || rc=$?
 secs=$(( $(date +%s) - t0 ))
 [ $rc != 0 ] || fail "exit 0 after a lost worker"
-grep -q "worker 1 (rank 2) silent for" "$tmp/job.log" || fail "no line names the lost worker"
+grep -Eq "worker 1 \(rank 2 on host $(hostname)\) silent for [0-9]+\.[0-9] s" "$tmp/job.log" ||
+    fail "no line names the lost worker by index, rank and host: $(grep silent "$tmp/job.log")"
 [ -z "$(pgrep -f "$tmp/run3" || true)" ] || fail "processes left after the lost worker"
 latest="$tmp/run3/checkpoints/$(cat "$tmp/run3/checkpoints/latest")"
 "$B/hcl-train" "${job[@]}" --resume "$latest" --run-dir "$tmp/run4" --steps 1 >/dev/null 2>&1 &
@@ -175,7 +228,7 @@ p=$!
 started+=("$p")
 for _ in $(seq 100); do grep -q "resuming from" "$tmp/r4.log" && break; sleep 0.1; done
 kill -INT $p; wait $p || fail "resume from the last checkpoint of the lost job failed"
-echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2); last checkpoint intact"
+echo "SIGSTOP of a worker: job ended in ${secs} s with exit $rc, naming worker 1 (rank 2 on host $(hostname)); last checkpoint intact"
 # a coordinator that stops (SIGSTOP): the workers get no batch and end the job themselves
 mpirun --oversubscribe -np 3 "$B/hcl-train" "${job[@]}" --run-dir "$tmp/run5" >"$tmp/job.log" 2>&1 &
 mp=$!

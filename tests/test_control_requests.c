@@ -47,7 +47,7 @@ static int open_default(fixture *fx) {
     char err[HCL_ERR_MAX], path[PATH_MAX + 64], line[1024];
     kit_make_dir(fx->dir, sizeof fx->dir, "run");
     HCL_CHECK(realpath(fx->dir, fx->real), "realpath");
-    int rc = control_open(&fx->c, NULL, fx->dir, NULL, NULL, err);
+    int rc = control_open(&fx->c, NULL, fx->dir, NULL, NULL, 0, err);
     CHECK(rc == 0, "control_open(default ipc): %s", err);
     if (rc) return -1;
     snprintf(fx->want, sizeof fx->want, "ipc://%s/control.sock", fx->real);
@@ -318,7 +318,7 @@ static void check_oversize_and_second_job(fixture *fx) {
 
     char err[HCL_ERR_MAX];
     hcl_control *c2;
-    int rc = control_open(&c2, NULL, fx->dir, NULL, NULL, err);
+    int rc = control_open(&c2, NULL, fx->dir, NULL, NULL, 0, err);
     CHECK(rc != 0 && strstr(err, "another process is listening"), "second job: %s", rc ? err : "opened");
     if (rc == 0) control_close(c2);
     else printf("  second job: %s\n", err);
@@ -349,12 +349,12 @@ static void check_close_and_reopen(fixture *fx) {
     CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "a stale socket: %s", strerror(errno));
     close(fd);
     hcl_control *c;
-    int rc = control_open(&c, NULL, fx->dir, NULL, NULL, err);
+    int rc = control_open(&c, NULL, fx->dir, NULL, NULL, 0, err);
     CHECK(rc == 0 && !strcmp(control_endpoint(c), fx->want), "over a stale socket file: %s",
           rc ? err : control_endpoint(c));
     if (rc == 0) control_close(c);
     CHECK(mkdir(path, 0755) == 0, "mkdir %s", path);
-    rc = control_open(&c, NULL, fx->dir, NULL, NULL, err);
+    rc = control_open(&c, NULL, fx->dir, NULL, NULL, 0, err);
     CHECK(rc == 0 && !strncmp(control_endpoint(c), "ipc:///tmp/hcl-", 15), "control.sock a directory: %s",
           rc ? err : control_endpoint(c));
     if (rc == 0) control_close(c);
@@ -386,7 +386,7 @@ void test_long_path(void) {
     snprintf(dir + len, sizeof dir - len, "/and-a-subdirectory-with-a-long-name-too-0123456789");
     HCL_CHECK(mkdir(dir, 0755) == 0, "mkdir");
     hcl_control *c;
-    int rc = control_open(&c, NULL, dir, NULL, NULL, err);
+    int rc = control_open(&c, NULL, dir, NULL, NULL, 0, err);
     CHECK(rc == 0, "control_open(long run dir): %s", err);
     if (rc) return;
     char want[64], path[1200], line[1024];

@@ -40,9 +40,14 @@ typedef struct {
 static void open_worker_telemetry(fake_job *j, int nworkers, int telemetry) {
     char ep[CONTROL_ENDPOINT_MAX], spub[41], csec[41], err[HCL_ERR_MAX];
     if (nworkers <= 0) return;
-    if (control_telemetry_open(j->c, nworkers, "127.0.0.1", ep, spub, csec, err) != 0) {
+    if (control_telemetry_open(j->c, nworkers, "127.0.0.1", 0, ep, spub, csec, err) != 0) {
         fprintf(stderr, "test_control --serve: %s\n", err);
         exit(1);
+    }
+    for (int i = 0; i < nworkers; i++) {   /* as hcl-train learns them at startup */
+        char host[32];
+        snprintf(host, sizeof host, "hclh%d", i + 2);
+        control_worker_where(j->c, i, i + 1, host);
     }
     if (!telemetry) return;
     if (telemetry_open(&j->tel, ep, spub, csec, 0, err) != 0) {
@@ -116,7 +121,7 @@ int serve_loop(const char *dir, const char *endpoint, const char *secret, const 
     memset(&j, 0, sizeof j);
     j.dir = dir;
     j.exit_on_stop = exit_on_stop;
-    if (control_open(&j.c, endpoint, dir, secret, clients, err) != 0) {
+    if (control_open(&j.c, endpoint, dir, secret, clients, 0, err) != 0) {
         fprintf(stderr, "test_control --serve: %s\n", err);
         return 1;
     }

@@ -51,19 +51,26 @@ static Hcl__ControlReply *status(fixture *fx, uint64_t id) {
 static int open_fixture(fixture *fx) {
     char dir[512], err[HCL_ERR_MAX];
     kit_make_dir(dir, sizeof dir, "telemetry");
-    if (control_open(&fx->c, NULL, dir, NULL, NULL, err) != 0) {
+    if (control_open(&fx->c, NULL, dir, NULL, NULL, 0, err) != 0) {
         CHECK(0, "control_open: %s", err);
         return -1;
     }
-    int rc = control_telemetry_open(fx->c, NW, "127.0.0.1", fx->ep, fx->spub, fx->csec, err);
+    int rc = control_telemetry_open(fx->c, NW, "127.0.0.1", 0, fx->ep, fx->spub, fx->csec, err);
     CHECK(rc == 0 && !strncmp(fx->ep, "tcp://127.0.0.1:", 16) && strlen(fx->spub) == 40 &&
           strlen(fx->csec) == 40, "control_telemetry_open: %s", rc ? err : fx->ep);
     if (rc) { control_close(fx->c); return -1; }
-    CHECK(control_telemetry_open(fx->c, NW, "127.0.0.1", fx->ep, fx->spub, fx->csec, err) != 0,
+    CHECK(control_telemetry_open(fx->c, NW, "127.0.0.1", 0, fx->ep, fx->spub, fx->csec, err) != 0,
           "telemetry opened twice");
     CHECK(control_nworkers(fx->c) == NW && control_worker(fx->c, NW) == NULL &&
           control_worker(fx->c, -1) == NULL && control_worker(fx->c, 0)->step == -1,
           "worker table before telemetry");
+    /* workers named by index, rank and host (the host learnt at startup) */
+    char name[128];
+    CHECK(!strcmp(control_worker_name(fx->c, 0, name, sizeof name), "worker 0 (rank 1)"), "unknown host: %s", name);
+    control_worker_where(fx->c, 1, 2, "hclh3");
+    CHECK(!strcmp(control_worker_name(fx->c, 1, name, sizeof name), "worker 1 (rank 2 on host hclh3)") &&
+          control_worker(fx->c, 1)->rank == 2 && !strcmp(control_worker(fx->c, 1)->host, "hclh3"),
+          "worker 1 named %s", name);
     CHECK(telemetry_rss_bytes() > 1 << 20, "rss %llu", (unsigned long long)telemetry_rss_bytes());
     for (int i = 0; i < NW; i++) {
         rc = telemetry_open(&fx->t[i], fx->ep, fx->spub, fx->csec, i, err);

@@ -275,20 +275,21 @@ grep -q "^ipc://$tmp/job/control.sock$" job/control.endpoint || fail "job endpoi
 [ "$(stat -c %a job/control.sock)" = 600 ] || fail "control.sock mode $(stat -c %a job/control.sock)"
 
 run 0 "$ctl" --run-dir job status
-for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' '^rank +compute ms.* dropped +straggler +current$' \
-           '^ +1 .* never +0 *$'; do
+for pat in '^state +running$' '^step +[0-9]+ / 1000000' '^workers +2$' \
+           '^worker +rank +host +compute ms.* dropped +straggler +current$' '^ +1 +2 +hclh3 .* never +0 *$'; do
     grep -Eq "$pat" out || fail "status lacks /$pat/: $(cat out)"
 done
 # worker 0 dropped its first telemetry messages (sent before its connection was up): the count
 # reached the coordinator with a later message
-awk '$1 == "0" && $10 ~ /^[0-9]+$/ && $10 >= 50 { ok = 1 } END { exit !ok }' out ||
+awk '$1 == "0" && $2 == "1" && $3 == "hclh2" && $12 ~ /^[0-9]+$/ && $12 >= 50 { ok = 1 } END { exit !ok }' out ||
     fail "status: worker 0's dropped count is not >= 50: $(cat out)"
 run 0 "$ctl" --run-dir job --json status
 "$py" - <<'EOF' || fail "status --json: $(cat out)"
 import json
 d = json.load(open("out"))
 assert d["ok"] and d["state"] == "running" and d["step"] > 0 and d["nworkers"] == 2, d
-assert [w["rank"] for w in d["workers"]] == [0, 1] and d["workers"][0]["straggler"] is False, d
+assert [w["index"] for w in d["workers"]] == [0, 1] and d["workers"][0]["straggler"] is False, d
+assert [(w["rank"], w["host"]) for w in d["workers"]] == [(1, "hclh2"), (2, "hclh3")], d["workers"]
 assert d["lr_scale"] == 1 and d["log_every"] == 10, d
 w0, w1 = d["workers"]
 assert w0["messages"] > 0 and w0["telemetry_dropped"] >= 50 and w0["compute_s"] > 0, w0
@@ -324,9 +325,13 @@ run 0 timeout 10 "$ctl" --run-dir job watch --count 3
 [ "$(grep -Ec '^step [0-9]+/1000000 epoch [0-9]+ loss [0-9.]+ lr 0.0005 ' out)" = 3 ] || fail "watch: $(cat out)"
 run 0 timeout 10 "$ctl" --run-dir job --json watch --count 2
 "$py" -c '
-import json
+import json, re, time
 ev = [json.loads(l) for l in open("out")]
-assert len(ev) == 2 and ev[1]["step"] > ev[0]["step"] and ev[0]["state"] == "running", ev' || fail "watch --json: $(cat out)"
+assert len(ev) == 2 and ev[1]["step"] > ev[0]["step"] and ev[0]["state"] == "running", ev
+# times to the millisecond: the wall clock with at most 3 decimals (it had 7), and close to now
+t = re.findall(r"\"(time|eta_s)\": ([-0-9.e+]+)", open("out").read())
+assert len(t) == 4 and all(re.fullmatch(r"\d+(\.\d{1,3})?", v) for k, v in t), t
+assert abs(ev[1]["time"] - time.time()) < 60, ev[1]' || fail "watch --json: $(cat out)"
 # watch until interrupted: SIGINT ends it cleanly
 timeout -s INT 1 "$ctl" --run-dir job watch >out 2>err || true
 [ "$(grep -c '^step ' out)" -ge 5 ] || fail "watch until SIGINT printed $(grep -c '^step ' out) lines"

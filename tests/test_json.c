@@ -124,6 +124,18 @@ int main(void) {
     json_number(&j, NULL, (double)0.001f);
     CHECK(strcmp(json_text(&j), "0.0010000000474974513") == 0, "0.001f is written as %s", json_text(&j));
 
+    /* Seconds to the millisecond: today's wall clock keeps its milliseconds and no more
+     * (1796424725.9436216 was written with 17 digits), trailing zeros go. */
+    const struct { double x; const char *want; } secs[] = {
+        {1796424725.9436216, "1796424725.944"}, {2.5, "2.5"}, {3.0, "3"}, {0.0004, "0"},
+        {-0.0004, "0"}, {59.9996, "60"}, {1e-9, "0"}, {NAN, "null"}, {1e300, "1e+300"}};
+    for (size_t i = 0; i < sizeof secs / sizeof secs[0]; i++) {
+        json_reset(&j);
+        json_seconds(&j, NULL, secs[i].x);
+        CHECK(strcmp(json_text(&j), secs[i].want) == 0, "json_seconds(%.17g) wrote %s, want %s", secs[i].x,
+              json_text(&j), secs[i].want);
+    }
+
     /* A reset writer reuses its buffer and starts a fresh top level. */
     char *before = j.buf;
     json_reset(&j);

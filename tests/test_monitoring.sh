@@ -197,7 +197,7 @@ assert val('hcl_checkpoint_last_step') == [status["last_checkpoint_step"]]
 ranks = sorted(r["metric"]["rank"] for r in query("hcl_worker_compute_seconds"))
 assert ranks == ["1", "2"], ranks
 for w in status["workers"]:
-    got = [float(r["value"][1]) for r in query(f'hcl_worker_compute_seconds{{rank="{w["rank"] + 1}"}}')]
+    got = [float(r["value"][1]) for r in query(f'hcl_worker_compute_seconds{{rank="{w["rank"]}"}}')]
     assert got and math.isclose(got[0], w["compute_s"], rel_tol=1e-12), (w, got)
 rss = val("min(hcl_worker_resident_memory_bytes)")
 assert rss and rss[0] > 1e6, rss

@@ -67,7 +67,9 @@ void duration(char *out, size_t cap, double s) {
 
 static void worker_json(hcl_json *j, const Hcl__WorkerStat *w) {
     json_begin_object(j, NULL);
-    json_int(j, "rank", w->rank);
+    json_int(j, "index", w->rank);            /* WorkerStat.rank is the worker's index */
+    json_int(j, "rank", w->world_rank);
+    json_string(j, "host", w->host);
     json_int(j, "step", w->step);
     json_number(j, "compute_s", w->compute_s);
     json_number(j, "allgather_s", w->allgather_s);
@@ -76,7 +78,7 @@ static void worker_json(hcl_json *j, const Hcl__WorkerStat *w) {
     json_number(j, "wait_s", w->wait_s);
     json_uint(j, "bytes", w->bytes);
     json_uint(j, "rss_bytes", w->rss_bytes);
-    json_number(j, "last_seen_s", w->last_seen_s);
+    json_seconds(j, "last_seen_s", w->last_seen_s);
     json_number(j, "compute_median_s", w->compute_median_s);
     json_uint(j, "messages", w->messages);
     json_uint(j, "telemetry_dropped", w->telemetry_dropped);
@@ -120,8 +122,8 @@ void print_status_json(const Hcl__StatusBody *b) {
     json_number(j, "lr_scale", b->lr_scale);
     json_number(j, "logit_scale", b->logit_scale);
     json_number(j, "samples_per_s", b->samples_per_s);
-    json_number(j, "eta_s", b->eta_s >= 0 ? b->eta_s : NAN);
-    json_number(j, "elapsed_s", b->elapsed_s);
+    json_seconds(j, "eta_s", b->eta_s >= 0 ? b->eta_s : NAN);
+    json_seconds(j, "elapsed_s", b->elapsed_s);
     json_string(j, "last_checkpoint_path", b->last_checkpoint_path);
     json_int(j, "last_checkpoint_step", b->last_checkpoint_step);
     json_string(j, "last_checkpoint_error", b->last_checkpoint_error);
@@ -138,18 +140,36 @@ void print_status_json(const Hcl__StatusBody *b) {
     json_print();
 }
 
+/* A host name for the table: printable ASCII (others '?'), at most HOST_CELL characters, "?"
+ * when unknown. */
+#define HOST_CELL 24
+static const char *host_cell(char out[HOST_CELL + 1], const char *h) {
+    int n = 0;
+    for (; h && h[n] && n < HOST_CELL; n++) out[n] = h[n] >= 0x20 && h[n] < 0x7f ? h[n] : '?';
+    out[n] = 0;
+    if (!n) snprintf(out, HOST_CELL + 1, "?");
+    return out;
+}
+
 /* The per-worker table: the last step's timings, traffic, memory, when last heard from, the
  * telemetry messages the worker had to drop, stragglers, what it computes ("step 3 loss 45%"). */
 static void print_worker_table(const Hcl__StatusBody *b) {
-    printf("\n%4s %10s %12s %14s %12s %8s %9s %8s %9s %8s %9s  %s\n", "rank", "compute ms", "allgather ms",
-           "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB", "last seen", "dropped",
-           "straggler", "current");
+    int hw = 4;   /* the host column: as wide as the longest name, at most HOST_CELL */
+    char host[HOST_CELL + 1];
+    for (size_t i = 0; i < b->n_workers; i++) {
+        int n = (int)strlen(host_cell(host, b->workers[i]->host));
+        if (n > hw) hw = n;
+    }
+    printf("\n%6s %4s %-*s %10s %12s %14s %12s %8s %9s %8s %9s %8s %9s  %s\n", "worker", "rank", hw, "host",
+           "compute ms", "allgather ms", "red-scatter ms", "allreduce ms", "wait ms", "MB moved", "RSS MB",
+           "last seen", "dropped", "straggler", "current");
     for (size_t i = 0; i < b->n_workers; i++) {
         const Hcl__WorkerStat *w = b->workers[i];
         char seen[32];
         if (w->messages) snprintf(seen, sizeof seen, "%.1fs", w->last_seen_s);
         else snprintf(seen, sizeof seen, "never");
-        printf("%4d %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s  ", w->rank,
+        printf("%6d %4d %-*s %10.2f %12.2f %14.2f %12.2f %8.2f %9.2f %8.1f %9s %8" PRIu64 " %9s  ", w->rank,
+               w->world_rank, hw, host_cell(host, w->host),
                w->compute_s * 1e3, w->allgather_s * 1e3, w->reduce_scatter_s * 1e3,
                w->allreduce_s * 1e3, w->wait_s * 1e3, w->bytes / 1e6, w->rss_bytes / 1048576.0, seen,
                w->telemetry_dropped, w->straggler ? "yes" : "");

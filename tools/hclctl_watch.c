@@ -50,9 +50,9 @@ static void print_event(const watch_job *j, const Hcl__StepEvent *e) {
         json_number(o, "lr", e->lr);
         json_number(o, "logit_scale", e->logit_scale);
         json_number(o, "samples_per_s", e->samples_per_s);
-        json_number(o, "eta_s", e->eta_s >= 0 ? e->eta_s : NAN);
+        json_seconds(o, "eta_s", e->eta_s >= 0 ? e->eta_s : NAN);
         json_string(o, "state", state_name(e->state));
-        json_number(o, "time", e->time);
+        json_seconds(o, "time", e->time);
         json_print();
     } else {
         char eta[32];
