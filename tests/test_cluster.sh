@@ -200,13 +200,14 @@ fault() {
     echo "$name: the whole job ended in $took s (exit $rc)"
     [ $rc != 0 ] || fail "$name: hcl-run exit 0"
     grep -q "hcl-run: gave up: no restart left" "$run.log" || { tail "$run.log"; fail "$name: no summary from hcl-run"; }
-    # one line naming the rank and its host (its name or address)
-    grep -E "rank $rank\b" "$run.log" | grep -qE "${HCL_PREFIX}h$host|$(ip_of "$host")\b" ||
-        { cat "$run.log" | grep -v " INFO " | tail; fail "$name: no line names rank $rank and host $host"; }
+    # one line saying what happened to the rank, naming it and its host (its name or address):
+    # rank 0's "silent ... lost" line or mpirun's "process rank R ... on node H exited"
+    said() { grep -E "rank $rank\b.*(silent|lost|exited)" "$run.log" | grep -E "${HCL_PREFIX}h$host|$(ip_of "$host")\b"; }
+    said >/dev/null || { grep -v " INFO " "$run.log" | tail; fail "$name: no line names rank $rank and host $host"; }
     [ $name = cut-link ] && ip -n "$(ns_of 3)" link set eth0 up
     [ $name = freeze ] && kill -CONT "$pid" 2>/dev/null
     expect_clean "$run" "$name"
-    echo "$name: $(grep -E "rank $rank\b" "$run.log" | grep -E "${HCL_PREFIX}h$host|$(ip_of "$host")\b" | head -1 | cut -c1-160)"
+    echo "$name: $(said | head -1 | cut -c1-200)"
 }
 # HCL_CLUSTER_FAULTS picks some (a debugging aid)
 for f in ${HCL_CLUSTER_FAULTS:-kill-worker kill-rank0 freeze cut-link}; do
