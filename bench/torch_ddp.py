@@ -9,6 +9,7 @@ b = 512 / W), AUTOCAST and train step shape (autocast around forward and loss, t
 AdamW). Run with Debian's /usr/bin/python3:
     /usr/bin/python3 bench/torch_ddp.py [--autocast bf16] [--warmup 10 --steps 10 --windows 7]
     /usr/bin/python3 bench/torch_ddp.py --check      # the gradient against one process's
+    /usr/bin/python3 bench/torch_ddp.py --rank R --init tcp://HOST:PORT   # one rank a host
 Prints "window samples/s: ..." and a RESULT line in torch_ref.py's format (global samples/s,
 rank 0's clock: the ranks move in lockstep).
 
@@ -110,7 +111,8 @@ def worker(rank, world, port, a):
     if a.bind:
         os.sched_setaffinity(0, {rank % os.cpu_count()})
     nb, core = set_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    init = a.init or f"tcp://127.0.0.1:{port}"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     model, opt = build()
     model = DDP(model)
     # DDP's optimizer must hold the wrapped module's parameters: build()'s opt does (the same tensors)
@@ -163,8 +165,15 @@ def main():
                     help="mixed precision: bfloat16 matmuls under torch.autocast, float32 weights")
     ap.add_argument("--bind", action="store_true", help="pin rank r to core r (default: unpinned)")
     ap.add_argument("--check", action="store_true", help="compare one step's gradient with one process's")
+    ap.add_argument("--rank", type=int, default=None,
+                    help="run only this rank (one process a host: bench/cluster), with --init")
+    ap.add_argument("--init", default=None, help="the rendezvous, tcp://HOST:PORT (with --rank)")
     a = ap.parse_args()
     assert GLOBAL_BATCH % a.world == 0
+    if a.rank is not None:
+        assert a.init, "--rank needs --init tcp://HOST:PORT"
+        worker(a.rank, a.world, 0, a)
+        return
     mp.spawn(worker, args=(a.world, free_port(), a), nprocs=a.world, join=True)
 
 
