@@ -70,7 +70,7 @@ echo "3 bursts of about 12,000 status requests from 20 clients all answered; coo
 ctl --json status > "$tmp/s.json"
 [ "$(jget 'd["state"]' < "$tmp/s.json")" = running ] || fail "state is not running: $(cat "$tmp/s.json")"
 [ "$(jget 'len(d["workers"])' < "$tmp/s.json")" = 2 ] || fail "status lacks the 2-worker table"
-ctl status | grep -q "^rank.* dropped straggler  current$" || fail "human status lacks the worker table"
+ctl status | grep -Eq "^worker +rank +host .* dropped straggler  current$" || fail "human status lacks the worker table"
 [ "$(jget 'all(w["telemetry_dropped"] >= 0 and w["messages"] > 0 for w in d["workers"])' < "$tmp/s.json")" = True ] ||
     fail "status lacks the workers' telemetry (messages, telemetry_dropped): $(cat "$tmp/s.json")"
 
