@@ -76,7 +76,7 @@ for loss in full supcon; do
         timeout 300 mpirun --oversubscribe -np 3 "$B/hcl-train" "${common[@]}" --loss $loss --val-data "$tmp/val" \
             "${pf[@]}" --run-dir "$tmp/plane-$loss-$plane" 2>"$tmp/log" || { cat "$tmp/log"; fail "$loss: --data-plane $plane"; }
         want=$([ $plane = coordinator ] && echo "data plane coordinator: rows sent" || echo "data plane direct: they read their rows")
-        grep -q "2 workers on ranks 1..2 ($want)" "$tmp/log" || { cat "$tmp/log"; fail "--data-plane $plane: the start line does not say '$want'"; }
+        grep -q "2 workers: ranks 1-2 on $(hostname) ($want)" "$tmp/log" || { cat "$tmp/log"; fail "--data-plane $plane: the start line does not say '$want'"; }
     done
     $PY - "$tmp/plane-$loss-direct/metrics.jsonl" "$tmp/plane-$loss-auto/metrics.jsonl" <<'PY' || fail "$loss: auto differs from direct"
 import json, sys

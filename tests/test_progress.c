@@ -77,9 +77,14 @@ static void test_frames(double secs, int64_t total) {
     progress_begin(&p, "probe %s, fits", "v0");
     double t0 = hcl_now();
     int64_t calls = 0;
-    while (hcl_now() - t0 < secs) {   /* done climbs, and stays short of total until the end */
+    int due = 0;   /* updates at least an interval after the last one due: each must redraw */
+    for (double last = t0, t; (t = hcl_now()) - t0 < secs;) {   /* done climbs, short of total */
         int64_t done = ++calls / 16;
         progress_update(&p, done < total - 1 ? done : total - 1, total);
+        if (t - last >= 1.5 * PROGRESS_INTERVAL) {   /* the half: slack for the clocks' rounding */
+            due++;
+            last = t;
+        }
     }
     progress_end(&p);
     char *s = contents(f);
@@ -113,7 +118,9 @@ static void test_frames(double secs, int64_t total) {
     int most = 2 + (int)(secs / PROGRESS_INTERVAL) + 1;
     CHECK(frames >= 2 && frames <= most, "%d frames in %.2f s (%lld updates), want 2..%d", frames, secs,
           (long long)calls, most);
-    CHECK(secs < 3 * PROGRESS_INTERVAL || counted >= 3, "only %d counted frames in %.2f s", counted, secs);
+    /* as many counted redraws as updates came an interval and a half apart (a busy machine can
+     * starve the loop: then fewer are due), up to 3 */
+    CHECK(counted >= (due < 3 ? due : 3), "only %d counted frames in %.2f s (%d due)", counted, secs, due);
     free(s);
     fclose(f);
 }
