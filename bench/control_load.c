@@ -120,5 +120,7 @@ int main(int argc, char **argv) {
            nc, rate, secs, sent, ok, err, sent - ok - err, 1e3 * p50, 1e3 * p99, 1e3 * mx);
     for (int i = 0; i < nc; i++) zmq_close(cl[i].s);
     zmq_ctx_term(ctx);
+    free(cl);
+    free(lat);
     return 0;
 }

@@ -104,22 +104,26 @@ static int parse_args(int argc, char **argv, hcl_run_opts *o) {
     return 0;
 }
 
-/* RUN_DIR/metrics.jsonl from *off on: 1 when rank 0's abort event is in it. */
+/* RUN_DIR/metrics.jsonl from *off on: 1 when rank 0's abort event is in it. A line not yet
+ * whole is read again next time. */
 static int saw_abort(const char *run_dir, long *off) {
     if (!run_dir) return 0;
-    char path[4200], buf[65536];
+    char path[4200];
     snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
     FILE *f = fopen(path, "r");
     if (!f) return 0;
     struct stat st;
     int seen = 0;
     if (fstat(fileno(f), &st) == 0 && st.st_size < *off) *off = 0;   /* a new file */
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
     if (fseek(f, *off, SEEK_SET) == 0)
-        while (!seen && fgets(buf, sizeof buf, f)) {
-            if (!strchr(buf, '\n')) break;   /* half a line: read it whole next time */
-            *off += (long)strlen(buf);
-            seen = strstr(buf, "\"event\": \"abort\"") != NULL;
+        while (!seen && (n = getline(&line, &cap, f)) > 0 && line[n - 1] == '\n') {
+            *off += (long)n;
+            seen = strstr(line, "\"event\": \"abort\"") != NULL;
         }
+    free(line);
     fclose(f);
     return seen;
 }
@@ -199,6 +203,41 @@ static int launch(const hcl_run_opts *o, const hcl_run_hosts *h, int restart, co
     return supervise(mp, o, aborted);
 }
 
+/* Launch, and relaunch on the hosts left while allowed: the exit code for main. */
+static int run_loop(const hcl_run_opts *o, hcl_run_hosts *h) {
+    char summary[8192] = "", reason[512] = "first launch";
+    size_t sl = 0;
+    for (int restart = 0;; restart++) {
+        double t0 = now_s();
+        int aborted = 0;
+        char hosts[1024];
+        hcl_run_hosts_text(h, hosts, sizeof hosts);
+        if (!o->dry_run)
+            fprintf(stderr, "hcl-run: launch %d of at most %d on %s (%d workers)\n", restart + 1,
+                    o->max_restarts + 1, hosts, h->total - 1);
+        int rc = launch(o, h, restart, reason, &aborted);
+        if (o->dry_run) return 0;
+        sl += (size_t)snprintf(summary + sl, sl < sizeof summary ? sizeof summary - sl : 0,
+                               "  launch %d on %s: exit %d after %.0f s%s\n", restart + 1, hosts, rc,
+                               now_s() - t0, aborted ? " (rank 0 aborted: a worker was lost)" : "");
+        if (sl >= sizeof summary) sl = sizeof summary - 1;
+        if (rc == 0 || stop_signal) return rc;
+        if (restart == o->max_restarts) {
+            fprintf(stderr, "hcl-run: gave up: no restart left\n%s", summary);
+            return 1;
+        }
+        int dropped = hcl_run_drop_dead(h, reason, sizeof reason);
+        snprintf(reason + strlen(reason), sizeof reason - strlen(reason), "%slaunch %d ended with exit %d",
+                 dropped ? "; " : "", restart + 1, rc);
+        if (h->total - 1 < o->min_workers) {
+            fprintf(stderr, "hcl-run: gave up: %s: %d workers left, --min-workers %d\n%s", reason,
+                    h->total > 0 ? h->total - 1 : 0, o->min_workers, summary);
+            return 1;
+        }
+        fprintf(stderr, "hcl-run: %s; relaunching with --resume auto\n", reason);
+    }
+}
+
 int main(int argc, char **argv) {
     hcl_run_opts o;
     int rc = parse_args(argc, argv, &o);
@@ -210,6 +249,7 @@ int main(int argc, char **argv) {
     char err[512];
     if (hcl_run_read_hostfile(o.hostfile, &h, err, sizeof err) != 0) {
         fprintf(stderr, "hcl-run: %s\n", err);
+        hcl_run_free_hosts(&h);
         return 2;
     }
     struct sigaction sa;
@@ -220,35 +260,7 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR2, &sa, NULL);
     sa.sa_handler = on_checkpoint;
     sigaction(SIGUSR1, &sa, NULL);
-    char summary[8192] = "", reason[512] = "first launch";
-    size_t sl = 0;
-    for (int restart = 0;; restart++) {
-        double t0 = now_s();
-        int aborted = 0;
-        char hosts[1024];
-        hcl_run_hosts_text(&h, hosts, sizeof hosts);
-        if (!o.dry_run)
-            fprintf(stderr, "hcl-run: launch %d of at most %d on %s (%d workers)\n", restart + 1,
-                    o.max_restarts + 1, hosts, h.total - 1);
-        rc = launch(&o, &h, restart, reason, &aborted);
-        if (o.dry_run) return 0;
-        sl += (size_t)snprintf(summary + sl, sl < sizeof summary ? sizeof summary - sl : 0,
-                               "  launch %d on %s: exit %d after %.0f s%s\n", restart + 1, hosts, rc,
-                               now_s() - t0, aborted ? " (rank 0 aborted: a worker was lost)" : "");
-        if (sl >= sizeof summary) sl = sizeof summary - 1;
-        if (rc == 0 || stop_signal) return rc;
-        if (restart == o.max_restarts) {
-            fprintf(stderr, "hcl-run: gave up: no restart left\n%s", summary);
-            return 1;
-        }
-        int dropped = hcl_run_drop_dead(&h, reason, sizeof reason);
-        snprintf(reason + strlen(reason), sizeof reason - strlen(reason), "%slaunch %d ended with exit %d",
-                 dropped ? "; " : "", restart + 1, rc);
-        if (h.total - 1 < o.min_workers) {
-            fprintf(stderr, "hcl-run: gave up: %s: %d workers left, --min-workers %d\n%s", reason,
-                    h.total > 0 ? h.total - 1 : 0, o.min_workers, summary);
-            return 1;
-        }
-        fprintf(stderr, "hcl-run: %s; relaunching with --resume auto\n", reason);
-    }
+    rc = run_loop(&o, &h);
+    hcl_run_free_hosts(&h);
+    return rc;
 }

@@ -23,6 +23,7 @@ typedef struct {
 /* Read an Open MPI hostfile (`HOST [slots=N]` a line, # comments). 0, or -1 with err naming the
  * file, line and value. */
 int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err, size_t cap);
+void hcl_run_free_hosts(hcl_run_hosts *h);
 /* "a:2,b:1" */
 void hcl_run_hosts_text(const hcl_run_hosts *h, char *out, size_t cap);
 /* The mpirun command, NULL-terminated (free with hcl_run_free_argv); resume adds --resume auto

@@ -58,6 +58,11 @@ int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err, size_t 
     return rc;
 }
 
+void hcl_run_free_hosts(hcl_run_hosts *h) {
+    for (int i = 0; i < h->n; i++) free(h->name[i]);
+    h->n = h->total = 0;
+}
+
 void hcl_run_hosts_text(const hcl_run_hosts *h, char *out, size_t cap) {
     size_t k = 0;
     out[0] = 0;
