@@ -183,6 +183,11 @@ int opts_set(const hcl_optset *s, const hcl_opt *o, const char *value, const cha
         break;
     case HCL_OPT_STR:
     case HCL_OPT_PATH:
+        /* what config.txt could not give back: a '#' first or after a blank starts a comment */
+        for (const char *p = value; *p; p++)
+            if (*p == '#' && (p == value || isspace((unsigned char)p[-1])))
+                return hcl_err(err, "%s%s: '%.*s': a '#' at the start or after a blank would be a comment "
+                               "in config.txt", where, o->name, VALUE_SHOWN, value);
         break;
     }
     size_t len = strlen(value);
@@ -274,11 +279,12 @@ static char *trim(char *s) {
 }
 
 /* One line of a config file (comment and newline included); 0 or -1 with err. A comment starts
- * with a '#' at the start of the line or after a blank: one inside a value (a run directory
- * /x/run#1, as opts_to_text writes it) stays in the value. */
+ * with a '#' at the start of the line, after a blank or right after the '=': one inside a value
+ * (a run directory /x/run#1, as opts_to_text writes it) stays in the value (opts_set refuses
+ * the values a comment would cut). */
 static int file_line(const hcl_optset *s, char *line, const char *path, int lineno, char *err) {
     for (char *p = line; *p; p++)
-        if (*p == '#' && (p == line || isspace((unsigned char)p[-1]))) {
+        if (*p == '#' && (p == line || isspace((unsigned char)p[-1]) || p[-1] == '=')) {
             *p = 0;
             break;
         }

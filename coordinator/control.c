@@ -188,10 +188,12 @@ const char *control_watch_endpoint(const hcl_control *c) { return c->watch_endpo
 /* ---- service, publish, close ------------------------------------------------------------------ */
 
 int control_service(hcl_control *c, const hcl_status *st, int timeout_ms) {
-    /* Within CONTROL_GATHER_MS of the last answered burst the ROUTER does not wake the poll:
-     * requests arriving meanwhile are answered together when it is over (one wakeup and one
-     * packed STATUS for many clients, here and in the clients). */
-    const double gather = CONTROL_GATHER_MS * 1e-3 - (hcl_now() - c->last_request);
+    /* Within CONTROL_GATHER_MS of the last burst, if it answered several requests (clients are
+     * asking at once), the ROUTER does not wake the poll: requests arriving meanwhile are answered
+     * together when it is over (one wakeup and one packed STATUS for many clients, here and in
+     * the clients). One client asking in turn is answered at once. */
+    const double gather = c->last_burst >= CONTROL_GATHER_MIN
+                              ? CONTROL_GATHER_MS * 1e-3 - (hcl_now() - c->last_request) : 0.0;
     zmq_pollitem_t items[3] = {
         {c->router, 0, gather > 0 ? 0 : ZMQ_POLLIN, 0}, {c->zap, 0, ZMQ_POLLIN, 0},
         {c->pull, 0, ZMQ_POLLIN, 0}};
@@ -204,6 +206,7 @@ int control_service(hcl_control *c, const hcl_status *st, int timeout_ms) {
     for (int i = 0; i < CONTROL_SERVICE_BUDGET && control_zap_one(c); i++) handled++;
     for (; requests < CONTROL_SERVICE_BUDGET && control_router_one(c, st); requests++) {}
     if (requests) c->last_request = hcl_now();
+    c->last_burst = requests;
     handled += requests + control_telemetry_take(c);
     return handled;
 }

@@ -29,7 +29,8 @@
 #define CONTROL_ZAP_DOMAIN "hcl-control"    /* the control and watch sockets */
 #define CONTROL_ZAP_DOMAIN_TELEMETRY "hcl-telemetry"
 #define CONTROL_SERVICE_BUDGET 256          /* messages per socket per control_service call */
-#define CONTROL_GATHER_MS 5                 /* requests are answered in bursts this far apart */
+#define CONTROL_GATHER_MS 5                 /* requests are answered in bursts this far apart, */
+#define CONTROL_GATHER_MIN 2                /* once one has answered this many */
 
 /* One worker's row of the table, with the recent compute times its median is taken over. */
 typedef struct {
@@ -72,6 +73,7 @@ struct hcl_control {
     struct Hcl__WorkerStat *status_ws;        /* nworkers of each */
     struct Hcl__WorkerStat **status_wp;
     double last_request;                      /* hcl_now() when a burst was last answered */
+    int last_burst;                           /* requests answered by the last service call */
     /* commands waiting for the loop (control_request.c) */
     ctl_request queue[CONTROL_QUEUE_MAX];
     int qhead, qlen;

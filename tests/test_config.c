@@ -92,6 +92,9 @@ static void test_types(void) {
     CHECK(REFUSED("--keep", "0", "--keep"), "keep >= 1");
     CHECK(REFUSED("--worker-timeout", "0", "--worker-timeout", "> 0"), "worker-timeout > 0");
     CHECK(REFUSED("--coordinator-nice", "20", "--coordinator-nice", "from 0 to 19"), "nice");
+    /* what config.txt could not give back: a '#' first or after a blank would read as a comment */
+    CHECK(REFUSED("--run-dir", "/tmp/a #1", "--run-dir", "would be a comment"), "'#' after a blank");
+    CHECK(REFUSED("--data", "#d", "--data", "would be a comment"), "'#' first");
     CHECK(REFUSED("--watch-port", "65536", "--watch-port: bad value '65536' (want an integer from 0 to 65535)"),
           "watch-port high");
     CHECK(REFUSED("--telemetry-port", "-1", "--telemetry-port", "from 0 to 65535"), "telemetry-port low");
