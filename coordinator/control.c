@@ -199,7 +199,9 @@ int control_service(hcl_control *c, const hcl_status *st, int timeout_ms) {
         {c->pull, 0, ZMQ_POLLIN, 0}};
     int nitems = c->pull ? 3 : 2, wait = timeout_ms < 0 ? 0 : timeout_ms;
     if (gather > 0 && wait > (int)ceil(gather * 1e3)) wait = (int)ceil(gather * 1e3);
-    if (zmq_poll(items, nitems, wait) < 0) return 0;   /* EINTR: a signal for the loop to see */
+    const int rc = zmq_poll(items, nitems, wait);
+    /* EINTR: a signal for the loop to see; nothing ready: done, unless the ROUTER was left out */
+    if (rc < 0 || (rc == 0 && gather <= 0)) return 0;
     control_status_stale(c);
     int handled = 0, requests = 0;
     /* ZAP first: handshakes waiting on it hold up clients. */

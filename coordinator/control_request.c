@@ -162,20 +162,16 @@ static void pack_status(hcl_control *c, const hcl_status *st) {
     c->status_fresh = 1;
 }
 
-/* STATUS: field 1 (the id) in front of the packed reply; protobuf takes fields in any order. */
+/* STATUS: a reply holding only the id (field 1), then the packed reply without it: protobuf
+ * merges the two (fields in any order). */
 static void reply_status(hcl_control *c, const reply_to *to, const hcl_status *st) {
     if (!c->status_fresh) pack_status(c, st);
+    Hcl__ControlReply head = HCL__CONTROL_REPLY__INIT;
+    head.id = to->id;
     uint8_t stackbuf[4096];
-    size_t n = 11 + c->status_len;
+    size_t n = hcl__control_reply__get_packed_size(&head) + c->status_len;
     uint8_t *buf = n <= sizeof stackbuf ? stackbuf : hcl_malloc(n);
-    size_t k = 0;
-    if (to->id) {
-        buf[k++] = 0x08;   /* field 1, varint */
-        for (uint64_t v = to->id; ; v >>= 7) {
-            buf[k++] = (uint8_t)(v >= 0x80 ? (v & 0x7f) | 0x80 : v);
-            if (v < 0x80) break;
-        }
-    }
+    size_t k = hcl__control_reply__pack(&head, buf);
     memcpy(buf + k, c->status_pack, c->status_len);
     send_frames(c, to, buf, k + c->status_len);
     if (buf != stackbuf) free(buf);

@@ -112,4 +112,5 @@ def main():
     open(path, "wb").write(body)
 
 
-main()
+if __name__ == "__main__":
+    main()

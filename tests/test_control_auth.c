@@ -174,13 +174,18 @@ static void check_curve_clients(hcl_control *c, const curve_keys *k) {
     zmq_ctx_term(ctx);
 }
 
+/* A run directory NAME with the server's, a good client's and a bad client's key pairs and files. */
+static void make_keys(curve_keys *k, const char *name) {
+    memset(k, 0, sizeof *k);
+    kit_make_dir(k->dir, sizeof k->dir, name);
+    HCL_CHECK(zmq_curve_keypair(k->spub, k->ssec) == 0 && zmq_curve_keypair(k->gpub, k->gsec) == 0 &&
+              zmq_curve_keypair(k->bpub, k->bsec) == 0, "zmq_curve_keypair");
+    check_key_files(k);
+}
+
 void test_curve(void) {
     curve_keys k;
-    memset(&k, 0, sizeof k);
-    kit_make_dir(k.dir, sizeof k.dir, "curve");
-    HCL_CHECK(zmq_curve_keypair(k.spub, k.ssec) == 0 && zmq_curve_keypair(k.gpub, k.gsec) == 0 &&
-              zmq_curve_keypair(k.bpub, k.bsec) == 0, "zmq_curve_keypair");
-    check_key_files(&k);
+    make_keys(&k, "curve");
     char err[HCL_ERR_MAX];
     hcl_control *c;
     int rc = control_open(&c, "tcp://127.0.0.1:*", k.dir, k.secf, k.clif, 0, err);
@@ -305,11 +310,7 @@ static void check_ports(const char *dir) {
 
 void test_endpoints(void) {
     curve_keys k;
-    memset(&k, 0, sizeof k);
-    kit_make_dir(k.dir, sizeof k.dir, "wildcard");
-    HCL_CHECK(zmq_curve_keypair(k.spub, k.ssec) == 0 && zmq_curve_keypair(k.gpub, k.gsec) == 0 &&
-              zmq_curve_keypair(k.bpub, k.bsec) == 0, "zmq_curve_keypair");
-    check_key_files(&k);
+    make_keys(&k, "wildcard");
     const char *eps[] = {"tcp://0.0.0.0:*", "tcp://*:*", "tcp://[::]:*"};
     for (size_t i = 0; i < sizeof eps / sizeof eps[0]; i++) check_wildcard(&k, eps[i]);
     char dir[512];

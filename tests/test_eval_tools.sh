@@ -66,33 +66,14 @@ with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 EOF
 # its state.pb (proto/checkpoint.proto, encoded by hand): the size and CRC-32C of the model file
-"$py" - run/checkpoints/step-00000100 <<'EOF'
+"$py" - run/checkpoints/step-00000100 "$HCL_SRC/tests" <<'EOF'
 import os, sys
-def crc32c(data):
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-def varint(x):
-    out = bytearray()
-    while True:
-        out.append((x & 0x7F) | (0x80 if x > 0x7F else 0))
-        x >>= 7
-        if not x:
-            return bytes(out)
-def field(num, value):   # int: varint; bytes: length-delimited
-    if isinstance(value, int):
-        return varint(num << 3) + varint(value)
-    return varint(num << 3 | 2) + varint(len(value)) + value
+sys.path.insert(0, sys.argv[2])
+from crc32c import crc32c     # tests/crc32c.py
+from state_pb import encode   # tests/state_pb.py: [field, wire type, value] on the wire
 model = open(os.path.join(sys.argv[1], "model.safetensors"), "rb").read()
-filesum = field(1, b"model.safetensors") + field(2, len(model)) + field(3, crc32c(model))
-open(os.path.join(sys.argv[1], "state.pb"), "wb").write(field(1, 1) + field(19, filesum))
+filesum = encode([[1, 2, b"model.safetensors"], [2, 0, len(model)], [3, 0, crc32c(model)]])
+open(os.path.join(sys.argv[1], "state.pb"), "wb").write(encode([[1, 0, 1], [19, 2, filesum]]))
 EOF
 printf 'step-00000100\n' > run/checkpoints/latest
 ckdir=run/checkpoints/step-00000100

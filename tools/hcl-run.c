@@ -18,89 +18,64 @@
  * summary of every launch; 2 for bad usage or a bad hostfile. */
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "hcl-run.h"
+#include "opts.h"
+#include "util.h"
 
 static volatile sig_atomic_t stop_signal, checkpoint_signal;
 static void on_stop(int sig) { stop_signal = sig; }
 static void on_checkpoint(int sig) { (void)sig; checkpoint_signal = 1; }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+static char opt_hostfile[4096], opt_iface[256];
+static int64_t opt_max_restarts, opt_min_workers, opt_grace, opt_dry_run;
+static const hcl_opt options[] = {
+    {"hostfile", HCL_OPT_PATH, "", "Open MPI hostfile: `HOST [slots=N]` a line; rank 0 on the first slot",
+     HCL_OPT_AT(opt_hostfile), .meta = "H"},
+    {"max-restarts", HCL_OPT_INT, "3", "relaunches after a failure, with --resume auto",
+     HCL_OPT_AT(opt_max_restarts), .hi = 1000},
+    {"min-workers", HCL_OPT_INT, "1", "give up when fewer workers are left on the hosts that answer",
+     HCL_OPT_AT(opt_min_workers), .lo = 1, .hi = 100000, .meta = "K"},
+    {"iface", HCL_OPT_STR, "", "the interface or subnet MPI uses (btl_tcp_if_include, oob_tcp_if_include)",
+     HCL_OPT_AT(opt_iface), .meta = "NET"},
+    {"grace", HCL_OPT_INT, "2", "seconds mpirun has to end after rank 0 aborted, before hcl-run ends it",
+     HCL_OPT_AT(opt_grace), .hi = 3600, .meta = "S"},
+    {"dry-run", HCL_OPT_FLAG, "0", "print the mpirun command and exit", HCL_OPT_AT(opt_dry_run)},
+};
+static const hcl_optset optset = {options, (int)(sizeof options / sizeof options[0]), NULL, NULL};
 
 static void usage(FILE *f) {
-    fputs("usage: hcl-run --hostfile H [--max-restarts N] [--min-workers K] [--iface NET] [--grace S]\n"
-          "               [--dry-run] -- hcl-train ARGS...\n"
-          "  --hostfile H       Open MPI hostfile: `HOST [slots=N]` a line; rank 0 on the first slot\n"
-          "  --max-restarts N   relaunches after a failure, with --resume auto [3]\n"
-          "  --min-workers K    give up when fewer workers than K are left on the hosts that answer [1]\n"
-          "  --iface NET        the interface or subnet MPI uses (btl_tcp_if_include, oob_tcp_if_include)\n"
-          "  --grace S          seconds mpirun has to end after rank 0 aborted, before hcl-run ends it [2]\n"
-          "  --dry-run          print the mpirun command and exit\n", f);
+    fputs("usage: hcl-run --hostfile H [flags] -- hcl-train ARGS...\n", f);
+    opts_help(f, &optset);
 }
 
-static int parse_int(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "hcl-run: %s: bad value '%s' (want an integer from %ld to %ld)\n", flag, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
-/* The flags before "--"; opt->prog points into argv after it. Returns 0, 1 (--help), -1. */
-static int parse_args(int argc, char **argv, hcl_run_opts *o) {
+/* The flags before "--" (the shared option table); o->prog points into argv after it. Returns 0,
+ * or -1 with err. */
+static int parse_args(int argc, char **argv, hcl_run_opts *o, char *err) {
+    int dash = 1;
+    while (dash < argc && strcmp(argv[dash], "--") != 0) dash++;
+    if (opts_parse_tool(&optset, dash, argv, usage, err) != 0) return -1;
+    if (!opt_hostfile[0]) return hcl_err(err, "--hostfile is required");
+    if (dash + 1 >= argc) return hcl_err(err, "no program: give `-- hcl-train ARGS...`");
     memset(o, 0, sizeof *o);
-    o->max_restarts = 3;
-    o->min_workers = 1;
-    o->grace_s = 2;
-    int i = 1;
-    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        long x;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
-        if (!strcmp(a, "--dry-run")) { o->dry_run = 1; continue; }
-        if (!v || !strcmp(v, "--")) {
-            fprintf(stderr, "hcl-run: %s needs a value\n", a);
-            return -1;
-        }
-        i++;
-        if (!strcmp(a, "--hostfile")) o->hostfile = v;
-        else if (!strcmp(a, "--iface")) o->iface = v;
-        else if (!strcmp(a, "--max-restarts")) { if (parse_int(a, v, 0, 1000, &x)) return -1; o->max_restarts = (int)x; }
-        else if (!strcmp(a, "--min-workers")) { if (parse_int(a, v, 1, 100000, &x)) return -1; o->min_workers = (int)x; }
-        else if (!strcmp(a, "--grace")) { if (parse_int(a, v, 0, 3600, &x)) return -1; o->grace_s = (int)x; }
-        else {
-            fprintf(stderr, "hcl-run: unknown flag '%s' (hcl-train's flags go after --)\n", a);
-            return -1;
-        }
+    o->hostfile = opt_hostfile;
+    o->iface = opt_iface[0] ? opt_iface : NULL;
+    o->max_restarts = (int)opt_max_restarts;
+    o->min_workers = (int)opt_min_workers;
+    o->grace_s = (int)opt_grace;
+    o->dry_run = (int)opt_dry_run;
+    o->prog = argv + dash + 1;
+    o->nprog = argc - dash - 1;
+    for (int k = 0; k < o->nprog; k++) {   /* --run-dir DIR or --run-dir=DIR */
+        if (!strcmp(o->prog[k], "--run-dir") && k + 1 < o->nprog) o->run_dir = o->prog[k + 1];
+        if (!strncmp(o->prog[k], "--run-dir=", 10)) o->run_dir = o->prog[k] + 10;
     }
-    if (!o->hostfile) {
-        fprintf(stderr, "hcl-run: --hostfile is required\n");
-        return -1;
-    }
-    if (i + 1 >= argc) {
-        fprintf(stderr, "hcl-run: no program: give `-- hcl-train ARGS...`\n");
-        return -1;
-    }
-    o->prog = argv + i + 1;
-    o->nprog = argc - i - 1;
-    for (int k = 0; k + 1 < o->nprog; k++)
-        if (!strcmp(o->prog[k], "--run-dir")) o->run_dir = o->prog[k + 1];
     return 0;
 }
 
@@ -157,7 +132,7 @@ static int supervise(pid_t mp, const hcl_run_opts *o, int *aborted) {
             checkpoint_signal = 0;
             kill(mp, SIGUSR1);
         }
-        double t = now_s();
+        double t = hcl_now();
         if (abort_at < 0 && saw_abort(o->run_dir, &off)) {
             abort_at = t;
             *aborted = 1;
@@ -208,7 +183,7 @@ static int run_loop(const hcl_run_opts *o, hcl_run_hosts *h) {
     char summary[8192] = "", reason[512] = "first launch";
     size_t sl = 0;
     for (int restart = 0;; restart++) {
-        double t0 = now_s();
+        double t0 = hcl_now();
         int aborted = 0;
         char hosts[1024];
         hcl_run_hosts_text(h, hosts, sizeof hosts);
@@ -219,7 +194,7 @@ static int run_loop(const hcl_run_opts *o, hcl_run_hosts *h) {
         if (o->dry_run) return 0;
         sl += (size_t)snprintf(summary + sl, sl < sizeof summary ? sizeof summary - sl : 0,
                                "  launch %d on %s: exit %d after %.0f s%s\n", restart + 1, hosts, rc,
-                               now_s() - t0, aborted ? " (rank 0 aborted: a worker was lost)" : "");
+                               hcl_now() - t0, aborted ? " (rank 0 aborted: a worker was lost)" : "");
         if (sl >= sizeof summary) sl = sizeof summary - 1;
         if (rc == 0 || stop_signal) return rc;
         if (restart == o->max_restarts) {
@@ -240,14 +215,13 @@ static int run_loop(const hcl_run_opts *o, hcl_run_hosts *h) {
 
 int main(int argc, char **argv) {
     hcl_run_opts o;
-    int rc = parse_args(argc, argv, &o);
-    if (rc) {
-        usage(rc > 0 ? stdout : stderr);
-        return rc > 0 ? 0 : 2;
-    }
     hcl_run_hosts h;
-    char err[512];
-    if (hcl_run_read_hostfile(o.hostfile, &h, err, sizeof err) != 0) {
+    char err[HCL_ERR_MAX];
+    if (parse_args(argc, argv, &o, err) != 0) {
+        fprintf(stderr, "hcl-run: %s\n", err);
+        return 2;
+    }
+    if (hcl_run_read_hostfile(o.hostfile, &h, err) != 0) {
         fprintf(stderr, "hcl-run: %s\n", err);
         hcl_run_free_hosts(&h);
         return 2;
@@ -260,7 +234,7 @@ int main(int argc, char **argv) {
     sigaction(SIGUSR2, &sa, NULL);
     sa.sa_handler = on_checkpoint;
     sigaction(SIGUSR1, &sa, NULL);
-    rc = run_loop(&o, &h);
+    int rc = run_loop(&o, &h);
     hcl_run_free_hosts(&h);
     return rc;
 }

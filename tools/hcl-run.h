@@ -20,9 +20,9 @@ typedef struct {
     int n, total;   /* hosts, and their slots (ranks) summed */
 } hcl_run_hosts;
 
-/* Read an Open MPI hostfile (`HOST [slots=N]` a line, # comments). 0, or -1 with err naming the
- * file, line and value. */
-int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err, size_t cap);
+/* Read an Open MPI hostfile (`HOST [slots=N]` a line, # comments). 0, or -1 with err
+ * (HCL_ERR_MAX) naming the file, line and value. */
+int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err);
 void hcl_run_free_hosts(hcl_run_hosts *h);
 /* "a:2,b:1" */
 void hcl_run_hosts_text(const hcl_run_hosts *h, char *out, size_t cap);

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,22 +12,14 @@
 #include <unistd.h>
 
 #include "hcl-run.h"
+#include "util.h"
 
 extern char **environ;
 
-static int bad(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
-int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err, size_t cap) {
+int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err) {
     memset(h, 0, sizeof *h);
     FILE *f = fopen(path, "r");
-    if (!f) return bad(err, cap, "%s: cannot open the hostfile: %s", path, strerror(errno));
+    if (!f) return hcl_err(err, "%s: cannot open the hostfile: %s", path, strerror(errno));
     char line[1024];
     int lineno = 0, rc = 0;
     while (rc == 0 && fgets(line, sizeof line, f)) {
@@ -42,11 +33,11 @@ int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err, size_t 
             char *end;
             long v = strncmp(tok, "slots=", 6) == 0 ? strtol(tok + 6, &end, 10) : -1;
             if (v < 1 || v > 4096 || *end)
-                rc = bad(err, cap, "%s:%d: bad '%s' (want `HOST [slots=N]`, N from 1 to 4096)", path, lineno, tok);
+                rc = hcl_err(err, "%s:%d: bad '%s' (want `HOST [slots=N]`, N from 1 to 4096)", path, lineno, tok);
             else slots = (int)v;
         }
         if (rc == 0 && h->n == HCL_RUN_MAX_HOSTS)
-            rc = bad(err, cap, "%s:%d: more than %d hosts", path, lineno, HCL_RUN_MAX_HOSTS);
+            rc = hcl_err(err, "%s:%d: more than %d hosts", path, lineno, HCL_RUN_MAX_HOSTS);
         if (rc == 0) {
             h->name[h->n] = strdup(name);
             h->slots[h->n++] = slots;
@@ -54,7 +45,7 @@ int hcl_run_read_hostfile(const char *path, hcl_run_hosts *h, char *err, size_t 
         }
     }
     fclose(f);
-    if (rc == 0 && h->total < 2) rc = bad(err, cap, "%s: %d slots; a job needs 2 (rank 0 and a worker)", path, h->total);
+    if (rc == 0 && h->total < 2) rc = hcl_err(err, "%s: %d slots; a job needs 2 (rank 0 and a worker)", path, h->total);
     return rc;
 }
 
