@@ -65,7 +65,7 @@ typedef struct {
     int32_t balance;            /* --balance adaptive: uneven shares (batch_share_max rows at most) */
     int32_t matmul;             /* --matmul: enum hcl_matmul_engine (matmul.h) */
     int32_t precision;          /* --precision: enum hcl_precision (matmul.h) */
-    int32_t pad;
+    int32_t comm_bf16;          /* --comm-dtype bf16: worker_comm_bf16 */
     int64_t loss_memory;        /* --loss-memory, MB a worker may keep the loss's logits in */
     char data_dir[1024];
     char val_dir[1024];

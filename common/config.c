@@ -97,6 +97,9 @@ static const hcl_opt options[] = {
     {"grad-allreduce", HCL_OPT_ENUM, "shm", "shm: workers that share one node exchange gradients, "
      "parameters (ZeRO-1) and small batches' embeddings in shared memory (/dev/shm); mpi: MPI "
      "collectives (always across nodes)", F(grad_allreduce), .words = "shm|mpi"},
+    {"comm-dtype", HCL_OPT_ENUM, "f32", "f32, or bf16: the workers' exchanges over MPI (gathered "
+     "embeddings, their gradients, the gradient all-reduce) send bf16, half the bytes; sums in f32, "
+     "every worker the same bits (exchanges in shared memory stay f32)", F(comm_dtype), .words = "f32|bf16"},
     {"balance", HCL_OPT_ENUM, "even", "even: the same split of every batch (bitwise reproducible); "
      "adaptive: shares follow the workers' measured speeds (unequal cores; the float sums then vary "
      "in the last bits)", F(balance), .words = "even|adaptive"},

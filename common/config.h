@@ -69,6 +69,7 @@ typedef struct {
     int64_t coordinator_nice;
     char data_plane[16];
     char grad_allreduce[16];
+    char comm_dtype[16];
     char balance[16];
     /* machine and logging */
     char matmul[16];

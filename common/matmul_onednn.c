@@ -23,6 +23,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include "bf16.h"
 #include "log.h"
 #include "memlimit.h"
 #include "util.h"
@@ -187,14 +188,6 @@ static const float *scaled_copy(cache *c, const float *X, int rows, int cols, in
         for (int j = 0; j < cols; j++) y[j] = alpha * x[j];
     }
     return c->scaled;
-}
-
-/* One float as bf16: round to nearest even, a NaN kept quiet (as vcvtneps2bf16 does). */
-static inline uint16_t bf16_of(float v) {
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
 }
 
 /* y[0..n) = bf16(alpha x[0..n)): 16 at a time with AVX512_BF16 where the build targets it (the

@@ -172,7 +172,7 @@ int memlimit_check(const memlimit_need *n, const memlimit_state *s, const char *
         char parts[300];
         list_parts(n, i, parts, sizeof parts);
         snprintf(err, 512, "%s: needs about %.0f MB %s (%.0f %s; to come: %s; margin %.0f), but the limit %s is "
-                 "%.0f MB", who, need / MEMLIMIT_MB, lim[i].kind, lim[i].now / MEMLIMIT_MB, lim[i].now_what,
+                 "%.0f MB", who, ceil(need / MEMLIMIT_MB), lim[i].kind, lim[i].now / MEMLIMIT_MB, lim[i].now_what,
                  parts, margin / MEMLIMIT_MB, lim[i].name, lim[i].limit / MEMLIMIT_MB);
         return -1;
     }

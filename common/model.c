@@ -319,6 +319,7 @@ const float *model_encode(const hcl_model *m, hcl_model_acts *a, int v, const fl
         if (m->cfg.act == HCL_ACT_GELU) gelu_forward(va->act[k], h, n);
         else relu_forward(va->act[k], h, n);
         inp = va->act[k];
+        if (a->poll) a->poll(a->poll_arg, v, k, 0);
     }
     linear_forward(va->pre[last], inp, va->inb[last], p + e->w[last], p + e->b[last], B, e->in[last],
                    e->out[last]);
@@ -349,6 +350,7 @@ void model_encode_backward(hcl_model *m, hcl_model_acts *a, int v, const float *
         float *dinp = k == 0 ? NULL : nxt;  // d act[k-1] (B, in_k)
         linear_backward(dinp, g + e->w[k], overwrite ? 0.0f : 1.0f, db_done ? NULL : g + e->b[k], cur, va->doutb, inp,
                         va->rounded ? va->inb[k] : NULL, p + e->w[k], B, e->in[k], e->out[k]);
+        if (a->poll) a->poll(a->poll_arg, v, k, 1);
         if (k == 0) break;
         const int j = k - 1;
         int64_t n = (int64_t)B * e->out[j];

@@ -77,6 +77,12 @@ typedef struct {
 
 typedef struct {
     hcl_encoder_acts v[HCL_MAX_VIEWS];
+    /* NULL, or called after each layer's forward (backward 0) and after each layer's backward
+     * (backward 1: from then on the gradients of layer `layer` of view `view`, its parameters
+     * [w[layer], w[layer + 1]), are written for this call): the caller's communication moves
+     * on meanwhile, and can start on that layer's gradient (worker/step.c) */
+    void (*poll)(void *arg, int view, int layer, int backward);
+    void *poll_arg;
 } hcl_model_acts;
 
 void model_config_default(hcl_model_config *c);

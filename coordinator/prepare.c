@@ -210,6 +210,7 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, int one_host, char *err) {
      * is checked here needs the data or another flag. */
     r->shm_grads = config_enum(cfg, "grad-allreduce") == 0;      /* shm|mpi */
     r->balance = config_enum(cfg, "balance") == 1;               /* even|adaptive */
+    r->comm_bf16 = config_enum(cfg, "comm-dtype") == 1;          /* f32|bf16 */
     /* auto|coordinator|direct: on one host the workers read the same files as rank 0 from the
      * same page cache, so shipping rows is only a second copy and rank 0's CPU (bench/run) */
     const int plane = config_enum(cfg, "data-plane");
@@ -241,6 +242,7 @@ void run_setup(const hcl_run *r, hcl_setup *su) {
     su->resume = r->start_step > 0;
     su->direct = r->direct;
     su->shm_grads = r->shm_grads;
+    su->comm_bf16 = r->comm_bf16;
     su->balance = r->balance;
     su->matmul = (int32_t)r->matmul;
     su->precision = (int32_t)r->precision;

@@ -49,6 +49,7 @@ typedef struct {
     int64_t total_steps;
     int direct;                 /* --data-plane direct, or auto with every worker on this host */
     int shm_grads;              /* --grad-allreduce shm */
+    int comm_bf16;              /* --comm-dtype bf16 */
     int balance;                /* --balance adaptive */
     enum hcl_matmul_engine matmul;  /* --matmul */
     enum hcl_precision precision;   /* --precision */

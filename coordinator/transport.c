@@ -51,15 +51,29 @@ typedef struct {
     hcl_idle idle;
 } mpi_transport;
 
+/* 1 while some batch's sends are under way; testing them moves them on. */
+static int sends_pending(mpi_transport *m) {
+    int pending = 0;
+    for (int s = 0; s < HCL_BATCHES_IN_FLIGHT && m->sreq[s]; s++) {   /* none yet: the resume's broadcast */
+        int done;
+        MPI_Testall(2 * m->t.workers, m->sreq[s], &done, MPI_STATUSES_IGNORE);
+        pending |= !done;
+    }
+    return pending;
+}
+
 /* Wait for an MPI request without spinning: a few tests, then the idle hook between tests
- * (the control socket's poll: requests are answered while the workers compute). */
+ * (the control socket's poll: requests are answered while the workers compute). While batches
+ * are being sent the hook comes back within a millisecond: a worker's receive of the next batch
+ * (a rendezvous over TCP) answered half a step late put its rows on the wire during the
+ * gradient all-reduce instead of during the encoders and the loss (docs/SCALING.md). */
 static void mpi_wait(mpi_transport *m, MPI_Request *req) {
     int done = 0;
     for (int spins = 0;; spins++) {
         MPI_Test(req, &done, MPI_STATUS_IGNORE);
         if (done) return;
         if (spins < 50) continue;
-        m->idle.fn(m->idle.ctx);
+        m->idle.fn(m->idle.ctx, sends_pending(m));
     }
 }
 

@@ -31,9 +31,10 @@ typedef struct {
     int n;                      /* messages: one per worker */
 } hcl_outbox;
 
-/* Called while a wait is not over. */
+/* Called while a wait is not over; soon: batches are still being sent, so come back within a
+ * millisecond (MPI moves them only inside this process's MPI calls). */
 typedef struct {
-    void (*fn)(void *ctx);
+    void (*fn)(void *ctx, int soon);
     void *ctx;
 } hcl_idle;
 

@@ -82,6 +82,7 @@ static void test_types(void) {
     CHECK(REFUSED("--optimizer", "adam", "--optimizer", "adamw, sgd, lars"), "optimizer");
     CHECK(REFUSED("--grad-allreduce", "nccl", "shm, mpi"), "grad-allreduce");
     CHECK(REFUSED("--balance", "dynamic", "even, adaptive"), "balance");
+    CHECK(REFUSED("--comm-dtype", "fp16", "--comm-dtype: 'fp16' is not one of f32, bf16"), "comm-dtype");
     CHECK(REFUSED("--data-plane", "p2p", "auto, coordinator, direct"), "data-plane");
     CHECK(REFUSED("--log-level", "loud", "--log-level: 'loud' is not one of debug, info, warn, error"),
           "log-level");
@@ -218,7 +219,7 @@ static void test_snapshot(const char *dir) {
         "--watch-port", "5556", "--telemetry-port", "5557",
         "--control-secret", "/s#1.key", "--control-clients", "/c.txt", "--tensorboard", "off",
         "--prometheus", "127.0.0.1:9464", "--worker-timeout", "9.5",
-        "--coordinator-nice", "3", "--grad-allreduce", "mpi", "--balance", "adaptive",
+        "--coordinator-nice", "3", "--grad-allreduce", "mpi", "--comm-dtype", "bf16", "--balance", "adaptive",
         "--data-plane", "direct", "--matmul", MATMUL_OTHER, "--precision", "bf16", "--threads", "2", "--loss-memory", "64",
         "--log-every", "6",
         "--log-level", "debug"};

@@ -6,6 +6,8 @@
  *                      all gathered views through packing buffers (exchange_mpi_packed)
  *   MPI, per view      larger batches: one in-place collective per view, the reduce-scatter in
  *                      chunks of rs_rows rows of every worker (exchange_mpi_views)
+ *   MPI, bf16 wire     either of the two with the embeddings and gradients sent as bf16
+ *                      (--comm-dtype bf16: exchange_mpi_*_bf16, worker_comm_bf16)
  *   shared memory      all workers on one node (worker_share_memory): the gradient all-reduce,
  *                      and for packed-size batches the all-gather, column reduce and
  *                      reduce-scatter too, through POSIX shm segments; with AdamW or SGD the
@@ -13,7 +15,7 @@
  *                      (exchange_shm_apply: it replaces the operations it does)
  *
  * The table is chosen per operation by worker_select_exchange (step.c), the only place that
- * looks at the worker's mode flags (size, packed, seg, shm_views, zero). Every implementation
+ * looks at the worker's mode flags (size, packed, bf16, seg, shm_views, zero). Every implementation
  * gives the same bits on every worker: sums go in rank order.
  *
  * exchange_mpi.c holds the MPI collectives (packed and per view) and the one-worker case,
@@ -47,6 +49,10 @@ typedef struct {
      * logit scale) after all backwards; with ZeRO the sum of squares of this worker's slice of
      * the summed gradient goes into norm2. */
     void (*grad_reduce_encoder)(hcl_worker *w, int v);
+    /* ... or, where the exchange can (MPI; NULL otherwise), of each layer k of encoder v as soon
+     * as its backward on the last micro-batch is done; grad_reduce_encoder then starts only the
+     * layers not started (an encoder with no own rows). */
+    void (*grad_reduce_layer)(hcl_worker *w, int v, int k);
     void (*grad_reduce_rest)(hcl_worker *w);
     /* 6. The step's n scalars summed over the workers in place, then every gradient all-reduce
      * complete and every read of this step's shared buffers done. */
@@ -60,6 +66,8 @@ typedef struct {
 } hcl_exchange;
 
 extern const hcl_exchange exchange_solo, exchange_mpi_packed, exchange_mpi_views;
+/* The same with bf16 on the wire (--comm-dtype bf16; worker_comm_bf16). */
+extern const hcl_exchange exchange_mpi_packed_bf16, exchange_mpi_views_bf16;
 
 /* Shared memory: make and map the segments and move the buffers they hold into them
  * (worker_share_memory); 1 if on. */
@@ -68,6 +76,8 @@ int exchange_shm_init(hcl_worker *w);
 void exchange_shm_apply(const hcl_worker *w, hcl_exchange *x);
 /* Unmap the segments and set every pointer into them to NULL: what is left is private. */
 void exchange_shm_free(hcl_worker *w);
+
+#define HCL_TAG_RS 71   /* the packed reduce-scatter's messages on the workers' communicator */
 
 #define MPI_OK(call) do { int _rc = (call); HCL_CHECK(_rc == MPI_SUCCESS, "%s failed (%d)", #call, _rc); } while (0)
 

@@ -2,18 +2,26 @@
  * that exchanges nothing.
  *
  * Packed (small batches): the own rows of all G gathered views go into one packing buffer for
- * one MPI_Iallgatherv, and their gradients into one for one MPI_Ireduce_scatter, rank-major.
+ * one MPI_Iallgatherv, and their gradients into one, rank-major, each worker's part sent to it
+ * (p2p_reduce_scatter_post) and summed there in rank order.
  * Per view (large batches): one MPI_Iallgatherv per view in place, and a blocking
  * MPI_Reduce_scatter per view in chunks of rs_rows rows of every worker through a staging
  * buffer, so neither it nor Open MPI's temporaries grow with N. Either way the gradient
- * all-reduce is one MPI_Iallreduce per encoder's slice, started right after its backward, and
- * one for the rest. */
+ * all-reduce is the ring's (ring.h): the buckets of an encoder's slice start right after its
+ * backward, those of the rest after all backwards.
+ *
+ * With --comm-dtype bf16 (the *_bf16 functions) the embeddings cross the wire as bf16: each
+ * worker rounds its own rows in place first, so every worker's loss reads the same (N, D); the
+ * reduce-scatter of their gradients sends bf16 (summed in f32 where they arrive; per view MPI's
+ * reduce-scatter adds bf16 pairs in f32, bf16_sum_op), and the ring sends bf16 with f32 sums. */
 #include "exchange.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "optim.h"
+#include "ring.h"
 #include "step.h"
 
 /* Every worker's rows this step in floats of the collectives: (b_r G D) of the packed ones,
@@ -78,6 +86,46 @@ static void mpi_column_reduce(void *arg, float *colmax, double *colsum, int64_t 
     w->t_colreduce += hcl_now() - t0;
 }
 
+/* The packed reduce-scatter as one message each way between every two workers: worker r's
+ * rows of the gathered views' gradients (b_r G D, rank-major in dzpack, bf16 in dzpack16 with
+ * wire16) go to r, and each worker sums the W contributions to its own rows in rank order at
+ * finish. One round, moved on by step_poll's tests: Open MPI's MPI_Ireduce_scatter for two
+ * workers went through one of them (a reduce, then a scatter), each stage waiting for that
+ * worker's next MPI call, and kept the other waiting 6 ms a W1 step at 1 Gbit/s. */
+static void p2p_reduce_scatter_post(hcl_worker *w, int wire16) {
+    const int W = w->size, me = w->rank;
+    const MPI_Datatype t = wire16 ? MPI_UINT16_T : MPI_FLOAT;
+    const size_t esz = wire16 ? sizeof(uint16_t) : sizeof(float);
+    const char *src = wire16 ? (const char *)w->dzpack16 : (const char *)w->dzpack;
+    w->nrs = 0;
+    for (int k = 1; k < W; k++) {
+        const int to = (me + k) % W, from = (me + W - k) % W;
+        MPI_OK(MPI_Irecv((char *)w->rsin + esz * (size_t)from * w->counts[me], w->counts[me], t, from,
+                         HCL_TAG_RS, w->comm, &w->rsreqs[w->nrs++]));
+        MPI_OK(MPI_Isend(src + esz * (size_t)w->displs[to], w->counts[to], t, to, HCL_TAG_RS, w->comm,
+                         &w->rsreqs[w->nrs++]));
+    }
+}
+
+/* dzown = the sum over the workers in rank order of their contributions to own rows (own: from
+ * dzpack in f32; the others' from rsin, widened when they came as bf16). */
+static void p2p_reduce_scatter_sum(hcl_worker *w, int wire16) {
+    const int W = w->size, me = w->rank, n = w->counts[me];
+    const float *own = w->dzpack + w->displs[me];
+    float *out = w->dzown;
+    for (int r = 0; r < W; r++) {
+        if (r == me) {
+            for (int i = 0; i < n; i++) out[i] = r == 0 ? own[i] : out[i] + own[i];
+        } else if (wire16) {
+            const uint16_t *in = (const uint16_t *)w->rsin + (size_t)r * n;
+            for (int i = 0; i < n; i++) out[i] = r == 0 ? bf16_float(in[i]) : out[i] + bf16_float(in[i]);
+        } else {
+            const float *in = w->rsin + (size_t)r * n;
+            for (int i = 0; i < n; i++) out[i] = r == 0 ? in[i] : out[i] + in[i];
+        }
+    }
+}
+
 static void packed_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
     (void)r0;
     const int D = w->model.cfg.dim;
@@ -85,15 +133,17 @@ static void packed_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, co
         for (int g = 0; g < w->ngv; g++)
             memcpy(w->dzpack + w->displs[r] + (size_t)g * w->bs[r] * D, w->dzall[w->gv[g]] + w->r0s[r] * D,
                    sizeof(float) * (size_t)w->bs[r] * D);
-    MPI_OK(MPI_Ireduce_scatter(w->dzpack, w->dzown, w->counts, MPI_FLOAT, MPI_SUM, w->comm, &w->rsreq));
+    p2p_reduce_scatter_post(w, 0);
     for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzown + (size_t)g * b * D;
 }
 
 static void packed_reduce_scatter_finish(hcl_worker *w, int64_t r0, int64_t b) {
     (void)r0, (void)b;
     double tw = hcl_now();
-    MPI_OK(MPI_Wait(&w->rsreq, MPI_STATUS_IGNORE));
+    MPI_OK(MPI_Waitall(w->nrs, w->rsreqs, MPI_STATUSES_IGNORE));
+    w->nrs = 0;
     double ts = hcl_now();
+    p2p_reduce_scatter_sum(w, 0);
     w->t_rswait = ts - tw;
     w->t_rssum = hcl_now() - ts;
 }
@@ -122,28 +172,148 @@ static void views_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, con
     }
 }
 
-/* Encoder v's gradient slice, in place; each MPI_Testall moves the started ones on while the
- * next encoder's backward runs. */
-static void mpi_grad_reduce_encoder(hcl_worker *w, int v) {
-    const hcl_encoder *e = &w->model.enc[v];
-    MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, w->model.grads + e->param_begin, (int)(e->param_end - e->param_begin),
-                          MPI_FLOAT, MPI_SUM, w->comm, &w->gradreq[w->ngradreq++]));
-    int done;
-    MPI_OK(MPI_Testall(w->ngradreq, w->gradreq, &done, MPI_STATUSES_IGNORE));
+/* Layer k of encoder v, summed in place by the ring (ring.h); ring_poll moves it on while the
+ * backward goes on (step.c calls it between layers). */
+static void mpi_grad_reduce_layer(hcl_worker *w, int v, int k) {
+    if (w->started[v] & (1u << k)) return;
+    w->started[v] |= 1u << k;
+    ring_start(w->ring, w->slice0[v] + k, w->model.grads);
 }
 
-/* The parameters after the last encoder's: the head and the logit scale. */
+/* Encoder v's layers not started yet, the last first (the backward's order); the step's
+ * record of started layers is cleared with the last encoder's. */
+static void mpi_grad_reduce_encoder(hcl_worker *w, int v) {
+    for (int k = w->model.enc[v].nlayers - 1; k >= 0; k--) mpi_grad_reduce_layer(w, v, k);
+    ring_poll(w->ring);
+}
+
+/* The parameters after the last encoder's: the head and the logit scale (the ring's last slice). */
 static void mpi_grad_reduce_rest(hcl_worker *w) {
-    hcl_model *m = &w->model;
-    int64_t rest = m->enc[m->cfg.nviews - 1].param_end;
-    MPI_OK(MPI_Iallreduce(MPI_IN_PLACE, m->grads + rest, (int)(m->nparams - rest), MPI_FLOAT, MPI_SUM,
-                          w->comm, &w->gradreq[w->ngradreq++]));
+    const int V = w->model.cfg.nviews;
+    ring_start(w->ring, w->slice0[V - 1] + w->model.enc[V - 1].nlayers, w->model.grads);
+    memset(w->started, 0, sizeof w->started);
 }
 
 static void mpi_reduce_finish(hcl_worker *w, double *s, int n) {
+    ring_wait(w->ring);
     MPI_OK(MPI_Allreduce(MPI_IN_PLACE, s, n, MPI_DOUBLE, MPI_SUM, w->comm));
-    if (w->ngradreq) MPI_OK(MPI_Waitall(w->ngradreq, w->gradreq, MPI_STATUSES_IGNORE));
-    w->ngradreq = 0;
+}
+
+/* ---- bf16 on the wire (--comm-dtype bf16) ---------------------------------------------------- */
+
+/* inout[i] = bf16(in[i] + inout[i]), the sum in f32: MPI's reduction of bf16 pairs. */
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *c = inout;
+    for (int i = 0; i < *len; i++) c[i] = bf16_of(bf16_float(a[i]) + bf16_float(c[i]));
+}
+
+static MPI_Op bf16_sum_op(void) {
+    static MPI_Op op = MPI_OP_NULL;
+    if (op == MPI_OP_NULL) MPI_OK(MPI_Op_create(bf16_sum, 1, &op));
+    return op;
+}
+
+/* Own rows of the gathered views rounded in place and packed as bf16, rank-major as in f32. */
+static void packed16_allgather_start(hcl_worker *w, int64_t r0, int64_t b) {
+    const int D = w->model.cfg.dim;
+    mpi_shares(w);
+    for (int g = 0; g < w->ngv; g++) {
+        float *z = w->zall[w->gv[g]] + r0 * D;
+        bf16_round(z, b * D);
+        bf16_pack(w->zpack16 + (size_t)g * b * D, z, b * D);
+    }
+    MPI_OK(MPI_Iallgatherv(w->zpack16, w->counts[w->rank], MPI_UINT16_T, w->zgath16, w->counts, w->displs,
+                           MPI_UINT16_T, w->comm, &w->agreq[0]));
+    w->nag = 1;
+}
+
+static void packed16_allgather_finish(hcl_worker *w) {
+    const int D = w->model.cfg.dim;
+    MPI_OK(MPI_Waitall(w->nag, w->agreq, MPI_STATUSES_IGNORE));
+    w->nag = 0;
+    for (int r = 0; r < w->size; r++)
+        for (int g = 0; g < w->ngv; g++)
+            if (r != w->rank)
+                bf16_unpack(w->zall[w->gv[g]] + w->r0s[r] * D, w->zgath16 + w->displs[r] + (size_t)g * w->bs[r] * D,
+                            w->bs[r] * D);
+}
+
+/* The same with bf16 on the wire: own rows' contribution stays f32 in dzpack. */
+static void packed16_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
+    (void)r0;
+    const int D = w->model.cfg.dim;
+    for (int r = 0; r < w->size; r++)
+        for (int g = 0; g < w->ngv; g++) {
+            const float *src = w->dzall[w->gv[g]] + w->r0s[r] * D;
+            const size_t at = (size_t)w->displs[r] + (size_t)g * w->bs[r] * D;
+            if (r == w->rank) memcpy(w->dzpack + at, src, sizeof(float) * (size_t)w->bs[r] * D);
+            else bf16_pack(w->dzpack16 + at, src, w->bs[r] * D);
+        }
+    p2p_reduce_scatter_post(w, 1);
+    for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzown + (size_t)g * b * D;
+}
+
+static void packed16_reduce_scatter_finish(hcl_worker *w, int64_t r0, int64_t b) {
+    (void)r0, (void)b;
+    double tw = hcl_now();
+    MPI_OK(MPI_Waitall(w->nrs, w->rsreqs, MPI_STATUSES_IGNORE));
+    w->nrs = 0;
+    double ts = hcl_now();
+    p2p_reduce_scatter_sum(w, 1);
+    w->t_rswait = ts - tw;
+    w->t_rssum = hcl_now() - ts;
+}
+
+/* Per view: each gathered view's (N, D) as bf16 in z16, gathered in place there. */
+static void views16_allgather_start(hcl_worker *w, int64_t r0, int64_t b) {
+    const int D = w->model.cfg.dim;
+    mpi_shares(w);
+    for (int g = 0; g < w->ngv; g++) {
+        float *z = w->zall[w->gv[g]] + r0 * D;
+        uint16_t *h = w->z16 + (size_t)g * w->n * D;
+        bf16_round(z, b * D);
+        bf16_pack(h + r0 * D, z, b * D);
+        MPI_OK(MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_UINT16_T, h, w->vcounts, w->vdispls, MPI_UINT16_T, w->comm,
+                               &w->agreq[g]));
+    }
+    w->nag = w->ngv;
+}
+
+static void views16_allgather_finish(hcl_worker *w) {
+    const int D = w->model.cfg.dim;
+    MPI_OK(MPI_Waitall(w->nag, w->agreq, MPI_STATUSES_IGNORE));
+    w->nag = 0;
+    for (int g = 0; g < w->ngv; g++)
+        for (int r = 0; r < w->size; r++)
+            if (r != w->rank)
+                bf16_unpack(w->zall[w->gv[g]] + w->r0s[r] * D, w->z16 + (size_t)g * w->n * D + w->r0s[r] * D,
+                            w->bs[r] * D);
+}
+
+/* The chunked reduce-scatter of views_reduce_scatter_start with the staging in bf16. */
+static void views16_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
+    (void)b;
+    const int D = w->model.cfg.dim;
+    int64_t nchunk = (w->b_max + w->rs_rows - 1) / w->rs_rows;
+    uint16_t *out = w->rs16 + (size_t)w->size * w->rs_rows * D;
+    for (int g = 0; g < w->ngv; g++) {
+        int v = w->gv[g];
+        for (int64_t k = 0; k < nchunk; k++) {
+            size_t off = 0;
+            for (int r = 0; r < w->size; r++) {
+                int64_t c0 = k * w->rs_rows, rows = w->bs[r] - c0;
+                rows = rows < 0 ? 0 : rows > w->rs_rows ? w->rs_rows : rows;
+                bf16_pack(w->rs16 + off, w->dzall[v] + (w->r0s[r] + c0) * D, rows * D);
+                w->rscounts[r] = (int)(rows * D);
+                off += (size_t)(rows * D);
+            }
+            MPI_OK(MPI_Reduce_scatter(w->rs16, out, w->rscounts, MPI_UINT16_T, bf16_sum_op(), w->comm));
+            bf16_unpack(w->dzall[v] + (r0 + k * w->rs_rows) * D, out, w->rscounts[w->rank]);
+        }
+        dz[v] = w->dzall[v] + r0 * D;
+    }
 }
 
 /* Every worker holds the whole summed gradient. */
@@ -183,6 +353,37 @@ const hcl_exchange exchange_mpi_packed = {
     .reduce_scatter_start = packed_reduce_scatter_start,
     .reduce_scatter_finish = packed_reduce_scatter_finish,
     .grad_reduce_encoder = mpi_grad_reduce_encoder,
+    .grad_reduce_layer = mpi_grad_reduce_layer,
+    .grad_reduce_rest = mpi_grad_reduce_rest,
+    .reduce_finish = mpi_reduce_finish,
+    .grad_norm = whole_grad_norm,
+    .params_written = nothing,
+    .summed_grads = whole_summed_grads,
+};
+
+const hcl_exchange exchange_mpi_packed_bf16 = {
+    .allgather_start = packed16_allgather_start,
+    .allgather_finish = packed16_allgather_finish,
+    .column_reduce = mpi_column_reduce,
+    .reduce_scatter_start = packed16_reduce_scatter_start,
+    .reduce_scatter_finish = packed16_reduce_scatter_finish,
+    .grad_reduce_encoder = mpi_grad_reduce_encoder,
+    .grad_reduce_layer = mpi_grad_reduce_layer,
+    .grad_reduce_rest = mpi_grad_reduce_rest,
+    .reduce_finish = mpi_reduce_finish,
+    .grad_norm = whole_grad_norm,
+    .params_written = nothing,
+    .summed_grads = whole_summed_grads,
+};
+
+const hcl_exchange exchange_mpi_views_bf16 = {
+    .allgather_start = views16_allgather_start,
+    .allgather_finish = views16_allgather_finish,
+    .column_reduce = mpi_column_reduce,
+    .reduce_scatter_start = views16_reduce_scatter_start,
+    .reduce_scatter_finish = nothing_rows,
+    .grad_reduce_encoder = mpi_grad_reduce_encoder,
+    .grad_reduce_layer = mpi_grad_reduce_layer,
     .grad_reduce_rest = mpi_grad_reduce_rest,
     .reduce_finish = mpi_reduce_finish,
     .grad_norm = whole_grad_norm,
@@ -197,6 +398,7 @@ const hcl_exchange exchange_mpi_views = {
     .reduce_scatter_start = views_reduce_scatter_start,
     .reduce_scatter_finish = nothing_rows,   /* the chunked reduce-scatter is done at start */
     .grad_reduce_encoder = mpi_grad_reduce_encoder,
+    .grad_reduce_layer = mpi_grad_reduce_layer,
     .grad_reduce_rest = mpi_grad_reduce_rest,
     .reduce_finish = mpi_reduce_finish,
     .grad_norm = whole_grad_norm,

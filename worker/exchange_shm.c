@@ -405,6 +405,7 @@ void exchange_shm_apply(const hcl_worker *w, hcl_exchange *x) {
         x->reduce_scatter_finish = shm_reduce_scatter_finish;
     }
     x->grad_reduce_encoder = shm_grad_reduce_encoder;
+    x->grad_reduce_layer = NULL;
     x->grad_reduce_rest = shared_grad_sum;
     x->reduce_finish = shm_reduce_finish;
     if (w->zero) {

@@ -62,7 +62,9 @@ static void init_buffers(hcl_worker *w) {
         w->zgath = hcl_floats((size_t)G * n * D + 1);
         w->dzpack = hcl_floats((size_t)G * n * D + 1);
         w->dzown = hcl_floats((size_t)G * w->b_max * D + 1);
+        w->rsin = hcl_floats((size_t)w->size * G * w->b_max * D + 1);
     }
+    w->rsreqs = hcl_calloc(2 * (size_t)w->size, sizeof(MPI_Request));
     w->vcounts = hcl_calloc((size_t)w->size, sizeof(int));
     w->rs_rows = HCL_RS_FLOATS / ((int64_t)w->size * D);
     w->rs_rows = w->rs_rows < 1 ? 1 : w->rs_rows > w->b_max ? w->b_max : w->rs_rows;
@@ -81,6 +83,49 @@ static void init_buffers(hcl_worker *w) {
     w->bs = hcl_calloc((size_t)w->size, sizeof(int64_t));
     w->scal = hcl_calloc((size_t)(3 + V * V + w->size + 1), sizeof(double));
     w->busy = hcl_calloc((size_t)w->size, sizeof(double));
+}
+
+/* The ring of the gradient all-reduce (ring.h): a slice per encoder layer, [w[k], w[k + 1]),
+ * then the rest (head, logit scale), with the wire of w->bf16. Collective. */
+static void open_ring(hcl_worker *w) {
+    const hcl_model *m = &w->model;
+    const int V = m->cfg.nviews;
+    int64_t cuts[HCL_MAX_VIEWS * HCL_MAX_LAYERS + 2];
+    int n = 0;
+    for (int v = 0; v < V; v++) {
+        w->slice0[v] = n;
+        for (int k = 0; k < m->enc[v].nlayers; k++) cuts[n++] = m->enc[v].w[k];
+    }
+    cuts[n] = m->enc[V - 1].param_end;
+    cuts[n + 1] = m->nparams;
+    HCL_CHECK(cuts[0] == 0, "open_ring: encoder 0 starts at parameter %lld", (long long)cuts[0]);
+    ring_close(w->ring);
+    w->ring = ring_open(w->comm, cuts, n + 1, w->bf16);
+}
+
+/* The exchanges in flight move on (ring_poll, and a test of the all-gather's and
+ * reduce-scatter's requests: Open MPI moves them only inside its calls). */
+static void step_progress(hcl_worker *w) {
+    if (!w->ring) return;
+    ring_poll(w->ring);
+    int done;
+    for (int k = 0; k < 2; k++)
+        if (w->prefetch[k] && *w->prefetch[k] != MPI_REQUEST_NULL) MPI_OK(MPI_Test(w->prefetch[k], &done, MPI_STATUS_IGNORE));
+    if (w->nag) MPI_OK(MPI_Testall(w->nag, w->agreq, &done, MPI_STATUSES_IGNORE));
+    if (w->rsreq != MPI_REQUEST_NULL) MPI_OK(MPI_Test(&w->rsreq, &done, MPI_STATUS_IGNORE));
+    if (w->nrs) MPI_OK(MPI_Testall(w->nrs, w->rsreqs, &done, MPI_STATUSES_IGNORE));
+}
+
+/* The model's hook after each layer (model.h): the exchanges move on, and after a layer's
+ * backward on the last micro-batch its gradient is complete and its sum starts
+ * (grad_reduce_layer; the test's NaN goes in first). */
+static void step_poll(void *arg, int v, int k, int backward) {
+    hcl_worker *w = arg;
+    if (backward && w->bwd_last) {
+        if (k == 0 && w->step_now == w->inject_nan_step) w->model.grads[w->model.enc[v].param_begin] = NAN;
+        if (w->xch.grad_reduce_layer) w->xch.grad_reduce_layer(w, v, k);
+    }
+    step_progress(w);
 }
 
 int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
@@ -123,6 +168,9 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     init_orders(w);
     init_injections(w);
     w->rsreq = MPI_REQUEST_NULL;
+    open_ring(w);
+    w->acts.poll = step_poll;
+    w->acts.poll_arg = w;
     worker_select_exchange(w);
     if ((int64_t)V * n * D > INT32_MAX || w->loss.npairs * n > INT32_MAX)
         return hcl_err(err, "batch-size: %lld rows x %d views x %d dims (or x %lld loss pairs) exceeds one "
@@ -169,7 +217,11 @@ int worker_memory(memlimit_need *need, const hcl_setup *su, int W, int snapshot,
         G += W == 1 || gathered[v];
         x += 2 * D * (W == 1 || gathered[v] ? (double)n : b);
     }
-    if (G * n * D * 4 <= HCL_PACKED_MAX_BYTES) x += 2 * G * D * (b + (double)n);
+    const int packed = G * n * D * 4 <= HCL_PACKED_MAX_BYTES;
+    if (packed) x += 2 * G * D * (b + (double)n) + W * b * G * D;   /* + rsin */
+    if (W > 1) x += 2 * (np / W + (double)HCL_BUCKET_FLOATS);        /* the ring's staging */
+    if (W > 1 && su->comm_bf16)   /* worker_comm_bf16's buffers, in floats */
+        x += packed ? G * D * (b + 2.0 * n) / 2 : (G * n * D + (W + 1.0) * HCL_RS_FLOATS / W) / 2;
     x += (double)(loss_pair_count(lc) > 0 ? loss_pair_count(lc) : 1) * n + HCL_RS_FLOATS;
     memlimit_add(need, "exchange", 4 * x, 4 * x);
     if (W > 1)   /* worker_share_memory: every other worker's segment (its gradients) mapped here */
@@ -178,7 +230,9 @@ int worker_memory(memlimit_need *need, const hcl_setup *su, int W, int snapshot,
 }
 
 void worker_select_exchange(hcl_worker *w) {
-    w->xch = w->size == 1 ? exchange_solo : w->packed ? exchange_mpi_packed : exchange_mpi_views;
+    w->xch = w->size == 1 ? exchange_solo
+           : w->packed    ? (w->bf16 ? exchange_mpi_packed_bf16 : exchange_mpi_packed)
+                          : (w->bf16 ? exchange_mpi_views_bf16 : exchange_mpi_views);
     if (w->seg) exchange_shm_apply(w, &w->xch);
 }
 
@@ -188,7 +242,32 @@ int worker_share_memory(hcl_worker *w) {
     return on;
 }
 
+int worker_comm_bf16(hcl_worker *w) {
+    if (w->size == 1 || w->seg) return 0;
+    w->bf16 = 1;
+    const int64_t G = w->ngv, D = w->model.cfg.dim;
+    if (w->packed) {
+        w->zpack16 = hcl_calloc((size_t)(G * w->b_max * D + 1), sizeof(uint16_t));
+        w->zgath16 = hcl_calloc((size_t)(G * w->n * D + 1), sizeof(uint16_t));
+        w->dzpack16 = hcl_calloc((size_t)(G * w->n * D + 1), sizeof(uint16_t));
+    } else {
+        w->z16 = hcl_calloc((size_t)(G * w->n * D + 1), sizeof(uint16_t));
+        w->rs16 = hcl_calloc((size_t)((w->size + 1) * w->rs_rows * D), sizeof(uint16_t));
+    }
+    open_ring(w);
+    worker_select_exchange(w);
+    return 1;
+}
+
 void worker_free(hcl_worker *w) {
+    ring_close(w->ring);
+    free(w->zpack16);
+    free(w->zgath16);
+    free(w->dzpack16);
+    free(w->rsin);
+    free(w->rsreqs);
+    free(w->z16);
+    free(w->rs16);
     exchange_shm_free(w);   /* the segments go; every field that pointed into them is NULL */
     model_acts_free(&w->acts, &w->model);
     model_free(&w->model);
@@ -270,8 +349,9 @@ static void peers_wait(const step_ctx *s, const char *what) {
 
 /* The loss's progress (loss.h) to the watchdog's messages. */
 static void loss_progress(void *arg, double done) {
-    const hcl_worker *w = arg;
+    hcl_worker *w = arg;
     watchdog_progress(w->step_now, "loss", done);
+    step_progress(w);
 }
 
 /* The loss's column reduce (loss.h) as a wait on the other workers. */
@@ -376,11 +456,14 @@ static void step_backward(hcl_worker *w, const step_ctx *s) {
         const float *x = (const float *)(s->buf + s->lay.view[v]);
         for (int64_t c = 0; c < b; c += mb) {
             int64_t rows = b - c < mb ? b - c : mb;
+            w->bwd_last = 0;
             if (b > mb) model_encode(m, &w->acts, v, x + c * s->widths[v], (int)rows);
+            w->bwd_last = c + mb >= b;   /* step_poll: each layer's sum starts after its backward */
             model_encode_backward(m, &w->acts, v, x + c * s->widths[v], s->dz[v] + c * D, (int)rows, c == 0);
         }
-        if (s->h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
-        w->xch.grad_reduce_encoder(w, v);
+        w->bwd_last = 0;
+        if (b == 0 && s->h->step == w->inject_nan_step) m->grads[m->enc[v].param_begin] = NAN;
+        w->xch.grad_reduce_encoder(w, v);   /* what the layers have not started (no own rows) */
     }
 }
 

@@ -11,8 +11,8 @@
  *                        and sums are reduced over the workers between the loss's two passes
  *   4. reduce-scatter    dz back to the owners -> own (b, D) per gathered view, while the
  *                        other views' encoders run backward
- *   5. backward          through the encoders; the all-reduce of each encoder's gradient
- *                        slice starts as soon as its backward is done
+ *   5. backward          through the encoders; over MPI the all-reduce of each layer's
+ *                        gradient starts as soon as its backward is done (step_poll)
  *   6. reduce            the gradient all-reduce completes; loss parts and busy times summed
  *   7. update            finite check, clip, optimizer step, clamp of t (TRAIN only)
  * With one worker nothing is exchanged; with worker_share_memory (all workers on one node) the
@@ -30,6 +30,7 @@
 #include "memlimit.h"
 #include "model.h"
 #include "optim.h"
+#include "ring.h"
 
 
 #define HCL_MICRO_ROWS 512                /* rows per encoder call (activation memory) */
@@ -106,9 +107,26 @@ typedef struct hcl_worker {
     int *rscounts;                /* per worker, its rows in the chunk x D */
     float *colmax;                /* (pairs, N) the loss's column maxes over the workers */
     MPI_Request agreq[HCL_MAX_VIEWS];     /* the all-gather's requests, nag of them */
-    MPI_Request rsreq;                    /* the reduce-scatter's (or its barrier's) */
-    MPI_Request gradreq[HCL_MAX_VIEWS + 1]; /* the gradient all-reduces', ngradreq of them */
-    int nag, ngradreq;
+    MPI_Request rsreq;                    /* shared memory: the reduce-scatter's barrier */
+    MPI_Request *rsreqs;          /* (2 W) packed: the reduce-scatter's messages, nrs of them */
+    int nrs;
+    float *rsin;                  /* packed: (W, b_max G D) every worker's contribution to own rows
+                                   * (bf16 in its first half with --comm-dtype bf16) */
+    int nag;
+    hcl_ring *ring;               /* the gradient all-reduce over MPI (ring.h; NULL: one worker) */
+    int slice0[HCL_MAX_VIEWS];    /* the ring's slice of encoder v's layer 0 (layer k: + k) */
+    unsigned started[HCL_MAX_VIEWS]; /* this step: bit k, the sum of encoder v's layer k started */
+    int bwd_last;                 /* the backward running is the encoder's last micro-batch */
+    MPI_Request *prefetch[2];     /* the caller's receives of the next batch (worker.c), or NULL:
+                                   * step_poll tests them too, so that the batch moves during the
+                                   * encoders and the loss (Open MPI moves it only inside MPI calls
+                                   * of this process) instead of during the gradient all-reduce */
+    int bf16;                     /* --comm-dtype bf16: the embeddings and gradients on the wire as
+                                   * bf16 (worker_comm_bf16); the buffers below hold them */
+    uint16_t *zpack16, *zgath16;  /* packed: (G, b_max, D), (N, G, D) */
+    uint16_t *dzpack16;           /* packed: (N, G, D) */
+    uint16_t *z16;                /* per view: (G, N, D) the gathered views' embeddings */
+    uint16_t *rs16;               /* per view: (W + 1, rs_rows, D) the reduce-scatter's staging */
 
     /* shared memory (exchange_shm.c) */
     float **seg;                  /* worker_share_memory: (W) every worker's shared-memory segment,
@@ -142,8 +160,13 @@ void worker_free(hcl_worker *w);
  * (memlimit.h); nothing is allocated. The batches' buffers, the threads and the matmul engines'
  * buffers are the caller's to add. */
 int worker_memory(memlimit_need *need, const hcl_setup *su, int W, int snapshot, char *err);
-/* Choose the exchange of each operation from the worker's mode (size, packed, seg, shm_views,
- * zero). worker_init and worker_share_memory call it; so does a test that changes packed. */
+/* Collective over the workers, after worker_share_memory: the embeddings, their gradients and
+ * the parameter gradients cross the wire as bf16 (--comm-dtype bf16), sums in f32 (ring.h).
+ * Exchanges through shared memory stay f32: it is for the network. Returns 1 if on (MPI
+ * collectives in use), 0 if not (one worker, or shared memory). */
+int worker_comm_bf16(hcl_worker *w);
+/* Choose the exchange of each operation from the worker's mode (size, packed, bf16, seg,
+ * shm_views, zero). worker_init and worker_share_memory call it; so does a test that changes packed. */
 void worker_select_exchange(hcl_worker *w);
 /* Collective over the workers. When they all share one node (and there are two or more), the
  * step's exchanges go through shared memory (POSIX shm segments, one per worker, mapped by

@@ -93,9 +93,11 @@ static void replica_open(worker_loop *L) {
     if (kept) LOG_DEBUG("the loss keeps its logits between its passes: %.0f MB (--loss-memory %lld)", kept / 1e6,
                         (long long)su->loss_memory);
     int shm = su->shm_grads && worker_share_memory(w);
-    LOG_DEBUG("worker %d of %d: %d %s threads, %lld parameters, exchanges %s", w->rank, w->size, threads,
-              matmul_engine_name(matmul_engine()),
-              (long long)w->model.nparams, shm ? "in shared memory" : w->size > 1 ? "by MPI collectives" : "none (one worker)");
+    int bf16 = su->comm_bf16 && worker_comm_bf16(w);
+    LOG_DEBUG("worker %d of %d: %d %s threads, %lld parameters, exchanges %s%s%s", w->rank, w->size, threads,
+              matmul_engine_name(matmul_engine()), (long long)w->model.nparams,
+              shm ? "in shared memory" : w->size > 1 ? "by MPI collectives" : "none (one worker)",
+              bf16 ? ", bf16 on the wire" : "", w->ring && ring_hierarchical(w->ring) ? ", hierarchical" : "");
     L->snap_n = worker_snapshot_floats(w);
     L->snap = hcl_malloc(sizeof(float) * L->snap_n);
     if (su->resume) {
@@ -301,6 +303,8 @@ int worker_main(MPI_Comm workers, const hcl_setup *su) {
     L->res_bytes = batch_result_bytes(w->size);
     L->sent = hcl_malloc(L->res_bytes);
     L->sreq = MPI_REQUEST_NULL;
+    w->prefetch[0] = &L->hreq;
+    w->prefetch[1] = &L->breq;
     batch_post(L, 0);
     for (int cur = 0;; cur ^= 1) {
         double waited = batch_wait(L, cur);

@@ -17,7 +17,7 @@
 #define TEXT_MAX 65536
 
 static const char *const enum_keys[] = {"act", "loss", "hybrid-base", "optimizer", "grad-allreduce",
-                                        "balance", "data-plane", "matmul", "precision", "log-level"};
+                                        "comm-dtype", "balance", "data-plane", "matmul", "precision", "log-level"};
 
 /* What every accepted configuration must hold; its snapshot into text (TEXT_MAX). */
 static void check_config(const hcl_config *c, char *text) {
