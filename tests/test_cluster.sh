@@ -6,6 +6,10 @@
 # ends mpirun too).
 #  1. exactness: 30 steps on 3 hosts within 1e-5 of one process; --data-plane direct gives the
 #     same losses bit for bit with far fewer bytes leaving rank 0's host
+#  1b. hierarchical: 2 workers on each of h2 and h3 (rank 0 on h1), 40 steps with --comm-dtype
+#     f32 and bf16: the gradient sum (worker/ring.c) within 1e-5 of one process (f32) and 1% (bf16),
+#     and h2 sends fewer bytes than with one flat ring of the 4 workers (HCL_FLAT_ALLREDUCE=1):
+#     one worker a host crosses the link, once, instead of 1.5 times the gradient
 #  2. hclctl on h2 with CURVE against rank 0 on h1: status with the worker table, pause, resume,
 #     stop (exit 0 after a checkpoint); a key not in the client list gets no answer
 #  3. faults, each on a fresh run with --worker-timeout 5: kill -9 of the remote worker (rank 2
@@ -72,6 +76,38 @@ assert direct == three, "--data-plane direct changed the losses"
 assert sent_direct * 4 < sent, f"rank 0's host sent {sent} bytes, with --data-plane direct {sent_direct}"
 print(f"30 steps on 3 hosts within {worst:.1e} of one process; --data-plane direct the same bits, "
       f"host 1 sent {sent / 1e6:.1f} MB -> {sent_direct / 1e6:.1f} MB")
+PY
+
+# ---- 1b. hierarchical gradient sums: 2 workers on each of h2 and h3 ----------------------------
+hier=(--data "$tmp/data" --hidden 256 --dim 16 --batch-size 256 --steps 40 --log-every 1 --seed 3 --threads 1)
+"$B/hcl-train" "${hier[@]}" --run-dir "$tmp/hier-one" 2>"$tmp/hier-one.log" || { cat "$tmp/hier-one.log"; fail "one process (1b)"; }
+hosts="$(ip_of 1):1,$(ip_of 2):2,$(ip_of 3):2"
+for run in hier:f32: hier16:bf16: flat:f32:1; do
+    IFS=: read -r name dtype flat <<<"$run"
+    a=$(txbytes 2)
+    HCL_FLAT_ALLREDUCE=${flat:-0} timeout 120 bash "$NETNS" run -np 5 --host "$hosts" -x HCL_FLAT_ALLREDUCE "${KEEP[@]}"         "$B/hcl-train" "${hier[@]}" --comm-dtype "$dtype" --log-level debug --run-dir "$tmp/$name"         >"$tmp/$name.log" 2>&1 || { tail "$tmp/$name.log"; fail "2 hosts x 2 workers ($name)"; }
+    echo "$name $(( $(txbytes 2) - a ))" >>"$tmp/hier.bytes"
+done
+grep -q "exchanges by MPI collectives, hierarchical" "$tmp/hier.log" || { grep "exchanges" "$tmp/hier.log"; fail "not hierarchical"; }
+! grep -q "hierarchical" "$tmp/flat.log" || fail "HCL_FLAT_ALLREDUCE=1 still hierarchical"
+$PY - "$tmp" <<'PY' || fail "hierarchical sums"
+import json, sys
+tmp = sys.argv[1]
+sent = dict((k, int(v)) for k, v in (l.split() for l in open(f"{tmp}/hier.bytes")))
+def losses(run):
+    return [json.loads(l)["loss"] for l in open(f"{tmp}/{run}/metrics.jsonl") if '"loss"' in l]
+one, hier, hier16, flat = losses("hier-one"), losses("hier"), losses("hier16"), losses("flat")
+assert len(one) == len(hier) == len(hier16) == len(flat) == 40
+w = max(abs(a - b) / abs(a) for a, b in zip(one, hier))
+wf = max(abs(a - b) / abs(a) for a, b in zip(one, flat))
+w16 = max(abs(a - b) / abs(a) for a, b in zip(one, hier16))
+assert w <= 1e-5 and wf <= 1e-5, f"hierarchical {w:.2e}, flat {wf:.2e} from one process"
+assert w16 <= 1e-2, f"hierarchical with bf16: {w16:.2e} from one process"
+assert sent["hier"] * 1.15 < sent["flat"], f"h2 sent {sent['hier']} bytes hierarchical, {sent['flat']} flat"
+assert sent["hier16"] * 1.5 < sent["hier"], f"h2 sent {sent['hier16']} bytes with bf16, {sent['hier']} with f32"
+print(f"2 hosts x 2 workers: hierarchical within {w:.1e} of one process (flat {wf:.1e}, bf16 {w16:.1e}); "
+      f"h2 sent {sent['flat'] / 1e6:.1f} MB flat, {sent['hier'] / 1e6:.1f} MB hierarchical, "
+      f"{sent['hier16'] / 1e6:.1f} MB with bf16")
 PY
 
 # ---- the jobs of the later parts -----------------------------------------------------------
