@@ -94,6 +94,9 @@ static void replica_open(worker_loop *L) {
                         (long long)su->loss_memory);
     int shm = su->shm_grads && worker_share_memory(w);
     int bf16 = su->comm_bf16 && worker_comm_bf16(w);
+    if (su->comm_bf16 && !bf16 && w->size > 1 && w->rank == 0)
+        LOG_INFO("--comm-dtype bf16: the workers share one node and exchange in shared memory, which stays f32 "
+                 "(--grad-allreduce mpi to send bf16 through MPI)");
     LOG_DEBUG("worker %d of %d: %d %s threads, %lld parameters, exchanges %s%s%s", w->rank, w->size, threads,
               matmul_engine_name(matmul_engine()), (long long)w->model.nparams,
               shm ? "in shared memory" : w->size > 1 ? "by MPI collectives" : "none (one worker)",
@@ -126,11 +129,13 @@ static void watchdog_open(worker_loop *L) {
  * N x G x D embeddings of the G gathered views send (W-1)/W of their size, the ring all-reduces
  * twice that: of the parameter gradient, and per pair of the loss's N column maxes (float) and
  * sums (double) (docs/SCALING.md): the model of the MPI collectives, also reported when the
- * workers exchange through shared memory instead. */
+ * workers exchange through shared memory instead; with bf16 on the wire (w->bf16) the
+ * embeddings and gradients take 2 bytes a value. */
 static uint64_t step_bytes_model(const hcl_worker *w, const hcl_setup *su) {
     if (w->size == 1) return 0;
+    const double v = w->bf16 ? 2.0 : 4.0;
     return (uint64_t)((double)(w->size - 1) / w->size *
-                      (4.0 * 2.0 * su->batch * w->ngv * su->mc.dim + 2.0 * 4.0 * w->model.nparams +
+                      (v * 2.0 * su->batch * w->ngv * su->mc.dim + 2.0 * v * w->model.nparams +
                        2.0 * 12.0 * su->batch * loss_pair_count(&su->lc)));
 }
 
