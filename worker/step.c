@@ -106,7 +106,7 @@ static void open_ring(hcl_worker *w) {
 /* The exchanges in flight move on (ring_poll, and a test of the all-gather's and
  * reduce-scatter's requests: Open MPI moves them only inside its calls). */
 static void step_progress(hcl_worker *w) {
-    if (!w->ring) return;
+    if (!w->ring || w->seg) return;   /* one worker, or shared memory: nothing moves by MPI's calls */
     ring_poll(w->ring);
     int done;
     for (int k = 0; k < 2; k++)
