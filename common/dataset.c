@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <glob.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +13,86 @@
 
 /* ---- manifest ---------------------------------------------------------------------------- */
 
+/* Add path to view v's files (a copy). */
+static int view_add_file(hcl_dataset *ds, int v, const char *path, const char *where, char *err) {
+    hcl_view_files *vf = &ds->views[v];
+    if (vf->nfiles == HCL_MAX_VIEW_FILES)
+        return hcl_err(err, "%s: view '%s' has more than %d files", where, ds->names[v], HCL_MAX_VIEW_FILES);
+    char **grown = hcl_malloc(sizeof(char *) * (size_t)(vf->nfiles + 1));
+    if (vf->nfiles) memcpy(grown, vf->paths, sizeof(char *) * (size_t)vf->nfiles);
+    free(vf->paths);
+    vf->paths = grown;
+    const size_t len = strlen(path) + 1;
+    vf->paths[vf->nfiles] = hcl_malloc(len);
+    memcpy(vf->paths[vf->nfiles++], path, len);
+    return 0;
+}
+
+/* `files=F1,F2,...` of view v: each a path under the dataset directory (no absolute path, no
+ * `..`), or a glob of them, expanded in sorted order. */
+static int view_files(hcl_dataset *ds, int v, char *list, const char *where, char *err) {
+    char *save = NULL;
+    for (char *f = strtok_r(list, ",", &save); f; f = strtok_r(NULL, ",", &save)) {
+        if (f[0] == '/' || strcmp(f, "..") == 0 || strncmp(f, "../", 3) == 0 || strstr(f, "/../") ||
+            (strlen(f) >= 3 && strcmp(f + strlen(f) - 3, "/..") == 0))
+            return hcl_err(err, "%s: view '%s': file '%s' is outside the dataset directory (name it relative "
+                           "to it, without '..')", where, ds->names[v], f);
+        char path[1200];
+        if (snprintf(path, sizeof path, "%s/%s", ds->dir, f) >= (int)sizeof path)
+            return hcl_err(err, "%s: view '%s': file name too long", where, ds->names[v]);
+        if (!strpbrk(f, "*?[")) {
+            if (view_add_file(ds, v, path, where, err) != 0) return -1;
+            continue;
+        }
+        glob_t g;
+        int rc = glob(path, 0, NULL, &g);
+        if (rc == GLOB_NOMATCH)
+            return hcl_err(err, "%s: view '%s': files=%s matches no file", where, ds->names[v], f);
+        if (rc != 0) return hcl_err(err, "%s: view '%s': files=%s: glob failed (%d)", where, ds->names[v], f, rc);
+        for (size_t k = 0; k < g.gl_pathc && rc == 0; k++) rc = view_add_file(ds, v, g.gl_pathv[k], where, err);
+        globfree(&g);
+        if (rc != 0) return -1;
+    }
+    if (ds->views[v].nfiles == 0) return hcl_err(err, "%s: view '%s': files= names no file", where, ds->names[v]);
+    return 0;
+}
+
+/* One `view NAME [files=...]` line into view ds->nviews. */
+static int manifest_view(hcl_dataset *ds, char *line, const char *path, int lineno, char *err) {
+    char where[1300], *save = NULL;
+    snprintf(where, sizeof where, "%s:%d", path, lineno);
+    char *key = strtok_r(line, " \t\r\n", &save);
+    char *name = key ? strtok_r(NULL, " \t\r\n", &save) : NULL;
+    if (!key) return 1;   /* blank or comment */
+    if (strcmp(key, "view") != 0 || !name)
+        return hcl_err(err, "%s: cannot parse '%s%s%s' (want `view NAME [files=F,...]`)", where, key,
+                       name ? " " : "", name ? name : "");
+    if (!hcl_view_name_ok(name)) {
+        char s[4 * HCL_NAME_MAX + 8];
+        hcl_printable(s, sizeof s, name);
+        return hcl_err(err, "%s: bad view name '%s' (%s)", where, s, HCL_VIEW_NAME_RULE);
+    }
+    if (strcmp(name, "labels") == 0 || strcmp(name, "mask") == 0)
+        return hcl_err(err, "%s: view name '%s' is reserved", where, name);
+    for (int v = 0; v < ds->nviews; v++)
+        if (strcmp(ds->names[v], name) == 0) return hcl_err(err, "%s: view '%s' listed twice", where, name);
+    if (ds->nviews == HCL_MAX_VIEWS)
+        return hcl_err(err, "%s: view '%s' is one too many (at most %d views)", where, name, HCL_MAX_VIEWS);
+    const int v = ds->nviews++;
+    memcpy(ds->names[v], name, strlen(name) + 1);   /* checked < HCL_NAME_MAX */
+    for (char *t = strtok_r(NULL, " \t\r\n", &save); t; t = strtok_r(NULL, " \t\r\n", &save)) {
+        if (strncmp(t, "files=", 6) != 0 || ds->views[v].nfiles)
+            return hcl_err(err, "%s: view '%s': unknown or repeated attribute '%.64s' (want files=F,...)", where,
+                           name, t);
+        if (view_files(ds, v, t + 6, where, err) != 0) return -1;
+    }
+    if (ds->views[v].nfiles == 0) {
+        char file[1200];
+        snprintf(file, sizeof file, "%s/%s.npy", ds->dir, name);
+        return view_add_file(ds, v, file, where, err);
+    }
+    return 0;
+}
 
 static int dataset_read_manifest(hcl_dataset *ds, char *err) {
     char path[1200];
@@ -22,71 +104,47 @@ static int dataset_read_manifest(hcl_dataset *ds, char *err) {
                            "`view NAME` line per view)", path);
         return hcl_err(err, "%s: open: %s", path, strerror(errno));
     }
-    char line[512];
-    int lineno = 0;
-    while (fgets(line, sizeof line, fp)) {
+    char line[4096];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, fp)) {
         lineno++;
         size_t len = strlen(line);
         if (len == sizeof line - 1 && line[len - 1] != '\n' && !feof(fp)) {
-            fclose(fp);
-            return hcl_err(err, "%s:%d: line longer than %zu bytes", path, lineno, sizeof line - 2);
+            rc = hcl_err(err, "%s:%d: line longer than %zu bytes (name many files by a glob)", path, lineno,
+                         sizeof line - 2);
+            break;
         }
         char *hash = strchr(line, '#');
         if (hash) *hash = 0;
-        char key[32], name[256], extra[8];
-        int nt = sscanf(line, "%31s %255s %7s", key, name, extra);
-        if (nt <= 0) continue;   /* blank or comment */
-        if (strcmp(key, "view") != 0 || nt != 2) {
-            line[strcspn(line, "\r\n")] = 0;
-            fclose(fp);
-            return hcl_err(err, "%s:%d: cannot parse '%s' (want `view NAME`)", path, lineno, line);
-        }
-        if (!hcl_view_name_ok(name)) {
-            char s[4 * HCL_NAME_MAX + 8];
-            hcl_printable(s, sizeof s, name);
-            fclose(fp);
-            return hcl_err(err, "%s:%d: bad view name '%s' (%s)", path, lineno, s, HCL_VIEW_NAME_RULE);
-        }
-        if (strcmp(name, "labels") == 0 || strcmp(name, "mask") == 0) {
-            fclose(fp);
-            return hcl_err(err, "%s:%d: view name '%s' is reserved", path, lineno, name);
-        }
-        for (int v = 0; v < ds->nviews; v++)
-            if (strcmp(ds->names[v], name) == 0) {
-                fclose(fp);
-                return hcl_err(err, "%s:%d: view '%s' listed twice", path, lineno, name);
-            }
-        if (ds->nviews == HCL_MAX_VIEWS) {
-            fclose(fp);
-            return hcl_err(err, "%s:%d: view '%s' is one too many (at most %d views)", path,
-                           lineno, name, HCL_MAX_VIEWS);
-        }
-        memcpy(ds->names[ds->nviews++], name, strlen(name) + 1);   /* checked < HCL_NAME_MAX */
+        rc = manifest_view(ds, line, path, lineno, err);
+        if (rc == 1) rc = 0;
     }
     int bad = ferror(fp);
     fclose(fp);
+    if (rc != 0) return -1;
     if (bad) return hcl_err(err, "%s: read error", path);
     if (ds->nviews == 0) return hcl_err(err, "%s: no `view NAME` lines", path);
     return 0;
 }
 
-/* Every NAME.npy in the directory must be a view of the manifest, labels.npy or mask.npy. */
+/* Every .npy file directly in the directory must be a view's file, labels.npy or mask.npy. */
 static int dataset_check_files(const hcl_dataset *ds, char *err) {
     DIR *d = opendir(ds->dir);
     if (!d) return hcl_err(err, "%s: open directory: %s", ds->dir, strerror(errno));
     struct dirent *e;
     int rc = 0;
+    char path[1200];
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         if (e->d_name[0] == '.' || len < 5 || strcmp(e->d_name + len - 4, ".npy") != 0) continue;
-        char stem[256];
-        snprintf(stem, sizeof stem, "%.*s", (int)(len - 4), e->d_name);
-        if (strcmp(stem, "labels") == 0 || strcmp(stem, "mask") == 0) continue;
+        if (strcmp(e->d_name, "labels.npy") == 0 || strcmp(e->d_name, "mask.npy") == 0) continue;
+        snprintf(path, sizeof path, "%s/%s", ds->dir, e->d_name);
         int known = 0;
-        for (int v = 0; v < ds->nviews; v++) known |= strcmp(ds->names[v], stem) == 0;
+        for (int v = 0; v < ds->nviews && !known; v++)
+            for (int k = 0; k < ds->views[v].nfiles && !known; k++) known = strcmp(ds->views[v].paths[k], path) == 0;
         if (!known) {
-            rc = hcl_err(err, "%s/%s: unknown view file (manifest.txt has no `view %s`; add the "
-                         "line or remove the file)", ds->dir, e->d_name, stem);
+            rc = hcl_err(err, "%s: unknown view file (manifest.txt has no `view %.*s` and no view's files= names "
+                         "it; add the line or remove the file)", path, (int)(len - 4), e->d_name);
             break;
         }
     }
@@ -98,7 +156,14 @@ static int dataset_check_files(const hcl_dataset *ds, char *err) {
 
 /* First non-finite value of a float32/float64 array, by bit pattern (robust to -ffast-math). */
 static int64_t dataset_find_nonfinite(const npy_file *f, int *is_nan) {
-    if (f->dtype == NPY_F32) {
+    if (f->dtype == NPY_F16) {
+        const uint8_t *p = f->data;
+        for (int64_t i = 0; i < f->count; i++) {
+            uint16_t u;
+            memcpy(&u, p + 2 * i, 2);
+            if ((u & 0x7c00u) == 0x7c00u) { *is_nan = (u & 0x03ffu) != 0; return i; }
+        }
+    } else if (f->dtype == NPY_F32) {
         const uint8_t *p = f->data;
         for (int64_t i = 0; i < f->count; i++) {
             uint32_t u;
@@ -119,17 +184,19 @@ static int64_t dataset_find_nonfinite(const npy_file *f, int *is_nan) {
     return -1;
 }
 
-static int dataset_open_view(hcl_dataset *ds, int v, char *err) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s.npy", ds->dir, ds->names[v]);
-    npy_file *f = &ds->views[v];
+/* File k of view v: its shape and dtype, its width the view's, no NaN or Inf (named by the
+ * view's row). */
+static int dataset_open_view_file(hcl_dataset *ds, int v, int k, char *err) {
+    hcl_view_files *vf = &ds->views[v];
+    const char *path = vf->paths[k];
+    npy_file *f = &vf->file[k];
     if (access(path, F_OK) != 0 && errno == ENOENT)
-        return hcl_err(err, "%s: missing (manifest.txt lists view '%s')", path, ds->names[v]);
+        return hcl_err(err, "%s: missing (manifest.txt lists it for view '%s')", path, ds->names[v]);
     if (npy_open(f, path, err) != 0) return -1;
     if (f->ndim != 2)
         return hcl_err(err, "%s: view must be 2-D (rows, width), got %d-D shape", path, f->ndim);
-    if (f->dtype != NPY_F32 && f->dtype != NPY_F64 && f->dtype != NPY_U8)
-        return hcl_err(err, "%s: unsupported view dtype %s (want float32, float64 or uint8)", path,
+    if (f->dtype != NPY_F32 && f->dtype != NPY_F64 && f->dtype != NPY_F16 && f->dtype != NPY_U8)
+        return hcl_err(err, "%s: unsupported view dtype %s (want float32, float16, float64 or uint8)", path,
                        npy_dtype_name(f->dtype));
     if (f->shape[0] < 1 || f->shape[1] < 1)
         return hcl_err(err, "%s: empty view, shape (%lld, %lld)", path, (long long)f->shape[0],
@@ -137,19 +204,38 @@ static int dataset_open_view(hcl_dataset *ds, int v, char *err) {
     if (f->shape[1] > HCL_MAX_WIDTH)   /* past it, the width would not fit the model's ints */
         return hcl_err(err, "%s: %lld columns, more than the %d a view may have", path, (long long)f->shape[1],
                        HCL_MAX_WIDTH);
-    if (v > 0 && f->shape[0] != ds->n)
-        return hcl_err(err, "%s: %lld rows but %s/%s.npy has %lld rows", path,
-                       (long long)f->shape[0], ds->dir, ds->names[0], (long long)ds->n);
-    ds->n = f->shape[0];
-    ds->widths[v] = f->shape[1];
+    if (k > 0 && f->shape[1] != vf->file[0].shape[1])
+        return hcl_err(err, "%s: %lld columns but %s (view '%s''s first file) has %lld", path,
+                       (long long)f->shape[1], vf->paths[0], ds->names[v], (long long)vf->file[0].shape[1]);
+    vf->first[k + 1] = vf->first[k] + f->shape[0];
     int is_nan = 0;
     int64_t bad = dataset_find_nonfinite(f, &is_nan);
     if (bad >= 0) {
         double x = npy_get_f64(f, bad);
-        return hcl_err(err, "%s: %s at row %lld, column %lld", path,
-                       is_nan ? "NaN" : x > 0 ? "+Inf" : "-Inf", (long long)(bad / f->shape[1]),
-                       (long long)(bad % f->shape[1]));
+        return hcl_err(err, "%s: %s at row %lld, column %lld", path, is_nan ? "NaN" : x > 0 ? "+Inf" : "-Inf",
+                       (long long)(vf->first[k] + bad / f->shape[1]), (long long)(bad % f->shape[1]));
     }
+    return 0;
+}
+
+static int dataset_open_view(hcl_dataset *ds, int v, char *err) {
+    hcl_view_files *vf = &ds->views[v];
+    vf->file = hcl_calloc((size_t)vf->nfiles, sizeof(npy_file));
+    vf->first = hcl_calloc((size_t)vf->nfiles + 1, sizeof(int64_t));
+    for (int k = 0; k < vf->nfiles; k++)
+        if (dataset_open_view_file(ds, v, k, err) != 0) return -1;
+    const int64_t rows = vf->first[vf->nfiles];
+    if (v > 0 && rows != ds->n) {   /* a view by its file, or by name and its files' count */
+        char self[1300], other[1300];
+        const hcl_view_files *v0 = &ds->views[0];
+        if (vf->nfiles == 1) snprintf(self, sizeof self, "%s", vf->paths[0]);
+        else snprintf(self, sizeof self, "%s: view '%s' (%d files)", ds->dir, ds->names[v], vf->nfiles);
+        if (v0->nfiles == 1) snprintf(other, sizeof other, "%s", v0->paths[0]);
+        else snprintf(other, sizeof other, "view '%s' (%d files)", ds->names[0], v0->nfiles);
+        return hcl_err(err, "%s: %lld rows but %s has %lld rows", self, (long long)rows, other, (long long)ds->n);
+    }
+    ds->n = rows;
+    ds->widths[v] = vf->file[0].shape[1];
     return 0;
 }
 
@@ -157,7 +243,7 @@ static int dataset_open_labels(hcl_dataset *ds, const char *path, char *err) {
     npy_file *f = &ds->labels_file;
     if (npy_open(f, path, err) != 0) return -1;
     ds->has_labels = 1;
-    if (f->dtype == NPY_F32 || f->dtype == NPY_F64 || f->dtype == NPY_BOOL)
+    if (f->dtype == NPY_F32 || f->dtype == NPY_F64 || f->dtype == NPY_F16 || f->dtype == NPY_BOOL)
         return hcl_err(err, "%s: labels must have an integer dtype, got %s", path,
                        npy_dtype_name(f->dtype));
     if (f->ndim != 1)
@@ -250,7 +336,17 @@ int dataset_open(hcl_dataset *ds, const char *dir, char *err) {
 }
 
 void dataset_close(hcl_dataset *ds) {
-    for (int v = 0; v < HCL_MAX_VIEWS; v++) npy_close(&ds->views[v]);
+    for (int v = 0; v < HCL_MAX_VIEWS; v++) {
+        hcl_view_files *vf = &ds->views[v];
+        for (int k = 0; k < vf->nfiles; k++) {
+            if (vf->file) npy_close(&vf->file[k]);
+            free(vf->paths[k]);
+        }
+        free(vf->file);
+        free(vf->first);
+        free(vf->paths);
+        memset(vf, 0, sizeof *vf);
+    }
     npy_close(&ds->labels_file);
     npy_close(&ds->mask_file);
     free(ds->labels);
@@ -268,42 +364,64 @@ int dataset_view_index(const hcl_dataset *ds, const char *name) {
 
 /* ---- gathering batches ------------------------------------------------------------------- */
 
+/* The file of view vf holding row r, and r's row in it (binary search over first[]). */
+static const npy_file *view_row(const hcl_view_files *vf, int64_t r, int64_t *in_file) {
+    int lo = 0, hi = vf->nfiles - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (vf->first[mid] <= r) lo = mid;
+        else hi = mid - 1;
+    }
+    *in_file = r - vf->first[lo];
+    return &vf->file[lo];
+}
+
+/* One row of d values of dtype t into dst as float32. */
+static void row_to_float(float *dst, const uint8_t *src, int64_t d, enum npy_dtype t) {
+    if (t == NPY_F32) {
+        memcpy(dst, src, sizeof(float) * (size_t)d);
+    } else if (t == NPY_F64) {
+        for (int64_t j = 0; j < d; j++) {
+            double x;
+            memcpy(&x, src + 8 * j, 8);
+            dst[j] = (float)x;
+        }
+    } else if (t == NPY_F16) {
+        for (int64_t j = 0; j < d; j++) {
+            uint16_t h;
+            memcpy(&h, src + 2 * j, 2);
+            dst[j] = npy_half_float(h);
+        }
+    } else {   /* NPY_U8 */
+        for (int64_t j = 0; j < d; j++) dst[j] = (float)src[j] * (1.0f / 255.0f);
+    }
+}
+
 void dataset_gather_view(const hcl_dataset *ds, int v, const int64_t *idx, int64_t count,
                          float *out) {
     HCL_CHECK(v >= 0 && v < ds->nviews, "dataset_gather_view: view %d of %d", v, ds->nviews);
-    const npy_file *f = &ds->views[v];
-    int64_t d = ds->widths[v];
-    const uint8_t *base = f->data;
-    size_t row_bytes = (size_t)d * (size_t)f->elem_size;
+    const hcl_view_files *vf = &ds->views[v];
+    const int64_t d = ds->widths[v];
     /* Rows come in random order: ask for the one GATHER_AHEAD rows on while this one is copied,
      * so their memory latencies overlap (W1's 392-float rows: 25-30% faster), and touch the first
      * line of the one PAGE_AHEAD rows on, so that its page's translation is in the TLB by then
      * (each row is on a page of its own: another 10-15%). */
     enum { GATHER_AHEAD = 4, PAGE_AHEAD = 16 };
     for (int64_t i = 0; i < count; i++) {
-        int64_t r = idx[i];
+        int64_t r = idx[i], at;
         HCL_CHECK(r >= 0 && r < ds->n, "dataset_gather_view: row %lld of %lld", (long long)r,
                   (long long)ds->n);
-        if (i + PAGE_AHEAD < count && idx[i + PAGE_AHEAD] >= 0 && idx[i + PAGE_AHEAD] < ds->n)
-            __builtin_prefetch(base + (size_t)idx[i + PAGE_AHEAD] * row_bytes);
-        if (i + GATHER_AHEAD < count) {
-            int64_t ra = idx[i + GATHER_AHEAD];
-            if (ra >= 0 && ra < ds->n)
-                for (size_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(base + (size_t)ra * row_bytes + o);
+        if (i + PAGE_AHEAD < count && idx[i + PAGE_AHEAD] >= 0 && idx[i + PAGE_AHEAD] < ds->n) {
+            const npy_file *f = view_row(vf, idx[i + PAGE_AHEAD], &at);
+            __builtin_prefetch((const uint8_t *)f->data + (size_t)at * (size_t)(d * f->elem_size));
         }
-        const uint8_t *src = base + (size_t)r * row_bytes;
-        float *dst = out + i * d;
-        if (f->dtype == NPY_F32) {
-            memcpy(dst, src, row_bytes);
-        } else if (f->dtype == NPY_F64) {
-            for (int64_t j = 0; j < d; j++) {
-                double x;
-                memcpy(&x, src + 8 * j, 8);
-                dst[j] = (float)x;
-            }
-        } else {   /* NPY_U8 */
-            for (int64_t j = 0; j < d; j++) dst[j] = (float)src[j] * (1.0f / 255.0f);
+        if (i + GATHER_AHEAD < count && idx[i + GATHER_AHEAD] >= 0 && idx[i + GATHER_AHEAD] < ds->n) {
+            const npy_file *f = view_row(vf, idx[i + GATHER_AHEAD], &at);
+            const size_t rb = (size_t)(d * f->elem_size);
+            for (size_t o = 0; o < rb; o += 64) __builtin_prefetch((const uint8_t *)f->data + (size_t)at * rb + o);
         }
+        const npy_file *f = view_row(vf, r, &at);
+        row_to_float(out + i * d, (const uint8_t *)f->data + (size_t)at * (size_t)(d * f->elem_size), d, f->dtype);
     }
 }
 

@@ -1,14 +1,19 @@
 /* dataset: a multi-view dataset directory, memory-mapped and validated before training.
  *
  * Layout of DIR:
- *   manifest.txt   one `view NAME` line per view, in order (`#` comments allowed)
- *   NAME.npy       (N, d_v) per view; float32 used in place, float64/uint8 converted row by
- *                  row as batches are gathered (uint8 scaled by 1/255), anything else refused
+ *   manifest.txt   one `view NAME` line per view, in order (`#` comments allowed); a view
+ *                  stored in several files says which: `view NAME files=F1,F2,...`, each F a
+ *                  path under DIR or a glob (`files=emb/NAME-*.npy`, expanded in sorted order)
+ *   NAME.npy       (N, d_v) per view, or its files (n_k, d_v) whose rows follow one another;
+ *                  float32 used in place, float16/float64/uint8 converted row by row as batches
+ *                  are gathered (uint8 scaled by 1/255), anything else refused
  *   labels.npy     optional (N,) integers in [0, K); K = max label + 1
  *   mask.npy       optional (N, V) uint8 or bool, 1 = the view is present in that row
  *
  * dataset_open checks every rule (row counts, dtypes, order, sizes, NaN/Inf with the row,
- * label range, mask shape) and reports the first failure as one line naming file and value. */
+ * label range, mask shape), file by file, and reports the first failure as one line naming file
+ * and value. Every file is memory-mapped: a worker gathering its own rows (--data-plane
+ * direct) reads only their pages. */
 #ifndef HCL_DATASET_H
 #define HCL_DATASET_H
 
@@ -17,13 +22,23 @@
 #include "npy.h"
 #include "util.h"
 
+#define HCL_MAX_VIEW_FILES 65536   /* files of one view */
+
+/* One view's files, rows in order: file k holds rows [first[k], first[k + 1]). */
+typedef struct {
+    int nfiles;
+    npy_file *file;                  /* (nfiles) */
+    int64_t *first;                  /* (nfiles + 1), first[nfiles] = n */
+    char **paths;                    /* (nfiles) as the manifest named them (NULL: NAME.npy) */
+} hcl_view_files;
+
 typedef struct {
     char dir[1024];
     int nviews;
     char names[HCL_MAX_VIEWS][HCL_NAME_MAX];
     int64_t widths[HCL_MAX_VIEWS];
     int64_t n;                       /* rows */
-    npy_file views[HCL_MAX_VIEWS];
+    hcl_view_files views[HCL_MAX_VIEWS];
     int has_labels;
     npy_file labels_file;
     int32_t *labels;                 /* (n,) copied out as int32 (small), NULL when absent */

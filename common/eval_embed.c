@@ -278,7 +278,7 @@ int eval_embeddings_load(eval_embeddings *e, const char *dir, char *err) {
     if (is_file(path)) {
         npy_file f;
         if (npy_open(&f, path, err) != 0) goto fail;
-        int isint = f.dtype != NPY_F32 && f.dtype != NPY_F64 && f.dtype != NPY_BOOL;
+        int isint = f.dtype != NPY_F32 && f.dtype != NPY_F64 && f.dtype != NPY_F16 && f.dtype != NPY_BOOL;
         if (!isint || f.count != n || (f.ndim == 2 && f.shape[1] != 1)) {
             hcl_err(err, "%s: %s with %lld values (want %lld integers)", path,
                     npy_dtype_name(f.dtype), (long long)f.count, (long long)n);

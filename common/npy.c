@@ -28,7 +28,7 @@ static const npy_dtype_info npy_dtypes[] = {
     {NPY_F32, 'f', 4, "float32"}, {NPY_F64, 'f', 8, "float64"}, {NPY_U8, 'u', 1, "uint8"},
     {NPY_I8, 'i', 1, "int8"},     {NPY_I16, 'i', 2, "int16"},   {NPY_I32, 'i', 4, "int32"},
     {NPY_I64, 'i', 8, "int64"},   {NPY_U16, 'u', 2, "uint16"},  {NPY_U32, 'u', 4, "uint32"},
-    {NPY_U64, 'u', 8, "uint64"},  {NPY_BOOL, 'b', 1, "bool"},
+    {NPY_U64, 'u', 8, "uint64"},  {NPY_BOOL, 'b', 1, "bool"},    {NPY_F16, 'f', 2, "float16"},
 };
 #define NPY_NDTYPES ((int)(sizeof npy_dtypes / sizeof npy_dtypes[0]))
 
@@ -332,6 +332,7 @@ double npy_get_f64(const npy_file *f, int64_t i) {
     HCL_CHECK(i >= 0 && i < f->count, "%s: element %lld out of range", f->path, (long long)i);
     const uint8_t *p = (const uint8_t *)f->data + i * f->elem_size;
     switch (f->dtype) {
+    case NPY_F16: { uint16_t h; memcpy(&h, p, sizeof h); return npy_half_float(h); }
     case NPY_F32: NPY_LOAD(float);
     case NPY_F64: NPY_LOAD(double);
     case NPY_U8: case NPY_BOOL: return *p;
@@ -358,6 +359,7 @@ int64_t npy_get_i64(const npy_file *f, int64_t i) {
     HCL_CHECK(i >= 0 && i < f->count, "%s: element %lld out of range", f->path, (long long)i);
     const uint8_t *p = (const uint8_t *)f->data + i * f->elem_size;
     switch (f->dtype) {
+    case NPY_F16: { uint16_t h; memcpy(&h, p, sizeof h); return npy_f64_to_i64(npy_half_float(h)); }
     case NPY_F32: { float v; memcpy(&v, p, sizeof v); return npy_f64_to_i64(v); }
     case NPY_F64: { double v; memcpy(&v, p, sizeof v); return npy_f64_to_i64(v); }
     case NPY_U8: case NPY_BOOL: return *p;

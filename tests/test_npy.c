@@ -170,9 +170,9 @@ static void test_crafted_errors(void) {
     expect_error(craft("c8.npy", M, 1, 0,
                        "{'descr': '<c8', 'fortran_order': False, 'shape': (4, 4), }", 128),
                  "unsupported dtype '<c8'");
-    expect_error(craft("f2.npy", M, 1, 0,
-                       "{'descr': '<f2', 'fortran_order': False, 'shape': (4, 4), }", 32),
-                 "float16");
+    expect_error(craft("f2big.npy", M, 1, 0,
+                       "{'descr': '>f2', 'fortran_order': False, 'shape': (4, 4), }", 32),
+                 "big-endian dtype '>f2'");
     expect_error(craft("str.npy", M, 1, 0,
                        "{'descr': '<U5', 'fortran_order': False, 'shape': (4,), }", 80),
                  "'<U5'");
@@ -244,6 +244,30 @@ static void test_float_to_i64(void) {
     npy_close(&f);
 }
 
+/* float16 ('<f2', written by npy_write): every kind of half read as its exact float, checked
+ * against the values numpy gives (np.frombuffer(..., '<f2').astype(np.float64)). */
+static void test_float16(void) {
+    char err[HCL_ERR_MAX];
+    const uint16_t h[10] = {0x3c00, 0xc000, 0x7bff, 0x0001, 0x03ff, 0x0400, 0x8000, 0x7c00, 0xfc00, 0x3555};
+    const double want[10] = {1.0, -2.0, 65504.0, 5.960464477539063e-08, 6.097555160522461e-05,
+                             6.103515625e-05, -0.0, INFINITY, -INFINITY, 0.333251953125};
+    int64_t shape[2] = {2, 5};
+    const char *p = tmp_path("h.npy");
+    CHECK(npy_write(p, NPY_F16, 2, shape, h, err) == 0, "npy_write float16: %s", err);
+    npy_file f;
+    CHECK(npy_open(&f, p, err) == 0, "npy_open float16: %s", err);
+    CHECK(f.dtype == NPY_F16 && f.elem_size == 2 && strcmp(npy_dtype_name(f.dtype), "float16") == 0,
+          "h.npy: dtype %s size %d", npy_dtype_name(f.dtype), f.elem_size);
+    for (int i = 0; i < 10; i++) {
+        CHECK(npy_get_f64(&f, i) == want[i] && signbit(npy_get_f64(&f, i)) == signbit(want[i]),
+              "half %04x read %.17g, want %.17g", h[i], npy_get_f64(&f, i), want[i]);
+        CHECK((double)npy_half_float(h[i]) == want[i], "npy_half_float(%04x)", h[i]);
+    }
+    CHECK(isnan(npy_half_float(0x7e00)) && isnan(npy_half_float(0xfd01)), "half NaNs read as NaN");
+    CHECK(npy_get_i64(&f, 2) == 65504 && npy_get_i64(&f, 1) == -2, "float16 as int64");
+    npy_close(&f);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/test_npy.XXXXXX");
     HCL_CHECK(mkdtemp(tmpdir), "mkdtemp %s", tmpdir);
@@ -251,6 +275,7 @@ int main(void) {
     test_crafted_ok();
     test_crafted_errors();
     test_float_to_i64();
+    test_float16();
     for (int i = 0; i < nmade; i++) unlink(made[i]);
     CHECK(rmdir(tmpdir) == 0, "rmdir %s: temp files left behind", tmpdir);
     CHECK_DONE();

@@ -459,10 +459,17 @@ static int inspect_run(const char *dir) {
         }
         none += !any;
     }
-    for (int v = 0; v < ds.nviews; v++)
-        printf("view     %-12s width %-6lld dtype %-8s present %.4f\n", ds.names[v],
-               (long long)ds.widths[v], npy_dtype_name(ds.views[v].dtype),
-               (double)present[v] / (double)ds.n);
+    for (int v = 0; v < ds.nviews; v++) {
+        const hcl_view_files *vf = &ds.views[v];
+        printf("view     %-12s width %-6lld dtype %-8s present %.4f", ds.names[v], (long long)ds.widths[v],
+               npy_dtype_name(vf->file[0].dtype), (double)present[v] / (double)ds.n);
+        if (vf->nfiles > 1) printf(" files %d", vf->nfiles);
+        printf("\n");
+        for (int k = 0; k < vf->nfiles && vf->nfiles > 1; k++)
+            printf("file     %-12s rows %lld-%lld dtype %-8s %s\n", ds.names[v], (long long)vf->first[k],
+                   (long long)vf->first[k + 1] - 1, npy_dtype_name(vf->file[k].dtype),
+                   vf->paths[k] + strlen(ds.dir) + 1);
+    }
     if (ds.has_labels) {
         printf("labels   %s classes %d\n", npy_dtype_name(ds.labels_file.dtype), ds.nclasses);
         int64_t *counts = hcl_calloc((size_t)ds.nclasses, sizeof(int64_t));
