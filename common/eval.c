@@ -15,6 +15,7 @@ void eval_pass_options_default(eval_pass_options *o) {
     o->knn_k = EVAL_KNN_K;
     o->retrieval = 1;
     o->fused_uniformity = 1;
+    o->cluster_seeds = 10;
     o->seed = 0;
 }
 
@@ -110,9 +111,9 @@ static int64_t rows_select(float **xo, int32_t **yo, const float *x, const int32
     return m;
 }
 
-/* Probe and kNN of one representation, on the rows it keeps. */
+/* Probe, kNN and clustering of one representation, on the rows it keeps. */
 static int rep_run(eval_pass *p, eval_rep *r, const eval_pass_options *o, char *err) {
-    if (!r->do_probe && !r->do_knn) return 0;
+    if (!r->do_probe && !r->do_knn && !r->do_cluster) return 0;
     HCL_CHECK(p->ytr && p->yte, "eval_pass: %s: probe or kNN without labels", r->name);
     float *xtr, *xte;
     int32_t *yt, *ye;
@@ -141,6 +142,13 @@ static int rep_run(eval_pass *p, eval_rep *r, const eval_pass_options *o, char *
         progress_end(o->progress);
         r->knned = 1;
         p->seconds_knn += hcl_now() - t0;
+    }
+    if (rc == 0 && r->do_cluster) {
+        progress_begin(o->progress, "k-means %s, %d seeds", r->name, o->cluster_seeds);
+        eval_cluster(&r->cluster, xte, ye, mte, r->dim, p->nclasses, o->cluster_seeds, o->seed);
+        progress_end(o->progress);
+        r->clustered = 1;
+        p->seconds_cluster += r->cluster.seconds;
     }
     free(xtr);
     free(xte);

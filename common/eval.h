@@ -2,6 +2,7 @@
  * training's --eval-every (coordinator/evaluate.c) share, and includes the measures it runs:
  *
  *   eval_probe.h       linear probe (logistic regression by L-BFGS, L2 chosen on held-out rows)
+ *   eval_cluster.h     k-means with k = classes, scored by matched accuracy, NMI and ARI
  *   eval_neighbours.h  weighted kNN; cross-view retrieval recall@1/5/10
  *   eval_geometry.h    alignment, uniformity (Wang & Isola 2020); fusion of views
  *   eval_embed.h       the embeddings of a dataset (a model's encoders), as files
@@ -18,6 +19,7 @@
 
 #include <stdint.h>
 
+#include "eval_cluster.h"
 #include "eval_embed.h"
 #include "eval_geometry.h"
 #include "eval_neighbours.h"
@@ -35,9 +37,11 @@ typedef struct {
     const float *tr, *te;
     const uint8_t *keep_tr, *keep_te;
     int do_probe, do_knn;          /* what to compute: the caller sets them (0 after init) */
+    int do_cluster;                /* k-means of the test rows it keeps */
     eval_probe_result probe;
     double knn;                    /* kNN accuracy; NaN when a split has none of the rows */
-    int probed, knned;             /* computed */
+    eval_cluster_result cluster;
+    int probed, knned, clustered;  /* computed */
 } eval_rep;
 
 typedef struct {
@@ -51,6 +55,7 @@ typedef struct {
     int knn_k;                     /* neighbours [EVAL_KNN_K] */
     int retrieval;                 /* recall of each pair of views [1] */
     int fused_uniformity;          /* uniformity of the fused embedding too [1] */
+    int cluster_seeds;             /* k-means runs per clustering, the best inertia kept [10] */
     uint64_t seed;                 /* the uniformity subsample's [0] */
     hcl_progress *progress;        /* one task per probe (its fits), kNN (test rows) and
                                       retrieval (query rows): progress.h; NULL [default]: none */
@@ -67,7 +72,7 @@ typedef struct {
     int npairs;
     eval_pair pair[EVAL_MAX_PAIRS];
     double uniformity[HCL_MAX_VIEWS + 1];   /* each view of geom, then fused (NaN: not computed) */
-    double seconds_probe, seconds_knn, seconds_geometry;
+    double seconds_probe, seconds_knn, seconds_geometry, seconds_cluster;
     int nowned;
     void *owned[2 * HCL_MAX_VIEWS + 4];     /* arrays the pass made (row masks, concat) */
 } eval_pass;

@@ -8,7 +8,9 @@
  * For each representation (each view, the concatenation of all views, the fused embedding, and
  * with --raw the raw inputs): linear-probe accuracy and kNN accuracy (train split = reference,
  * test split = scored). On the test split: cross-view retrieval R@1/5/10 for every ordered pair
- * of views, alignment of every pair and uniformity of every view. A per-view representation
+ * of views, alignment of every pair and uniformity of every view; each representation (but raw)
+ * clustered by k-means with k = classes, scored by matched accuracy, NMI and ARI (as multi-view
+ * clustering papers report them). A per-view representation
  * uses the rows where that view is present; concat and fused use every row with a view.
  * Prints a table, or one JSON object with --json. Errors: one line `hcl-eval: ...`, exit 2.
  * On a terminal a progress line on stderr follows the embedding of each split and each probe
@@ -57,6 +59,7 @@ static char opt_checkpoint[OPT_STR_MAX], opt_train[OPT_STR_MAX], opt_test[OPT_ST
 static char opt_ftrain[OPT_STR_MAX], opt_ftest[OPT_STR_MAX];
 static char opt_probe_on[OPT_STR_MAX], opt_knn_on[OPT_STR_MAX];
 static int64_t opt_raw, opt_json, opt_no_probe, opt_no_knn, opt_no_retrieval, opt_knn_k;
+static int64_t opt_no_cluster, opt_cluster_seeds;
 static int64_t opt_max_iter, opt_seed, opt_batch, opt_threads, opt_verbose;
 static double opt_holdout, opt_probe_tol;
 
@@ -77,6 +80,9 @@ static const hcl_opt options[] = {
     {"no-probe", HCL_OPT_FLAG, "0", "skip the linear probes", HCL_OPT_AT(opt_no_probe)},
     {"no-knn", HCL_OPT_FLAG, "0", "skip kNN", HCL_OPT_AT(opt_no_knn)},
     {"no-retrieval", HCL_OPT_FLAG, "0", "skip cross-view retrieval", HCL_OPT_AT(opt_no_retrieval)},
+    {"no-cluster", HCL_OPT_FLAG, "0", "skip the k-means clustering", HCL_OPT_AT(opt_no_cluster)},
+    {"cluster-seeds", HCL_OPT_INT, "10", "k-means runs (k-means++ seedings) per representation on the "
+     "test split, the least inertia kept", HCL_OPT_AT(opt_cluster_seeds), .lo = 1, .hi = 1000},
     {"probe-on", HCL_OPT_NAMES, "all", "representations to probe: all, or view names, concat, "
      "fused, raw", HCL_OPT_AT(opt_probe_on), .min_items = 1, .meta = "all|NAME,..."},
     {"knn-on", HCL_OPT_NAMES, "all", "representations for kNN (raw only when named)",
@@ -250,6 +256,7 @@ static void plan(evaluation *ev) {
         int is_raw = strcmp(r->name, "raw") == 0;
         r->do_probe = labelled && !opt_no_probe && (is_raw || name_listed(opt_probe_on, r->name, 1));
         r->do_knn = labelled && !opt_no_knn && name_listed(opt_knn_on, r->name, !is_raw);
+        r->do_cluster = labelled && !opt_no_cluster && !is_raw;
     }
 }
 
@@ -263,6 +270,7 @@ static void run(evaluation *ev) {
     o.probe.verbose = (int)opt_verbose;
     o.knn_k = (int)opt_knn_k;
     o.retrieval = !opt_no_retrieval;
+    o.cluster_seeds = (int)opt_cluster_seeds;
     o.seed = (uint64_t)opt_seed;
     o.progress = &progress;
     char err[HCL_ERR_MAX];
@@ -301,6 +309,19 @@ static void json_reps(hcl_json *j, const eval_pass *p) {
     json_begin_object(j, "knn");
     for (int i = 0; i < p->nreps; i++)
         if (p->rep[i].knned) json_number(j, p->rep[i].name, p->rep[i].knn);
+    json_end_object(j);
+    json_begin_object(j, "cluster");
+    for (int i = 0; i < p->nreps; i++) {
+        const eval_rep *r = &p->rep[i];
+        if (!r->clustered) continue;
+        json_begin_object(j, r->name);
+        json_number(j, "accuracy", r->cluster.accuracy);
+        json_number(j, "nmi", r->cluster.nmi);
+        json_number(j, "ari", r->cluster.ari);
+        json_number(j, "inertia", r->cluster.inertia);
+        json_int(j, "iters", r->cluster.iters);
+        json_end_object(j);
+    }
     json_end_object(j);
 }
 
@@ -351,6 +372,7 @@ static void print_json(const evaluation *ev) {
     json_number(&j, "embed", ev->t_embed);
     json_number(&j, "probe", p->seconds_probe);
     json_number(&j, "knn", p->seconds_knn);
+    json_number(&j, "cluster", p->seconds_cluster);
     json_number(&j, "geometry", p->seconds_geometry);
     json_end_object(&j);
     json_end_object(&j);
@@ -364,7 +386,8 @@ static void cell(double x, int probed) {
 }
 
 static void table_reps(const eval_pass *p) {
-    printf("%-16s %5s  %7s  %8s  %7s  %7s\n", "representation", "dim", "probe", "lambda", "train", "kNN");
+    printf("%-16s %5s  %7s  %8s  %7s  %7s  %7s  %7s  %7s\n", "representation", "dim", "probe", "lambda", "train",
+           "kNN", "k-acc", "NMI", "ARI");
     for (int i = 0; i < p->nreps; i++) {
         const eval_rep *r = &p->rep[i];
         printf("%-16s %5d", r->name, r->dim);
@@ -373,11 +396,16 @@ static void table_reps(const eval_pass *p) {
         else printf("  %8s", "-");
         cell(r->probe.train_accuracy, r->probed);
         cell(r->knn, r->knned);
+        cell(r->cluster.accuracy, r->clustered);
+        cell(r->cluster.nmi, r->clustered);
+        cell(r->cluster.ari, r->clustered);
         printf("\n");
     }
     printf("(probe: multinomial logistic regression on standardised features, L2 strength "
-           "chosen on %.0f%% of train held out; kNN: cosine, k=%lld, votes exp(sim/0.07))\n",
-           opt_holdout * 100, (long long)opt_knn_k);
+           "chosen on %.0f%% of train held out; kNN: cosine, k=%lld, votes exp(sim/0.07); k-means "
+           "of the test rows, k = classes, best of %lld seeds: accuracy under the best matching of "
+           "clusters to classes, NMI, ARI)\n", opt_holdout * 100, (long long)opt_knn_k,
+           (long long)opt_cluster_seeds);
 }
 
 static void table_geometry(const evaluation *ev) {
@@ -422,8 +450,8 @@ static void print_table(const evaluation *ev) {
            p->nclasses);
     table_reps(p);
     table_geometry(ev);
-    printf("\ntime: embed %.1f s, probe %.1f s, kNN %.1f s, retrieval+geometry %.1f s\n",
-           ev->t_embed, p->seconds_probe, p->seconds_knn, p->seconds_geometry);
+    printf("\ntime: embed %.1f s, probe %.1f s, kNN %.1f s, k-means %.1f s, retrieval+geometry %.1f s\n",
+           ev->t_embed, p->seconds_probe, p->seconds_knn, p->seconds_cluster, p->seconds_geometry);
 }
 
 static void evaluation_free(evaluation *ev) {
