@@ -6,7 +6,7 @@
 #   tty     stderr a pseudo-terminal (python3 pty), HCL_PROGRESS unset: the frames are there
 # In the last two every frame is "\r\033[K" + WHAT [DONE/TOTAL  PCT%]  elapsed T  ETA T; the tasks
 # are the expected ones in the expected order (hcl-eval: each split's embedding, then probe and
-# kNN of each representation, then retrieval of each pair of views); within a task the counts
+# kNN and k-means of each representation, then retrieval of each pair of views); within a task the counts
 # and percentages never go back, 100% comes only with the last frame, where done = total; the
 # line is erased at the end; the long synth shows frames between 0% and 100%. stdout is the same
 # in the three runs (timings aside) and so are the files written.
@@ -172,11 +172,11 @@ for f in v0.npy v1.npy v2.npy fused.npy labels.npy manifest.txt; do
     cmp -s "emb/$f" "emb.last/$f" || fail "hcl-embed wrote another $f under a terminal"
 done
 
-# ---- hcl-eval: every probe, kNN and retrieval is a task ----------------------------------------
+# ---- hcl-eval: every probe, kNN, k-means and retrieval is a task -------------------------------
 TASKS="embedding train, rows of 3 views
 embedding test, rows of 3 views"
 for r in v0 v1 v2 concat fused; do
-    TASKS+=$'\n'"probe $r, L2 sweep fits"$'\n'"kNN $r, test rows"
+    TASKS+=$'\n'"probe $r, L2 sweep fits"$'\n'"kNN $r, test rows"$'\n'"k-means $r, 10 seeds"
 done
 for q in v0:v1 v0:v2 v1:v2; do TASKS+=$'\n'"retrieval $q, query rows"; done
 run3 eval "$evl" --checkpoint model.safetensors --train train --test test --threads 2
