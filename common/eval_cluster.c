@@ -61,6 +61,27 @@ static int64_t *contingency(const int32_t *a, int ka, const int32_t *b, int kb, 
     return c;
 }
 
+/* The contingency table with its row sums ra (ka), column sums cb (kb) and how many of each are
+ * not 0: what NMI and ARI are computed from. */
+typedef struct {
+    int ka, kb, nza, nzb;
+    int64_t *c, *ra, *cb;
+} table;
+
+static void table_make(table *t, const int32_t *a, int ka, const int32_t *b, int kb, int64_t n) {
+    t->ka = ka, t->kb = kb;
+    t->c = contingency(a, ka, b, kb, n);
+    t->ra = hcl_calloc((size_t)ka, sizeof(int64_t));
+    t->cb = hcl_calloc((size_t)kb, sizeof(int64_t));
+    for (int i = 0; i < ka; i++)
+        for (int j = 0; j < kb; j++) t->ra[i] += t->c[(size_t)i * kb + j], t->cb[j] += t->c[(size_t)i * kb + j];
+    t->nza = t->nzb = 0;
+    for (int i = 0; i < ka; i++) t->nza += t->ra[i] != 0;
+    for (int j = 0; j < kb; j++) t->nzb += t->cb[j] != 0;
+}
+
+static void table_free(table *t) { free(t->c), free(t->ra), free(t->cb); }
+
 double eval_cluster_accuracy(const int32_t *a, int ka, const int32_t *b, int kb, int64_t n) {
     if (n == 0) return NAN;
     const int k = ka > kb ? ka : kb;
@@ -85,33 +106,20 @@ static double entropy(const int64_t *m, int k, int64_t n) {
     return h;
 }
 
-/* The row and column sums of the contingency table c (ka, kb); how many of each are not 0. */
-static void marginals(const int64_t *c, int ka, int kb, int64_t *ra, int64_t *cb, int *nza, int *nzb) {
-    memset(ra, 0, sizeof(int64_t) * (size_t)ka);
-    memset(cb, 0, sizeof(int64_t) * (size_t)kb);
-    for (int i = 0; i < ka; i++)
-        for (int j = 0; j < kb; j++) ra[i] += c[(size_t)i * kb + j], cb[j] += c[(size_t)i * kb + j];
-    *nza = *nzb = 0;
-    for (int i = 0; i < ka; i++) *nza += ra[i] != 0;
-    for (int j = 0; j < kb; j++) *nzb += cb[j] != 0;
-}
-
 double eval_nmi(const int32_t *a, int ka, const int32_t *b, int kb, int64_t n) {
     if (n == 0) return NAN;
-    int64_t *c = contingency(a, ka, b, kb, n), *ra = hcl_malloc(sizeof(int64_t) * (size_t)ka);
-    int64_t *cb = hcl_malloc(sizeof(int64_t) * (size_t)kb);
-    int nza, nzb;
-    marginals(c, ka, kb, ra, cb, &nza, &nzb);
+    table t;
+    table_make(&t, a, ka, b, kb, n);
     double mi = 0.0, r;
     for (int i = 0; i < ka; i++)
         for (int j = 0; j < kb; j++) {
-            const int64_t x = c[(size_t)i * kb + j];
-            if (x) mi += (double)x / (double)n * log((double)x * (double)n / ((double)ra[i] * (double)cb[j]));
+            const int64_t x = t.c[(size_t)i * kb + j];
+            if (x) mi += (double)x / (double)n * log((double)x * (double)n / ((double)t.ra[i] * (double)t.cb[j]));
         }
-    if (nza == nzb && nza <= 1) r = 1.0;   /* neither labeling splits the rows: identical */
+    if (t.nza == t.nzb && t.nza <= 1) r = 1.0;   /* neither labeling splits the rows: identical */
     else if (mi <= 0.0) r = 0.0;
-    else r = mi / (0.5 * (entropy(ra, ka, n) + entropy(cb, kb, n)));
-    free(c), free(ra), free(cb);
+    else r = mi / (0.5 * (entropy(t.ra, ka, n) + entropy(t.cb, kb, n)));
+    table_free(&t);
     return r;
 }
 
@@ -119,20 +127,18 @@ static double pairs(int64_t x) { return 0.5 * (double)x * (double)(x - 1); }
 
 double eval_ari(const int32_t *a, int ka, const int32_t *b, int kb, int64_t n) {
     if (n == 0) return NAN;
-    int64_t *c = contingency(a, ka, b, kb, n), *ra = hcl_malloc(sizeof(int64_t) * (size_t)ka);
-    int64_t *cb = hcl_malloc(sizeof(int64_t) * (size_t)kb);
-    int nza, nzb;
-    marginals(c, ka, kb, ra, cb, &nza, &nzb);
+    table t;
+    table_make(&t, a, ka, b, kb, n);
     double sij = 0.0, sa = 0.0, sb = 0.0;
     for (int i = 0; i < ka; i++)
-        for (int j = 0; j < kb; j++) sij += pairs(c[(size_t)i * kb + j]);
-    for (int i = 0; i < ka; i++) sa += pairs(ra[i]);
-    for (int j = 0; j < kb; j++) sb += pairs(cb[j]);
+        for (int j = 0; j < kb; j++) sij += pairs(t.c[(size_t)i * kb + j]);
+    for (int i = 0; i < ka; i++) sa += pairs(t.ra[i]);
+    for (int j = 0; j < kb; j++) sb += pairs(t.cb[j]);
     /* fewer than 2 rows, both labelings one cluster, or both all singletons: scikit-learn's
      * special case (no pair the two disagree on), 1 */
     const double expected = n < 2 ? 0.0 : sa * sb / pairs(n), top = 0.5 * (sa + sb);
     const double r = n < 2 || top == expected ? 1.0 : (sij - expected) / (top - expected);
-    free(c), free(ra), free(cb);
+    table_free(&t);
     return r;
 }
 

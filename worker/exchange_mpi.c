@@ -86,6 +86,20 @@ static void mpi_column_reduce(void *arg, float *colmax, double *colsum, int64_t 
     w->t_colreduce += hcl_now() - t0;
 }
 
+/* inout[i] = bf16(in[i] + inout[i]), the sum in f32: MPI's reduction of bf16 pairs. */
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *c = inout;
+    for (int i = 0; i < *len; i++) c[i] = bf16_of(bf16_float(a[i]) + bf16_float(c[i]));
+}
+
+static MPI_Op bf16_sum_op(void) {
+    static MPI_Op op = MPI_OP_NULL;
+    if (op == MPI_OP_NULL) MPI_OK(MPI_Op_create(bf16_sum, 1, &op));
+    return op;
+}
+
 /* The packed reduce-scatter as one message each way between every two workers: worker r's
  * rows of the gathered views' gradients (b_r G D, rank-major in dzpack, bf16 in dzpack16 with
  * wire16) go to r, and each worker sums the W contributions to its own rows in rank order at
@@ -126,34 +140,58 @@ static void p2p_reduce_scatter_sum(hcl_worker *w, int wire16) {
     }
 }
 
-static void packed_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
-    (void)r0;
+/* Every worker's rows of dzall, rank-major, into dzpack (f32), or with wire16 the other workers'
+ * into dzpack16 (own rows stay f32), and their messages posted. */
+static void packed_rs_start(hcl_worker *w, int64_t b, const float **dz, int wire16) {
     const int D = w->model.cfg.dim;
     for (int r = 0; r < w->size; r++)
-        for (int g = 0; g < w->ngv; g++)
-            memcpy(w->dzpack + w->displs[r] + (size_t)g * w->bs[r] * D, w->dzall[w->gv[g]] + w->r0s[r] * D,
-                   sizeof(float) * (size_t)w->bs[r] * D);
-    p2p_reduce_scatter_post(w, 0);
+        for (int g = 0; g < w->ngv; g++) {
+            const float *src = w->dzall[w->gv[g]] + w->r0s[r] * D;
+            const size_t at = (size_t)w->displs[r] + (size_t)g * w->bs[r] * D;
+            if (wire16 && r != w->rank) bf16_pack(w->dzpack16 + at, src, w->bs[r] * D);
+            else memcpy(w->dzpack + at, src, sizeof(float) * (size_t)w->bs[r] * D);
+        }
+    p2p_reduce_scatter_post(w, wire16);
     for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzown + (size_t)g * b * D;
 }
 
-static void packed_reduce_scatter_finish(hcl_worker *w, int64_t r0, int64_t b) {
-    (void)r0, (void)b;
+static void packed_rs_finish(hcl_worker *w, int wire16) {
     double tw = hcl_now();
     MPI_OK(MPI_Waitall(w->nrs, w->rsreqs, MPI_STATUSES_IGNORE));
     w->nrs = 0;
     double ts = hcl_now();
-    p2p_reduce_scatter_sum(w, 0);
+    p2p_reduce_scatter_sum(w, wire16);
     w->t_rswait = ts - tw;
     w->t_rssum = hcl_now() - ts;
 }
 
-/* rs_rows rows of every worker's share at a time, through a staging buffer: the summed own
- * rows land in place, in the own rows of dzall[v]. Done when it returns. */
-static void views_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
-    (void)b;
+static void packed_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
+    (void)r0;
+    packed_rs_start(w, b, dz, 0);
+}
+
+static void packed_reduce_scatter_finish(hcl_worker *w, int64_t r0, int64_t b) {
+    (void)r0, (void)b;
+    packed_rs_finish(w, 0);
+}
+
+static void packed16_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
+    (void)r0;
+    packed_rs_start(w, b, dz, 1);
+}
+
+static void packed16_reduce_scatter_finish(hcl_worker *w, int64_t r0, int64_t b) {
+    (void)r0, (void)b;
+    packed_rs_finish(w, 1);
+}
+
+/* rs_rows rows of every worker's share at a time, through a staging buffer (rsbuf; with wire16
+ * rs16 in bf16, the sum by bf16_sum_op): the summed own rows land in place, in the own rows of
+ * dzall[v]. Done when it returns. */
+static void views_rs(hcl_worker *w, int64_t r0, const float **dz, int wire16) {
     const int D = w->model.cfg.dim;
     int64_t nchunk = (w->b_max + w->rs_rows - 1) / w->rs_rows;
+    uint16_t *out16 = wire16 ? w->rs16 + (size_t)w->size * w->rs_rows * D : NULL;
     for (int g = 0; g < w->ngv; g++) {
         int v = w->gv[g];
         for (int64_t k = 0; k < nchunk; k++) {
@@ -161,15 +199,32 @@ static void views_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, con
             for (int r = 0; r < w->size; r++) {
                 int64_t c0 = k * w->rs_rows, rows = w->bs[r] - c0;
                 rows = rows < 0 ? 0 : rows > w->rs_rows ? w->rs_rows : rows;
-                memcpy(w->rsbuf + off, w->dzall[v] + (w->r0s[r] + c0) * D, sizeof(float) * (size_t)(rows * D));
+                const float *src = w->dzall[v] + (w->r0s[r] + c0) * D;
+                if (wire16) bf16_pack(w->rs16 + off, src, rows * D);
+                else memcpy(w->rsbuf + off, src, sizeof(float) * (size_t)(rows * D));
                 w->rscounts[r] = (int)(rows * D);
                 off += (size_t)(rows * D);
             }
-            MPI_OK(MPI_Reduce_scatter(w->rsbuf, w->dzall[v] + (r0 + k * w->rs_rows) * D, w->rscounts,
-                                      MPI_FLOAT, MPI_SUM, w->comm));
+            float *own = w->dzall[v] + (r0 + k * w->rs_rows) * D;
+            if (wire16) {
+                MPI_OK(MPI_Reduce_scatter(w->rs16, out16, w->rscounts, MPI_UINT16_T, bf16_sum_op(), w->comm));
+                bf16_unpack(own, out16, w->rscounts[w->rank]);
+            } else {
+                MPI_OK(MPI_Reduce_scatter(w->rsbuf, own, w->rscounts, MPI_FLOAT, MPI_SUM, w->comm));
+            }
         }
         dz[v] = w->dzall[v] + r0 * D;
     }
+}
+
+static void views_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
+    (void)b;
+    views_rs(w, r0, dz, 0);
+}
+
+static void views16_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
+    (void)b;
+    views_rs(w, r0, dz, 1);
 }
 
 /* Layer k of encoder v, summed in place by the ring (ring.h); ring_poll moves it on while the
@@ -201,20 +256,6 @@ static void mpi_reduce_finish(hcl_worker *w, double *s, int n) {
 
 /* ---- bf16 on the wire (--comm-dtype bf16) ---------------------------------------------------- */
 
-/* inout[i] = bf16(in[i] + inout[i]), the sum in f32: MPI's reduction of bf16 pairs. */
-static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type) {
-    (void)type;
-    const uint16_t *a = in;
-    uint16_t *c = inout;
-    for (int i = 0; i < *len; i++) c[i] = bf16_of(bf16_float(a[i]) + bf16_float(c[i]));
-}
-
-static MPI_Op bf16_sum_op(void) {
-    static MPI_Op op = MPI_OP_NULL;
-    if (op == MPI_OP_NULL) MPI_OK(MPI_Op_create(bf16_sum, 1, &op));
-    return op;
-}
-
 /* Own rows of the gathered views rounded in place and packed as bf16, rank-major as in f32. */
 static void packed16_allgather_start(hcl_worker *w, int64_t r0, int64_t b) {
     const int D = w->model.cfg.dim;
@@ -238,32 +279,6 @@ static void packed16_allgather_finish(hcl_worker *w) {
             if (r != w->rank)
                 bf16_unpack(w->zall[w->gv[g]] + w->r0s[r] * D, w->zgath16 + w->displs[r] + (size_t)g * w->bs[r] * D,
                             w->bs[r] * D);
-}
-
-/* The same with bf16 on the wire: own rows' contribution stays f32 in dzpack. */
-static void packed16_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
-    (void)r0;
-    const int D = w->model.cfg.dim;
-    for (int r = 0; r < w->size; r++)
-        for (int g = 0; g < w->ngv; g++) {
-            const float *src = w->dzall[w->gv[g]] + w->r0s[r] * D;
-            const size_t at = (size_t)w->displs[r] + (size_t)g * w->bs[r] * D;
-            if (r == w->rank) memcpy(w->dzpack + at, src, sizeof(float) * (size_t)w->bs[r] * D);
-            else bf16_pack(w->dzpack16 + at, src, w->bs[r] * D);
-        }
-    p2p_reduce_scatter_post(w, 1);
-    for (int g = 0; g < w->ngv; g++) dz[w->gv[g]] = w->dzown + (size_t)g * b * D;
-}
-
-static void packed16_reduce_scatter_finish(hcl_worker *w, int64_t r0, int64_t b) {
-    (void)r0, (void)b;
-    double tw = hcl_now();
-    MPI_OK(MPI_Waitall(w->nrs, w->rsreqs, MPI_STATUSES_IGNORE));
-    w->nrs = 0;
-    double ts = hcl_now();
-    p2p_reduce_scatter_sum(w, 1);
-    w->t_rswait = ts - tw;
-    w->t_rssum = hcl_now() - ts;
 }
 
 /* Per view: each gathered view's (N, D) as bf16 in z16, gathered in place there. */
@@ -290,30 +305,6 @@ static void views16_allgather_finish(hcl_worker *w) {
             if (r != w->rank)
                 bf16_unpack(w->zall[w->gv[g]] + w->r0s[r] * D, w->z16 + (size_t)g * w->n * D + w->r0s[r] * D,
                             w->bs[r] * D);
-}
-
-/* The chunked reduce-scatter of views_reduce_scatter_start with the staging in bf16. */
-static void views16_reduce_scatter_start(hcl_worker *w, int64_t r0, int64_t b, const float **dz) {
-    (void)b;
-    const int D = w->model.cfg.dim;
-    int64_t nchunk = (w->b_max + w->rs_rows - 1) / w->rs_rows;
-    uint16_t *out = w->rs16 + (size_t)w->size * w->rs_rows * D;
-    for (int g = 0; g < w->ngv; g++) {
-        int v = w->gv[g];
-        for (int64_t k = 0; k < nchunk; k++) {
-            size_t off = 0;
-            for (int r = 0; r < w->size; r++) {
-                int64_t c0 = k * w->rs_rows, rows = w->bs[r] - c0;
-                rows = rows < 0 ? 0 : rows > w->rs_rows ? w->rs_rows : rows;
-                bf16_pack(w->rs16 + off, w->dzall[v] + (w->r0s[r] + c0) * D, rows * D);
-                w->rscounts[r] = (int)(rows * D);
-                off += (size_t)(rows * D);
-            }
-            MPI_OK(MPI_Reduce_scatter(w->rs16, out, w->rscounts, MPI_UINT16_T, bf16_sum_op(), w->comm));
-            bf16_unpack(w->dzall[v] + (r0 + k * w->rs_rows) * D, out, w->rscounts[w->rank]);
-        }
-        dz[v] = w->dzall[v] + r0 * D;
-    }
 }
 
 /* Every worker holds the whole summed gradient. */
