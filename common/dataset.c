@@ -57,7 +57,112 @@ static int view_files(hcl_dataset *ds, int v, char *list, const char *where, cha
     return 0;
 }
 
-/* One `view NAME [files=...]` line into view ds->nviews. */
+/* ---- view kinds: `tokens vocab=V pad=P`, `image=HxWxC` ----------------------------------- */
+
+enum { ATTR_FILES = 1, ATTR_TOKENS = 2, ATTR_VOCAB = 4, ATTR_PAD = 8, ATTR_IMAGE = 16 };
+
+/* All of s a whole number (digits only); past int64 it reads INT64_MAX. */
+static int parse_whole(const char *s, int64_t *out) {
+    int64_t x = 0;
+    if (!*s) return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') return -1;
+        x = x > (INT64_MAX - 9) / 10 ? INT64_MAX : x * 10 + (*s - '0');
+    }
+    *out = x;
+    return 0;
+}
+
+/* `image=HxWxC` of view v: three whole numbers, their product a view's width. */
+static int view_image(hcl_dataset *ds, int v, const char *a, const char *where, char *err) {
+    int64_t d[3];
+    const char *s = a + 6;
+    int k = 0;
+    for (; k < 3; k++) {
+        char *end;
+        if (*s < '0' || *s > '9') break;
+        errno = 0;
+        long long x = strtoll(s, &end, 10);
+        if (errno || x < 1 || x > HCL_MAX_WIDTH) break;
+        d[k] = x;
+        s = end;
+        if (k < 2 && *s++ != 'x') break;
+    }
+    if (k != 3 || *s)
+        return hcl_err(err, "%s: view '%s': bad '%.64s' (want image=HxWxC, e.g. image=28x28x1: height, width "
+                       "and channels, each 1..%d)", where, ds->names[v], a, HCL_MAX_WIDTH);
+    if (d[0] * d[1] * d[2] > HCL_MAX_WIDTH)
+        return hcl_err(err, "%s: view '%s': '%.64s' is %lld values a row, more than the %d columns a view may "
+                       "have", where, ds->names[v], a, (long long)(d[0] * d[1] * d[2]), HCL_MAX_WIDTH);
+    ds->types[v].h = (int)d[0];
+    ds->types[v].w = (int)d[1];
+    ds->types[v].c = (int)d[2];
+    return 0;
+}
+
+/* One attribute of view v's manifest line (dataset.h); seen marks the ones already given. */
+static int view_attr(hcl_dataset *ds, int v, char *a, unsigned *seen, const char *where, char *err) {
+    const char *name = ds->names[v];
+    hcl_view_type *t = &ds->types[v];
+    unsigned bit = strncmp(a, "files=", 6) == 0 ? ATTR_FILES : strcmp(a, "tokens") == 0 ? ATTR_TOKENS
+                   : strncmp(a, "vocab=", 6) == 0 ? ATTR_VOCAB : strncmp(a, "pad=", 4) == 0 ? ATTR_PAD
+                   : strncmp(a, "image=", 6) == 0 ? ATTR_IMAGE : 0;
+    if (!bit || (*seen & bit))
+        return hcl_err(err, "%s: view '%s': unknown or repeated attribute '%.64s' (want files=F,..., "
+                       "tokens vocab=V pad=P, image=HxWxC, each at most once)", where, name, a);
+    *seen |= bit;
+    switch (bit) {
+    case ATTR_FILES: return view_files(ds, v, a + 6, where, err);
+    case ATTR_IMAGE: return view_image(ds, v, a, where, err);
+    case ATTR_VOCAB:
+        if (parse_whole(a + 6, &t->vocab) != 0 || t->vocab < 1)
+            return hcl_err(err, "%s: view '%s': bad '%.64s' (want vocab=V, the number of token ids, 1..%d)",
+                           where, name, a, HCL_MAX_VOCAB);
+        if (t->vocab > HCL_MAX_VOCAB)
+            return hcl_err(err, "%s: view '%s': '%.64s' is more than %d (2^24): token ids are gathered as "
+                           "float32, exact only up to 2^24", where, name, a, HCL_MAX_VOCAB);
+        return 0;
+    case ATTR_PAD:
+        if (parse_whole(a + 4, &t->pad) != 0)
+            return hcl_err(err, "%s: view '%s': bad '%.64s' (want pad=P, the padding token id, in [0, V))",
+                           where, name, a);
+        return 0;
+    default: return 0;   /* tokens: view_kind */
+    }
+}
+
+/* After view v's attributes: the kind they make together, or what to write instead. */
+static int view_kind(hcl_dataset *ds, int v, unsigned seen, const char *where, char *err) {
+    const char *name = ds->names[v];
+    hcl_view_type *t = &ds->types[v];
+    if ((seen & ATTR_TOKENS) && (seen & ATTR_IMAGE))
+        return hcl_err(err, "%s: view '%s' is declared both `tokens` and image= (a view is one kind: keep one)",
+                       where, name);
+    if ((seen & ATTR_TOKENS) && (seen & (ATTR_VOCAB | ATTR_PAD)) != (ATTR_VOCAB | ATTR_PAD))
+        return hcl_err(err, "%s: view '%s': `tokens` needs vocab= and pad= (write `view %s tokens vocab=V "
+                       "pad=P`)", where, name, name);
+    if (!(seen & ATTR_TOKENS) && (seen & (ATTR_VOCAB | ATTR_PAD)))
+        return hcl_err(err, "%s: view '%s': vocab= and pad= are for a token view (write `view %s tokens "
+                       "vocab=V pad=P`)", where, name, name);
+    if ((seen & ATTR_TOKENS) && t->pad >= t->vocab)
+        return hcl_err(err, "%s: view '%s': pad=%lld outside [0, %lld) (vocab=%lld)", where, name,
+                       (long long)t->pad, (long long)t->vocab, (long long)t->vocab);
+    t->kind = seen & ATTR_TOKENS ? HCL_VIEW_TOKENS : seen & ATTR_IMAGE ? HCL_VIEW_IMAGE : HCL_VIEW_DENSE;
+    return 0;
+}
+
+void dataset_view_type_str(const hcl_view_type *t, char *out, size_t cap) {
+    if (t->kind == HCL_VIEW_TOKENS)
+        snprintf(out, cap, "tokens vocab=%lld pad=%lld", (long long)t->vocab, (long long)t->pad);
+    else if (t->kind == HCL_VIEW_IMAGE)
+        snprintf(out, cap, "image=%dx%dx%d", t->h, t->w, t->c);
+    else
+        snprintf(out, cap, "dense");
+}
+
+/* ---- manifest lines ---------------------------------------------------------------------- */
+
+/* One `view NAME [ATTR...]` line into view ds->nviews. */
 static int manifest_view(hcl_dataset *ds, char *line, const char *path, int lineno, char *err) {
     char where[1300], *save = NULL;
     snprintf(where, sizeof where, "%s:%d", path, lineno);
@@ -65,7 +170,7 @@ static int manifest_view(hcl_dataset *ds, char *line, const char *path, int line
     char *name = key ? strtok_r(NULL, " \t\r\n", &save) : NULL;
     if (!key) return 1;   /* blank or comment */
     if (strcmp(key, "view") != 0 || !name)
-        return hcl_err(err, "%s: cannot parse '%s%s%s' (want `view NAME [files=F,...]`)", where, key,
+        return hcl_err(err, "%s: cannot parse '%s%s%s' (want `view NAME [ATTR...]`)", where, key,
                        name ? " " : "", name ? name : "");
     if (!hcl_view_name_ok(name)) {
         char s[4 * HCL_NAME_MAX + 8];
@@ -80,12 +185,10 @@ static int manifest_view(hcl_dataset *ds, char *line, const char *path, int line
         return hcl_err(err, "%s: view '%s' is one too many (at most %d views)", where, name, HCL_MAX_VIEWS);
     const int v = ds->nviews++;
     memcpy(ds->names[v], name, strlen(name) + 1);   /* checked < HCL_NAME_MAX */
-    for (char *t = strtok_r(NULL, " \t\r\n", &save); t; t = strtok_r(NULL, " \t\r\n", &save)) {
-        if (strncmp(t, "files=", 6) != 0 || ds->views[v].nfiles)
-            return hcl_err(err, "%s: view '%s': unknown or repeated attribute '%.64s' (want files=F,...)", where,
-                           name, t);
-        if (view_files(ds, v, t + 6, where, err) != 0) return -1;
-    }
+    unsigned seen = 0;
+    for (char *t = strtok_r(NULL, " \t\r\n", &save); t; t = strtok_r(NULL, " \t\r\n", &save))
+        if (view_attr(ds, v, t, &seen, where, err) != 0) return -1;
+    if (view_kind(ds, v, seen, where, err) != 0) return -1;
     if (ds->views[v].nfiles == 0) {
         char file[1200];
         snprintf(file, sizeof file, "%s/%s.npy", ds->dir, name);
@@ -184,8 +287,53 @@ static int64_t dataset_find_nonfinite(const npy_file *f, int *is_nan) {
     return -1;
 }
 
-/* File k of view v: its shape and dtype, its width the view's, no NaN or Inf (named by the
- * view's row). */
+/* Token ids of file k of view v in [0, V), scanned in place; the first outside is named by the
+ * view's row and its column. */
+static int dataset_check_ids(const hcl_dataset *ds, int v, int k, char *err) {
+    const hcl_view_files *vf = &ds->views[v];
+    const npy_file *f = &vf->file[k];
+    const uint64_t vocab = (uint64_t)ds->types[v].vocab;
+    const uint8_t *p = f->data;
+    int64_t i = 0, id = 0;
+    if (f->dtype == NPY_I32) {
+        for (int32_t x; i < f->count; i++) {
+            memcpy(&x, p + 4 * i, 4);
+            if ((uint64_t)(int64_t)x >= vocab) { id = x; break; }
+        }
+    } else {   /* NPY_I64 */
+        for (int64_t x; i < f->count; i++) {
+            memcpy(&x, p + 8 * i, 8);
+            if ((uint64_t)x >= vocab) { id = x; break; }
+        }
+    }
+    if (i == f->count) return 0;
+    return hcl_err(err, "%s: row %lld column %lld: token id %lld outside [0, %lld) (vocab=%lld)", vf->paths[k],
+                   (long long)(vf->first[k] + i / f->shape[1]), (long long)(i % f->shape[1]), (long long)id,
+                   (long long)vocab, (long long)vocab);
+}
+
+/* File k of view v: its dtype for the view's kind (dense, tokens, image). */
+static int dataset_check_dtype(const hcl_dataset *ds, int v, const npy_file *f, char *err) {
+    const char *name = ds->names[v];
+    const int ids = f->dtype == NPY_I32 || f->dtype == NPY_I64;
+    if (ds->types[v].kind == HCL_VIEW_TOKENS) {
+        if (!ids)
+            return hcl_err(err, "%s: view '%s' is a token view: dtype %s, want int32 or int64 token ids", f->path,
+                           name, npy_dtype_name(f->dtype));
+        return 0;
+    }
+    if (ids)
+        return hcl_err(err, "%s: %s data in view '%s', which manifest.txt does not declare `tokens` (token ids: "
+                       "write `view %s tokens vocab=V pad=P`; else store float32, float16, float64 or uint8)",
+                       f->path, npy_dtype_name(f->dtype), name, name);
+    if (f->dtype != NPY_F32 && f->dtype != NPY_F64 && f->dtype != NPY_F16 && f->dtype != NPY_U8)
+        return hcl_err(err, "%s: unsupported view dtype %s (want float32, float16, float64 or uint8)", f->path,
+                       npy_dtype_name(f->dtype));
+    return 0;
+}
+
+/* File k of view v: its shape and dtype, its width the view's (an image's H*W*C), its token ids
+ * in range, no NaN or Inf (named by the view's row). */
 static int dataset_open_view_file(hcl_dataset *ds, int v, int k, char *err) {
     hcl_view_files *vf = &ds->views[v];
     const char *path = vf->paths[k];
@@ -195,9 +343,7 @@ static int dataset_open_view_file(hcl_dataset *ds, int v, int k, char *err) {
     if (npy_open(f, path, err) != 0) return -1;
     if (f->ndim != 2)
         return hcl_err(err, "%s: view must be 2-D (rows, width), got %d-D shape", path, f->ndim);
-    if (f->dtype != NPY_F32 && f->dtype != NPY_F64 && f->dtype != NPY_F16 && f->dtype != NPY_U8)
-        return hcl_err(err, "%s: unsupported view dtype %s (want float32, float16, float64 or uint8)", path,
-                       npy_dtype_name(f->dtype));
+    if (dataset_check_dtype(ds, v, f, err) != 0) return -1;
     if (f->shape[0] < 1 || f->shape[1] < 1)
         return hcl_err(err, "%s: empty view, shape (%lld, %lld)", path, (long long)f->shape[0],
                        (long long)f->shape[1]);
@@ -207,7 +353,12 @@ static int dataset_open_view_file(hcl_dataset *ds, int v, int k, char *err) {
     if (k > 0 && f->shape[1] != vf->file[0].shape[1])
         return hcl_err(err, "%s: %lld columns but %s (view '%s''s first file) has %lld", path,
                        (long long)f->shape[1], vf->paths[0], ds->names[v], (long long)vf->file[0].shape[1]);
+    const hcl_view_type *t = &ds->types[v];
+    if (t->kind == HCL_VIEW_IMAGE && f->shape[1] != (int64_t)t->h * t->w * t->c)
+        return hcl_err(err, "%s: %lld columns but view '%s' is image=%dx%dx%d (%lld values a row)", path,
+                       (long long)f->shape[1], ds->names[v], t->h, t->w, t->c, (long long)t->h * t->w * t->c);
     vf->first[k + 1] = vf->first[k] + f->shape[0];
+    if (t->kind == HCL_VIEW_TOKENS) return dataset_check_ids(ds, v, k, err);
     int is_nan = 0;
     int64_t bad = dataset_find_nonfinite(f, &is_nan);
     if (bad >= 0) {
@@ -352,6 +503,7 @@ void dataset_close(hcl_dataset *ds) {
     free(ds->labels);
     ds->labels = NULL;
     ds->has_labels = ds->has_mask = 0;
+    memset(ds->types, 0, sizeof ds->types);
     ds->nviews = 0;
     ds->n = 0;
 }
@@ -376,7 +528,7 @@ static const npy_file *view_row(const hcl_view_files *vf, int64_t r, int64_t *in
     return &vf->file[lo];
 }
 
-/* One row of d values of dtype t into dst as float32. */
+/* One row of d values of dtype t into dst as float32 (uint8 scaled by 1/255, ids exact). */
 static void row_to_float(float *dst, const uint8_t *src, int64_t d, enum npy_dtype t) {
     if (t == NPY_F32) {
         memcpy(dst, src, sizeof(float) * (size_t)d);
@@ -391,6 +543,18 @@ static void row_to_float(float *dst, const uint8_t *src, int64_t d, enum npy_dty
             uint16_t h;
             memcpy(&h, src + 2 * j, 2);
             dst[j] = npy_half_float(h);
+        }
+    } else if (t == NPY_I32) {   /* token ids, < 2^24: exact */
+        for (int64_t j = 0; j < d; j++) {
+            int32_t x;
+            memcpy(&x, src + 4 * j, 4);
+            dst[j] = (float)x;
+        }
+    } else if (t == NPY_I64) {
+        for (int64_t j = 0; j < d; j++) {
+            int64_t x;
+            memcpy(&x, src + 8 * j, 8);
+            dst[j] = (float)x;
         }
     } else {   /* NPY_U8 */
         for (int64_t j = 0; j < d; j++) dst[j] = (float)src[j] * (1.0f / 255.0f);

@@ -1,6 +1,7 @@
 /* test_dataset: small dataset directories on disk, one good and one per rule dataset_open
  * enforces; the error must name the file and the offending value. Then gathering: float64 and
- * uint8 views converted, mask and labels, view lookup. */
+ * uint8 views converted, mask and labels, view lookup; token views (int32/int64 ids as exact
+ * floats, ids in range) and image views (width H*W*C, uint8 / 255). */
 #include <dirent.h>
 #include <math.h>
 #include <stdint.h>
@@ -437,12 +438,157 @@ static void test_storage(void) {
     expect_bad("sstray", "a-9.npy", "unknown view file", NULL);
 }
 
+/* ---- view kinds: tokens and images ------------------------------------------------------- */
+
+static int32_t tok32[N * 5];     /* ids in [0, 4096) */
+static int64_t tok64[N * 3];     /* ids in [0, 2^24), 2^24 - 1 among them */
+
+/* A dataset of every kind: t32 int32 tokens, t64 int64 tokens (its attributes in another
+ * order), img a uint8 2x2x1 image, d dense float32. */
+static void make_kinds(const char *dir) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", root, dir);
+    HCL_CHECK(hcl_mkdir_p(p, err) == 0, "%s", err);
+    put_text(dir, "manifest.txt", "view t32 tokens vocab=4096 pad=0\nview t64 pad=7 vocab=16777216 tokens\n"
+             "view img image=2x2x1\nview d\n");
+    put_npy(dir, "t32.npy", NPY_I32, 2, N, 5, tok32);
+    put_npy(dir, "t64.npy", NPY_I64, 2, N, 3, tok64);
+    put_npy(dir, "img.npy", NPY_U8, 2, N, 4, vc);
+    put_npy(dir, "d.npy", NPY_F32, 2, N, 3, va);
+}
+
+/* Token views gather their ids as exact floats (int32, int64, split over files), an image as
+ * pixels / 255; the types are the manifest's. */
+static void test_kinds_good(void) {
+    char p[256], s[96];
+    hcl_dataset ds;
+    make_kinds("kinds");
+    snprintf(p, sizeof p, "%s/kinds", root);
+    int rc = dataset_open(&ds, p, err);
+    CHECK(rc == 0, "token and image views refused: %s", err);
+    if (rc != 0) return;
+    const hcl_view_type *t = ds.types;
+    CHECK(t[0].kind == HCL_VIEW_TOKENS && t[0].vocab == 4096 && t[0].pad == 0, "t32 type %d %lld %lld",
+          t[0].kind, (long long)t[0].vocab, (long long)t[0].pad);
+    CHECK(t[1].kind == HCL_VIEW_TOKENS && t[1].vocab == 1 << 24 && t[1].pad == 7, "t64 type");
+    CHECK(t[2].kind == HCL_VIEW_IMAGE && t[2].h == 2 && t[2].w == 2 && t[2].c == 1, "img type");
+    CHECK(t[3].kind == HCL_VIEW_DENSE && t[3].vocab == 0 && t[3].h == 0, "d type");
+    const char *want[4] = {"tokens vocab=4096 pad=0", "tokens vocab=16777216 pad=7", "image=2x2x1", "dense"};
+    for (int v = 0; v < 4; v++) {
+        dataset_view_type_str(&t[v], s, sizeof s);
+        CHECK(strcmp(s, want[v]) == 0, "view %d type '%s', want '%s'", v, s, want[v]);
+    }
+    int64_t idx[N];
+    float out[N * 5];
+    for (int i = 0; i < N; i++) idx[i] = (i * 3 + 1) % N;
+    dataset_gather_view(&ds, 0, idx, N, out);
+    for (int i = 0; i < N * 5; i++)
+        CHECK(out[i] == (float)tok32[idx[i / 5] * 5 + i % 5], "int32 id %d: %g", i, out[i]);
+    dataset_gather_view(&ds, 1, idx, N, out);
+    for (int i = 0; i < N * 3; i++)
+        CHECK(out[i] == (float)tok64[idx[i / 3] * 3 + i % 3] && (int64_t)out[i] == tok64[idx[i / 3] * 3 + i % 3],
+              "int64 id %d: %.1f, want %lld", i, out[i], (long long)tok64[idx[i / 3] * 3 + i % 3]);
+    dataset_gather_view(&ds, 2, idx, N, out);
+    for (int i = 0; i < N * 4; i++)
+        CHECK(out[i] == (float)vc[idx[i / 4] * 4 + i % 4] * (1.0f / 255.0f), "image pixel %d: %g", i, out[i]);
+    dataset_close(&ds);
+    rm_dir("kinds");
+
+    /* t32 split over two files gathers what one file does */
+    make_kinds("ksplit");
+    path_of(p, sizeof p, "ksplit", "t32.npy");
+    unlink(p);
+    put_npy("ksplit", "t32-0.npy", NPY_I32, 2, 6, 5, tok32);
+    int64_t rest[4 * 5];   /* the second file int64: a view's files may mix the id dtypes */
+    for (int i = 0; i < 4 * 5; i++) rest[i] = tok32[6 * 5 + i];
+    put_npy("ksplit", "t32-1.npy", NPY_I64, 2, 4, 5, rest);
+    put_text("ksplit", "manifest.txt", "view t32 files=t32-*.npy tokens vocab=4096 pad=0\n"
+             "view t64 pad=7 vocab=16777216 tokens\nview img image=2x2x1\nview d\n");
+    snprintf(p, sizeof p, "%s/ksplit", root);
+    rc = dataset_open(&ds, p, err);
+    CHECK(rc == 0, "a token view in two files refused: %s", err);
+    if (rc == 0) {
+        CHECK(ds.views[0].nfiles == 2 && ds.types[0].kind == HCL_VIEW_TOKENS, "split: %d files", ds.views[0].nfiles);
+        dataset_gather_view(&ds, 0, idx, N, out);
+        for (int i = 0; i < N * 5; i++)
+            CHECK(out[i] == (float)tok32[idx[i / 5] * 5 + i % 5], "split int32 id %d: %g", i, out[i]);
+        dataset_close(&ds);
+    }
+    rm_dir("ksplit");
+}
+
+/* Each rule of the kinds fails in one line naming the file or view and what to write. */
+static void test_kinds_bad(void) {
+    int32_t bad32[N * 5];
+    memcpy(bad32, tok32, sizeof bad32);
+    bad32[7 * 5 + 2] = 4096;
+    make_kinds("kid");
+    put_npy("kid", "t32.npy", NPY_I32, 2, N, 5, bad32);
+    expect_bad("kid", "t32.npy: row 7 column 2: token id 4096 outside [0, 4096) (vocab=4096)", NULL, NULL);
+    int64_t bad64[N * 3];
+    memcpy(bad64, tok64, sizeof bad64);
+    bad64[4 * 3 + 0] = -1;
+    make_kinds("kneg");
+    put_npy("kneg", "t64.npy", NPY_I64, 2, N, 3, bad64);
+    expect_bad("kneg", "t64.npy: row 4 column 0: token id -1 outside [0, 16777216)", NULL, NULL);
+    /* in the second of two files: the view's row */
+    make_kinds("kid2");
+    put_npy("kid2", "t32-a.npy", NPY_I32, 2, 5, 5, tok32);
+    put_npy("kid2", "t32-b.npy", NPY_I32, 2, 5, 5, bad32 + 25);
+    put_text("kid2", "manifest.txt", "view t32 tokens vocab=4096 pad=0 files=t32-a.npy,t32-b.npy\n"
+             "view t64 pad=7 vocab=16777216 tokens\nview img image=2x2x1\nview d\n");
+    char p[256];
+    path_of(p, sizeof p, "kid2", "t32.npy");
+    unlink(p);
+    expect_bad("kid2", "t32-b.npy: row 7 column 2: token id 4096", NULL, NULL);
+
+    static const struct { const char *manifest, *want1, *want2; } lines[] = {
+        {"view t32 tokens vocab=16777217 pad=0", "'vocab=16777217' is more than 16777216 (2^24)", "float32"},
+        {"view t32 tokens vocab=99999999999999999999999 pad=0", "more than 16777216", NULL},
+        {"view t32 tokens pad=0", "view 't32': `tokens` needs vocab= and pad=", "`view t32 tokens vocab=V pad=P`"},
+        {"view t32 tokens vocab=4096", "`tokens` needs vocab= and pad=", NULL},
+        {"view t32 vocab=4096 pad=0", "view 't32': vocab= and pad= are for a token view", "`view t32 tokens"},
+        {"view t32 tokens vocab=4096 pad=4096", "pad=4096 outside [0, 4096)", NULL},
+        {"view t32 tokens vocab=0 pad=0", "bad 'vocab=0'", "1..16777216"},
+        {"view t32 tokens vocab=4k pad=0", "bad 'vocab=4k'", NULL},
+        {"view t32 tokens vocab=4096 pad=-1", "bad 'pad=-1'", NULL},
+        {"view t32 tokens tokens vocab=4096 pad=0", "unknown or repeated attribute 'tokens'", NULL},
+        {"view t32 tokens vocab=4096 pad=0 vocab=8", "unknown or repeated attribute 'vocab=8'", NULL},
+        {"view t32 tokens vocab=4096 pad=0 image=1x5x1", "both `tokens` and image=", NULL},
+        {"view t32", "t32.npy: int32 data in view 't32'", "write `view t32 tokens vocab=V pad=P`"},
+        {"view t32 image=1x5x1", "t32.npy: int32 data in view 't32'", "`tokens`"},
+        {"view t32 tokens vocab=4096 pad=0\nview t64 pad=7 vocab=16777216 tokens\nview img image=2x3x1",
+         "img.npy: 4 columns but view 'img' is image=2x3x1 (6 values a row)", NULL},
+        {"view t32 tokens vocab=4096 pad=0\nview t64 pad=7 vocab=16777216 tokens\nview img image=2x2",
+         "bad 'image=2x2'", "image=HxWxC"},
+        {"view t32 tokens vocab=4096 pad=0\nview t64 pad=7 vocab=16777216 tokens\nview img image=2x0x1",
+         "bad 'image=2x0x1'", NULL},
+        {"view t32 tokens vocab=4096 pad=0\nview t64 pad=7 vocab=16777216 tokens\nview img image=1024x1024x2",
+         "2097152 values a row", NULL},
+        {"view t32 tokens vocab=4096 pad=0\nview t64 pad=7 vocab=16777216 tokens\nview img tokens vocab=256 pad=0",
+         "img.npy: view 'img' is a token view: dtype uint8", "int32 or int64"},
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        char text[512];
+        int full = strstr(lines[i].manifest, "view img") != NULL;
+        snprintf(text, sizeof text, "%s\n%s", lines[i].manifest,
+                 full ? "view d\n" : "view t64 pad=7 vocab=16777216 tokens\nview img image=2x2x1\nview d\n");
+        make_kinds("kline");
+        put_text("kline", "manifest.txt", text);
+        expect_bad("kline", lines[i].want1, lines[i].want2, NULL);
+    }
+}
+
 int main(void) {
     for (int i = 0; i < N * 3; i++) va[i] = 0.25f * (float)i - 3.0f;
     for (int i = 0; i < N * 2; i++) vb[i] = 1.0 / 3.0 * i - 1e-3 * i * i;
     for (int i = 0; i < N * 4; i++) vc[i] = (uint8_t)(i * 37 % 256);
     vc[7 * 4 + 1] = 255;
     for (int i = 0; i < N; i++) labels[i] = i % 3;
+    for (int i = 0; i < N * 5; i++) tok32[i] = (i * 811 + 5) % 4096;
+    tok32[3 * 5 + 4] = 4095;
+    for (int i = 0; i < N * 3; i++) tok64[i] = ((int64_t)i * 2654435761LL) % (1 << 24);
+    tok64[9 * 3 + 1] = (1 << 24) - 1;   /* the largest id: exact as float32 */
     for (int i = 0; i < N * 3; i++) mask[i] = (uint8_t)((i * 7 + 3) % 5 != 0);
     snprintf(root, sizeof root, "/tmp/test_dataset.XXXXXX");
     HCL_CHECK(mkdtemp(root), "mkdtemp %s", root);
@@ -451,6 +597,8 @@ int main(void) {
     test_bad();
     test_bad_manifest();
     test_storage();
+    test_kinds_good();
+    test_kinds_bad();
     CHECK(rmdir(root) == 0, "rmdir %s: files left behind", root);
     CHECK_DONE();
 }
