@@ -461,8 +461,10 @@ static int inspect_run(const char *dir) {
     }
     for (int v = 0; v < ds.nviews; v++) {
         const hcl_view_files *vf = &ds.views[v];
-        printf("view     %-12s width %-6lld dtype %-8s present %.4f", ds.names[v], (long long)ds.widths[v],
-               npy_dtype_name(vf->file[0].dtype), (double)present[v] / (double)ds.n);
+        char type[96];
+        dataset_view_type_str(&ds.types[v], type, sizeof type);
+        printf("view     %-12s width %-6lld dtype %-8s present %.4f type %s", ds.names[v], (long long)ds.widths[v],
+               npy_dtype_name(vf->file[0].dtype), (double)present[v] / (double)ds.n, type);
         if (vf->nfiles > 1) printf(" files %d", vf->nfiles);
         printf("\n");
         for (int k = 0; k < vf->nfiles && vf->nfiles > 1; k++)
