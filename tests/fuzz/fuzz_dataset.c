@@ -1,7 +1,8 @@
 /* fuzz_dataset: a dataset directory (an archive of fuzz_kit.h: manifest.txt, the views' .npy
  * files, labels.npy, mask.npy) through common/dataset.c's dataset_open: the manifest parser,
  * each view, the labels' and the mask's checks. An accepted dataset must then serve every row
- * of every view, its labels and its mask without a fault, as training would. */
+ * of every view, its labels and its mask without a fault, as training would, token views only ids
+ * in [0, vocab) and image views H*W*C wide. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,13 @@ static void serve(const hcl_dataset *ds) {
     for (int v = 0; v < ds->nviews; v++) {
         float *rows = hcl_malloc(sizeof(float) * (size_t)(n * ds->widths[v]));
         dataset_gather_view(ds, v, idx, n, rows);
+        const hcl_view_type *t = &ds->types[v];
+        for (int64_t i = 0; i < n * ds->widths[v] && t->kind == HCL_VIEW_TOKENS; i++)   /* ids as exact floats */
+            FUZZ_ASSERT(rows[i] >= 0 && rows[i] < (float)t->vocab && rows[i] == (float)(int64_t)rows[i],
+                        "view '%s': token %g outside [0, %lld)", ds->names[v], (double)rows[i], (long long)t->vocab);
+        if (t->kind == HCL_VIEW_IMAGE)
+            FUZZ_ASSERT(ds->widths[v] == (int64_t)t->h * t->w * t->c, "view '%s': width %lld, image=%dx%dx%d",
+                        ds->names[v], (long long)ds->widths[v], t->h, t->w, t->c);
         free(rows);
     }
     uint8_t *mask = hcl_malloc((size_t)(n * ds->nviews));
