@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_hcl_data: the hcl-data tool end to end. synth is seeded (same seed, same bytes), inspect
 # validates, numpy reads what we write, --missing-rate writes a sane mask, bad usage exits 2,
-# (fashion-mnist: tests/test_fashion_mnist.sh).
+# fashion-mnist --kinds of a small fake IDX source writes an image, a token and a dense view
+# (the real fashion-mnist: tests/test_fashion_mnist.sh).
 #   HCL_BUILD=build-data bash tests/test_hcl_data.sh
 set -euo pipefail
 
@@ -34,7 +35,7 @@ grep -qx 'view v0' s1/manifest.txt && grep -qx 'view v2' s1/manifest.txt ||
 # ---- inspect -------------------------------------------------------------------------------
 out=$("$tool" inspect s1)
 echo "$out" | grep -Eq '^rows +300$' || fail "inspect: no 'rows 300' line in: $out"
-echo "$out" | grep -Eq '^view +v1 +width 7 +dtype float32 +present 1.0000$' ||
+echo "$out" | grep -Eq '^view +v1 +width 7 +dtype float32 +present 1.0000 type dense$' ||
     fail "inspect: no line for view v1 in: $out"
 echo "$out" | grep -Eq '^labels +int64 classes 4$' || fail "inspect: no labels line in: $out"
 [ "$(echo "$out" | grep -Ec '^class ')" = 4 ] || fail "inspect: want 4 class lines in: $out"
@@ -78,6 +79,66 @@ EOF
 [ -e m/v2.npy ] && fail "stale v2.npy left after synth with 2 views"
 "$tool" inspect m >/dev/null || fail "inspect after rewriting m"
 
+# ---- fashion-mnist --kinds: image, words (visual-word tokens), thumb ------------------------
+# A fake --source of 12 train and 6 test images. Image 0 of train is blank but for patch 17
+# (py 2, px 3) at 100: level 100 * 8 / 256 = 3, token 1 + 17 * 7 + 2 = 122; patch 0 at 255:
+# level 7, token 7; patch 48 at 31: level 0, the padding token 0; patch 40 at 32: level 1,
+# token 1 + 40 * 7 = 281.
+"$py" - src <<'EOF' || fail "writing the fake IDX source"
+import gzip, os, sys
+import numpy as np
+d = sys.argv[1]
+os.makedirs(d)
+rng = np.random.default_rng(5)
+for prefix, n in (("train", 12), ("t10k", 6)):
+    img = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    img[:, 20:, :] = 0                       # blank rows: padding tokens in every image
+    if prefix == "train":
+        img[0] = 0
+        img[0, 8:12, 12:16] = 100            # patch 17
+        img[0, 0:4, 0:4] = 255               # patch 0
+        img[0, 24:28, 24:28] = 31            # patch 48
+        img[0, 20:24, 20:24] = 32            # patch 40
+    lab = (np.arange(n) % 10).astype(np.uint8)
+    with gzip.open(f"{d}/{prefix}-images-idx3-ubyte.gz", "wb") as f:
+        f.write(np.array([0x803, n, 28, 28], ">u4").tobytes() + img.tobytes())
+    with gzip.open(f"{d}/{prefix}-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(np.array([0x801, n], ">u4").tobytes() + lab.tobytes())
+EOF
+"$tool" fashion-mnist k --source src >/dev/null       # the dense views first: --kinds replaces them
+"$tool" fashion-mnist k --kinds --source src >/dev/null
+for f in top bottom; do [ -e "k/train/$f.npy" ] && fail "--kinds left a stale $f.npy"; done
+out=$("$tool" inspect k/train)
+echo "$out" | grep -Eq '^view +image +width 784 +dtype uint8 +present 1.0000 type image=28x28x1$' &&
+    echo "$out" | grep -Eq '^view +words +width 49 +dtype int32 +present 1.0000 type tokens vocab=344 pad=0$' &&
+    echo "$out" | grep -Eq '^view +thumb +width 49 +dtype float32 +present 1.0000 type dense$' ||
+    fail "inspect of the --kinds dataset: $out"
+grep -qx 'view words tokens vocab=344 pad=0' k/test/manifest.txt || fail "k/test manifest: $(cat k/test/manifest.txt)"
+"$py" - src k <<'EOF' || fail "numpy check of fashion-mnist --kinds"
+import gzip, sys
+import numpy as np
+src, d = sys.argv[1:]
+for prefix, split, n in (("train", "train", 12), ("t10k", "test", 6)):
+    img = np.frombuffer(gzip.open(f"{src}/{prefix}-images-idx3-ubyte.gz").read()[16:], np.uint8).reshape(n, 784)
+    lab = np.frombuffer(gzip.open(f"{src}/{prefix}-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+    image, words, thumb = (np.load(f"{d}/{split}/{v}.npy") for v in ("image", "words", "thumb"))
+    assert image.dtype == np.uint8 and image.shape == (n, 784), (image.dtype, image.shape)
+    assert image.tobytes() == img.tobytes(), "image bytes differ from the source"
+    assert words.dtype == np.int32 and words.shape == (n, 49), (words.dtype, words.shape)
+    assert words.min() >= 0 and words.max() < 344, (words.min(), words.max())
+    assert (words[split == "train":, 35:] == 0).all(), "the blank rows 20-27 are not padding"   # but image 0
+    p = np.arange(49)
+    lev = img.reshape(n, 7, 4, 7, 4).astype(np.int64).sum(axis=(2, 4)).reshape(n, 49) // 16 * 8 // 256
+    assert (words == np.where(lev == 0, 0, 1 + p * 7 + lev - 1)).all(), "words differ from the construction"
+    pool = img.reshape(n, 7, 4, 7, 4).astype(np.float64).mean(axis=(2, 4)).reshape(n, 49) / 255
+    assert np.abs(pool - thumb).max() < 1e-6, "thumb is not the 4x4 mean pool / 255"
+    assert (np.load(f"{d}/{split}/labels.npy") == lab).all(), "labels"
+w = np.load(f"{d}/train/words.npy")[0]
+want = {17: 122, 0: 7, 48: 0, 40: 281}
+assert all(w[q] == t for q, t in want.items()), {q: int(w[q]) for q in want}
+assert (np.delete(w, list(want)) == 0).all(), "blank patches of image 0 are not padding"
+EOF
+
 # ---- errors: one line, exit codes ----------------------------------------------------------
 expect_exit() {   # expect_exit CODE PATTERN CMD...
     local code=$1 pat=$2 rc=0; shift 2
@@ -97,6 +158,8 @@ expect_exit 2 "missing DIR" "$tool" inspect
 "$tool" --help | grep -q '^usage: hcl-data' || fail "--help"
 "$tool" synth --help | grep -q -- '--missing-rate' || fail "synth --help lacks --missing-rate"
 "$tool" fashion-mnist --help | grep -q -- '--source' || fail "fashion-mnist --help lacks --source"
+"$tool" fashion-mnist --help | grep -q -- '--kinds .*1 + p\*7 + level-1; vocab 344' ||
+    fail "fashion-mnist --help lacks --kinds and its construction"
 cp -r s1 bad
 "$py" -c "
 import numpy as np

@@ -1,7 +1,8 @@
 /* hcl-data: make, convert and check hcl dataset directories (see common/dataset.h).
  *
  *   hcl-data synth OUT           seeded synthetic multi-view data with class structure
- *   hcl-data fashion-mnist OUT   the 3-view Fashion-MNIST dataset (top, bottom, thumb)
+ *   hcl-data fashion-mnist OUT   the 3-view Fashion-MNIST dataset (top, bottom, thumb); with
+ *                                --kinds an image, a token and a dense view (image, words, thumb)
  *   hcl-data inspect DIR         validate a dataset and print its shape
  *
  * Each command's flags live in one table (name, type, default, help, destination) that drives
@@ -59,6 +60,7 @@ static int64_t synth_rows, synth_classes, synth_seed, synth_latent, synth_split;
 static double synth_missing;
 static char synth_widths[OPT_STR_MAX];
 static char fm_source[OPT_STR_MAX];
+static int64_t fm_kinds;
 
 static const hcl_opt synth_opts[] = {
     {"rows", HCL_OPT_INT, "2048", "number of rows (samples)", HCL_OPT_AT(synth_rows), .lo = 1,
@@ -80,6 +82,10 @@ static const hcl_opt fm_opts[] = {
     {"source", HCL_OPT_PATH, "/usr/share/datasets/fashion-mnist",
      "directory with the gzipped IDX files of Debian's dataset-fashion-mnist", HCL_OPT_AT(fm_source),
      .meta = "DIR"},
+    {"kinds", HCL_OPT_FLAG, "0", "write three kinds of view instead: image (28x28x1 uint8), words (a token "
+     "view of 49 visual words: the 4x4 patch p = py*7+px of the 7x7 grid has level = mean intensity "
+     "(0..255) * 8 / 256; level 0 is the padding token 0, else the token is 1 + p*7 + level-1; vocab "
+     "344) and thumb (7x7 mean pool / 255)", HCL_OPT_AT(fm_kinds)},
 };
 
 static hcl_optset cmd_optset(const cli_command *c) {
@@ -141,10 +147,12 @@ static void out_prepare(const char *dir, int nviews, int keep_mask, const char *
             stale = 1;   /* a view file: stale unless it is one of the new views */
             for (int v = 0; v < nviews; v++)
                 if (strlen(names[v]) == len - 4 && strncmp(n, names[v], len - 4) == 0) stale = 0;
-            /* only remove files this tool could have written: synth's vN, fashion-mnist's */
+            /* only remove files this tool could have written: synth's vN, fashion-mnist's (and
+             * its --kinds') */
             int ours = (n[0] == 'v' && strspn(n + 1, "0123456789") == len - 5 && len > 5) ||
                        strcmp(n, "top.npy") == 0 || strcmp(n, "bottom.npy") == 0 ||
-                       strcmp(n, "thumb.npy") == 0;
+                       strcmp(n, "thumb.npy") == 0 || strcmp(n, "image.npy") == 0 ||
+                       strcmp(n, "words.npy") == 0;
             stale &= ours;
         }
         if (stale) {
@@ -163,13 +171,16 @@ static void out_npy(const char *dir, const char *name, enum npy_dtype t, int ndi
     if (npy_write(path, t, ndim, shape, data, err) != 0) fail(1, "%s", err);
 }
 
+/* manifest.txt: the comment (its lines after the first start with "# "), then `view NAME` and
+ * attrs[v] when attrs and attrs[v] are not NULL (e.g. "tokens vocab=344 pad=0"). */
 static void out_manifest(const char *dir, const char *comment, int nviews,
-                         const char *const *names) {
+                         const char *const *names, const char *const *attrs) {
     char err[HCL_ERR_MAX], path[OPT_STR_MAX + 80], text[4096];
     size_t n = (size_t)snprintf(text, sizeof text, "# hcl dataset manifest: one `view NAME` line "
                                 "per view, data in NAME.npy\n# %s\n", comment);
     for (int v = 0; v < nviews && n < sizeof text; v++)
-        n += (size_t)snprintf(text + n, sizeof text - n, "view %s\n", names[v]);
+        n += (size_t)snprintf(text + n, sizeof text - n, "view %s%s%s\n", names[v], attrs && attrs[v] ? " " : "",
+                              attrs && attrs[v] ? attrs[v] : "");
     HCL_CHECK(n < sizeof text, "manifest text too long");
     path_join(path, sizeof path, dir, "manifest.txt");
     if (hcl_write_file_durable(path, text, n, err) != 0) fail(1, "%s", err);
@@ -288,7 +299,7 @@ static int synth_run(const char *out) {
              "--latent %lld --missing-rate %g --seed %llu --split %llu", (long long)n, synth_widths,
              (long long)k, (long long)L, synth_missing, (unsigned long long)seed,
              (unsigned long long)split);
-    out_manifest(out, comment, nv, names);
+    out_manifest(out, comment, nv, names, NULL);
     progress_end(&progress);
     free(mu); free(labels); free(z); free(mask); free(w1); free(b1); free(h);
     out_verify(out);
@@ -365,8 +376,15 @@ static const uint8_t *idx_parse(const char *path, const uint8_t *buf, size_t len
     return buf + hdr;
 }
 
-static void fm_split(const char *src, const char *prefix, const char *out_root, const char *split) {
-    char ipath[OPT_STR_MAX + 64], lpath[OPT_STR_MAX + 64], out[OPT_STR_MAX + 16];
+/* One split of the IDX files: images (n, 28*28) and labels (n,), pointing into the read buffers. */
+typedef struct {
+    uint8_t *ibuf, *lbuf;
+    const uint8_t *img, *lab;
+    int64_t n;
+} fm_data;
+
+static void fm_load(fm_data *d, const char *src, const char *prefix) {
+    char ipath[OPT_STR_MAX + 64], lpath[OPT_STR_MAX + 64];
     snprintf(ipath, sizeof ipath, "%s/%s-images-idx3-ubyte.gz", src, prefix);
     snprintf(lpath, sizeof lpath, "%s/%s-labels-idx1-ubyte.gz", src, prefix);
     const char *paths[2] = {ipath, lpath};
@@ -378,56 +396,123 @@ static void fm_split(const char *src, const char *prefix, const char *out_root, 
         strcat(plain, ".gz");
         fail(1, "%s: not found (install dataset-fashion-mnist, or pass --source DIR)", plain);
     }
-    if (snprintf(out, sizeof out, "%s/%s", out_root, split) >= (int)sizeof out)
-        fail(1, "%s/%s: path too long", out_root, split);
-    progress_begin(&progress, "fashion-mnist %s, rows of 3 views", split);
-
     size_t ilen, llen;
-    uint8_t *ibuf = read_all(ipath, &ilen), *lbuf = read_all(lpath, &llen);
+    d->ibuf = read_all(ipath, &ilen);
+    d->lbuf = read_all(lpath, &llen);
     uint32_t idim[3], ldim[1];
-    const uint8_t *img = idx_parse(ipath, ibuf, ilen, 3, idim);
-    const uint8_t *lab = idx_parse(lpath, lbuf, llen, 1, ldim);
+    d->img = idx_parse(ipath, d->ibuf, ilen, 3, idim);
+    d->lab = idx_parse(lpath, d->lbuf, llen, 1, ldim);
     if (idim[1] != 28 || idim[2] != 28)
         fail(1, "%s: images are %ux%u, want 28x28", ipath, idim[1], idim[2]);
     if (idim[0] != ldim[0])
         fail(1, "%s: %u labels but %s has %u images", lpath, ldim[0], ipath, idim[0]);
-    int64_t n = idim[0];
+    d->n = idim[0];
+}
 
-    static const char *const names[3] = {"top", "bottom", "thumb"};
-    out_prepare(out, 3, 0, names);
+/* The sums of the 49 4x4 patches of a 28x28 image, patch p = py * 7 + px. */
+static void fm_patch_sums(const uint8_t *img, int *sum) {
+    for (int by = 0; by < 7; by++)
+        for (int bx = 0; bx < 7; bx++) {
+            int s = 0;
+            for (int y = 0; y < 4; y++)
+                for (int xx = 0; xx < 4; xx++) s += img[(by * 4 + y) * 28 + bx * 4 + xx];
+            sum[by * 7 + bx] = s;
+        }
+}
+
+/* thumb = 4x4 average pooling, 7x7, pixels / 255: x is (n, 49). */
+static void fm_thumb(const fm_data *d, float *x, int64_t done, int64_t total) {
+    int sum[49];
+    for (int64_t i = 0; i < d->n; i++) {
+        progress_update(&progress, done + i, total);
+        fm_patch_sums(d->img + i * 784, sum);
+        for (int p = 0; p < 49; p++) x[i * 49 + p] = (float)sum[p] * ((1.0f / 255.0f) / 16.0f);
+    }
+}
+
+/* words: 49 visual words a row, tok (n, 49). Patch p's mean intensity m (0..255) in FM_LEVELS
+ * levels, level = m * 8 / 256 = sum / 512; level 0 (nearly blank) is the padding token 0, else
+ * the token is 1 + p * 7 + (level - 1): a vocabulary of 1 + 49 * 7 = 344. */
+#define FM_LEVELS 8
+#define FM_VOCAB (1 + 49 * (FM_LEVELS - 1))
+_Static_assert(FM_VOCAB == 344, "fm_split's manifest says vocab=344");
+
+static void fm_words(const fm_data *d, int32_t *tok, int64_t done, int64_t total) {
+    int sum[49];
+    for (int64_t i = 0; i < d->n; i++) {
+        progress_update(&progress, done + i, total);
+        fm_patch_sums(d->img + i * 784, sum);
+        for (int p = 0; p < 49; p++) {
+            int level = sum[p] / 16 * FM_LEVELS / 256;   /* the integer mean, in levels 0..7 */
+            tok[i * 49 + p] = level ? 1 + p * (FM_LEVELS - 1) + level - 1 : 0;
+        }
+    }
+}
+
+/* The 3 dense views: top = image rows 0..13, bottom = rows 14..27 (392 pixels / 255), thumb. */
+static void fm_write_dense(const char *out, const fm_data *d) {
+    const int64_t n = d->n;
     const float s = 1.0f / 255.0f;
     float *x = hcl_malloc((size_t)n * 392 * sizeof(float));
-    for (int half = 0; half < 2; half++) {     /* top = rows 0..13, bottom = rows 14..27 */
+    for (int half = 0; half < 2; half++) {
         for (int64_t i = 0; i < n; i++) {
             progress_update(&progress, half * n + i, 3 * n);
-            for (int j = 0; j < 392; j++) x[i * 392 + j] = (float)img[i * 784 + half * 392 + j] * s;
+            for (int j = 0; j < 392; j++) x[i * 392 + j] = (float)d->img[i * 784 + half * 392 + j] * s;
         }
         out_npy(out, half ? "bottom.npy" : "top.npy", NPY_F32, 2, n, 392, x);
     }
-    for (int64_t i = 0; i < n; i++) {          /* thumb = 4x4 average pooling, 7x7 */
-        progress_update(&progress, 2 * n + i, 3 * n);
-        const uint8_t *p = img + i * 784;
-        for (int by = 0; by < 7; by++)
-            for (int bx = 0; bx < 7; bx++) {
-                int sum = 0;
-                for (int y = 0; y < 4; y++)
-                    for (int xx = 0; xx < 4; xx++) sum += p[(by * 4 + y) * 28 + bx * 4 + xx];
-                x[i * 49 + by * 7 + bx] = (float)sum * (s / 16.0f);
-            }
-    }
+    fm_thumb(d, x, 2 * n, 3 * n);
     out_npy(out, "thumb.npy", NPY_F32, 2, n, 49, x);
-    int64_t *labels = hcl_malloc((size_t)n * sizeof(int64_t));
-    for (int64_t i = 0; i < n; i++) labels[i] = lab[i];
-    out_npy(out, "labels.npy", NPY_I64, 1, n, 1, labels);
-    char comment[2 * OPT_STR_MAX];
-    snprintf(comment, sizeof comment, "hcl-data fashion-mnist: %s split of %s; top/bottom = image "
-             "rows 0-13/14-27, thumb = 4x4 mean pool; pixels / 255", split, src);
-    out_manifest(out, comment, 3, names);
-    progress_end(&progress);
     free(x);
+}
+
+/* The 3 kinds: image (n, 784) uint8 as stored, words (n, 49) int32 tokens, thumb. */
+static void fm_write_kinds(const char *out, const fm_data *d) {
+    const int64_t n = d->n;
+    progress_update(&progress, 0, 3 * n);
+    out_npy(out, "image.npy", NPY_U8, 2, n, 784, d->img);
+    int32_t *tok = hcl_malloc((size_t)n * 49 * sizeof(int32_t));
+    fm_words(d, tok, n, 3 * n);
+    out_npy(out, "words.npy", NPY_I32, 2, n, 49, tok);
+    free(tok);
+    float *x = hcl_malloc((size_t)n * 49 * sizeof(float));
+    fm_thumb(d, x, 2 * n, 3 * n);
+    out_npy(out, "thumb.npy", NPY_F32, 2, n, 49, x);
+    free(x);
+}
+
+static void fm_split(const char *src, const char *prefix, const char *out_root, const char *split) {
+    char out[OPT_STR_MAX + 16];
+    fm_data d;
+    fm_load(&d, src, prefix);
+    if (snprintf(out, sizeof out, "%s/%s", out_root, split) >= (int)sizeof out)
+        fail(1, "%s/%s: path too long", out_root, split);
+    progress_begin(&progress, "fashion-mnist %s, rows of 3 views", split);
+    static const char *const dense[3] = {"top", "bottom", "thumb"}, *const kinds[3] = {"image", "words", "thumb"};
+    static const char *const kinds_attrs[3] = {"image=28x28x1", "tokens vocab=344 pad=0", NULL};
+    const char *const *names = fm_kinds ? kinds : dense;
+    out_prepare(out, 3, 0, names);
+    if (fm_kinds) fm_write_kinds(out, &d);
+    else fm_write_dense(out, &d);
+    int64_t *labels = hcl_malloc((size_t)d.n * sizeof(int64_t));
+    for (int64_t i = 0; i < d.n; i++) labels[i] = d.lab[i];
+    out_npy(out, "labels.npy", NPY_I64, 1, d.n, 1, labels);
+    char comment[2 * OPT_STR_MAX];
+    if (fm_kinds)
+        snprintf(comment, sizeof comment, "hcl-data fashion-mnist --kinds: %s split of %s\n"
+                 "# image = the 28x28 image (uint8, HWC; / 255 when gathered)\n"
+                 "# words = 49 visual words: 4x4 patch p = py*7+px of the 7x7 grid, level = its mean "
+                 "intensity (0..255) * 8 / 256 (0..7);\n#   level 0 gives the padding token 0, else "
+                 "1 + p*7 + (level-1): vocab 1 + 49*7 = 344\n"
+                 "# thumb = 4x4 mean pool (7x7), pixels / 255", split, src);
+    else
+        snprintf(comment, sizeof comment, "hcl-data fashion-mnist: %s split of %s; top/bottom = image "
+                 "rows 0-13/14-27, thumb = 4x4 mean pool; pixels / 255", split, src);
+    out_manifest(out, comment, 3, names, fm_kinds ? kinds_attrs : NULL);
+    progress_end(&progress);
     free(labels);
-    free(ibuf);
-    free(lbuf);
+    free(d.ibuf);
+    free(d.lbuf);
     out_verify(out);
 }
 
@@ -497,7 +582,7 @@ static const cli_command commands[] = {
     {"synth", "OUT", "write a seeded synthetic multi-view dataset with class structure to OUT",
      synth_opts, (int)(sizeof synth_opts / sizeof synth_opts[0]), synth_run},
     {"fashion-mnist", "OUT", "write Fashion-MNIST as views top (392), bottom (392), thumb (49) "
-     "to OUT/train and OUT/test", fm_opts, (int)(sizeof fm_opts / sizeof fm_opts[0]), fm_run},
+     "to OUT/train and OUT/test (--kinds: image, words, thumb)", fm_opts, (int)(sizeof fm_opts / sizeof fm_opts[0]), fm_run},
     {"inspect", "DIR", "validate the dataset in DIR and print rows, views, classes and mask "
      "coverage", NULL, 0, inspect_run},
 };
