@@ -11,6 +11,8 @@
 #   7  --epochs 9223372036854775807
 #   10 a view absent from every row of --data (trained with loss 0; now exit 2, a warning for
 #      --val-data), a view named v1.x (passed the manifest, refused by the model naming no file)
+#   and the view kinds' rules (token views: ids in [0, V), V <= 2^24, vocab= and pad= with
+#   `tokens`, int data only in them; image views: width H*W*C)
 #   HCL_BUILD=build bash tests/test_bad_inputs.sh
 set -euo pipefail
 B=${HCL_BUILD:-build}
@@ -116,6 +118,36 @@ line=$(grep -n '^view v1.x$' "$tmp/dotted/manifest.txt" | cut -d: -f1)
 refused "a view named v1.x" "$tmp/dotted/manifest.txt:$line: bad view name 'v1.x'" "${again[@]}" --data "$tmp/dotted"
 # hcl-data's exit for bad data is 1 (tools/hcl-data.c)
 WANT=1 refused "hcl-data inspect of v1.x" "$tmp/dotted/manifest.txt:$line" "$B/hcl-data" inspect "$tmp/dotted"
+
+# ---- view kinds: token and image views (common/dataset.h) -------------------------------------
+# kind NAME MANIFEST-LINE-OF-v2 DTYPE: a copy of the data whose view v2 is that line over (64, 4)
+# DTYPE values (ids 0..63; an int32 id 100 at row 12, column 3 with DTYPE int32-bad)
+kind() {
+    cp -r "$tmp/d" "$tmp/$1"
+    sed -i "s/^view v2\$/$2/" "$tmp/$1/manifest.txt"
+    "$PY" -c '
+import sys, numpy as np
+x = (np.arange(256) % 64).reshape(64, 4)
+if sys.argv[2] == "int32-bad":
+    x[12, 3] = 100
+np.save(sys.argv[1], x.astype(sys.argv[2].split("-")[0]))' "$tmp/$1/v2.npy" "$3"
+    line=$(grep -n '^view v2' "$tmp/$1/manifest.txt" | cut -d: -f1)
+}
+kind kid "view v2 tokens vocab=100 pad=0" int32-bad
+refused "a token id out of range" "$tmp/kid/v2.npy: row 12 column 3: token id 100 outside [0, 100) (vocab=100)" \
+    "${again[@]}" --data "$tmp/kid"
+kind kvocab "view v2 tokens vocab=33554432 pad=0" int32
+refused "vocab=2^25" "$tmp/kvocab/manifest.txt:$line: view 'v2': 'vocab=33554432' is more than 16777216 (2^24)" \
+    "${again[@]}" --data "$tmp/kvocab"
+kind knovocab "view v2 tokens pad=0" int32
+refused "tokens without vocab=" "view 'v2': \`tokens\` needs vocab= and pad= (write \`view v2 tokens vocab=V pad=P\`)" \
+    "${again[@]}" --data "$tmp/knovocab"
+kind kints "view v2" int64
+refused "int ids in a view without tokens" "$tmp/kints/v2.npy: int64 data in view 'v2'" "${again[@]}" --data "$tmp/kints"
+grep -qF 'write `view v2 tokens vocab=V pad=P`' "$tmp/err" || fail "int ids: no hint: $(cat "$tmp/err")"
+kind kimage "view v2 image=2x3x1" float32
+refused "an image's width" "$tmp/kimage/v2.npy: 4 columns but view 'v2' is image=2x3x1 (6 values a row)" \
+    "${again[@]}" --data "$tmp/kimage"
 
 [ "$(sums "$tmp/run")" = "$before" ] || fail "a refused run changed $tmp/run"
 echo "test_bad_inputs: ok"
