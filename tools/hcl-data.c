@@ -593,7 +593,8 @@ static void main_usage(FILE *fp) {
     for (int i = 0; i < NCOMMANDS; i++)
         fprintf(fp, "  %-14s %s\n", commands[i].name, commands[i].summary);
     fprintf(fp, "run `hcl-data COMMAND --help` for the flags of a command.\n"
-            "A dataset directory holds manifest.txt (`view NAME` lines), NAME.npy per view,\n"
+            "A dataset directory holds manifest.txt (`view NAME` lines; `view NAME tokens vocab=V\n"
+            "pad=P` for int token ids, `view NAME image=HxWxC` for images), NAME.npy per view,\n"
             "optional labels.npy (N,) and mask.npy (N, views).\n");
 }
 
