@@ -37,6 +37,9 @@ static const hcl_opt options[] = {
      F(epochs), .hi = MAX_EPOCHS},
     {"hidden", HCL_OPT_INTS, "512,256", "hidden widths of every view's MLP encoder", F(hidden),
      .lo = 1, .hi = 65536, .max_items = HCL_MAX_HIDDEN, .words = "none"},
+    {"encoder", HCL_OPT_STR, "", "a view's encoder, instead of an mlp of --hidden (repeat for more views): "
+     "mlp:W,W,... (or mlp:none), bag:E[,W,...] (token views), conv:C1,C2,... (image views)", F(encoder),
+     .meta = "VIEW=SPEC", .flags = HCL_OPT_REPEAT},
     {"dim", HCL_OPT_INT, "128", "width D of the shared embedding space", F(dim), .lo = 1, .hi = 65536},
     {"act", HCL_OPT_ENUM, "relu", "activation", F(act), .words = "relu|gelu"},
     {"layernorm", HCL_OPT_BOOL, "0", "1: LayerNorm after each hidden linear layer", F(layernorm)},
@@ -170,6 +173,8 @@ int config_parse_args(hcl_config *c, int argc, char **argv, FILE *out, char *err
         }
     }
     hcl_optset s = optset(c);
+    unsigned char given[NOPTIONS] = {0};
+    s.given = given;   /* a repeated --encoder adds to the one before (HCL_OPT_REPEAT) */
     int npos;
     return opts_parse_argv(&s, argc - 1, argv + 1, NULL, 0, &npos, err) == 0 ? 0 : -1;
 }

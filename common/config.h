@@ -28,6 +28,7 @@ typedef struct {
     int64_t epochs;
     /* model */
     char hidden[128];
+    char encoder[1024];           /* `VIEW=SPEC VIEW=SPEC ...` (repeated --encoder) */
     int64_t dim;
     char act[16];
     int64_t layernorm;

@@ -217,6 +217,18 @@ const hcl_opt *opts_find(const hcl_optset *s, const char *name) {
 
 /* ---- the command line ----------------------------------------------------------------------- */
 
+/* A repeatable option given again: its value joins the one before with a blank. */
+static int parse_repeat(const hcl_optset *s, const hcl_opt *o, int argc, char **argv, int *i, const char *eq,
+                        char *err) {
+    if (!eq && *i + 1 >= argc) return hcl_err(err, "--%s needs a value", o->name);
+    const char *value = eq ? eq + 1 : argv[++*i];
+    const char *old = (const char *)dst_of(s, o);
+    char joined[4096];
+    if ((size_t)snprintf(joined, sizeof joined, "%s %s", old, value) >= sizeof joined)
+        return hcl_err(err, "--%s: values too long together", o->name);
+    return opts_set(s, o, joined, "--", err);
+}
+
 /* argv[*i] is `--name` or `--name=value`: set it, consuming argv[*i + 1] as its value if needed. */
 static int parse_flag(const hcl_optset *s, int argc, char **argv, int *i, char *err) {
     const char *a = argv[*i];
@@ -224,6 +236,7 @@ static int parse_flag(const hcl_optset *s, int argc, char **argv, int *i, char *
     size_t nl = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
     const hcl_opt *o = find_n(s, a + 2, nl);
     if (!o) return hcl_err(err, "unknown flag '%.*s' (see --help)", (int)(nl < 64 ? nl + 2 : 66), a);
+    if ((o->flags & HCL_OPT_REPEAT) && s->given && s->given[o - s->opt]) return parse_repeat(s, o, argc, argv, i, eq, err);
     if (s->given) s->given[o - s->opt] = 1;
     if (o->type == HCL_OPT_FLAG) {
         if (eq) return hcl_err(err, "--%s takes no value", o->name);

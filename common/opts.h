@@ -32,6 +32,8 @@ enum hcl_opt_type {
 
 #define HCL_OPT_ABOVE_MIN 1u    /* FLOAT: more than min, not equal to it */
 #define HCL_OPT_NOT_IN_FILE 2u  /* not a config-file key and not in the snapshot (--config) */
+#define HCL_OPT_REPEAT 4u       /* STR: given again on the command line, the values join with a
+                                   blank (`--encoder a=... --encoder b=...`); needs `given` */
 
 typedef struct {
     const char *name;         /* the flag without its leading --, and the config file's key */
@@ -46,7 +48,7 @@ typedef struct {
     const char *words;        /* ENUM: the allowed words "a|b"; INTS: the word for no items */
     const char *meta;         /* --help placeholder of the value (DIR, FILE, A,B; NULL: by type) */
     const char *only;         /* the command of a multi-command tool it is for (NULL: all) */
-    unsigned flags;           /* HCL_OPT_ABOVE_MIN, HCL_OPT_NOT_IN_FILE */
+    unsigned flags;           /* HCL_OPT_ABOVE_MIN, HCL_OPT_NOT_IN_FILE, HCL_OPT_REPEAT */
 } hcl_opt;
 
 /* Where a table entry stores its value: a variable, or a field of the set's base struct. */

@@ -221,7 +221,7 @@ static void test_snapshot(const char *dir) {
         "--prometheus", "127.0.0.1:9464", "--worker-timeout", "9.5",
         "--coordinator-nice", "3", "--grad-allreduce", "mpi", "--comm-dtype", "bf16", "--balance", "adaptive",
         "--data-plane", "direct", "--matmul", MATMUL_OTHER, "--precision", "bf16", "--threads", "2", "--loss-memory", "64",
-        "--log-every", "6",
+        "--log-every", "6", "--encoder", "words=bag:64,256",
         "--log-level", "debug"};
     int argc = (int)(sizeof argv / sizeof argv[0]);
     config_defaults(&c);
@@ -236,6 +236,11 @@ static void test_snapshot(const char *dir) {
     for (const char *a = text, *b = defaults; *a; a = strchr(a, '\n') + 1, b = strchr(b, '\n') + 1, lines++)
         CHECK(strncmp(a, b, (size_t)(strchr(a, '\n') - a + 1)) != 0, "line %d at its default", lines + 1);
     CHECK(lines == argc / 2, "%d snapshot lines for %d options", lines, argc / 2);
+    /* --encoder again adds a view's encoder; config.txt keeps them all on its one line */
+    char *rep[] = {"hcl-train", "--encoder", "a=conv:8,16", "--encoder=b=bag:32", "--encoder", "c=mlp:none"};
+    config_defaults(&d);
+    CHECK(config_parse_args(&d, 6, rep, stdout, err) == 0 && strcmp(d.encoder, "a=conv:8,16 b=bag:32 c=mlp:none") == 0,
+          "repeated --encoder: '%s' %s", d.encoder, err);
     CHECK(strstr(text, "lr = 0.10000000000000001\n") && strstr(text, "hidden = none\n") &&
           strstr(text, "act = gelu\n") && !strstr(text, "config ="), "text format: %s", text);
 
