@@ -33,7 +33,6 @@
 #include "util.h"
 
 #define HCL_MAX_VIEW_FILES 65536   /* files of one view */
-#define HCL_MAX_VOCAB (1 << 24)    /* token ids are gathered as float32: exact up to 2^24 */
 
 /* What a view's rows are, from its manifest line. */
 enum hcl_view_kind { HCL_VIEW_DENSE = 0, HCL_VIEW_TOKENS = 1, HCL_VIEW_IMAGE = 2 };

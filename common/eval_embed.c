@@ -64,7 +64,7 @@ int eval_embed_dataset_progress(eval_embeddings *e, const hcl_model *m, const hc
         memcpy(e->names[v], c->names[v], HCL_NAME_MAX);
         e->width[v] = D;
         e->z[v] = hcl_floats((size_t)(n > 0 ? n : 1) * D);
-        e->feat_width[v] = c->nhidden > 0 ? c->hidden[c->nhidden - 1] : c->in_width[v];
+        e->feat_width[v] = model_feature_width(c, v);
         if (features) e->features[v] = hcl_floats((size_t)(n > 0 ? n : 1) * e->feat_width[v]);
         if (c->in_width[v] > in_max) in_max = c->in_width[v];
     }
@@ -96,7 +96,7 @@ int eval_embed_dataset_progress(eval_embeddings *e, const hcl_model *m, const hc
             if (cnt == 0) break;
             dataset_gather_view(ds, dv_of[v], idx, cnt, x);
             const float *z = model_encode(m, &acts, v, x, cnt);
-            const float *h = last > 0 ? acts.v[v].act[last - 1] : x;
+            const float *h = last > 0 ? acts.v[v].act[last - 1] : m->enc[v].kind != HCL_ENC_MLP ? acts.v[v].front : x;
             for (int i = 0; i < cnt; i++) {
                 memcpy(e->z[v] + idx[i] * D, z + (int64_t)i * D, sizeof(float) * (size_t)D);
                 if (features)

@@ -25,9 +25,20 @@ int model_save(const hcl_model *m, const char *path, char *err) {
     snprintf(ln, sizeof ln, "%d", c->layernorm);
     snprintf(nc, sizeof nc, "%d", c->nclasses);
     snprintf(t0, sizeof t0, "%.9g", c->t_init);
+    char encoders[HCL_MAX_VIEWS * 160] = "";
+    k = 0;
+    for (int v = 0; v < c->nviews; v++) {   /* every view's spec, its hidden widths resolved */
+        hcl_encoder_spec s = c->spec[v];
+        s.nhidden = -1;
+        const int *h = model_view_hidden(c, v, &s.nhidden);
+        memcpy(s.hidden, h, sizeof(int) * (size_t)s.nhidden);
+        char one[160];
+        model_spec_format(&s, 1, one, sizeof one);
+        k += (size_t)snprintf(encoders + k, k < sizeof encoders ? sizeof encoders - k : 0, "%s%s", v ? ";" : "", one);
+    }
     const char *meta[] = {"format", "hcl-model", "version", "1", "views", views, "in_widths", widths,
                           "hidden", hidden, "dim", dim, "act", c->act == HCL_ACT_GELU ? "gelu" : "relu",
-                          "layernorm", ln, "nclasses", nc, "t_init", t0, NULL};
+                          "layernorm", ln, "nclasses", nc, "t_init", t0, "encoders", encoders, NULL};
     st_entry e[HCL_MAX_TENSORS];
     for (int i = 0; i < m->ntensors; i++) {
         e[i].name = m->tensors[i].name;
@@ -64,6 +75,21 @@ static int meta_int(const st_file *f, const char *key, int *out, char *err) {
     return 0;
 }
 
+/* `encoders`: one spec per view, `;` between them (a file without it: every view an mlp of
+ * `hidden`). */
+static int meta_encoders(hcl_model_config *c, const st_file *f, char *err) {
+    char buf[HCL_MAX_VIEWS * 160 + 16], msg[HCL_ERR_MAX];
+    if (st_metadata_get(f, "encoders", buf, sizeof buf) != 0) return 0;
+    int v = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ";", &save); tok; tok = strtok_r(NULL, ";", &save), v++) {
+        if (v == c->nviews) return hcl_err(err, "%s: metadata 'encoders' has more than %d specs", f->path, c->nviews);
+        if (model_spec_parse(&c->spec[v], tok, msg) != 0) return hcl_err(err, "%s: metadata: %s", f->path, msg);
+    }
+    if (v != c->nviews) return hcl_err(err, "%s: metadata 'encoders' has %d specs for %d views", f->path, v, c->nviews);
+    return 0;
+}
+
 int model_config_read(hcl_model_config *c, const st_file *f, char *err) {
     model_config_default(c);
     char buf[HCL_MAX_VIEWS * HCL_NAME_MAX + 16];
@@ -91,7 +117,7 @@ int model_config_read(hcl_model_config *c, const st_file *f, char *err) {
     else if (strcmp(buf, "gelu") == 0) c->act = HCL_ACT_GELU;
     else return hcl_err(err, "%s: unknown activation '%s'", f->path, buf);
     if (st_metadata_get(f, "t_init", buf, sizeof buf) == 0) c->t_init = strtof(buf, NULL);
-    return 0;
+    return meta_encoders(c, f, err);
 }
 
 int model_params_read(hcl_model *m, const st_file *f, char *err) {

@@ -156,6 +156,24 @@ void optim_step_range(const hcl_optim_config *c, float lr, int64_t t, float *par
     }
 }
 
+void optim_sparse_adam_rows(const hcl_optim_config *c, float lr, int64_t t, float *table, float *m, float *v,
+                            const int32_t *ids, const float *g, int64_t n, int E, int64_t first, int64_t stride) {
+    if (t < 1) t = 1;
+    const double bc1 = 1.0 - pow((double)c->beta1, (double)t), bc2 = 1.0 - pow((double)c->beta2, (double)t);
+    const float step_size = (float)((double)lr * sqrt(bc2) / bc1);
+    const float one_b1 = (float)(1.0 - (double)c->beta1), one_b2 = (float)(1.0 - (double)c->beta2);
+    for (int64_t i = first; i < n; i += stride) {
+        const int64_t row = (int64_t)ids[i] * E;
+        const float *gi = g + i * E;
+        float *pr = table + row, *mr = m + row, *vr = v + row;
+        for (int e = 0; e < E; e++) {
+            mr[e] += (gi[e] - mr[e]) * one_b1;
+            vr[e] += (gi[e] * gi[e] - vr[e]) * one_b2;
+            pr[e] -= step_size * (mr[e] / (sqrtf(vr[e]) + c->eps));
+        }
+    }
+}
+
 const char *optim_kind_name(enum hcl_optim_kind k) {
     switch (k) {
     case HCL_OPTIM_ADAMW: return "adamw";

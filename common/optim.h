@@ -9,7 +9,12 @@
  *   SGD (PyTorch's):   g += wd*p (decayed only); buf = mu buf + g (buf = g at t = 1);
  *                      p -= lr * (nesterov ? g + mu buf : buf)
  *   LARS:              g += wd*p; for decayed tensors g *= trust*|p| / (|g_orig| + wd|p|)
- *                      (1 when either norm is 0); then SGD momentum as above. */
+ *                      (1 when either norm is 0); then SGD momentum as above.
+ *   Embedding tables (bag encoders), lazily, as torch.optim.SparseAdam: only the rows a step's
+ *   batch uses are updated, with the step count t of every update; an untouched row keeps its
+ *   value and moments (no decay of them, no weight decay):
+ *                      m += (1-b1)(g - m); v += (1-b2)(g^2 - v);
+ *                      p -= lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps) */
 #ifndef HCL_OPTIM_H
 #define HCL_OPTIM_H
 
@@ -50,6 +55,10 @@ void optim_step(const hcl_optim_config *c, float lr, int64_t t, float *params, c
                 float *state, const hcl_tensor *tensors, int ntensors);
 /* The same update of the parameters [lo, hi) only (AdamW and SGD are elementwise: a partition
  * of the buffer into ranges gives optim_step's bits; LARS needs whole tensors and refuses). */
+/* The lazy table update above for rows ids[i] (i = first, first + stride, ... < n) of a (V, E)
+ * table, g (n, E) their summed gradients; m, v the table's slices of the two moments. */
+void optim_sparse_adam_rows(const hcl_optim_config *c, float lr, int64_t t, float *table, float *m, float *v,
+                            const int32_t *ids, const float *g, int64_t n, int E, int64_t first, int64_t stride);
 void optim_step_range(const hcl_optim_config *c, float lr, int64_t t, float *params, const float *grads,
                       float *state, const hcl_tensor *tensors, int ntensors, int64_t lo, int64_t hi);
 

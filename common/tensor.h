@@ -15,7 +15,7 @@ typedef struct {
     int64_t offset;                  /* in floats */
     int64_t numel;
     int ndim;
-    int64_t shape[2];
+    int64_t shape[4];                /* ndim of them: (out, in), (n), (Cout, Cin, 3, 3) */
     int decay;
 } hcl_tensor;
 

@@ -12,6 +12,7 @@
 
 #define HCL_MAX_VIEWS 8
 #define HCL_MAX_WIDTH (1 << 20)   /* columns of a view, width of a layer (ints, products in int64) */
+#define HCL_MAX_VOCAB (1 << 24)   /* token ids: a batch carries them as float32, exact up to 2^24 */
 #define HCL_NAME_MAX 64
 #define HCL_ERR_MAX 512
 

@@ -102,12 +102,12 @@ static int check_fits(const hcl_run *r, const char *dir, const hcl_ckpt_state *s
     snprintf(what, sizeof what, "checkpoint %s", dir);
     if (dataset_check_views(&r->train, mc->nviews, mc->names, mc->in_width, NULL, what, err) != 0) return -1;
     const hcl_model_config *have = &r->mc;
-    int same_hidden = mc->nhidden == have->nhidden;
-    for (int k = 0; same_hidden && k < mc->nhidden; k++) same_hidden = mc->hidden[k] == have->hidden[k];
+    int same_hidden = 1;   /* each view's encoder: its kind, its widths, its table or image */
+    for (int v = 0; v < mc->nviews; v++) same_hidden &= model_spec_same(mc, have, v);
     if (!same_hidden || mc->dim != have->dim || mc->act != have->act || mc->layernorm != have->layernorm ||
         mc->nclasses != have->nclasses)
-        return hcl_err(err, "checkpoint %s: model shape differs from the flags (hidden, dim, act, layernorm "
-                       "or classifier head); pass the flags it was trained with", dir);
+        return hcl_err(err, "checkpoint %s: model shape differs from the flags (hidden, encoder, dim, act, "
+                       "layernorm or classifier head); pass the flags it was trained with", dir);
     if (st->optimizer != r->oc.kind)
         return hcl_err(err, "checkpoint %s: optimizer %s, the flags say %s", dir, optim_kind_name(st->optimizer),
                        optim_kind_name(r->oc.kind));

@@ -106,6 +106,62 @@ static void model_config(hcl_run *r) {
     if (!r->learn_t) mc->t_init = logf(1.0f / (float)cfg->temperature);
 }
 
+/* One `VIEW=SPEC` of --encoder into view v's spec, checked against the view's kind. */
+static int encoder_flag(hcl_run *r, const char *item, int *given, char *err) {
+    const hcl_dataset *ds = &r->train;
+    char name[HCL_NAME_MAX + 1], msg[HCL_ERR_MAX];
+    const char *eq = strchr(item, '=');
+    if (!eq || eq == item || (size_t)(eq - item) > HCL_NAME_MAX)
+        return hcl_err(err, "--encoder: '%s' is not VIEW=SPEC (e.g. image=conv:16,32)", item);
+    memcpy(name, item, (size_t)(eq - item));
+    name[eq - item] = 0;
+    int v = view_by_name(ds, name, "--encoder", err);
+    if (v < 0) return -1;
+    if (given[v]) return hcl_err(err, "--encoder: view '%s' given twice", name);
+    given[v] = 1;
+    hcl_encoder_spec *sp = &r->mc.spec[v];
+    if (model_spec_parse(sp, eq + 1, msg) != 0) return hcl_err(err, "--encoder %s: %s", item, msg);
+    if (sp->vocab || sp->pad != -1 || sp->img_h)
+        return hcl_err(err, "--encoder %s: vocab, pad and image come from the dataset's manifest", item);
+    const hcl_view_type *t = &ds->types[v];
+    if (sp->kind == HCL_ENC_BAG && t->kind != HCL_VIEW_TOKENS)
+        return hcl_err(err, "--encoder %s: view '%s' of %s holds no token ids (its manifest line would say "
+                       "`view %s tokens vocab=V pad=P`)", item, name, ds->dir, name);
+    if (sp->kind == HCL_ENC_CONV && t->kind != HCL_VIEW_IMAGE)
+        return hcl_err(err, "--encoder %s: view '%s' of %s is not an image (its manifest line would say "
+                       "`view %s image=HxWxC`)", item, name, ds->dir, name);
+    return 0;
+}
+
+/* --encoder's specs, the views' vocabularies and image shapes; a token view needs a bag. */
+static int encoders_config(hcl_run *r, char *err) {
+    const hcl_dataset *ds = &r->train;
+    char buf[sizeof r->cfg.encoder], *save = NULL;
+    int given[HCL_MAX_VIEWS] = {0};
+    snprintf(buf, sizeof buf, "%s", r->cfg.encoder);
+    for (char *tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save))
+        if (encoder_flag(r, tok, given, err) != 0) return -1;
+    for (int v = 0; v < ds->nviews; v++) {
+        const hcl_view_type *t = &ds->types[v];
+        hcl_encoder_spec *sp = &r->mc.spec[v];
+        if (t->kind == HCL_VIEW_TOKENS && sp->kind != HCL_ENC_BAG)
+            return hcl_err(err, "view '%s' of %s holds token ids: give it a bag encoder (--encoder %s=bag:E[,W,...])",
+                           ds->names[v], ds->dir, ds->names[v]);
+        if (sp->kind == HCL_ENC_BAG) {
+            sp->vocab = (int)t->vocab;
+            sp->pad = (int)t->pad;
+        }
+        if (sp->kind == HCL_ENC_CONV) {
+            sp->img_h = t->h;
+            sp->img_w = t->w;
+            sp->img_c = t->c;
+        }
+    }
+    char msg[HCL_ERR_MAX];
+    if (model_config_check(&r->mc, msg) != 0) return hcl_err(err, "--encoder: %s", msg);
+    return 0;
+}
+
 static int loss_config(hcl_run *r, char *err) {
     const hcl_config *cfg = &r->cfg;
     const hcl_dataset *ds = &r->train;
@@ -149,6 +205,10 @@ static int schedule(hcl_run *r, char *err) {
     optim_config_default(oc);
     HCL_CHECK(optim_kind_parse(cfg->optimizer, &oc->kind) == 0, "--optimizer '%s' passed the option table",
               cfg->optimizer);
+    for (int v = 0; v < ds->nviews; v++)
+        if (r->mc.spec[v].kind == HCL_ENC_BAG && oc->kind != HCL_OPTIM_ADAMW)
+            return hcl_err(err, "--optimizer %s: view '%s' has a bag encoder, whose table is updated lazily by "
+                           "AdamW's rule only (torch's SparseAdam); use --optimizer adamw", cfg->optimizer, ds->names[v]);
     oc->lr = (float)cfg->lr;
     oc->weight_decay = (float)cfg->weight_decay;
     oc->momentum = (float)cfg->momentum;
@@ -228,7 +288,7 @@ int run_prepare(hcl_run *r, const hcl_config *cfg, int one_host, char *err) {
     memlimit_read(&s);
     r->mem_data = s.vm_size - r->mem_start.vm_size;
     model_config(r);
-    if (loss_config(r, err) != 0 || schedule(r, err) != 0) return -1;
+    if (encoders_config(r, err) != 0 || loss_config(r, err) != 0 || schedule(r, err) != 0) return -1;
     return buffers(r, err);
 }
 

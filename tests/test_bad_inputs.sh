@@ -82,10 +82,10 @@ open(sys.argv[2], "wb").write(struct.pack("<Q", len(new)) + new + b[8 + n:])
 PY
 }
 embed() { "$B/hcl-embed" --checkpoint "$1" --data "$tmp/d" --out "$tmp/emb"; }
-st_edit "$model" "$tmp/wide.safetensors" 'h.replace("\"hidden\": \"8\"", "\"hidden\": \"65536,65536\"")'
+st_edit "$model" "$tmp/wide.safetensors" 'h.replace("\"hidden\": \"8\"", "\"hidden\": \"65536,65536\"").replace("mlp:8", "mlp:65536,65536")'
 refused "metadata hidden 65536,65536" "$tmp/wide.safetensors: metadata" embed "$tmp/wide.safetensors"
 grep -q 'parameters: .* need at least ' "$tmp/err" || fail "4: metadata: no need: $(cat "$tmp/err")"
-st_edit "$model" "$tmp/lies.safetensors" 'h.replace("\"hidden\": \"8\"", "\"hidden\": \"300\"")'
+st_edit "$model" "$tmp/lies.safetensors" 'h.replace("\"hidden\": \"8\"", "\"hidden\": \"300\"").replace("mlp:8", "mlp:300")'
 refused "metadata larger than the tensors" "$tmp/lies.safetensors" embed "$tmp/lies.safetensors"
 [ ! -e "$tmp/emb" ] || fail "a refused model left $tmp/emb"
 

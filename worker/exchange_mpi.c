@@ -309,11 +309,11 @@ static void views16_allgather_finish(hcl_worker *w) {
 
 /* Every worker holds the whole summed gradient. */
 static double whole_grad_norm(const hcl_worker *w) {
-    return optim_grad_norm(w->model.grads, w->model.nparams);
+    return optim_grad_norm(w->model.grads, w->model.ndense);
 }
 
 static void whole_summed_grads(const hcl_worker *w, float *out) {
-    memcpy(out, w->model.grads, sizeof(float) * (size_t)w->model.nparams);
+    memcpy(out, w->model.grads, sizeof(float) * (size_t)w->model.ndense);
 }
 
 /* What needs no exchange: one worker's, and each worker's own copy of the parameters. */

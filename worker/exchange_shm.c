@@ -149,7 +149,7 @@ static void segments_adopt(hcl_worker *w, float **seg) {
     free(m->grads);
     m->grads = seg[w->rank];
     const int64_t P = m->nparams;
-    param_slice(P, w->rank, w->size, &w->p0, &w->p1);
+    param_slice(m->ndense, w->rank, w->size, &w->p0, &w->p1);   /* the tables: worker/sparse.h */
     if (w->zero) {
         /* worker 0's replica becomes everyone's (all are the same: one seed); each worker
          * updates its slice of it */
@@ -388,7 +388,7 @@ static void zero_params_written(hcl_worker *w) {
 
 /* ZeRO-1: each worker holds only its slice's sum, in its segment. */
 static void zero_summed_grads(const hcl_worker *w, float *out) {
-    const int64_t P = w->model.nparams;
+    const int64_t P = w->model.ndense;
     for (int k = 0; k < w->size; k++) {
         int64_t a, e;
         param_slice(P, k, w->size, &a, &e);

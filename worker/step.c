@@ -8,8 +8,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "conv.h"
 #include "log.h"
 #include "matmul.h"
+#include "sparse.h"
 #include "util.h"
 #include "watchdog.h"
 
@@ -94,10 +96,12 @@ static void open_ring(hcl_worker *w) {
     int n = 0;
     for (int v = 0; v < V; v++) {
         w->slice0[v] = n;
-        for (int k = 0; k < m->enc[v].nlayers; k++) cuts[n++] = m->enc[v].w[k];
+        /* layer 0's slice from the encoder's start: a conv front's stages go with it (model.h
+           calls the hook of layer 0's backward after the front's) */
+        for (int k = 0; k < m->enc[v].nlayers; k++) cuts[n++] = k ? m->enc[v].w[k] : m->enc[v].param_begin;
     }
     cuts[n] = m->enc[V - 1].param_end;
-    cuts[n + 1] = m->nparams;
+    cuts[n + 1] = m->ndense;   /* the tables: worker/sparse.h */
     HCL_CHECK(cuts[0] == 0, "open_ring: encoder 0 starts at parameter %lld", (long long)cuts[0]);
     ring_close(w->ring);
     w->ring = ring_open(w->comm, cuts, n + 1, w->bf16);
@@ -154,7 +158,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->t_min = 0.0f;
     w->t_max = logf(100.0f);
     w->upd0 = 0;
-    w->upd1 = w->model.nparams;
+    w->upd1 = w->model.ndense;
     const int V = mc->nviews, D = mc->dim;
     /* Views the sharded loss reads all rows of (loss_gathered_views): only those are all-gathered
      * and reduce-scattered; of the others each worker holds its own rows. */
@@ -164,6 +168,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
         w->gathered[v] = w->size == 1 || need[v];
         if (w->gathered[v]) w->gv[w->ngv++] = v;
     }
+    if (sparse_init(&w->sparse, &w->model, comm, n, w->b_max, err) != 0) return -1;
     init_buffers(w);
     init_orders(w);
     init_injections(w);
@@ -178,9 +183,14 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     return 0;
 }
 
-/* Activations of one encoder for R rows, as model_acts_init sizes them (floats). */
-static double acts_floats(const hcl_encoder *e, int ln, int dim, double R) {
+/* Activations of encoder v for R rows, as model_acts_init sizes them (floats). */
+static double acts_floats(const hcl_model *m, int v, double R) {
+    const hcl_encoder *e = &m->enc[v];
+    const hcl_encoder_spec *s = &m->cfg.spec[v];
+    const int ln = m->cfg.layernorm, dim = m->cfg.dim;
     double f = R + R * dim;   /* norm, z */
+    if (e->kind != HCL_ENC_MLP) f += 2 * R * e->front;   /* front, dfront */
+    if (e->kind == HCL_ENC_CONV) f += conv_net_act_floats((int)R, s->img_h, s->img_w, s->img_c, s->chans, s->nconv);
     int wmax = e->in[0];
     for (int k = 0; k < e->nlayers; k++) {
         wmax = e->out[k] > wmax ? e->out[k] : wmax;
@@ -206,7 +216,7 @@ int worker_memory(memlimit_need *need, const hcl_setup *su, int W, int snapshot,
         memlimit_add(need, "snapshot", snap, snap);
     }
     double acts = 0;
-    for (int v = 0; v < mc->nviews; v++) acts += 4 * acts_floats(&m.enc[v], mc->layernorm, mc->dim, R);
+    for (int v = 0; v < mc->nviews; v++) acts += 4 * acts_floats(&m, v, R);
     memlimit_add(need, "activations", acts, acts);
     const double loss = loss_ctx_bytes(lc, (int64_t)b, n, (size_t)su->loss_memory << 20);
     memlimit_add(need, "loss", loss, loss);
@@ -261,6 +271,7 @@ int worker_comm_bf16(hcl_worker *w) {
 
 void worker_free(hcl_worker *w) {
     ring_close(w->ring);
+    sparse_free(w->sparse);
     free(w->zpack16);
     free(w->zgath16);
     free(w->dzpack16);
@@ -360,6 +371,13 @@ static void column_reduce_watched(void *arg, float *colmax, double *colsum, int6
     watchdog_wait(HCL_WAIT_PEERS, w->step_now, "column reduce");
     w->xch.column_reduce(arg, colmax, colsum, n);
     watchdog_busy();
+}
+
+/* The tables' rows this step's own rows use (sparse.h). */
+static void step_sparse_begin(hcl_worker *w, const step_ctx *s) {
+    const float *x[HCL_MAX_VIEWS];
+    for (int v = 0; v < w->model.cfg.nviews; v++) x[v] = (const float *)(s->buf + s->lay.view[v]);
+    sparse_begin(w->sparse, &w->model, x, s->b);
 }
 
 /* 1. Encode own rows, micro-batch by micro-batch, into the own rows of zall. The gathered views
@@ -536,6 +554,7 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
     if (s.train) {
         if (s.b > 0) model_zero_grad_but_weights(&w->model);
         else model_zero_grad(&w->model);
+        if (w->sparse) step_sparse_begin(w, &s);
     }
     step_encode(w, &s);                     /* 1. encode, 2. all-gather started */
     s.t[1] = hcl_now();
@@ -550,6 +569,11 @@ void worker_forward_backward(hcl_worker *w, const uint8_t *buf, hcl_step_result 
         watchdog_progress(s.h->step, "backward", -1.0);
         s.t[4] = hcl_now();
         step_backward(w, &s);               /* 5. backward, 4 finished, 6 started per encoder */
+        if (w->sparse) {                    /* 6. the tables' rows (sparse.h) */
+            peers_wait(&s, "table rows exchange");
+            sparse_exchange(w->sparse, &w->model);
+            watchdog_busy();
+        }
         s.t[5] = hcl_now();
         peers_wait(&s, "gradient all-reduce");
         w->xch.grad_reduce_rest(w);         /* 6. the rest of the gradient all-reduce */
@@ -570,17 +594,22 @@ void worker_update(hcl_worker *w, hcl_step_result *res) {
     const int64_t lo = w->upd0, hi = w->upd1;
     watchdog_progress(res->step, "update", -1.0);
     double norm = w->xch.grad_norm(w);
+    if (w->sparse) norm = sqrt(norm * norm + sparse_sum_squares(w->sparse));
     res->grad_norm = norm;
     if (!isfinite(res->loss) || !isfinite(norm)) {
         res->skipped = 1;
         w->skipped++;
     } else {
         if (w->opt.clip_norm > 0) optim_clip(m->grads + lo, hi - lo, norm, w->opt.clip_norm);
+        if (w->sparse && w->opt.clip_norm > 0) sparse_clip(w->sparse, norm, w->opt.clip_norm);
         const int own_t = m->logit_t >= lo && m->logit_t < hi;
         float t_before = own_t ? m->params[m->logit_t] : 0.0f;
         w->updates++;
         optim_step_range(&w->opt, res->lr, w->updates, m->params, m->grads, w->opt_state, m->tensors,
                          m->ntensors, lo, hi);
+        if (w->sparse)   /* one shared copy (zero): every W-th row of the union each */
+            sparse_update(w->sparse, m, w->opt_state, &w->opt, res->lr, w->updates, w->zero ? w->rank : 0,
+                          w->zero ? w->size : 1);
         float *t = &m->params[m->logit_t];
         if (own_t && !w->learn_t) *t = t_before;
         if (own_t && w->learn_t) *t = *t < w->t_min ? w->t_min : *t > w->t_max ? w->t_max : *t;
@@ -600,6 +629,7 @@ void worker_step(hcl_worker *w, const uint8_t *buf, hcl_step_result *res) {
 
 void worker_summed_grads(const hcl_worker *w, float *out) {
     w->xch.summed_grads(w, out);
+    if (w->sparse) sparse_summed(w->sparse, &w->model, out);
 }
 
 uint32_t worker_param_checksum(const hcl_worker *w) {

@@ -114,6 +114,7 @@ typedef struct hcl_worker {
                                    * (bf16 in its first half with --comm-dtype bf16) */
     int nag;
     hcl_ring *ring;               /* the gradient all-reduce over MPI (ring.h; NULL: one worker) */
+    struct hcl_sparse *sparse;    /* the bag encoders' tables (sparse.h; NULL: none) */
     int slice0[HCL_MAX_VIEWS];    /* the ring's slice of encoder v's layer 0 (layer k: + k) */
     unsigned started[HCL_MAX_VIEWS]; /* this step: bit k, the sum of encoder v's layer k started */
     int bwd_last;                 /* the backward running is the encoder's last micro-batch */

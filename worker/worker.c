@@ -135,7 +135,7 @@ static uint64_t step_bytes_model(const hcl_worker *w, const hcl_setup *su) {
     if (w->size == 1) return 0;
     const double v = w->bf16 ? 2.0 : 4.0;
     return (uint64_t)((double)(w->size - 1) / w->size *
-                      (v * 2.0 * su->batch * w->ngv * su->mc.dim + 2.0 * v * w->model.nparams +
+                      (v * 2.0 * su->batch * w->ngv * su->mc.dim + 2.0 * v * w->model.ndense +
                        2.0 * 12.0 * su->batch * loss_pair_count(&su->lc)));
 }
 

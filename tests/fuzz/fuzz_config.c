@@ -26,6 +26,18 @@ static void check_config(const hcl_config *c, char *text) {
     int64_t hidden[HCL_MAX_HIDDEN];
     int n = config_ints(c, "hidden", hidden, HCL_MAX_HIDDEN);
     for (int k = 0; k < n; k++) FUZZ_ASSERT(hidden[k] >= 1, "hidden width %lld", (long long)hidden[k]);
+    /* each VIEW=SPEC of --encoder through the spec parser: a spec it accepts formats back the same */
+    char enc[sizeof c->encoder], *save = NULL, msg[HCL_ERR_MAX];
+    memcpy(enc, c->encoder, sizeof enc);
+    for (char *tok = strtok_r(enc, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        hcl_encoder_spec sp, again;
+        if (!eq || model_spec_parse(&sp, eq + 1, msg) != 0) continue;
+        char out[256];
+        model_spec_format(&sp, 1, out, sizeof out);
+        FUZZ_ASSERT(model_spec_parse(&again, out, msg) == 0 && again.kind == sp.kind && again.nhidden == sp.nhidden,
+                    "spec '%s' formats as '%s', not read back: %s", eq + 1, out, msg);
+    }
     size_t len = config_to_text(c, text, TEXT_MAX);
     FUZZ_ASSERT(len < TEXT_MAX, "snapshot of %zu bytes", len);
 }
