@@ -531,16 +531,9 @@ static int model_file(const char *path, char *model_out, char *err) {
     return is_file(pb) ? verify_files(dir[0] ? dir : "/", slash ? slash + 1 : path, err) : 0;
 }
 
-int ckpt_model_path(const char *path, char *model_out, char *err) {
-    char ckdir[CKPT_PATH_MAX], latest[CKPT_PATH_MAX + 16], dir[CKPT_PATH_MAX + 300], name[256];
-    if (is_file(path)) return model_file(path, model_out, err);
-    if (!is_dir(path))
-        return hcl_err(err, "%s: no such checkpoint (want a checkpoint directory, its "
-                       "model.safetensors, or a run directory)", path);
-    if (snprintf(model_out, CKPT_PATH_MAX, "%s/model.safetensors", path) >= CKPT_PATH_MAX)
-        return hcl_err(err, "%s: path too long", path);
-    if (is_file(model_out)) return verify_files(path, "model.safetensors", err);
-    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", path);
+/* The model of the checkpoint ckdir/latest names (path: what the user gave). */
+static int latest_model(const char *ckdir, const char *path, char *model_out, char *err) {
+    char latest[CKPT_PATH_MAX + 16], dir[CKPT_PATH_MAX + 300], name[256];
     snprintf(latest, sizeof latest, "%s/latest", ckdir);
     if (!is_file(latest))
         return hcl_err(err, "%s: neither a checkpoint (no model.safetensors) nor a run directory "
@@ -552,6 +545,24 @@ int ckpt_model_path(const char *path, char *model_out, char *err) {
     if (!is_file(model_out))
         return hcl_err(err, "%s: names '%s', but %s does not exist", latest, name, model_out);
     return verify_files(dir, "model.safetensors", err);
+}
+
+int ckpt_model_path(const char *path, char *model_out, char *err) {
+    char ckdir[CKPT_PATH_MAX];
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    if (is_file(path) && strcmp(base, "latest") == 0) {   /* RUN/checkpoints/latest: the one it names */
+        snprintf(ckdir, sizeof ckdir, "%.*s", base > path ? (int)(base - path - 1) : 1, base > path ? path : ".");
+        return latest_model(ckdir[0] ? ckdir : "/", path, model_out, err);
+    }
+    if (is_file(path)) return model_file(path, model_out, err);
+    if (!is_dir(path))
+        return hcl_err(err, "%s: no such checkpoint (want a checkpoint directory, its "
+                       "model.safetensors, or a run directory)", path);
+    if (snprintf(model_out, CKPT_PATH_MAX, "%s/model.safetensors", path) >= CKPT_PATH_MAX)
+        return hcl_err(err, "%s: path too long", path);
+    if (is_file(model_out)) return verify_files(path, "model.safetensors", err);
+    snprintf(ckdir, sizeof ckdir, "%s/checkpoints", path);
+    return latest_model(ckdir, path, model_out, err);
 }
 
 void ckpt_cleanup(const char *run_dir) {

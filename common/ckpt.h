@@ -73,8 +73,8 @@ int ckpt_read_tensors(const char *dir, hcl_model *m, float *opt_state, enum hcl_
 int ckpt_find_latest(const char *run_dir, char *path_out, void (*warn)(const char *msg));
 
 /* The model file a user names to evaluate or embed (hcl-eval, hcl-embed): PATH is a
- * model.safetensors file, a checkpoint directory, or a run directory (the checkpoint its
- * checkpoints/latest names). The model file of a checkpoint is verified against state.pb (size
+ * model.safetensors file, a checkpoint directory, a run directory or its checkpoints/latest
+ * file (the checkpoint that file names). The model file of a checkpoint is verified against state.pb (size
  * and CRC-32C, as ckpt_verify does; the optimizer's file is not needed); a model file with no
  * state.pb beside it (exported, or written by another program) is taken as it is. model_out
  * (CKPT_PATH_MAX bytes) gets its path. Returns 0, or -1 with one line in err. */

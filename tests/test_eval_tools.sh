@@ -85,11 +85,13 @@ ck=$ckdir/model.safetensors
 "$embed" --checkpoint "$ckdir" --data test --out e_dir >/dev/null ||
     fail "hcl-embed on a checkpoint directory"
 "$embed" --checkpoint run --data test --out e_run >/dev/null || fail "hcl-embed on a run directory"
+"$embed" --checkpoint run/checkpoints/latest --data test --out e_latest >/dev/null ||
+    fail "hcl-embed on run/checkpoints/latest (the checkpoint it names)"
 "$embed" --checkpoint run --data miss --out e_miss --threads 1 --batch-size 37 >/dev/null ||
     fail "hcl-embed with missing views"
 for f in v0.npy v1.npy v2.npy fused.npy labels.npy; do
-    cmp -s "e_file/$f" "e_dir/$f" && cmp -s "e_file/$f" "e_run/$f" ||
-        fail "$f differs between the three ways of naming the checkpoint"
+    cmp -s "e_file/$f" "e_dir/$f" && cmp -s "e_file/$f" "e_run/$f" && cmp -s "e_file/$f" "e_latest/$f" ||
+        fail "$f differs between the four ways of naming the checkpoint"
 done
 [ -e e_dir/v0.features.npy ] && fail "features written without --features"
 [ "$(grep -c '^view ' e_file/manifest.txt)" = 3 ] || fail "manifest: $(cat e_file/manifest.txt)"

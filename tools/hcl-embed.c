@@ -56,7 +56,7 @@ static const hcl_opt options[] = {
     {"out", HCL_OPT_PATH, "", "output directory (VIEW.npy, fused.npy, labels.npy, mask.npy, "
      "manifest.txt)", HCL_OPT_AT(opt_out), .meta = "DIR"},
     {"features", HCL_OPT_FLAG, "0", "also write VIEW.features.npy: the last hidden layer's "
-     "activations", HCL_OPT_AT(opt_features)},
+     "activations (without hidden layers: a bag's or conv's output, an mlp's input)", HCL_OPT_AT(opt_features)},
     {"batch-size", HCL_OPT_INT, "1024", "rows per encoder call", HCL_OPT_AT(opt_batch), .lo = 1,
      .hi = 1 << 20},
     {"threads", HCL_OPT_INT, "0", "OpenBLAS threads (0: OpenBLAS's default)", HCL_OPT_AT(opt_threads),
