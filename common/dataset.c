@@ -629,8 +629,22 @@ int dataset_absent_view(const hcl_dataset *ds) {
     return -1;
 }
 
+/* View dv of ds can stand where a view of type want is expected: tokens of the same vocabulary
+ * and padding id, an image of the same shape; dense accepts an image's pixels too. */
+static int type_fits(const hcl_dataset *ds, int dv, const hcl_view_type *want, const char *what, char *err) {
+    const hcl_view_type *t = &ds->types[dv];
+    int ok = t->kind == want->kind || (want->kind == HCL_VIEW_DENSE && t->kind == HCL_VIEW_IMAGE);
+    if (ok && want->kind == HCL_VIEW_TOKENS) ok = t->vocab == want->vocab && t->pad == want->pad;
+    if (ok && want->kind == HCL_VIEW_IMAGE) ok = t->h == want->h && t->w == want->w && t->c == want->c;
+    if (ok) return 0;
+    char have[96], need[96];
+    dataset_view_type_str(t, have, sizeof have);
+    dataset_view_type_str(want, need, sizeof need);
+    return hcl_err(err, "%s: view '%s' of %s is %s, expected %s", what, ds->names[dv], ds->dir, have, need);
+}
+
 int dataset_check_views(const hcl_dataset *ds, int nviews, const char (*names)[HCL_NAME_MAX],
-                        const int *widths, int *index_of, const char *what, char *err) {
+                        const int *widths, const hcl_view_type *types, int *index_of, const char *what, char *err) {
     if (ds->nviews != nviews)
         return hcl_err(err, "%s: %s has %d views, expected %d", what, ds->dir, ds->nviews, nviews);
     for (int v = 0; v < nviews; v++) {
@@ -643,6 +657,7 @@ int dataset_check_views(const hcl_dataset *ds, int nviews, const char (*names)[H
         if (ds->widths[dv] != widths[v])
             return hcl_err(err, "%s: view '%s' of %s is %lld wide, expected %d", what, names[v], ds->dir,
                            (long long)ds->widths[dv], widths[v]);
+        if (types && type_fits(ds, dv, &types[v], what, err) != 0) return -1;
         if (index_of) index_of[v] = dv;
     }
     return 0;

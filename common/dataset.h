@@ -75,12 +75,14 @@ int dataset_view_index(const hcl_dataset *ds, const char *name);   /* -1 when ab
 void dataset_view_type_str(const hcl_view_type *t, char *out, size_t cap);
 
 /* The one "same views" check: ds holds exactly the nviews views names[v] of input widths[v]
- * (a model's, a checkpoint's, the training set's). With index_of NULL they must also be in the
- * same order (batches are laid out by view index); otherwise index_of[v] gets ds's index of
- * view v. Returns 0, or -1 with one line in err naming what (e.g. "--val-data"), ds->dir, the
- * view and both widths or names. */
+ * (a model's, a checkpoint's, the training set's) and, unless types is NULL, of types[v]
+ * (tokens of the same vocabulary and padding id, images of the same shape; where dense is
+ * expected an image's pixels do too). With index_of NULL they must also be in the same order
+ * (batches are laid out by view index); otherwise index_of[v] gets ds's index of view v.
+ * Returns 0, or -1 with one line in err naming what (e.g. "--val-data"), ds->dir, the view and
+ * both widths, names or types. */
 int dataset_check_views(const hcl_dataset *ds, int nviews, const char (*names)[HCL_NAME_MAX],
-                        const int *widths, int *index_of, const char *what, char *err);
+                        const int *widths, const hcl_view_type *types, int *index_of, const char *what, char *err);
 
 /* Gather rows idx[0..count) of view v into out (count, d_v) as float32. */
 void dataset_gather_view(const hcl_dataset *ds, int v, const int64_t *idx, int64_t count, float *out);

@@ -54,7 +54,14 @@ int eval_embed_dataset_progress(eval_embeddings *e, const hcl_model *m, const hc
     eval_embeddings_clear(e);
     HCL_CHECK(batch > 0, "eval_embed_dataset: batch %d", batch);
     int dv_of[HCL_MAX_VIEWS];
-    if (dataset_check_views(ds, c->nviews, c->names, c->in_width, dv_of, "model", err) != 0) return -1;
+    hcl_view_type types[HCL_MAX_VIEWS];   /* what each view's encoder reads */
+    for (int v = 0; v < c->nviews; v++) {
+        const hcl_encoder_spec *s = &c->spec[v];
+        types[v] = (hcl_view_type){.kind = s->kind == HCL_ENC_BAG ? HCL_VIEW_TOKENS : s->kind == HCL_ENC_CONV ? HCL_VIEW_IMAGE
+                                                                                                        : HCL_VIEW_DENSE,
+                                   .vocab = s->vocab, .pad = s->pad, .h = s->img_h, .w = s->img_w, .c = s->img_c};
+    }
+    if (dataset_check_views(ds, c->nviews, c->names, c->in_width, types, dv_of, "model", err) != 0) return -1;
     const int64_t n = ds->n;
     const int D = c->dim;
     e->n = n;

@@ -100,7 +100,7 @@ static int check_fits(const hcl_run *r, const char *dir, const hcl_ckpt_state *s
                       char *err) {
     char what[CKPT_PATH_MAX + 16];
     snprintf(what, sizeof what, "checkpoint %s", dir);
-    if (dataset_check_views(&r->train, mc->nviews, mc->names, mc->in_width, NULL, what, err) != 0) return -1;
+    if (dataset_check_views(&r->train, mc->nviews, mc->names, mc->in_width, NULL, NULL, what, err) != 0) return -1;
     const hcl_model_config *have = &r->mc;
     int same_hidden = 1;   /* each view's encoder: its kind, its widths, its table or image */
     for (int v = 0; v < mc->nviews; v++) same_hidden &= model_spec_same(mc, have, v);

@@ -82,7 +82,8 @@ static int open_data(hcl_run *r, char *err) {
                  "evaluation measures will be null", r->val.dir, r->val.names[v], v);
     int widths[HCL_MAX_VIEWS];
     for (int k = 0; k < r->train.nviews; k++) widths[k] = (int)r->train.widths[k];
-    return dataset_check_views(&r->val, r->train.nviews, r->train.names, widths, NULL, "--val-data", err);
+    return dataset_check_views(&r->val, r->train.nviews, r->train.names, widths, r->train.types, NULL, "--val-data",
+                               err);
 }
 
 /* The model from the data's views and the flags (every value checked by the option table). */

@@ -12,7 +12,7 @@
 #   10 a view absent from every row of --data (trained with loss 0; now exit 2, a warning for
 #      --val-data), a view named v1.x (passed the manifest, refused by the model naming no file)
 #   and the view kinds' rules (token views: ids in [0, V), V <= 2^24, vocab= and pad= with
-#   `tokens`, int data only in them; image views: width H*W*C)
+#   `tokens`, int data only in them; image views: width H*W*C), and --encoder against them
 #   HCL_BUILD=build bash tests/test_bad_inputs.sh
 set -euo pipefail
 B=${HCL_BUILD:-build}
@@ -148,6 +148,33 @@ grep -qF 'write `view v2 tokens vocab=V pad=P`' "$tmp/err" || fail "int ids: no 
 kind kimage "view v2 image=2x3x1" float32
 refused "an image's width" "$tmp/kimage/v2.npy: 4 columns but view 'v2' is image=2x3x1 (6 values a row)" \
     "${again[@]}" --data "$tmp/kimage"
+
+# ---- encoders (--encoder VIEW=SPEC) against the views' kinds ------------------------------------
+kind ktok "view v2 tokens vocab=64 pad=0" int32
+kind kimg "view v2 image=2x2x1" float32
+refused "a token view without a bag" "view 'v2' of $tmp/ktok holds token ids: give it a bag encoder (--encoder v2=bag:E" \
+    "${again[@]}" --data "$tmp/ktok"
+refused "--encoder of no view" "--encoder: no view named 'v9' in $tmp/d" "${again[@]}" --encoder v9=mlp:4
+refused "--encoder without =" "--encoder: 'v1' is not VIEW=SPEC" "${again[@]}" --encoder v1
+refused "--encoder lstm" "--encoder v1=lstm:4: encoder 'lstm:4': want mlp:" "${again[@]}" --encoder v1=lstm:4
+refused "--encoder twice for a view" "--encoder: view 'v1' given twice" "${again[@]}" --encoder v1=mlp:4 --encoder v1=mlp:8
+refused "a bag on a dense view" "--encoder v1=bag:4: view 'v1' of $tmp/d holds no token ids" "${again[@]}" --encoder v1=bag:4
+refused "a conv on a dense view" "--encoder v1=conv:4: view 'v1' of $tmp/d is not an image" "${again[@]}" --encoder v1=conv:4
+refused "a bag with sgd" "--optimizer sgd: view 'v2' has a bag encoder" \
+    "${again[@]}" --data "$tmp/ktok" --encoder v2=bag:4 --optimizer sgd
+refused "a conv of too many poolings" "--encoder: model: view 'v2': a 2x2 image is too small for 2 2x2 poolings" \
+    "${again[@]}" --data "$tmp/kimg" --encoder v2=conv:4,4
+# a bag model (trained on the token view) embeds only a token view of its vocabulary
+"$B/hcl-train" --data "$tmp/ktok" --run-dir "$tmp/tokrun" "${train[@]}" --steps 2 --encoder v2=bag:4 \
+    2>"$tmp/tok.log" || { cat "$tmp/tok.log"; fail "the token run failed"; }
+refused "a bag model on a dense view" "model: view 'v2' of $tmp/d is dense, expected tokens vocab=64 pad=0" \
+    "$B/hcl-embed" --checkpoint "$tmp/tokrun" --data "$tmp/d" --out "$tmp/emb2"
+kind ktok2 "view v2 tokens vocab=65 pad=0" int32
+refused "a bag model on another vocabulary" "is tokens vocab=65 pad=0, expected tokens vocab=64 pad=0" \
+    "$B/hcl-embed" --checkpoint "$tmp/tokrun" --data "$tmp/ktok2" --out "$tmp/emb2"
+refused "--val-data of another kind" "--val-data: view 'v2' of $tmp/d is dense, expected tokens vocab=64 pad=0" \
+    "$B/hcl-train" --data "$tmp/ktok" --val-data "$tmp/d" --run-dir "$tmp/tokrun2" "${train[@]}" --steps 2 --encoder v2=bag:4
+[ ! -e "$tmp/emb2" ] || fail "a refused embedding left $tmp/emb2"
 
 [ "$(sums "$tmp/run")" = "$before" ] || fail "a refused run changed $tmp/run"
 echo "test_bad_inputs: ok"

@@ -154,7 +154,7 @@ static void check_raw_views(const evaluation *ev) {
     char err[HCL_ERR_MAX];
     int widths[HCL_MAX_VIEWS];
     for (int v = 0; v < ev->dtr.nviews; v++) widths[v] = (int)ev->dtr.widths[v];
-    if (dataset_check_views(&ev->dte, ev->dtr.nviews, ev->dtr.names, widths, NULL, "--test", err) != 0)
+    if (dataset_check_views(&ev->dte, ev->dtr.nviews, ev->dtr.names, widths, ev->dtr.types, NULL, "--test", err) != 0)
         fail("%s (the views of %s)", err, opt_train);
 }
 

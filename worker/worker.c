@@ -150,7 +150,7 @@ static void direct_open(worker_loop *L) {
             LOG_ERROR("--data-plane direct: %s", err);
             MPI_Abort(MPI_COMM_WORLD, 2);
         }
-        if (dataset_check_views(&L->dsets[k], su->mc.nviews, su->mc.names, su->mc.in_width, NULL,
+        if (dataset_check_views(&L->dsets[k], su->mc.nviews, su->mc.names, su->mc.in_width, NULL, NULL,
                                 "--data-plane direct (on this worker's host)", err) != 0) {
             LOG_ERROR("%s", err);
             MPI_Abort(MPI_COMM_WORLD, 2);

@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_ASSERT(dataset_view_index(&ds, ds.names[v]) == v, "view '%s' not found by name", ds.names[v]);
         widths[v] = (int)ds.widths[v];
     }
-    FUZZ_ASSERT(dataset_check_views(&ds, ds.nviews, (const char (*)[HCL_NAME_MAX])ds.names, widths, NULL,
+    FUZZ_ASSERT(dataset_check_views(&ds, ds.nviews, (const char (*)[HCL_NAME_MAX])ds.names, widths, ds.types, NULL,
                                     "self", err) == 0,
                 "a dataset differs from its own views: %s", err);
     serve(&ds);
