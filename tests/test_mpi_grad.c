@@ -59,6 +59,9 @@ static void make_configs(enum hcl_loss_kind kind, int bag, hcl_model_config *mc,
     if (bag) {
         mc->spec[2] = (hcl_encoder_spec){.kind = HCL_ENC_BAG, .nhidden = 1, .hidden = {10}, .embed = 6, .vocab = VOCAB};
     }
+    if (bag == 2)   /* view 0's 20 values as a 5x4x1 image: two conv stages (5x4 -> 2x2 -> 1x1) */
+        mc->spec[0] = (hcl_encoder_spec){.kind = HCL_ENC_CONV, .nhidden = 0, .nconv = 2, .chans = {3, 4},
+                                         .img_h = 5, .img_w = 4, .img_c = 1};
     loss_config_default(lc, V, mc->dim);
     lc->kind = kind;
     lc->core_view = 1;
@@ -73,8 +76,9 @@ static const char *const variant_name[] = {
     "uneven shares, shared memory", "a batch of W - 1 rows, shared memory", "uneven shares, MPI",
     "bf16 wire, packed", "bf16 wire, per-view collectives", "hierarchical over 2 nodes",
     "hierarchical over 2 nodes, bf16 wire", "a bag encoder's table, shared memory",
-    "a bag encoder's table, MPI, micro-batches of 2", "a bag encoder's table, a batch of W - 1 rows, MPI"};
-enum { VARIANTS = 14 };
+    "a bag encoder's table, MPI, micro-batches of 2", "a bag encoder's table, a batch of W - 1 rows, MPI",
+    "a conv and a bag encoder, MPI, micro-batches of 2", "a conv and a bag encoder, shared memory"};
+enum { VARIANTS = 16 };
 
 /* One update on every worker and on the single process (rank 0): the parameters agree, the
  * tables' rows included (the lazy AdamW of sparse.h), and every replica holds the same bits. */
@@ -177,13 +181,14 @@ int main(int argc, char **argv) {
  * with the tolerance of its rounding (loss 3e-3 relative, gradient 1.5e-2 of its largest).
  * Variants 11-13: view 2 through a bag encoder, its table's rows exchanged sparsely (sparse.h),
  * against one process's dense backward into the table; then one update each, the lazy AdamW of
- * the rows (striped over the workers with shared memory), against one process's. */
+ * the rows (striped over the workers with shared memory), against one process's. Variants 14-15:
+ * view 0 through a conv encoder too (its stages in the ring's slice of its layer 0). */
     for (int variant = 0; variant < VARIANTS; variant++)
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         hcl_model_config mc;
         hcl_loss_config lc;
         hcl_optim_config oc;
-        const int bag = variant >= 11;
+        const int bag = variant >= 14 ? 2 : variant >= 11;
         make_configs(kinds[k], bag, &mc, &lc, &oc);
         char err[HCL_ERR_MAX];
         hcl_worker dist, single;
@@ -192,7 +197,7 @@ int main(int argc, char **argv) {
         CHECK(worker_init(&dist, MPI_COMM_WORLD, &mc, &lc, &oc, 1, 5, N, variant == 4 || variant == 6, err) == 0, "init: %s", err);
         unsetenv("HCL_TEST_NODES");
         if (hier) CHECK(ring_hierarchical(dist.ring) == (size >= 3), "hierarchical with %d workers", size);
-        if (variant == 1 || variant == 8 || variant == 12) {
+        if (variant == 1 || variant == 8 || variant == 12 || variant == 14) {
             dist.packed = 0;
             dist.micro = 2;
             dist.rs_rows = 3;   /* chunked reduce-scatter, the last chunk partial */
@@ -203,7 +208,7 @@ int main(int argc, char **argv) {
         }
         if (variant == 2) dist.loss.nblk = 1;
         if (bf16) CHECK(worker_comm_bf16(&dist) == (size > 1), "bf16 wire with %d workers", size);
-        if (variant == 0 || variant == 2 || variant == 4 || variant == 5 || variant == 11)
+        if (variant == 0 || variant == 2 || variant == 4 || variant == 5 || variant == 11 || variant == 15)
             CHECK(worker_share_memory(&dist) == (size > 1), "worker_share_memory with %d workers on one node", size);
         hcl_step_result rd, rs;
         const int small = variant == 3 || variant == 5 || variant == 13, uneven = variant == 4 || variant == 6;
