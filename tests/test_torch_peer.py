@@ -29,7 +29,13 @@ except ImportError as e:
     sys.exit(77)
 
 torch.set_num_threads(1)
-model, opt = torch_ref.build(seed=0)
+model, _ = torch_ref.build(seed=0)
+# hcl's decay groups (model.h: linear weights decay; biases and the logit scale do not), not
+# torch_ref's one group that decays every tensor
+decay = [p for n, p in model.named_parameters() if n.endswith(".weight")]
+rest = [p for n, p in model.named_parameters() if not n.endswith(".weight")]
+opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}],
+                        lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
 views = torch_ref.make_data(nbatches=1)[0]
 
 
