@@ -273,7 +273,7 @@ int model_init(hcl_model *m, const hcl_model_config *c, uint64_t seed, char *err
     matmul_params_changed();   /* new weights: no bf16 copy of older ones stands for them */
     if (model_layout(m, c, err) != 0) return -1;
     m->params = hcl_floats((size_t)m->nparams);
-    m->grads = hcl_floats((size_t)m->nparams);
+    m->grads = hcl_floats_lazy((size_t)m->nparams);   /* a table's rows: only those a batch used */
 
     // initialise in layout order from one stream: nn.Linear bounds, LayerNorm (1, 0), t_init
     hcl_rng r;

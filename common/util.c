@@ -45,6 +45,12 @@ float *hcl_floats(size_t n) {
     return p;
 }
 
+float *hcl_floats_lazy(size_t n) {
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) memlimit_out_of_memory("a buffer", (double)n * sizeof(float));
+    return p;
+}
+
 int hcl_view_name_ok(const char *s) {
     size_t n = strlen(s);
     if (n == 0 || n >= HCL_NAME_MAX || s[0] == '-') return 0;

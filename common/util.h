@@ -34,6 +34,11 @@ void hcl_die(const char *file, int line, const char *fmt, ...)
 void *hcl_malloc(size_t n);            /* out of memory: one line, exit 2 (memlimit.h) */
 void *hcl_calloc(size_t n, size_t sz);
 float *hcl_floats(size_t n);           /* 64-byte aligned, zeroed; free with free() */
+/* Zeroed floats whose pages take memory only once written (calloc: a large block is fresh
+ * mapped memory, not cleared by a pass over it): the buffers a bag table makes V-sized, its
+ * gradient rows and moments, of which a step writes only the rows a batch used. 16-byte
+ * aligned; free with free(). */
+float *hcl_floats_lazy(size_t n);
 
 /* bytes as "512 B", "4.1 kB", "35.2 TB" (powers of 1000) */
 void hcl_format_bytes(char *out, size_t cap, double bytes);

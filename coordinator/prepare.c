@@ -245,7 +245,7 @@ static int buffers(hcl_run *r, char *err) {
     if (model_init(&r->ck_model, &r->mc, (uint64_t)cfg->seed, err) != 0) return -1;
     r->nstate = optim_state_floats(&r->oc, r->ck_model.nparams);
     r->snap_floats = batch_snapshot_floats(r->ck_model.nparams, r->nstate);
-    r->snap = hcl_floats(r->snap_floats);
+    r->snap = hcl_floats_lazy(r->snap_floats);   /* written at the first checkpoint */
     r->last_ckpt_step = -1;
     r->lr_scale = 1.0;
     control_status_init(&r->st);

@@ -153,7 +153,7 @@ int worker_init(hcl_worker *w, MPI_Comm comm, const hcl_model_config *mc,
     w->loss_cfg = *lc;
     loss_ctx_init(&w->loss, lc, w->b_max, n);
     w->opt = *oc;
-    w->opt_state = hcl_floats((size_t)optim_state_floats(oc, w->model.nparams));
+    w->opt_state = hcl_floats_lazy((size_t)optim_state_floats(oc, w->model.nparams));
     w->learn_t = learn_t;
     w->t_min = 0.0f;
     w->t_max = logf(100.0f);
