@@ -60,27 +60,15 @@ DIM = 128
 NCLASSES = 10
 
 
-def early_threads():
-    n = "2"
-    for i, a in enumerate(sys.argv):
-        if a == "--threads" and i + 1 < len(sys.argv):
-            n = sys.argv[i + 1]
-        elif a.startswith("--threads="):
-            n = a.split("=", 1)[1]
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", n)
-    os.environ.setdefault("OMP_NUM_THREADS", n)
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-early_threads()
+sys.path.insert(0, HERE)
+import torch_recipe  # noqa: E402  (sets the threads before it imports torch: its early_threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-sys.path.insert(0, os.path.join(REPO, "..", "shared", "bench"))
-import torch_ref  # noqa: E402
+import torch_ref  # noqa: E402  (torch_recipe put ../shared/bench on the path)
 
 
 class KindsModel(nn.Module):
@@ -161,30 +149,12 @@ class Trainer:
         return loss.item(), lr
 
 
-@torch.no_grad()
-def embed(model, xs, batch=1024):
-    model.eval()
-    n = xs[0].shape[0]
-    out = [np.empty((n, DIM), np.float32) for _ in xs]
-    for s in range(0, n, batch):
-        zs, _ = model(*(x[s:s + batch] for x in xs))
-        for o, z in zip(out, zs):
-            o[s:s + batch] = z.numpy()
-    model.train()
-    fused = F.normalize(torch.from_numpy(sum(out) / len(out)), dim=-1).numpy()
-    return out, fused
+def embed(model, xs):
+    return torch_recipe.embed(model, xs, 1024, lambda m, x: m(*x))
 
 
 def write_embeddings(d, zs, fused, y):
-    os.makedirs(d, exist_ok=True)
-    for v, z in zip(VIEWS, zs):
-        np.save(os.path.join(d, v + ".npy"), z)
-    np.save(os.path.join(d, "fused.npy"), fused)
-    np.save(os.path.join(d, "labels.npy"), y)
-    with open(os.path.join(d, "manifest.txt"), "w") as f:
-        f.write("# embeddings of the PyTorch peer of the kinds recipe (bench/quality/torch_kinds.py)\n")
-        for v in VIEWS:
-            f.write(f"view {v}\n")
+    torch_recipe.write_embeddings(d, zs, fused, y, VIEWS, "bench/quality/torch_kinds.py")
 
 
 def bench(a, xs, y):

@@ -67,12 +67,14 @@ def load_split(d):
 
 
 @torch.no_grad()
-def embed(model, xs, batch=4096):
+def embed(model, xs, batch=4096, call=lambda model, xs: model(xs)):
+    """Every row's (N, 128) embedding of each view and their normalised mean; call(model, xs)
+    runs the model on one batch of the views (torch_kinds.py's takes them as arguments)."""
     model.eval()
     n = xs[0].shape[0]
     out = [np.empty((n, torch_ref.EMB), np.float32) for _ in xs]
     for s in range(0, n, batch):
-        zs, _ = model([x[s:s + batch] for x in xs])
+        zs, _ = call(model, [x[s:s + batch] for x in xs])
         for o, z in zip(out, zs):
             o[s:s + batch] = z.numpy()
     model.train()
@@ -80,15 +82,16 @@ def embed(model, xs, batch=4096):
     return out, fused
 
 
-def write_embeddings(d, zs, fused, y):
+def write_embeddings(d, zs, fused, y, views=VIEWS, who="bench/quality/torch_recipe.py"):
+    """hcl-embed's layout: VIEW.npy, fused.npy, labels.npy, manifest.txt."""
     os.makedirs(d, exist_ok=True)
-    for v, z in zip(VIEWS, zs):
+    for v, z in zip(views, zs):
         np.save(os.path.join(d, v + ".npy"), z)
     np.save(os.path.join(d, "fused.npy"), fused)
     np.save(os.path.join(d, "labels.npy"), y)
     with open(os.path.join(d, "manifest.txt"), "w") as f:
-        f.write("# embeddings of the PyTorch peer recipe (bench/quality/torch_recipe.py)\n")
-        for v in VIEWS:
+        f.write(f"# embeddings of the PyTorch peer recipe ({who})\n")
+        for v in views:
             f.write(f"view {v}\n")
 
 
