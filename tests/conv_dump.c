@@ -61,6 +61,11 @@ static int parse(problem *p, char **argv) {
     return 0;
 }
 
+static void problem_free(problem *p) {
+    for (int s = 0; s < p->nst; s++) free(p->w[s]), free(p->b[s]), free(p->dw[s]), free(p->db[s]);
+    free(p->x), free(p->dfeat), free(p->feat);
+}
+
 static void step(hcl_conv_net *n, problem *p, double *t_fwd, double *t_bwd) {
     const double t0 = hcl_now();
     conv_net_forward(n, p->x, (const float *const *)p->w, (const float *const *)p->b, p->B, p->feat);
@@ -82,6 +87,7 @@ int main(int argc, char **argv) {
     char err[HCL_ERR_MAX];
     if (conv_net_init(&n, p.B, p.H, p.W, p.C, p.chans, p.nst, err)) {
         fprintf(stderr, "conv_dump: %s\n", err);
+        problem_free(&p);
         return 1;
     }
     double tf = 0.0, tb = 0.0;
@@ -108,5 +114,6 @@ int main(int argc, char **argv) {
         }
     }
     conv_net_free(n);
+    problem_free(&p);
     return 0;
 }

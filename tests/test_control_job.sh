@@ -205,10 +205,14 @@ mp=$!
 started+=("$mp")
 for _ in $(seq 100); do [ -f "$tmp/run3/checkpoints/latest" ] && break; sleep 0.1; done
 victim=""
-for p in $(pgrep -f "$tmp/run3"); do
-    tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
+for _ in $(seq 50); do   # (once, under the sanitizers, rank 2 was not found at the first look)
+    for p in $(pgrep -f "$tmp/run3"); do
+        tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=2" && victim=$p
+    done
+    [ -n "$victim" ] && break
+    sleep 0.1
 done
-[ -n "$victim" ] || fail "no rank 2"
+[ -n "$victim" ] || fail "no rank 2: $(pgrep -af "$tmp/run3" | head -c 600)"
 kill -STOP "$victim"
 t0=$(date +%s)
 rc=0
