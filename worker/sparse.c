@@ -147,14 +147,15 @@ void sparse_begin(hcl_sparse *sp, hcl_model *m, const float *const *x, int64_t b
     }
 }
 
-/* Table t's rows of every worker (rank by rank) into gid/grow; with one worker its own. */
+/* Table t's rows of every worker (rank by rank) into gid/grow; with one worker its own, packed
+ * straight there. */
 static void gather(hcl_sparse *sp, table *t, const float *g) {
     const int E = t->E;
+    float *own = sp->size == 1 ? t->grow : t->lrow;
     for (int64_t k = 0; k < t->nl; k++)
-        memcpy(t->lrow + k * E, g + (int64_t)t->lid[k] * E, sizeof(float) * (size_t)E);
+        memcpy(own + k * E, g + (int64_t)t->lid[k] * E, sizeof(float) * (size_t)E);
     if (sp->size == 1) {
         memcpy(t->gid, t->lid, sizeof(int32_t) * (size_t)t->nl);
-        memcpy(t->grow, t->lrow, sizeof(float) * (size_t)(t->nl * E));
         sp->cnt[0] = (int)t->nl;
         sp->dsp[0] = 0;
         return;
@@ -170,12 +171,11 @@ static void gather(hcl_sparse *sp, table *t, const float *g) {
     MPI_Allgatherv(t->lrow, mine * E, MPI_FLOAT, t->grow, sp->rcnt, sp->rdsp, MPI_FLOAT, sp->comm);
 }
 
-void sparse_exchange(hcl_sparse *sp, hcl_model *m) {
+void sparse_exchange(hcl_sparse *sp, const hcl_model *m) {
     for (int i = 0; i < sp->ntables; i++) {
         table *t = &sp->t[i];
         const int E = t->E;
-        float *g = m->grads + t->table;
-        gather(sp, t, g);
+        gather(sp, t, m->grads + t->table);
         idset_clear(&t->all);
         t->nu = 0;
         for (int r = 0; r < sp->size; r++)   /* rank order: the same sums on every worker */
@@ -190,8 +190,6 @@ void sparse_exchange(hcl_sparse *sp, hcl_model *m) {
                     for (int e = 0; e < E; e++) sum[e] += row[e];
                 }
             }
-        for (int64_t k = 0; k < t->nu; k++)
-            memcpy(g + (int64_t)t->uid[k] * E, t->usum + k * E, sizeof(float) * (size_t)E);
     }
 }
 

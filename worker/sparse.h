@@ -6,8 +6,8 @@
  *             not by V); their gradient rows zeroed (the backward adds into them)
  *   exchange  after the backward: every worker's ids and gradient rows gathered
  *             (MPI_Allgatherv), equal ids summed in rank order into the union's rows: the same
- *             ids in the same order and the same bits on every worker; written back into the
- *             model's gradient buffer at those rows
+ *             ids in the same order and the same bits on every worker (the norm, the clip and
+ *             the update read them there; sparse_summed shows them)
  *   norm      the union rows' sum of squares, for the global norm (clipping, the finite check)
  *   update    clip, then optim_sparse_adam_rows on the union's rows (torch.optim.SparseAdam's
  *             rule, optim.h); an untouched row costs nothing. With one shared copy of the
@@ -30,8 +30,8 @@ int sparse_init(hcl_sparse **sp, const hcl_model *m, MPI_Comm comm, int64_t n, i
 void sparse_free(hcl_sparse *sp);
 /* The own rows' ids of this step's batch: x[v] (b, L) of each bag view v. */
 void sparse_begin(hcl_sparse *sp, hcl_model *m, const float *const *x, int64_t b);
-/* Collective: gather, sum, write the union's rows into m->grads. */
-void sparse_exchange(hcl_sparse *sp, hcl_model *m);
+/* Collective: gather, sum into the union's rows. */
+void sparse_exchange(hcl_sparse *sp, const hcl_model *m);
 /* The union rows' sum of squares (the same on every worker). */
 double sparse_sum_squares(const hcl_sparse *sp);
 /* Scale the union's rows as optim_clip would (norm the global one). */
